@@ -1,0 +1,291 @@
+//! vgem: the kernel's virtual GEM driver, a dma-buf exporter whose fences
+//! userspace controls (`DRM_IOCTL_VGEM_FENCE_ATTACH` / `_SIGNAL`).
+//!
+//! A [`VgemFence`] on a buffer stands in for a busy GPU: readers (or
+//! writers) of the dma-buf wait until the test signals it. Unsignaled vgem
+//! fences signal by themselves after 10 s, and all of them when the device
+//! fd closes. vgem has no syncobjs. Kernel: `drivers/gpu/drm/vgem/`.
+//!
+//! ```no_run
+//! use winsys::alloc::vgem::Vgem;
+//! use winsys::dmabuf::Access;
+//! use winsys::format::Fourcc;
+//!
+//! let vgem = Vgem::open()?;
+//! let buf = vgem.create(64, 64, Fourcc::XRGB8888)?;
+//! let gpu = buf.attach_fence(true)?;           // a "GPU" writes
+//! let fence = buf.dmabuf().export_sync_file(Access::Read)?;
+//! assert!(!fence.is_signaled()?);
+//! gpu.signal()?;                               // the "GPU" is done
+//! assert!(fence.is_signaled()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, ProtFlags};
+
+use super::{linear_dmabuf, Error, Result};
+use crate::device::{DrmDevice, NodeKind};
+use crate::dmabuf::Dmabuf;
+use crate::fd::owned_from_kernel;
+use crate::format::Fourcc;
+use crate::uapi::{drm, vgem as sys};
+
+/// An open vgem device (its primary node, where dumb buffers can be made).
+#[derive(Debug, Clone)]
+pub struct Vgem {
+    dev: Arc<DrmDevice>,
+}
+
+impl Vgem {
+    /// Find and open the vgem device (by driver name).
+    pub fn open() -> Result<Self> {
+        Ok(Vgem {
+            dev: Arc::new(DrmDevice::find("vgem", NodeKind::Primary)?),
+        })
+    }
+
+    /// The DRM device.
+    pub fn device(&self) -> &Arc<DrmDevice> {
+        &self.dev
+    }
+
+    /// A dumb buffer for a single-plane `format` image, exported as a
+    /// read-write LINEAR [`Dmabuf`] (`DRM_IOCTL_MODE_CREATE_DUMB`, then
+    /// `PRIME_HANDLE_TO_FD` with `DRM_RDWR`).
+    pub fn create(&self, width: u32, height: u32, format: Fourcc) -> Result<VgemBuffer> {
+        let info = match format.planes() {
+            Some([info]) => *info,
+            Some(_) => {
+                return Err(Error::UnsupportedFormat {
+                    format,
+                    why: "dumb buffers have one plane",
+                })
+            }
+            None => {
+                return Err(Error::UnsupportedFormat {
+                    format,
+                    why: "unknown layout",
+                })
+            }
+        };
+        if width == 0 || height == 0 {
+            return Err(Error::ZeroSize);
+        }
+        let mut arg = drm::drm_mode_create_dumb {
+            width,
+            height,
+            bpp: info.cpp * 8,
+            ..Default::default()
+        };
+        drm::DRM_IOCTL_MODE_CREATE_DUMB
+            .call(self.dev.as_fd(), &mut arg)
+            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_MODE_CREATE_DUMB", e))?;
+        let gem = Gem {
+            dev: self.dev.clone(),
+            handle: arg.handle,
+        };
+        let fd = gem.export(drm::DRM_RDWR | drm::DRM_CLOEXEC)?;
+        let dmabuf = linear_dmabuf(fd, width, height, format, &[(0, arg.pitch)])?;
+        Ok(VgemBuffer {
+            gem,
+            dmabuf,
+            size: arg.size,
+        })
+    }
+}
+
+/// A GEM handle, closed on drop.
+struct Gem {
+    dev: Arc<DrmDevice>,
+    handle: u32,
+}
+
+impl Gem {
+    fn export(&self, flags: u32) -> Result<OwnedFd> {
+        let mut arg = drm::drm_prime_handle {
+            handle: self.handle,
+            flags,
+            fd: -1,
+        };
+        drm::DRM_IOCTL_PRIME_HANDLE_TO_FD
+            .call(self.dev.as_fd(), &mut arg)
+            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_PRIME_HANDLE_TO_FD", e))?;
+        Ok(owned_from_kernel(arg.fd))
+    }
+}
+
+impl Drop for Gem {
+    fn drop(&mut self) {
+        let mut arg = drm::drm_gem_close {
+            handle: self.handle,
+            pad: 0,
+        };
+        // The handle goes away with the device fd anyway; nothing to report.
+        let _ = drm::DRM_IOCTL_GEM_CLOSE.call(self.dev.as_fd(), &mut arg);
+    }
+}
+
+/// A vgem dumb buffer and its dma-buf.
+pub struct VgemBuffer {
+    gem: Gem,
+    dmabuf: Dmabuf,
+    size: u64,
+}
+
+impl VgemBuffer {
+    /// The buffer as a dma-buf image.
+    pub fn dmabuf(&self) -> &Dmabuf {
+        &self.dmabuf
+    }
+
+    /// Another dma-buf fd for the buffer, opened read-only (PRIME export
+    /// without `DRM_RDWR`): maps of it cannot be written.
+    pub fn export_read_only(&self) -> Result<OwnedFd> {
+        self.gem.export(drm::DRM_CLOEXEC)
+    }
+
+    /// Attach an unsignaled fence to the buffer's reservation object, as a
+    /// write fence (`write`) or read fence (`DRM_IOCTL_VGEM_FENCE_ATTACH`).
+    /// [`Error::FenceBusy`] if it conflicts with a pending fence.
+    pub fn attach_fence(&self, write: bool) -> Result<VgemFence> {
+        let mut arg = sys::drm_vgem_fence_attach {
+            handle: self.gem.handle,
+            flags: if write { sys::VGEM_FENCE_WRITE } else { 0 },
+            ..Default::default()
+        };
+        match sys::DRM_IOCTL_VGEM_FENCE_ATTACH.call(self.gem.dev.as_fd(), &mut arg) {
+            Ok(_) => Ok(VgemFence {
+                dev: self.gem.dev.clone(),
+                id: arg.out_fence,
+                signaled: false,
+            }),
+            Err(Errno::BUSY) => Err(Error::FenceBusy),
+            Err(e) => Err(self
+                .gem
+                .dev
+                .ioctl_error("DRM_IOCTL_VGEM_FENCE_ATTACH", e)
+                .into()),
+        }
+    }
+
+    /// Map the GEM object directly through the DRM fd
+    /// (`DRM_IOCTL_MODE_MAP_DUMB`): the exporter's own view of the pages,
+    /// bypassing the dma-buf, for checking what dma-buf users wrote.
+    pub fn map_gem(&self) -> Result<GemMap> {
+        let mut arg = drm::drm_mode_map_dumb {
+            handle: self.gem.handle,
+            ..Default::default()
+        };
+        drm::DRM_IOCTL_MODE_MAP_DUMB
+            .call(self.gem.dev.as_fd(), &mut arg)
+            .map_err(|e| self.gem.dev.ioctl_error("DRM_IOCTL_MODE_MAP_DUMB", e))?;
+        let len = self.size as usize;
+        // SAFETY: a new shared mapping at a kernel-chosen address (null hint)
+        // of the object's `size` bytes at the fake offset MAP_DUMB returned;
+        // unmapped once in GemMap's Drop.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                self.gem.dev.as_fd(),
+                arg.offset,
+            )
+        }
+        .map_err(Error::os("mmap(vgem GEM)"))?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Os {
+            op: "mmap(vgem GEM)",
+            errno: Errno::FAULT,
+        })?;
+        Ok(GemMap { ptr, len })
+    }
+}
+
+impl fmt::Debug for VgemBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VgemBuffer")
+            .field("handle", &self.gem.handle)
+            .field("dmabuf", &self.dmabuf)
+            .finish()
+    }
+}
+
+/// A direct CPU mapping of a vgem object (no dma-buf sync involved).
+pub struct GemMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl GemMap {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; the mapping is writable and `&mut self` makes
+        // this the only live slice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for GemMap {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `map_gem`, unmapped only here.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A pending vgem fence. Signal it with [`VgemFence::signal`]; dropping an
+/// unsignaled one signals it, so no test leaves a fence for the 10 s
+/// timeout.
+pub struct VgemFence {
+    dev: Arc<DrmDevice>,
+    id: u32,
+    signaled: bool,
+}
+
+impl VgemFence {
+    /// Signal the fence now (`DRM_IOCTL_VGEM_FENCE_SIGNAL`).
+    pub fn signal(mut self) -> Result<()> {
+        self.signaled = true;
+        self.signal_raw()
+    }
+
+    fn signal_raw(&self) -> Result<()> {
+        let mut arg = sys::drm_vgem_fence_signal {
+            fence: self.id,
+            flags: 0,
+        };
+        sys::DRM_IOCTL_VGEM_FENCE_SIGNAL
+            .call(self.dev.as_fd(), &mut arg)
+            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_VGEM_FENCE_SIGNAL", e))?;
+        Ok(())
+    }
+}
+
+impl Drop for VgemFence {
+    fn drop(&mut self) {
+        if !self.signaled {
+            let _ = self.signal_raw();
+        }
+    }
+}
+
+impl fmt::Debug for VgemFence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VgemFence")
+            .field("id", &self.id)
+            .field("signaled", &self.signaled)
+            .finish()
+    }
+}

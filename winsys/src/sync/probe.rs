@@ -1,0 +1,75 @@
+//! What the running kernel supports, probed once per process and cached.
+//!
+//! The dma-buf sync_file ioctls (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE` /
+//! `IMPORT_SYNC_FILE`, Linux 6.0+) can only be asked on a dma-buf, so the
+//! probe runs on the first dma-buf winsys is given (as Mesa does) and the
+//! answer holds for the process. `ENOTTY` (and `ENOSYS`, `EBADF` as Mesa
+//! counts them) mean unsupported.
+//!
+//! Setting the environment variable `WINSYS_NO_DMABUF_SYNC_FILE=1` before the
+//! first probe makes winsys behave as on a kernel without the ioctls: every
+//! caller then takes the poll/CPU-wait fallback. The test suite uses it to
+//! prove the fallback on a kernel that has the ioctls.
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::io::Errno;
+
+use crate::uapi::dma_buf as sys;
+
+/// Environment variable that forces the "no dma-buf sync_file ioctls" path.
+pub const DISABLE_DMABUF_SYNC_FILE_ENV: &str = "WINSYS_NO_DMABUF_SYNC_FILE";
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+static DMABUF_SYNC_FILE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether the kernel has the dma-buf sync_file ioctls, probing on `dmabuf`
+/// the first time (an `EXPORT_SYNC_FILE(READ)` whose result is closed).
+pub fn dmabuf_sync_file(dmabuf: BorrowedFd<'_>) -> bool {
+    match DMABUF_SYNC_FILE.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            let supported =
+                if std::env::var_os(DISABLE_DMABUF_SYNC_FILE_ENV).is_some_and(|v| v == "1") {
+                    false
+                } else {
+                    let mut arg = sys::dma_buf_export_sync_file {
+                        flags: sys::DMA_BUF_SYNC_READ as u32,
+                        fd: -1,
+                    };
+                    match sys::DMA_BUF_IOCTL_EXPORT_SYNC_FILE.call(dmabuf, &mut arg) {
+                        Ok(_) => {
+                            drop(crate::fd::owned_from_kernel(arg.fd));
+                            true
+                        }
+                        Err(e) => !is_unsupported(e),
+                    }
+                };
+            record_dmabuf_sync_file(supported);
+            supported
+        }
+    }
+}
+
+/// The cached answer, if a probe has run.
+pub fn dmabuf_sync_file_cached() -> Option<bool> {
+    match DMABUF_SYNC_FILE.load(Ordering::Relaxed) {
+        YES => Some(true),
+        NO => Some(false),
+        _ => None,
+    }
+}
+
+pub(crate) fn record_dmabuf_sync_file(supported: bool) {
+    DMABUF_SYNC_FILE.store(if supported { YES } else { NO }, Ordering::Relaxed);
+}
+
+/// Errnos that mean "this kernel has no such ioctl".
+pub(crate) fn is_unsupported(errno: Errno) -> bool {
+    matches!(errno, Errno::NOTTY | Errno::NOSYS | Errno::BADF)
+}
