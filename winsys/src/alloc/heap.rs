@@ -37,13 +37,23 @@ impl DmaHeap {
 
     /// A dma-buf of `len` bytes, opened read-write (`DMA_HEAP_IOCTL_ALLOC`).
     pub fn alloc(&self, len: u64) -> Result<OwnedFd> {
+        self.alloc_with(len, OFlags::RDWR)
+    }
+
+    /// A dma-buf of `len` bytes whose fd is opened read-only: it can be
+    /// mapped for reading only, e.g. to hand a consumer that must not write.
+    pub fn alloc_read_only(&self, len: u64) -> Result<OwnedFd> {
+        self.alloc_with(len, OFlags::RDONLY)
+    }
+
+    fn alloc_with(&self, len: u64, mode: OFlags) -> Result<OwnedFd> {
         if len == 0 {
             return Err(Error::ZeroSize);
         }
         let mut arg = sys::dma_heap_allocation_data {
             len,
             fd: 0,
-            fd_flags: (OFlags::RDWR | OFlags::CLOEXEC).bits(),
+            fd_flags: (mode | OFlags::CLOEXEC).bits(),
             heap_flags: 0,
         };
         sys::DMA_HEAP_IOCTL_ALLOC

@@ -144,12 +144,6 @@ impl VgemBuffer {
         &self.dmabuf
     }
 
-    /// Another dma-buf fd for the buffer, opened read-only (PRIME export
-    /// without `DRM_RDWR`): maps of it cannot be written.
-    pub fn export_read_only(&self) -> Result<OwnedFd> {
-        self.gem.export(drm::DRM_CLOEXEC)
-    }
-
     /// Attach an unsignaled fence to the buffer's reservation object, as a
     /// write fence (`write`) or read fence (`DRM_IOCTL_VGEM_FENCE_ATTACH`).
     /// [`Error::FenceBusy`] if it conflicts with a pending fence.

@@ -104,9 +104,9 @@ impl Syncobj {
     pub fn export(&self) -> Result<OwnedFd> {
         let mut arg = sys::drm_syncobj_handle {
             handle: self.handle,
-            flags: sys::DRM_CLOEXEC,
             ..Default::default()
         };
+        // The kernel always makes the fd close-on-exec; it takes no fd flags.
         self.ioctl_handle_to_fd(&mut arg)?;
         Ok(owned_from_kernel(arg.fd))
     }
@@ -168,7 +168,7 @@ impl Syncobj {
     fn export_sync_file_binary(&self, point: u64) -> Result<SyncFile> {
         let mut arg = sys::drm_syncobj_handle {
             handle: self.handle,
-            flags: sys::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE | sys::DRM_CLOEXEC,
+            flags: sys::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
             ..Default::default()
         };
         match sys::DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD.call(self.dev.as_fd(), &mut arg) {

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests.
+//!
+//! Device-dependent tests go through [`need!`]: when a device is missing they
+//! print `SKIP` and return on a workstation, but when `WINSYS_REQUIRE_DEVICES=1`
+//! (set by `cargo xtask test` inside the VM) a missing device fails the test.
+
+#![allow(dead_code, unused_macros)]
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use winsys::alloc::vgem::{Vgem, VgemBuffer, VgemFence};
+use winsys::dmabuf::Access;
+use winsys::format::Fourcc;
+use winsys::sync::SyncFile;
+
+/// Whether missing devices fail tests instead of skipping them.
+pub fn devices_required() -> bool {
+    std::env::var_os("WINSYS_REQUIRE_DEVICES").is_some_and(|v| v == "1")
+}
+
+/// `Some(value)`, or `None` after reporting a skip (or panicking when devices
+/// are required).
+pub fn required<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) if devices_required() => panic!("required device missing: {what}: {e}"),
+        Err(e) => {
+            println!("SKIP: {what} unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Unwrap a device-opening result or skip the test (see module docs).
+macro_rules! need {
+    ($e:expr, $what:expr) => {
+        match common::required($what, $e) {
+            Some(v) => v,
+            None => return,
+        }
+    };
+}
+pub(crate) use need;
+
+/// A generous bound for waits that must succeed (TCG is slow).
+pub const LONG: Duration = Duration::from_secs(5);
+/// A bound for waits that must time out.
+pub const SHORT: Duration = Duration::from_millis(50);
+
+/// A controllable sync_file: a second vgem buffer with a pending WRITE fence,
+/// exported for READ (= that write fence). Signal the `VgemFence` to signal it.
+pub fn controllable_fence(vgem: &Vgem) -> (VgemBuffer, VgemFence, SyncFile) {
+    let buf = vgem.create(16, 16, Fourcc::XRGB8888).expect("vgem buffer");
+    let fence = buf.attach_fence(true).expect("vgem fence");
+    let sync = buf.dmabuf().export_sync_file(Access::Read).expect("export");
+    (buf, fence, sync)
+}
+
+/// Number of open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// A byte pattern that differs per position and per `seed`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8)
+        .collect()
+}
+
+/// Write `data` at `offset` of a file fd (memfd) with pwrite.
+pub fn pwrite_all(fd: &OwnedFd, data: &[u8], offset: u64) {
+    let n = rustix::io::pwrite(fd, data, offset).expect("pwrite");
+    assert_eq!(n, data.len());
+}
+
+/// Read `len` bytes at `offset` of a file fd (memfd) with pread.
+pub fn pread_all(fd: &OwnedFd, len: usize, offset: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let n = rustix::io::pread(fd, &mut out, offset).expect("pread");
+    assert_eq!(n, len);
+    out
+}
