@@ -29,7 +29,7 @@
 //! | [`sync`] | `SyncFile`, `Syncobj`, the capability probe |
 //! | [`alloc`] | exporters: udmabuf, the system dma-heap, vgem |
 //! | [`device`] | DRM nodes found by driver name |
-//! | [`format`] | fourcc codes, modifiers and plane layouts |
+//! | [`format`](mod@format) | fourcc codes, modifiers and plane layouts |
 //!
 //! ## Example: a reader waits for a writer's fence
 //!

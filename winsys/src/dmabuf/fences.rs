@@ -14,7 +14,7 @@
 //! raw operations ([`Error::Unsupported`] on older kernels).
 //! [`Dmabuf::implicit_fence`] and [`Dmabuf::attach_fence`] are the uniform
 //! ones every caller can use: on a kernel without the ioctls (probed once,
-//! see [`probe`](crate::sync::probe)) they fall back to poll()-based waiting
+//! see [`crate::sync::probe`]) they fall back to poll()-based waiting
 //! and to waiting for the fence on the CPU, never to a silent no-op.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

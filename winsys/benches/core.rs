@@ -1,0 +1,280 @@
+//! Core benchmarks, each against a baseline measured in the same run:
+//!
+//! - CPU read / write of a 3840x2160 XRGB8888 frame through a mapped udmabuf,
+//!   `DMA_BUF_IOCTL_SYNC` START/END included, vs memcpy between anonymous
+//!   buffers (goal: ratio >= 0.9);
+//! - `export_sync_file` + `import_sync_file` through the API vs the raw
+//!   ioctls (goal: <= 1.1x);
+//! - timeline point -> sync_file -> next point through the API vs the raw
+//!   ioctl sequence (virtio-gpu).
+//!
+//! Prints a table and writes `target/bench/results.json` (or
+//! `$WINSYS_BENCH_OUT`). Run in the VM with `cargo xtask bench`.
+
+use std::hint::black_box;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use winsys::alloc::udmabuf::Udmabuf;
+use winsys::alloc::vgem::Vgem;
+use winsys::alloc::Allocator;
+use winsys::device::{DrmDevice, NodeKind};
+use winsys::dmabuf::Access;
+use winsys::format::Fourcc;
+use winsys::sync::Syncobj;
+use winsys::uapi::{dma_buf, drm};
+
+/// One result row.
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: f64,
+    /// value / baseline_value.
+    ratio: f64,
+    goal: &'static str,
+}
+
+/// Median seconds per iteration of `f`, over `rounds` rounds of `iters`.
+fn median_secs(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[samples.len() / 2]
+}
+
+/// Measure `subject` and `baseline` interleaved (so drift hits both alike);
+/// returns their median seconds per iteration.
+fn pair(rounds: usize, iters: usize, mut subject: impl FnMut(), mut baseline: impl FnMut()) -> (f64, f64) {
+    // Warm up both (page faults, caches).
+    subject();
+    baseline();
+    let mut s = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..rounds {
+        b.push(median_secs(1, iters, &mut baseline));
+        s.push(median_secs(1, iters, &mut subject));
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        v[v.len() / 2]
+    };
+    (med(&mut s), med(&mut b))
+}
+
+fn frame_copies(rows: &mut Vec<Row>) {
+    let (w, h) = (3840u32, 2160u32);
+    let udmabuf = Udmabuf::open().expect("/dev/udmabuf");
+    let buf = udmabuf.allocate(w, h, Fourcc::XRGB8888).expect("udmabuf frame");
+    let len = buf.planes()[0].stride() as usize * h as usize;
+    let gb = len as f64 / 1e9;
+    let mut map = buf.map(Access::ReadWrite).expect("map");
+    let src = vec![0x5au8; len];
+    let mut dst = vec![0u8; len];
+    let mut anon = vec![0u8; len];
+
+    let (read_s, memcpy_s) = pair(
+        9,
+        3,
+        || {
+            let guard = map.read(None).unwrap();
+            dst.copy_from_slice(black_box(guard.plane(0)));
+        },
+        || anon.copy_from_slice(black_box(&src)),
+    );
+    rows.push(Row {
+        name: "frame 3840x2160 read from mapped udmabuf (SYNC START/END incl.)".into(),
+        value: gb / read_s,
+        unit: "GB/s",
+        baseline: "memcpy between anonymous buffers".into(),
+        baseline_value: gb / memcpy_s,
+        ratio: memcpy_s / read_s,
+        goal: ">= 0.9",
+    });
+
+    let (write_s, memcpy_s) = pair(
+        9,
+        3,
+        || {
+            let mut guard = map.write(None).unwrap();
+            guard.plane_mut(0).copy_from_slice(black_box(&src));
+        },
+        || anon.copy_from_slice(black_box(&src)),
+    );
+    rows.push(Row {
+        name: "frame 3840x2160 write into mapped udmabuf (SYNC START/END incl.)".into(),
+        value: gb / write_s,
+        unit: "GB/s",
+        baseline: "memcpy between anonymous buffers".into(),
+        baseline_value: gb / memcpy_s,
+        ratio: memcpy_s / write_s,
+        goal: ">= 0.9",
+    });
+    black_box((&dst, &anon));
+}
+
+fn export_import(rows: &mut Vec<Row>) {
+    let udmabuf = Udmabuf::open().expect("/dev/udmabuf");
+    let buf = udmabuf.allocate(64, 64, Fourcc::XRGB8888).expect("udmabuf");
+    let fd = buf.planes()[0].fd();
+    let (api_s, raw_s) = pair(
+        15,
+        2000,
+        || {
+            let fence = buf.export_sync_file(Access::ReadWrite).unwrap();
+            buf.import_sync_file(&fence, Access::Write).unwrap();
+        },
+        || {
+            let mut export = dma_buf::dma_buf_export_sync_file { flags: dma_buf::DMA_BUF_SYNC_RW as u32, fd: -1 };
+            dma_buf::DMA_BUF_IOCTL_EXPORT_SYNC_FILE.call(fd, &mut export).unwrap();
+            // SAFETY: the ioctl just returned this new fd to us.
+            let fence = unsafe { OwnedFd::from_raw_fd(export.fd) };
+            let mut import =
+                dma_buf::dma_buf_import_sync_file { flags: dma_buf::DMA_BUF_SYNC_WRITE as u32, fd: fence.as_raw_fd() };
+            dma_buf::DMA_BUF_IOCTL_IMPORT_SYNC_FILE.call(fd, &mut import).unwrap();
+        },
+    );
+    rows.push(Row {
+        name: "export_sync_file(RW) + import_sync_file(WRITE) + close, API".into(),
+        value: api_s * 1e6,
+        unit: "us",
+        baseline: "the same raw ioctls".into(),
+        baseline_value: raw_s * 1e6,
+        ratio: api_s / raw_s,
+        goal: "<= 1.1",
+    });
+}
+
+fn timeline_round_trip(rows: &mut Vec<Row>) {
+    let dev = Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).expect("virtio_gpu render node"));
+    let vgem = Vgem::open().expect("vgem");
+    let src = vgem.create(16, 16, Fourcc::XRGB8888).expect("vgem buffer");
+    let seed = src.dmabuf().export_sync_file(Access::Read).expect("seed fence");
+    let api_tl = Syncobj::create(&dev, false).unwrap();
+    api_tl.import_sync_file(1, &seed).unwrap();
+    let raw_tl = Syncobj::create(&dev, false).unwrap();
+    raw_tl.import_sync_file(1, &seed).unwrap();
+    let mut api_point = 1u64;
+    let mut raw_point = 1u64;
+    let dfd = dev.as_fd();
+    let raw = raw_tl.handle();
+    let (api_s, raw_s) = pair(
+        15,
+        500,
+        || {
+            let fence = api_tl.export_sync_file(api_point).unwrap();
+            api_point += 1;
+            api_tl.import_sync_file(api_point, &fence).unwrap();
+        },
+        || {
+            // point -> temporary binary syncobj -> sync_file
+            let mut tmp = drm::drm_syncobj_create::default();
+            drm::DRM_IOCTL_SYNCOBJ_CREATE.call(dfd, &mut tmp).unwrap();
+            let mut xfer = drm::drm_syncobj_transfer {
+                src_handle: raw,
+                dst_handle: tmp.handle,
+                src_point: raw_point,
+                ..Default::default()
+            };
+            drm::DRM_IOCTL_SYNCOBJ_TRANSFER.call(dfd, &mut xfer).unwrap();
+            let mut out = drm::drm_syncobj_handle {
+                handle: tmp.handle,
+                flags: drm::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
+                ..Default::default()
+            };
+            drm::DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD.call(dfd, &mut out).unwrap();
+            // SAFETY: the ioctl just returned this new fd to us.
+            let fence = unsafe { OwnedFd::from_raw_fd(out.fd) };
+            // sync_file -> temporary binary syncobj -> next point
+            let mut back = drm::drm_syncobj_handle {
+                handle: tmp.handle,
+                flags: drm::DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
+                fd: fence.as_raw_fd(),
+                pad: 0,
+            };
+            drm::DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE.call(dfd, &mut back).unwrap();
+            raw_point += 1;
+            let mut xfer = drm::drm_syncobj_transfer {
+                src_handle: tmp.handle,
+                dst_handle: raw,
+                dst_point: raw_point,
+                ..Default::default()
+            };
+            drm::DRM_IOCTL_SYNCOBJ_TRANSFER.call(dfd, &mut xfer).unwrap();
+            let mut destroy = drm::drm_syncobj_destroy { handle: tmp.handle, pad: 0 };
+            drm::DRM_IOCTL_SYNCOBJ_DESTROY.call(dfd, &mut destroy).unwrap();
+        },
+    );
+    rows.push(Row {
+        name: "timeline point -> sync_file -> next point, API".into(),
+        value: api_s * 1e6,
+        unit: "us",
+        baseline: "the same raw ioctl sequence".into(),
+        baseline_value: raw_s * 1e6,
+        ratio: api_s / raw_s,
+        goal: "-",
+    });
+}
+
+fn json_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets without `--bench`: nothing to
+    // measure then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("core bench: run with --bench (cargo bench / cargo xtask bench)");
+        return;
+    }
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    eprintln!("[bench] frame copies through a mapped udmabuf ...");
+    frame_copies(&mut rows);
+    eprintln!("[bench] dma-buf sync_file export + import ...");
+    export_import(&mut rows);
+    eprintln!("[bench] timeline point <-> sync_file ...");
+    timeline_round_trip(&mut rows);
+
+    println!();
+    println!("{:<68} {:>12} {:>12} {:>8} {:>8}", "benchmark", "value", "baseline", "ratio", "goal");
+    for r in &rows {
+        println!(
+            "{:<68} {:>7.3} {:<4} {:>7.3} {:<4} {:>8.3} {:>8}",
+            r.name, r.value, r.unit, r.baseline_value, r.unit, r.ratio, r.goal
+        );
+    }
+    let out = std::env::var_os("WINSYS_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/results.json")));
+    let mut json = String::from("[\n");
+    for (i, r) in rows.iter().enumerate() {
+        json += &format!(
+            "  {{\"name\": \"{}\", \"value\": {:.6}, \"unit\": \"{}\", \"baseline\": \"{}\", \"baseline_value\": {:.6}, \"ratio\": {:.4}, \"goal\": \"{}\"}}{}\n",
+            json_escape(&r.name),
+            r.value,
+            r.unit,
+            json_escape(&r.baseline),
+            r.baseline_value,
+            r.ratio,
+            r.goal,
+            if i + 1 < rows.len() { "," } else { "" }
+        );
+    }
+    json += "]\n";
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("create bench output dir");
+    }
+    std::fs::write(&out, json).expect("write results.json");
+    println!("\nwrote {} ({:.1?})", out.display(), started.elapsed());
+}
