@@ -55,7 +55,12 @@ fn median_secs(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 
 /// Measure `subject` and `baseline` interleaved (so drift hits both alike);
 /// returns their median seconds per iteration.
-fn pair(rounds: usize, iters: usize, mut subject: impl FnMut(), mut baseline: impl FnMut()) -> (f64, f64) {
+fn pair(
+    rounds: usize,
+    iters: usize,
+    mut subject: impl FnMut(),
+    mut baseline: impl FnMut(),
+) -> (f64, f64) {
     // Warm up both (page faults, caches).
     subject();
     baseline();
@@ -75,7 +80,9 @@ fn pair(rounds: usize, iters: usize, mut subject: impl FnMut(), mut baseline: im
 fn frame_copies(rows: &mut Vec<Row>) {
     let (w, h) = (3840u32, 2160u32);
     let udmabuf = Udmabuf::open().expect("/dev/udmabuf");
-    let buf = udmabuf.allocate(w, h, Fourcc::XRGB8888).expect("udmabuf frame");
+    let buf = udmabuf
+        .allocate(w, h, Fourcc::XRGB8888)
+        .expect("udmabuf frame");
     let len = buf.planes()[0].stride() as usize * h as usize;
     let gb = len as f64 / 1e9;
     let mut map = buf.map(Access::ReadWrite).expect("map");
@@ -135,13 +142,22 @@ fn export_import(rows: &mut Vec<Row>) {
             buf.import_sync_file(&fence, Access::Write).unwrap();
         },
         || {
-            let mut export = dma_buf::dma_buf_export_sync_file { flags: dma_buf::DMA_BUF_SYNC_RW as u32, fd: -1 };
-            dma_buf::DMA_BUF_IOCTL_EXPORT_SYNC_FILE.call(fd, &mut export).unwrap();
+            let mut export = dma_buf::dma_buf_export_sync_file {
+                flags: dma_buf::DMA_BUF_SYNC_RW as u32,
+                fd: -1,
+            };
+            dma_buf::DMA_BUF_IOCTL_EXPORT_SYNC_FILE
+                .call(fd, &mut export)
+                .unwrap();
             // SAFETY: the ioctl just returned this new fd to us.
             let fence = unsafe { OwnedFd::from_raw_fd(export.fd) };
-            let mut import =
-                dma_buf::dma_buf_import_sync_file { flags: dma_buf::DMA_BUF_SYNC_WRITE as u32, fd: fence.as_raw_fd() };
-            dma_buf::DMA_BUF_IOCTL_IMPORT_SYNC_FILE.call(fd, &mut import).unwrap();
+            let mut import = dma_buf::dma_buf_import_sync_file {
+                flags: dma_buf::DMA_BUF_SYNC_WRITE as u32,
+                fd: fence.as_raw_fd(),
+            };
+            dma_buf::DMA_BUF_IOCTL_IMPORT_SYNC_FILE
+                .call(fd, &mut import)
+                .unwrap();
         },
     );
     rows.push(Row {
@@ -156,10 +172,14 @@ fn export_import(rows: &mut Vec<Row>) {
 }
 
 fn timeline_round_trip(rows: &mut Vec<Row>) {
-    let dev = Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).expect("virtio_gpu render node"));
+    let dev =
+        Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).expect("virtio_gpu render node"));
     let vgem = Vgem::open().expect("vgem");
     let src = vgem.create(16, 16, Fourcc::XRGB8888).expect("vgem buffer");
-    let seed = src.dmabuf().export_sync_file(Access::Read).expect("seed fence");
+    let seed = src
+        .dmabuf()
+        .export_sync_file(Access::Read)
+        .expect("seed fence");
     let api_tl = Syncobj::create(&dev, false).unwrap();
     api_tl.import_sync_file(1, &seed).unwrap();
     let raw_tl = Syncobj::create(&dev, false).unwrap();
@@ -186,13 +206,17 @@ fn timeline_round_trip(rows: &mut Vec<Row>) {
                 src_point: raw_point,
                 ..Default::default()
             };
-            drm::DRM_IOCTL_SYNCOBJ_TRANSFER.call(dfd, &mut xfer).unwrap();
+            drm::DRM_IOCTL_SYNCOBJ_TRANSFER
+                .call(dfd, &mut xfer)
+                .unwrap();
             let mut out = drm::drm_syncobj_handle {
                 handle: tmp.handle,
                 flags: drm::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
                 ..Default::default()
             };
-            drm::DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD.call(dfd, &mut out).unwrap();
+            drm::DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD
+                .call(dfd, &mut out)
+                .unwrap();
             // SAFETY: the ioctl just returned this new fd to us.
             let fence = unsafe { OwnedFd::from_raw_fd(out.fd) };
             // sync_file -> temporary binary syncobj -> next point
@@ -202,7 +226,9 @@ fn timeline_round_trip(rows: &mut Vec<Row>) {
                 fd: fence.as_raw_fd(),
                 pad: 0,
             };
-            drm::DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE.call(dfd, &mut back).unwrap();
+            drm::DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE
+                .call(dfd, &mut back)
+                .unwrap();
             raw_point += 1;
             let mut xfer = drm::drm_syncobj_transfer {
                 src_handle: tmp.handle,
@@ -210,9 +236,16 @@ fn timeline_round_trip(rows: &mut Vec<Row>) {
                 dst_point: raw_point,
                 ..Default::default()
             };
-            drm::DRM_IOCTL_SYNCOBJ_TRANSFER.call(dfd, &mut xfer).unwrap();
-            let mut destroy = drm::drm_syncobj_destroy { handle: tmp.handle, pad: 0 };
-            drm::DRM_IOCTL_SYNCOBJ_DESTROY.call(dfd, &mut destroy).unwrap();
+            drm::DRM_IOCTL_SYNCOBJ_TRANSFER
+                .call(dfd, &mut xfer)
+                .unwrap();
+            let mut destroy = drm::drm_syncobj_destroy {
+                handle: tmp.handle,
+                pad: 0,
+            };
+            drm::DRM_IOCTL_SYNCOBJ_DESTROY
+                .call(dfd, &mut destroy)
+                .unwrap();
         },
     );
     rows.push(Row {
@@ -247,7 +280,10 @@ fn main() {
     timeline_round_trip(&mut rows);
 
     println!();
-    println!("{:<68} {:>12} {:>12} {:>8} {:>8}", "benchmark", "value", "baseline", "ratio", "goal");
+    println!(
+        "{:<68} {:>12} {:>12} {:>8} {:>8}",
+        "benchmark", "value", "baseline", "ratio", "goal"
+    );
     for r in &rows {
         println!(
             "{:<68} {:>7.3} {:<4} {:>7.3} {:<4} {:>8.3} {:>8}",
@@ -256,7 +292,12 @@ fn main() {
     }
     let out = std::env::var_os("WINSYS_BENCH_OUT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/results.json")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/bench/results.json"
+            ))
+        });
     let mut json = String::from("[\n");
     for (i, r) in rows.iter().enumerate() {
         json += &format!(

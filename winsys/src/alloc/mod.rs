@@ -7,6 +7,7 @@
 //! | [`udmabuf`] | `/dev/udmabuf` | wraps a sealed memfd: CPU-made buffers shareable as dma-bufs (lavapipe's way to dma-bufs) |
 //! | [`heap`] | `/dev/dma_heap/system` | plain system-memory dma-bufs |
 //! | [`vgem`] | the `vgem` DRM driver | dumb buffers plus userspace-controlled fences, the test utility peers' kernel suites use to fake a busy GPU |
+//! | `gbm` (feature `gbm`) | a DRM node through Mesa's GBM | driver-allocated images with format modifiers, several planes |
 //!
 //! ```no_run
 //! use winsys::alloc::{Allocator, heap::DmaHeap};
@@ -25,6 +26,8 @@ use rustix::io::Errno;
 use crate::dmabuf::Dmabuf;
 use crate::format::{Fourcc, Modifier};
 
+#[cfg(feature = "gbm")]
+pub mod gbm;
 pub mod heap;
 pub mod udmabuf;
 pub mod vgem;
@@ -80,6 +83,22 @@ pub enum Error {
         format: Fourcc,
         /// Why.
         why: &'static str,
+    },
+    /// No device that can do the job was found.
+    #[error("no {what} found (tried: {tried})")]
+    NoDevice {
+        /// What was looked for.
+        what: &'static str,
+        /// What was tried, and why each failed.
+        tried: String,
+    },
+    /// The driver refused an allocation or import.
+    #[error("{what} failed: {errno}")]
+    Allocation {
+        /// What was asked.
+        what: String,
+        /// The errno the driver left.
+        errno: Errno,
     },
     /// A vgem fence would conflict with a pending one (`EBUSY`).
     #[error("vgem fence conflicts with a pending fence on the buffer (EBUSY)")]

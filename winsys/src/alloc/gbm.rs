@@ -1,0 +1,280 @@
+//! GBM: images allocated by a DRM driver through Mesa's libgbm, with
+//! format-modifier negotiation, exported as [`Dmabuf`]s; and dma-bufs
+//! imported back into GBM.
+//!
+//! A device must be able to allocate: with kms_swrast (virtio-gpu without
+//! 3D, vgem) the render node cannot create dumb buffers but the card node
+//! can. [`GbmAllocator::find`] therefore tries every node, by driver, and
+//! keeps the first that allocates a test buffer.
+//!
+//! ```no_run
+//! use winsys::alloc::gbm::{GbmAllocator, Usage};
+//! use winsys::format::{Fourcc, Modifier};
+//! let gbm = GbmAllocator::find(None)?;
+//! let buf = gbm.allocate(256, 256, Fourcc::XRGB8888, &[Modifier::LINEAR], Usage::RENDERING)?;
+//! assert_eq!(buf.modifier(), Modifier::LINEAR);
+//! # Ok::<(), winsys::alloc::Error>(())
+//! ```
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::io::Errno;
+
+use super::{Error, Result};
+use crate::device::DrmDevice;
+use crate::dmabuf::{Dmabuf, MAX_PLANES};
+use crate::format::{Fourcc, Modifier};
+
+pub use gbm::BufferObjectFlags as Usage;
+
+/// A GBM device on one DRM node.
+pub struct GbmAllocator {
+    gbm: gbm::Device<DrmDevice>,
+}
+
+impl GbmAllocator {
+    /// Open GBM on the DRM node at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let dev = DrmDevice::open(path)?;
+        Self::on(dev)
+    }
+
+    /// Open GBM on an already open DRM device.
+    pub fn on(dev: DrmDevice) -> Result<Self> {
+        let gbm = gbm::Device::new(dev).map_err(|e| Error::Os {
+            op: "gbm_create_device",
+            errno: Errno::from_io_error(&e).unwrap_or(Errno::NODEV),
+        })?;
+        Ok(GbmAllocator { gbm })
+    }
+
+    /// The first DRM node (of `driver`, if given) on which GBM can allocate
+    /// a small XRGB8888 buffer: render nodes first, then card nodes.
+    pub fn find(driver: Option<&str>) -> Result<Self> {
+        let mut nodes = DrmDevice::list();
+        // Render nodes first (no master needed), then primary nodes.
+        nodes.sort_by_key(|(path, kind, _)| (std::cmp::Reverse(*kind), path.clone()));
+        let mut tried = Vec::new();
+        for (path, _, drv) in nodes {
+            if driver.is_some_and(|d| d != drv) {
+                continue;
+            }
+            let attempt = Self::open(&path).and_then(|g| {
+                g.allocate(
+                    16,
+                    16,
+                    Fourcc::XRGB8888,
+                    &[Modifier::LINEAR, Modifier::INVALID],
+                    Usage::RENDERING,
+                )
+                .map(|_| g)
+            });
+            match attempt {
+                Ok(g) => return Ok(g),
+                Err(e) => tried.push(format!("{} ({drv}): {e}", path.display())),
+            }
+        }
+        Err(Error::NoDevice {
+            what: "GBM-capable DRM node",
+            tried: if tried.is_empty() {
+                "no DRM nodes".into()
+            } else {
+                tried.join("; ")
+            },
+        })
+    }
+
+    /// The DRM device GBM runs on.
+    pub fn device(&self) -> &DrmDevice {
+        &self.gbm
+    }
+
+    /// GBM's backend name (e.g. `drm`).
+    pub fn backend_name(&self) -> &str {
+        self.gbm.backend_name()
+    }
+
+    /// Whether the device can allocate `format` for `usage`.
+    pub fn supports(&self, format: Fourcc, usage: Usage) -> bool {
+        to_gbm_format(format).is_ok_and(|f| self.gbm.is_format_supported(f, usage))
+    }
+
+    /// Planes `format` has with `modifier` on this device, if defined.
+    pub fn plane_count(&self, format: Fourcc, modifier: Modifier) -> Option<u32> {
+        let f = to_gbm_format(format).ok()?;
+        self.gbm.format_modifier_plane_count(f, modifier.0.into())
+    }
+
+    /// Allocate a `width` x `height` image of `format` whose layout is one
+    /// of `modifiers` (the driver picks; `gbm_bo_create_with_modifiers2`).
+    ///
+    /// [`Modifier::INVALID`] in the list allows the implicit modifier: if the
+    /// driver cannot allocate with explicit modifiers, a plain `gbm_bo_create`
+    /// is tried (with `LINEAR` usage when LINEAR is in the list too). Without
+    /// INVALID in the list there is no such fallback, and an impossible
+    /// request is [`Error::UnsupportedFormat`] / [`Error::Os`].
+    pub fn allocate(
+        &self,
+        width: u32,
+        height: u32,
+        format: Fourcc,
+        modifiers: &[Modifier],
+        usage: Usage,
+    ) -> Result<Dmabuf> {
+        if width == 0 || height == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if modifiers.is_empty() {
+            return Err(Error::UnsupportedFormat {
+                format,
+                why: "empty modifier list",
+            });
+        }
+        let gbm_format = to_gbm_format(format)?;
+        let explicit: Vec<Modifier> = modifiers
+            .iter()
+            .copied()
+            .filter(|m| *m != Modifier::INVALID)
+            .collect();
+        let implicit_ok = modifiers.contains(&Modifier::INVALID);
+        let mut last_err = None;
+        if !explicit.is_empty() {
+            match self.gbm.create_buffer_object_with_modifiers2::<()>(
+                width,
+                height,
+                gbm_format,
+                explicit.iter().map(|m| m.0.into()),
+                usage,
+            ) {
+                Ok(bo) => return self.export(&bo, format),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if implicit_ok {
+            let usage = if explicit.contains(&Modifier::LINEAR) {
+                usage | Usage::LINEAR
+            } else {
+                usage
+            };
+            match self
+                .gbm
+                .create_buffer_object::<()>(width, height, gbm_format, usage)
+            {
+                Ok(bo) => return self.export(&bo, format),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let errno = last_err
+            .and_then(|e| Errno::from_io_error(&e))
+            .unwrap_or(Errno::INVAL);
+        Err(Error::Allocation {
+            what: format!(
+                "GBM {width}x{height} {format} with modifiers {modifiers:?}, usage {usage:?}"
+            ),
+            errno,
+        })
+    }
+
+    /// Describe a buffer object as a [`Dmabuf`]: its modifier and, per
+    /// plane, a dma-buf fd (shared by planes of one GEM object), offset and
+    /// stride.
+    fn export<U: 'static>(&self, bo: &gbm::BufferObject<U>, format: Fourcc) -> Result<Dmabuf> {
+        let planes = bo.plane_count() as usize;
+        if planes == 0 || planes > MAX_PLANES {
+            return Err(Error::Os {
+                op: "gbm_bo_get_plane_count",
+                errno: Errno::INVAL,
+            });
+        }
+        let modifier = Modifier(u64::from(bo.modifier()));
+        let mut builder = Dmabuf::builder(bo.width(), bo.height(), format, modifier);
+        let mut fds: Vec<(u64, Arc<OwnedFd>)> = Vec::new();
+        for plane in 0..planes as i32 {
+            // SAFETY: reading the u64 arm of the handle union is valid for
+            // every GBM backend (it is the widest member, zero-extended).
+            let handle = unsafe { bo.handle_for_plane(plane).u64_ };
+            let fd = match fds.iter().find(|(h, _)| *h == handle) {
+                Some((_, fd)) => fd.clone(),
+                None => {
+                    let fd = Arc::new(bo.fd_for_plane(plane).map_err(|_| Error::Os {
+                        op: "gbm_bo_get_fd_for_plane",
+                        errno: Errno::BADF,
+                    })?);
+                    fds.push((handle, fd.clone()));
+                    fd
+                }
+            };
+            builder = builder.plane(fd, bo.offset(plane), bo.stride_for_plane(plane));
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Import `dmabuf` into GBM (`gbm_bo_import` with
+    /// `GBM_BO_IMPORT_FD_MODIFIER`): the driver gets its own buffer object
+    /// over the same memory, e.g. for scanout or to hand to EGL.
+    pub fn import(&self, dmabuf: &Dmabuf, usage: Usage) -> Result<gbm::BufferObject<()>> {
+        let format = to_gbm_format(dmabuf.format())?;
+        let mut fds = [None; MAX_PLANES];
+        let mut strides = [0i32; MAX_PLANES];
+        let mut offsets = [0i32; MAX_PLANES];
+        for (i, p) in dmabuf.planes().iter().enumerate() {
+            fds[i] = Some(p.fd());
+            strides[i] = p.stride() as i32;
+            offsets[i] = p.offset() as i32;
+        }
+        self.gbm
+            .import_buffer_object_from_dma_buf_with_modifiers(
+                dmabuf.planes().len() as u32,
+                fds,
+                dmabuf.width(),
+                dmabuf.height(),
+                format,
+                usage,
+                strides,
+                offsets,
+                dmabuf.modifier().0.into(),
+            )
+            .map_err(|e| Error::Allocation {
+                what: format!(
+                    "GBM import of {}x{} {} modifier {}",
+                    dmabuf.width(),
+                    dmabuf.height(),
+                    dmabuf.format(),
+                    dmabuf.modifier()
+                ),
+                errno: Errno::from_io_error(&e).unwrap_or(Errno::INVAL),
+            })
+    }
+}
+
+impl fmt::Debug for GbmAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GbmAllocator")
+            .field("device", &*self.gbm)
+            .field("backend", &self.gbm.backend_name())
+            .finish()
+    }
+}
+
+impl super::Allocator for GbmAllocator {
+    fn allocate(&self, width: u32, height: u32, format: Fourcc) -> Result<Dmabuf> {
+        GbmAllocator::allocate(
+            self,
+            width,
+            height,
+            format,
+            &[Modifier::LINEAR],
+            Usage::RENDERING,
+        )
+    }
+}
+
+fn to_gbm_format(format: Fourcc) -> Result<gbm::Format> {
+    gbm::Format::try_from(format.0).map_err(|_| Error::UnsupportedFormat {
+        format,
+        why: "unknown to GBM",
+    })
+}
