@@ -17,7 +17,7 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,7 +26,9 @@ use rustix::io::Errno;
 use super::{Error, Result};
 use crate::device::DrmDevice;
 use crate::dmabuf::{Dmabuf, MAX_PLANES};
+use crate::fd::owned_from_kernel;
 use crate::format::{Fourcc, Modifier};
+use crate::uapi::drm;
 
 pub use gbm::BufferObjectFlags as Usage;
 
@@ -199,9 +201,11 @@ impl GbmAllocator {
             let fd = match fds.iter().find(|(h, _)| *h == handle) {
                 Some((_, fd)) => fd.clone(),
                 None => {
-                    let fd = Arc::new(bo.fd_for_plane(plane).map_err(|_| Error::Os {
-                        op: "gbm_bo_get_fd_for_plane",
-                        errno: Errno::BADF,
+                    let fd = Arc::new(self.export_rdwr(handle as u32).or_else(|_| {
+                        bo.fd_for_plane(plane).map_err(|_| Error::Os {
+                            op: "gbm_bo_get_fd_for_plane",
+                            errno: Errno::BADF,
+                        })
                     })?);
                     fds.push((handle, fd.clone()));
                     fd
@@ -210,6 +214,19 @@ impl GbmAllocator {
             builder = builder.plane(fd, bo.offset(plane), bo.stride_for_plane(plane));
         }
         Ok(builder.build()?)
+    }
+
+    /// PRIME-export GEM `handle` of the GBM device read-write.
+    fn export_rdwr(&self, handle: u32) -> Result<OwnedFd> {
+        let mut arg = drm::drm_prime_handle {
+            handle,
+            flags: drm::DRM_RDWR | drm::DRM_CLOEXEC,
+            fd: -1,
+        };
+        drm::DRM_IOCTL_PRIME_HANDLE_TO_FD
+            .call(self.gbm.as_fd(), &mut arg)
+            .map_err(|e| Error::Device(self.gbm.ioctl_error("DRM_IOCTL_PRIME_HANDLE_TO_FD", e)))?;
+        Ok(owned_from_kernel(arg.fd))
     }
 
     /// Import `dmabuf` into GBM (`gbm_bo_import` with
