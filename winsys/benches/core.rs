@@ -125,7 +125,7 @@ fn frame_copies(rows: &mut Vec<Row>) {
             let guard = map.read(None).unwrap();
             dst.copy_from_slice(black_box(guard.plane(0)));
         },
-        || dst.copy_from_slice(black_box(shmem.bytes())),
+        || anon.copy_from_slice(black_box(shmem.bytes())),
     );
     rows.push(Row {
         name: "frame 3840x2160 read from mapped udmabuf (SYNC START/END incl.)".into(),

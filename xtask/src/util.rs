@@ -72,7 +72,8 @@ pub fn fmt_duration(d: Duration) -> String {
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    fs::write(&tmp, contents).map_err(|e| err(format!("writing {}: {e}", Path::new(&tmp).display())))?;
+    fs::write(&tmp, contents)
+        .map_err(|e| err(format!("writing {}: {e}", Path::new(&tmp).display())))?;
     fs::rename(&tmp, path).map_err(|e| err(format!("renaming to {}: {e}", path.display())))?;
     Ok(())
 }
@@ -80,7 +81,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 /// Quotes a string for a POSIX shell command line.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
     {
         s.to_string()
     } else {
@@ -194,12 +196,16 @@ pub struct StreamOpts<'a> {
 /// each line is echoed (optionally), logged (optionally) and collected. On
 /// timeout the child and all its descendants get SIGKILL.
 pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if opts.own_group {
         cmd.process_group(0);
     }
     let mut log = match opts.log {
-        Some(p) => Some(File::create(p).map_err(|e| err(format!("creating {}: {e}", p.display())))?),
+        Some(p) => {
+            Some(File::create(p).map_err(|e| err(format!("creating {}: {e}", p.display())))?)
+        }
         None => None,
     };
     let start = Instant::now();
@@ -330,13 +336,20 @@ pub fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
     found
 }
 
-/// Sends SIGKILL to a process and all its descendants (found via /proc).
+/// Sends SIGKILL to a process and all its descendants (found via /proc):
+/// the deepest first, so each parent that is still alive reaps its children
+/// (nothing is left to init as a zombie), then, after a short grace time,
+/// the process itself.
 pub fn kill_tree(root: u32) {
     use rustix::process::{kill_process, Pid, Signal};
     let mut parents = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some(ppid) = fs::read_to_string(entry.path().join("stat"))
@@ -348,12 +361,19 @@ pub fn kill_tree(root: u32) {
             }
         }
     }
-    let victims = std::iter::once(root).chain(descendants(root, &parents));
-    for pid in victims {
+    let kill = |pid: u32| {
         if let Some(pid) = Pid::from_raw(pid as i32) {
             let _ = kill_process(pid, Signal::KILL);
         }
+    };
+    let below = descendants(root, &parents);
+    for &pid in below.iter().rev() {
+        kill(pid);
     }
+    if !below.is_empty() {
+        thread::sleep(Duration::from_millis(500));
+    }
+    kill(root);
 }
 
 #[cfg(test)]
