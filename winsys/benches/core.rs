@@ -128,7 +128,7 @@ fn frame_copies(rows: &mut Vec<Row>) {
         || anon.copy_from_slice(black_box(shmem.bytes())),
     );
     rows.push(Row {
-        name: "frame 3840x2160 read from mapped udmabuf (SYNC START/END incl.)".into(),
+        name: "frame 3840x2160 read from mapped udmabuf, vs the same pages".into(),
         value: gb / read_s,
         unit: "GB/s",
         baseline: "memcpy from the same pages mapped via the memfd".into(),

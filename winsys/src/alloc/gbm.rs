@@ -142,6 +142,7 @@ impl GbmAllocator {
             .filter(|m| *m != Modifier::INVALID)
             .collect();
         let implicit_ok = modifiers.contains(&Modifier::INVALID);
+        let linear_only = explicit == [Modifier::LINEAR];
         let mut last_err = None;
         if !explicit.is_empty() {
             match self.gbm.create_buffer_object_with_modifiers2::<()>(
@@ -151,7 +152,21 @@ impl GbmAllocator {
                 explicit.iter().map(|m| m.0.into()),
                 usage,
             ) {
-                Ok(bo) => return self.export(&bo, format),
+                Ok(bo) => match Modifier(u64::from(bo.modifier())) {
+                    // A driver without modifier support (kms_swrast) serves a
+                    // LINEAR-only list with GBM_BO_USE_LINEAR and reports the
+                    // implicit modifier: the layout is LINEAR all the same.
+                    Modifier::INVALID if linear_only => {
+                        return self.export(&bo, format, Modifier::LINEAR)
+                    }
+                    // Any other implicit answer only where the list allows it.
+                    Modifier::INVALID if !implicit_ok => {
+                        last_err = Some(std::io::Error::from_raw_os_error(
+                            Errno::NOTSUP.raw_os_error(),
+                        ))
+                    }
+                    m => return self.export(&bo, format, m),
+                },
                 Err(e) => last_err = Some(e),
             }
         }
@@ -165,7 +180,10 @@ impl GbmAllocator {
                 .gbm
                 .create_buffer_object::<()>(width, height, gbm_format, usage)
             {
-                Ok(bo) => return self.export(&bo, format),
+                Ok(bo) => {
+                    let m = Modifier(u64::from(bo.modifier()));
+                    return self.export(&bo, format, m);
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -180,10 +198,20 @@ impl GbmAllocator {
         })
     }
 
-    /// Describe a buffer object as a [`Dmabuf`]: its modifier and, per
-    /// plane, a dma-buf fd (shared by planes of one GEM object), offset and
+    /// Describe a buffer object as a [`Dmabuf`] with layout `modifier`: per
+    /// plane a dma-buf fd (shared by planes of one GEM object), offset and
     /// stride.
-    fn export<U: 'static>(&self, bo: &gbm::BufferObject<U>, format: Fourcc) -> Result<Dmabuf> {
+    ///
+    /// The fds are exported here with `DRM_RDWR` (PRIME_HANDLE_TO_FD on the
+    /// GEM handle) rather than by `gbm_bo_get_fd_for_plane`, which Mesa
+    /// exports read-only: a read-only dma-buf cannot be mapped for writing,
+    /// and once exported, the kernel hands out that same file again.
+    fn export<U: 'static>(
+        &self,
+        bo: &gbm::BufferObject<U>,
+        format: Fourcc,
+        modifier: Modifier,
+    ) -> Result<Dmabuf> {
         let planes = bo.plane_count() as usize;
         if planes == 0 || planes > MAX_PLANES {
             return Err(Error::Os {
@@ -191,7 +219,6 @@ impl GbmAllocator {
                 errno: Errno::INVAL,
             });
         }
-        let modifier = Modifier(u64::from(bo.modifier()));
         let mut builder = Dmabuf::builder(bo.width(), bo.height(), format, modifier);
         let mut fds: Vec<(u64, Arc<OwnedFd>)> = Vec::new();
         for plane in 0..planes as i32 {
