@@ -23,6 +23,7 @@ use accel::Accel;
 use host::Opts;
 use util::{err, Result};
 
+/// The help text.
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses a number of seconds (for the error, `what` names the option).
 fn parse_secs(what: &str, v: &str) -> Result<Duration> {
     v.trim()
         .parse::<u64>()
@@ -113,6 +115,7 @@ fn parse_opts(args: &[String], opts: &mut Opts) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// Dispatches the command line.
 fn real_main() -> Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {

@@ -39,6 +39,7 @@ macro_rules! step {
     };
 }
 
+/// The prefix of progress lines (set once, by the guest runner).
 static PREFIX: OnceLock<&'static str> = OnceLock::new();
 
 /// Sets the prefix of progress lines (once; later calls are ignored).

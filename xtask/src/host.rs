@@ -1,0 +1,670 @@
+//! The host-side commands: `setup`, `test`, `bench`, `vm`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::accel::{self, Accel};
+use crate::cargo::{self, Built, HostRun, Want, Workspace};
+use crate::plan::{Binary, Plan, Results};
+use crate::setup::{self, GuestRoot, Venv};
+use crate::util::{err, fmt_duration, run_streaming, shell_quote, Result, StreamOpts};
+use crate::vm::Vm;
+use crate::{bail, step};
+
+/// Options shared by the host commands.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Force KVM or TCG (else decided automatically).
+    pub accel: Option<Accel>,
+    /// Per-binary timeout in the guest.
+    pub test_timeout: Duration,
+    /// Timeout for the whole VM run.
+    pub vm_timeout: Duration,
+    /// Guest memory.
+    pub memory: String,
+    /// Guest CPUs.
+    pub cpus: usize,
+    /// Show kernel messages on the console.
+    pub verbose: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            accel: None,
+            test_timeout: Duration::from_secs(600),
+            vm_timeout: Duration::from_secs(40 * 60),
+            memory: "4G".into(),
+            cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            verbose: false,
+        }
+    }
+}
+
+/// Everything needed to boot the VM.
+pub struct Testbed {
+    /// virtme-ng.
+    pub venv: Venv,
+    /// The guest root.
+    pub root: GuestRoot,
+    /// KVM or TCG.
+    pub accel: Accel,
+}
+
+/// Installs / checks everything (host packages, venv, guest root, KVM probe).
+pub fn ensure_testbed(opts: &Opts) -> Result<Testbed> {
+    let t = Instant::now();
+    let cache = setup::cache_dir()?;
+    step!("setup: cache directory {}", cache.display());
+    fs::create_dir_all(&cache).map_err(|e| err(format!("creating {}: {e}", cache.display())))?;
+    let _lock = setup::CacheLock::acquire(&cache)?;
+    setup::ensure_host_packages()?;
+    let venv = setup::ensure_venv(&cache)?;
+    let root = setup::ensure_guest_root(&cache)?;
+    let accel = accel::decide(opts.accel, &cache, &venv, &root)?;
+    step!("setup done in {}", fmt_duration(t.elapsed()));
+    Ok(Testbed { venv, root, accel })
+}
+
+/// `cargo xtask setup`.
+pub fn cmd_setup(opts: &Opts) -> Result<ExitCode> {
+    ensure_testbed(opts)?;
+    step!("test bed ready");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the final report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Whether this item is fine.
+    pub ok: bool,
+    /// What it is (`host: xtask unit tests`, `test dmabuf_sync_file`, `devices`, `VM`).
+    pub name: String,
+    /// Tests counted as passed.
+    pub passed: u64,
+    /// Tests counted as failed.
+    pub failed: u64,
+    /// How it ended, with the duration.
+    pub end: String,
+    /// Extra lines: libtest summaries, failed test names, problems, log path.
+    pub notes: Vec<String>,
+}
+
+/// The whole report: rows and totals.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// One per item.
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// Sum of passed tests.
+    pub fn passed(&self) -> u64 {
+        self.rows.iter().map(|r| r.passed).sum()
+    }
+
+    /// Sum of failed tests.
+    pub fn failed(&self) -> u64 {
+        self.rows.iter().map(|r| r.failed).sum()
+    }
+
+    /// Whether everything is fine.
+    pub fn ok(&self) -> bool {
+        self.rows.iter().all(|r| r.ok) && self.failed() == 0
+    }
+
+    /// Adds a failure that is not a test (build, VM, device).
+    pub fn fail(&mut self, name: &str, why: String) {
+        self.rows.push(Row {
+            ok: false,
+            name: name.into(),
+            passed: 0,
+            failed: 1,
+            end: why,
+            notes: Vec::new(),
+        });
+    }
+
+    /// Adds a host-side cargo test run.
+    pub fn add_host(&mut self, h: &HostRun) {
+        let mut notes = h.verdict.summaries.clone();
+        notes.extend(h.verdict.problems.iter().map(|p| format!("problem: {p}")));
+        if !h.verdict.failed_tests.is_empty() {
+            notes.push(format!("failed: {}", h.verdict.failed_tests.join(", ")));
+        }
+        self.rows.push(Row {
+            ok: h.verdict.ok,
+            name: h.name.clone(),
+            passed: h.verdict.passed,
+            failed: h.verdict.failed,
+            end: format!("{}, {}", h.end, fmt_duration(h.duration)),
+            notes,
+        });
+    }
+
+    /// Adds what the guest reported, given the plan it ran and how the VM
+    /// ended (`vm_problem`: a timeout, a non-zero exit that the results do
+    /// not explain, ...). Planned binaries without a result count as failed.
+    pub fn add_guest(
+        &mut self,
+        plan: &Plan,
+        results: Option<&Results>,
+        vm_problem: Option<String>,
+    ) {
+        let Some(res) = results else {
+            self.fail(
+                "VM",
+                format!(
+                    "no results file from the guest ({})",
+                    vm_problem.unwrap_or_else(|| "the VM died?".into())
+                ),
+            );
+            for b in &plan.binaries {
+                self.fail(&b.name, "did not run".into());
+            }
+            return;
+        };
+        for p in &res.device_problems {
+            self.fail("devices", p.clone());
+        }
+        for b in &res.binaries {
+            let v = &b.verdict;
+            let mut notes = v.summaries.clone();
+            if !v.failed_tests.is_empty() {
+                notes.push(format!("failed: {}", v.failed_tests.join(", ")));
+            }
+            if !v.ignored_tests.is_empty() {
+                notes.push(format!(
+                    "ignored (not allowed in the VM): {}",
+                    v.ignored_tests.join(", ")
+                ));
+            }
+            for s in &v.skip_lines {
+                notes.push(format!("skip line: {s}"));
+            }
+            notes.extend(v.problems.iter().map(|p| format!("problem: {p}")));
+            if !v.ok {
+                notes.push(format!("log: {}", b.log.display()));
+            }
+            self.rows.push(Row {
+                ok: v.ok,
+                name: b.name.clone(),
+                passed: v.passed,
+                failed: v.failed,
+                end: format!(
+                    "{}, {}",
+                    b.end,
+                    fmt_duration(Duration::from_secs_f64(b.duration_s))
+                ),
+                notes,
+            });
+        }
+        for b in &plan.binaries {
+            if !res.binaries.iter().any(|r| r.name == b.name) {
+                self.fail(&b.name, "did not run (the VM stopped before it)".into());
+            }
+        }
+        if !res.complete || vm_problem.is_some() {
+            let why = vm_problem.unwrap_or_else(|| "the guest runner did not finish".into());
+            self.fail("VM", why);
+        }
+    }
+
+    /// Prints the rows.
+    pub fn print(&self) {
+        for r in &self.rows {
+            step!(
+                "{:<6} {:<40} {:>4} passed, {:>3} failed   ({})",
+                if r.ok { "ok" } else { "FAILED" },
+                r.name,
+                r.passed,
+                r.failed,
+                r.end
+            );
+            for n in &r.notes {
+                step!("         {n}");
+            }
+        }
+    }
+}
+
+/// Directories the VM gets read-write at the same path: the workspace, and
+/// the target directory if it lies elsewhere.
+fn shared_dirs(ws: &Workspace) -> Vec<PathBuf> {
+    let mut dirs = vec![ws.root.clone()];
+    if !ws.target_dir.starts_with(&ws.root) {
+        dirs.push(ws.target_dir.clone());
+    }
+    dirs
+}
+
+/// The output of one VM run.
+struct GuestRun {
+    /// The guest's results file, if it wrote one.
+    results: Option<Results>,
+    /// A VM-level failure (timeout, unexplained non-zero exit, no results).
+    vm_problem: Option<String>,
+}
+
+/// Writes the plan, boots the VM, runs the guest runner, reads the results.
+fn boot_and_run(
+    tb: &Testbed,
+    ws: &Workspace,
+    opts: &Opts,
+    mut plan: Plan,
+    vm_dir: &Path,
+) -> Result<GuestRun> {
+    // The guest runs a copy of this very binary (built for the host, runs
+    // unchanged on the trixie guest).
+    let exe = std::env::current_exe()?;
+    let guest_exe = vm_dir.join("xtask");
+    fs::copy(&exe, &guest_exe).map_err(|e| {
+        err(format!(
+            "copying {} to {}: {e}",
+            exe.display(),
+            guest_exe.display()
+        ))
+    })?;
+    let plan_path = vm_dir.join("plan.json");
+    plan.results = vm_dir.join("results.json");
+    let _ = fs::remove_file(&plan.results);
+    fs::write(&plan_path, serde_json::to_string_pretty(&plan)? + "\n")?;
+
+    let vm = Vm {
+        venv: &tb.venv,
+        root: &tb.root,
+        accel: tb.accel,
+        memory: opts.memory.clone(),
+        cpus: opts.cpus,
+        rwdirs: shared_dirs(ws),
+        exec: Some(format!(
+            "cd {} && {} guest --plan {}",
+            shell_quote(&ws.root.to_string_lossy()),
+            shell_quote(&guest_exe.to_string_lossy()),
+            shell_quote(&plan_path.to_string_lossy())
+        )),
+        verbose: opts.verbose,
+    };
+    vm.prepare()?;
+    let log = vm_dir.join("vm.log");
+    step!(
+        "booting VM ({}, {} CPU(s), {} RAM, kernel {}; {} binaries; VM timeout {}; console log {})",
+        tb.accel.name(),
+        opts.cpus,
+        opts.memory,
+        tb.root.kernel_release,
+        plan.binaries.len(),
+        fmt_duration(opts.vm_timeout),
+        log.display()
+    );
+    let t = Instant::now();
+    let done = run_streaming(
+        &mut vm.command(),
+        StreamOpts {
+            timeout: Some(opts.vm_timeout),
+            echo: true,
+            log: Some(&log),
+            own_group: false,
+        },
+    )?;
+    let end = done.describe_end(Some(opts.vm_timeout));
+    step!("VM finished in {} ({end})", fmt_duration(t.elapsed()));
+    let results: Option<Results> = fs::read_to_string(&plan.results)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let guest_ok = results.as_ref().is_some_and(|r| {
+        r.complete && r.device_problems.is_empty() && r.binaries.iter().all(|b| b.verdict.ok)
+    });
+    // vng returns the guest command's status; a failure the results do not
+    // explain (or any timeout) is a VM problem of its own.
+    let vm_problem = if done.timed_out {
+        Some(format!("VM {end}"))
+    } else if results.is_none() {
+        Some(format!("vng {end}"))
+    } else if done.success() != guest_ok {
+        Some(format!(
+            "vng {end}, but the guest results say {}",
+            if guest_ok { "ok" } else { "failed" }
+        ))
+    } else {
+        None
+    };
+    if vm_problem.is_some() || results.as_ref().is_some_and(|r| !r.complete) {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        step!(
+            "---- last {} lines of the VM console ({}) ----",
+            lines.len() - from,
+            log.display()
+        );
+        for l in &lines[from..] {
+            step!("| {l}");
+        }
+        step!("---- end of VM console ----");
+        if !opts.verbose {
+            step!("(kernel messages are hidden: run again with --verbose to see them)");
+        }
+    }
+    Ok(GuestRun {
+        results,
+        vm_problem,
+    })
+}
+
+/// Prints the guest's kernel, device list and device problems.
+fn print_devices(results: Option<&Results>) {
+    if let Some(r) = results {
+        step!("guest kernel {}; devices:", r.kernel);
+        for d in &r.devices {
+            step!("  {:<24} {}", d.node, d.driver);
+        }
+        for p in &r.device_problems {
+            step!("  PROBLEM: {p}");
+        }
+    }
+}
+
+/// The plan for the guest runner: `built` binaries, each run with `args`
+/// and the extra environment `env`.
+fn plan_for(
+    ws: &Workspace,
+    opts: &Opts,
+    vm_dir: &Path,
+    built: &[Built],
+    args: &[&str],
+    env: Vec<(String, String)>,
+) -> Plan {
+    Plan {
+        workspace: ws.root.clone(),
+        crate_dir: ws.winsys_dir.clone(),
+        results: vm_dir.join("results.json"),
+        log_dir: vm_dir.join("logs"),
+        timeout_s: opts.test_timeout.as_secs(),
+        require_devices: true,
+        env,
+        binaries: built
+            .iter()
+            .map(|b| Binary {
+                name: b.name.clone(),
+                kind: b.kind,
+                path: b.path.clone(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// `target/winsys-vm/`, with an empty `logs/` in it.
+fn fresh_vm_dir(ws: &Workspace) -> Result<PathBuf> {
+    let vm_dir = ws.target_dir.join("winsys-vm");
+    let logs = vm_dir.join("logs");
+    if logs.exists() {
+        fs::remove_dir_all(&logs)?;
+    }
+    fs::create_dir_all(&logs)?;
+    Ok(vm_dir)
+}
+
+/// `cargo xtask test`.
+pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let ws = cargo::workspace()?;
+    step!("winsys test bed: workspace {}", ws.root.display());
+    // Host packages first: building the gbm feature needs libgbm-dev.
+    let tb = ensure_testbed(opts)?;
+    let mut report = Report::default();
+
+    let host_timeout = Duration::from_secs(30 * 60);
+    for (name, args) in [
+        ("host: xtask unit tests", &["test", "-p", "xtask"][..]),
+        (
+            "host: winsys lib unit tests",
+            &["test", "-p", "winsys", "--lib", "--all-features"][..],
+        ),
+    ] {
+        match cargo::run_host_tests(&ws, name, args, host_timeout) {
+            Ok(h) => report.add_host(&h),
+            Err(e) => report.fail(name, e.to_string()),
+        }
+    }
+
+    let tests = cargo::build(
+        &ws,
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--no-run",
+            "--all-features",
+        ],
+        Want::Tests,
+    );
+    let examples = cargo::build(
+        &ws,
+        &["build", "-p", "winsys", "--examples", "--all-features"],
+        Want::Examples,
+    );
+    let mut results = None;
+    match (tests, examples) {
+        (Ok(tests), Ok(examples)) => {
+            let vm_dir = fresh_vm_dir(&ws)?;
+            let built: Vec<Built> = tests.into_iter().chain(examples).collect();
+            let env = vec![
+                ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
+                // Make test output (and any SKIP line) visible even for passing tests.
+                ("RUST_TEST_NOCAPTURE".to_string(), "1".to_string()),
+                ("RUST_BACKTRACE".to_string(), "1".to_string()),
+            ];
+            let plan = plan_for(&ws, opts, &vm_dir, &built, &[], env);
+            let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
+            report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
+            results = run.results;
+        }
+        (t, e) => {
+            for r in [t, e] {
+                if let Err(e) = r {
+                    report.fail("build", e.to_string());
+                }
+            }
+        }
+    }
+
+    step!("==== summary ====");
+    print_devices(results.as_ref());
+    report.print();
+    step!("total time {}", fmt_duration(t0.elapsed()));
+    println!(
+        "winsys: {} passed, {} failed",
+        report.passed(),
+        report.failed()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo xtask bench`.
+pub fn cmd_bench(opts: &Opts) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let ws = cargo::workspace()?;
+    step!("winsys benchmarks: workspace {}", ws.root.display());
+    let tb = ensure_testbed(opts)?;
+    let benches = cargo::build(
+        &ws,
+        &["bench", "-p", "winsys", "--all-features", "--no-run"],
+        Want::Benches,
+    )?;
+    if benches.is_empty() {
+        step!("no bench targets in the winsys crate: nothing to run");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out_dir = ws.target_dir.join("bench");
+    fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("results.json");
+    let _ = fs::remove_file(&out);
+    let vm_dir = fresh_vm_dir(&ws)?;
+    let env = vec![
+        ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
+        (
+            "WINSYS_BENCH_OUT".to_string(),
+            out.to_string_lossy().into_owned(),
+        ),
+        ("RUST_BACKTRACE".to_string(), "1".to_string()),
+    ];
+    let plan = plan_for(&ws, opts, &vm_dir, &benches, &["--bench"], env);
+    let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
+    let mut report = Report::default();
+    report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
+    if !out.is_file() {
+        report.fail(
+            "bench results",
+            format!("{} was not written", out.display()),
+        );
+    }
+    step!("==== summary ====");
+    print_devices(run.results.as_ref());
+    report.print();
+    step!("total time {}", fmt_duration(t0.elapsed()));
+    if out.is_file() {
+        step!("bench results: {}", out.display());
+    }
+    println!(
+        "winsys bench: {} ok, {} failed",
+        report.passed(),
+        report.failed()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo xtask vm [-- CMD...]`: boots the same VM (devices loaded, project
+/// mounted) and runs CMD, or an interactive shell without CMD.
+pub fn cmd_vm(opts: &Opts, command: &[String]) -> Result<ExitCode> {
+    let ws = cargo::workspace()?;
+    let tb = ensure_testbed(opts)?;
+    let prep = "modprobe -a vgem virtio-gpu; mkdir -p /run/winsys/home /run/winsys/runtime; \
+chmod 700 /run/winsys/runtime; export HOME=/run/winsys/home XDG_CACHE_HOME=/run/winsys/home/.cache \
+XDG_RUNTIME_DIR=/run/winsys/runtime WINSYS_REQUIRE_DEVICES=1";
+    let exec = if command.is_empty() {
+        step!("interactive shell; load the drivers with: modprobe -a vgem virtio-gpu");
+        None
+    } else {
+        let cmd: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+        let cwd = std::env::current_dir()?;
+        Some(format!(
+            "{prep}; cd {} && {}",
+            shell_quote(&cwd.to_string_lossy()),
+            cmd.join(" ")
+        ))
+    };
+    let vm = Vm {
+        venv: &tb.venv,
+        root: &tb.root,
+        accel: tb.accel,
+        memory: opts.memory.clone(),
+        cpus: opts.cpus,
+        rwdirs: shared_dirs(&ws),
+        exec,
+        verbose: opts.verbose,
+    };
+    vm.prepare()?;
+    step!("booting VM ({})", tb.accel.name());
+    let status = vm
+        .command()
+        .status()
+        .map_err(|e| err(format!("cannot run vng: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(ExitCode::SUCCESS),
+        Some(c) => Ok(ExitCode::from(u8::try_from(c).unwrap_or(1))),
+        None => bail!("vng: {status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libtest::{evaluate, Kind};
+    use crate::plan::BinaryResult;
+
+    fn plan(names: &[&str]) -> Plan {
+        Plan {
+            workspace: "/w".into(),
+            crate_dir: "/w/winsys".into(),
+            results: "/w/target/winsys-vm/results.json".into(),
+            log_dir: "/w/target/winsys-vm/logs".into(),
+            timeout_s: 600,
+            require_devices: true,
+            env: vec![],
+            binaries: names
+                .iter()
+                .map(|n| Binary {
+                    name: n.to_string(),
+                    kind: Kind::Test,
+                    path: "/x".into(),
+                    args: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn result(name: &str, out: &str, ok_exit: bool) -> BinaryResult {
+        BinaryResult {
+            name: name.into(),
+            kind: Kind::Test,
+            end: "exit status 0".into(),
+            duration_s: 1.0,
+            log: "/l".into(),
+            verdict: evaluate(Kind::Test, out, ok_exit, false, "exit status 0", true),
+        }
+    }
+
+    const OK3: &str = "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.1s";
+
+    #[test]
+    fn all_good() {
+        let p = plan(&["test a", "test b"]);
+        let r = Results {
+            complete: true,
+            binaries: vec![result("test a", OK3, true), result("test b", OK3, true)],
+            ..Results::default()
+        };
+        let mut rep = Report::default();
+        rep.add_guest(&p, Some(&r), None);
+        assert!(rep.ok());
+        assert_eq!((rep.passed(), rep.failed()), (6, 0));
+    }
+
+    #[test]
+    fn missing_results_fail_every_binary() {
+        let p = plan(&["test a", "test b"]);
+        let mut rep = Report::default();
+        rep.add_guest(&p, None, Some("vng exit status 1".into()));
+        assert!(!rep.ok());
+        assert_eq!((rep.passed(), rep.failed()), (0, 3));
+    }
+
+    #[test]
+    fn partial_results_and_device_problems() {
+        let p = plan(&["test a", "test b"]);
+        let r = Results {
+            complete: false,
+            device_problems: vec!["missing device: /dev/udmabuf".into()],
+            binaries: vec![result("test a", OK3, true)],
+            ..Results::default()
+        };
+        let mut rep = Report::default();
+        rep.add_guest(&p, Some(&r), Some("VM TIMED OUT".into()));
+        // 3 passed; failures: device, test b not run, VM.
+        assert_eq!((rep.passed(), rep.failed()), (3, 3));
+        assert!(!rep.ok());
+    }
+}
