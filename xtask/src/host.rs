@@ -424,6 +424,11 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
             "host: winsys lib unit tests",
             &["test", "-p", "winsys", "--lib", "--all-features"][..],
         ),
+        // Doc examples are `no_run` (they need devices): this compiles them.
+        (
+            "host: winsys doc examples",
+            &["test", "-p", "winsys", "--doc", "--all-features"][..],
+        ),
     ] {
         match cargo::run_host_tests(&ws, name, args, host_timeout) {
             Ok(h) => report.add_host(&h),
@@ -536,6 +541,47 @@ pub fn cmd_bench(opts: &Opts) -> Result<ExitCode> {
     }
     println!(
         "winsys bench: {} ok, {} failed",
+        report.passed(),
+        report.failed()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo xtask demo`: the main job. Boots the VM test bed (installing it
+/// on first use) and runs every example there, devices required, printing
+/// what each shows.
+pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let ws = cargo::workspace()?;
+    step!("winsys demo: workspace {}", ws.root.display());
+    let tb = ensure_testbed(opts)?;
+    let examples = cargo::build(
+        &ws,
+        &["build", "-p", "winsys", "--examples", "--all-features"],
+        Want::Examples,
+    )?;
+    if examples.is_empty() {
+        bail!("no examples in the winsys crate");
+    }
+    let vm_dir = fresh_vm_dir(&ws)?;
+    let env = vec![
+        ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
+        ("RUST_BACKTRACE".to_string(), "1".to_string()),
+    ];
+    let plan = plan_for(&ws, opts, &vm_dir, &examples, &[], env);
+    let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
+    let mut report = Report::default();
+    report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
+    step!("==== summary ====");
+    print_devices(run.results.as_ref());
+    report.print();
+    step!("total time {}", fmt_duration(t0.elapsed()));
+    println!(
+        "winsys demo: {} ok, {} failed",
         report.passed(),
         report.failed()
     );

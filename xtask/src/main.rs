@@ -30,6 +30,8 @@ usage: cargo xtask <command> [options]
 commands:
   test            install what is missing, run host unit tests, build the tests
                   and examples, run them all in one VM, print a summary
+  demo            the main job: install the test bed if needed, boot the VM
+                  and run every example there (devices required)
   bench           build the benchmarks (release) and run them in the VM; they
                   write target/bench/results.json
   setup           only install / check the test bed (host packages, virtme-ng,
@@ -37,7 +39,7 @@ commands:
   vm [-- CMD...]  boot the VM with the project mounted and run CMD (drivers
                   loaded), or an interactive shell without CMD
 
-options (test, bench, vm, setup):
+options (test, demo, bench, vm, setup):
   --accel kvm|tcg       force the accelerator (default: probe KVM once, cached;
                         also WINSYS_ACCEL)
   --test-timeout SECS   per-binary timeout in the VM (default 600;
@@ -131,6 +133,10 @@ fn real_main() -> Result<ExitCode> {
         "bench" => {
             parse_opts(rest, &mut opts)?;
             host::cmd_bench(&opts)
+        }
+        "demo" => {
+            parse_opts(rest, &mut opts)?;
+            host::cmd_demo(&opts)
         }
         "setup" => {
             parse_opts(rest, &mut opts)?;

@@ -8,7 +8,7 @@
 //!   import a sync_file as a read or write fence.
 //!
 //! ```no_run
-//! use winsys::alloc::udmabuf::Udmabuf;
+//! use winsys::alloc::{udmabuf::Udmabuf, Allocator};
 //! use winsys::dmabuf::Access;
 //! use winsys::format::Fourcc;
 //!
