@@ -494,102 +494,103 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
     })
 }
 
-/// `cargo xtask bench`.
-pub fn cmd_bench(opts: &Opts) -> Result<ExitCode> {
+/// Builds `cargo_args` (selecting `want`), runs every result in one VM with
+/// `args` and `env` (devices required), prints the summary and returns the
+/// report. Shared by `bench` and `demo`.
+fn run_built_in_vm(
+    opts: &Opts,
+    what: &str,
+    cargo_args: &[&str],
+    want: Want,
+    args: &[&str],
+    extra_env: Vec<(String, String)>,
+) -> Result<Report> {
     let t0 = Instant::now();
     let ws = cargo::workspace()?;
-    step!("winsys benchmarks: workspace {}", ws.root.display());
+    step!("winsys {what}: workspace {}", ws.root.display());
     let tb = ensure_testbed(opts)?;
-    let benches = cargo::build(
-        &ws,
-        &["bench", "-p", "winsys", "--all-features", "--no-run"],
-        Want::Benches,
-    )?;
-    if benches.is_empty() {
-        step!("no bench targets in the winsys crate: nothing to run");
-        return Ok(ExitCode::SUCCESS);
+    let built = cargo::build(&ws, cargo_args, want)?;
+    if built.is_empty() {
+        bail!("nothing to run for {what}: the build produced no executables");
     }
-    let out_dir = ws.target_dir.join("bench");
-    fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join("results.json");
-    let _ = fs::remove_file(&out);
     let vm_dir = fresh_vm_dir(&ws)?;
-    let env = vec![
+    let mut env = vec![
         ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
-        (
-            "WINSYS_BENCH_OUT".to_string(),
-            out.to_string_lossy().into_owned(),
-        ),
         ("RUST_BACKTRACE".to_string(), "1".to_string()),
     ];
-    let plan = plan_for(&ws, opts, &vm_dir, &benches, &["--bench"], env);
+    env.extend(extra_env);
+    let plan = plan_for(&ws, opts, &vm_dir, &built, args, env);
     let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
     let mut report = Report::default();
     report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
-    if !out.is_file() {
-        report.fail(
-            "bench results",
-            format!("{} was not written", out.display()),
-        );
-    }
     step!("==== summary ====");
     print_devices(run.results.as_ref());
     report.print();
     step!("total time {}", fmt_duration(t0.elapsed()));
+    Ok(report)
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `cargo xtask bench`: the benchmarks (release) in the VM; they write
+/// `target/bench/results.json`.
+pub fn cmd_bench(opts: &Opts) -> Result<ExitCode> {
+    let ws = cargo::workspace()?;
+    let out_dir = ws.target_dir.join("bench");
+    fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("results.json");
+    let _ = fs::remove_file(&out);
+    let mut report = run_built_in_vm(
+        opts,
+        "benchmarks",
+        &["bench", "-p", "winsys", "--all-features", "--no-run"],
+        Want::Benches,
+        &["--bench"],
+        vec![(
+            "WINSYS_BENCH_OUT".to_string(),
+            out.to_string_lossy().into_owned(),
+        )],
+    )?;
     if out.is_file() {
         step!("bench results: {}", out.display());
+    } else {
+        report.fail(
+            "bench results",
+            format!("{} was not written", out.display()),
+        );
     }
     println!(
         "winsys bench: {} ok, {} failed",
         report.passed(),
         report.failed()
     );
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(report.ok()))
 }
 
 /// `cargo xtask demo`: the main job. Boots the VM test bed (installing it
 /// on first use) and runs every example there, devices required, printing
 /// what each shows.
 pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
-    let t0 = Instant::now();
-    let ws = cargo::workspace()?;
-    step!("winsys demo: workspace {}", ws.root.display());
-    let tb = ensure_testbed(opts)?;
-    let examples = cargo::build(
-        &ws,
+    let report = run_built_in_vm(
+        opts,
+        "demo",
         &["build", "-p", "winsys", "--examples", "--all-features"],
         Want::Examples,
+        &[],
+        Vec::new(),
     )?;
-    if examples.is_empty() {
-        bail!("no examples in the winsys crate");
-    }
-    let vm_dir = fresh_vm_dir(&ws)?;
-    let env = vec![
-        ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
-        ("RUST_BACKTRACE".to_string(), "1".to_string()),
-    ];
-    let plan = plan_for(&ws, opts, &vm_dir, &examples, &[], env);
-    let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
-    let mut report = Report::default();
-    report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
-    step!("==== summary ====");
-    print_devices(run.results.as_ref());
-    report.print();
-    step!("total time {}", fmt_duration(t0.elapsed()));
     println!(
         "winsys demo: {} ok, {} failed",
         report.passed(),
         report.failed()
     );
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(report.ok()))
 }
 
 /// `cargo xtask vm [-- CMD...]`: boots the same VM (devices loaded, project
