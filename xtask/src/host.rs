@@ -272,21 +272,17 @@ fn boot_and_run(
     let _ = fs::remove_file(&plan.results);
     fs::write(&plan_path, serde_json::to_string_pretty(&plan)? + "\n")?;
 
-    let vm = Vm {
-        venv: &tb.venv,
-        root: &tb.root,
-        accel: tb.accel,
-        memory: opts.memory.clone(),
-        cpus: opts.cpus,
-        rwdirs: shared_dirs(ws),
-        exec: Some(format!(
+    let vm = vm_for(
+        tb,
+        ws,
+        opts,
+        Some(format!(
             "cd {} && {} guest --plan {}",
             shell_quote(&ws.root.to_string_lossy()),
             shell_quote(&guest_exe.to_string_lossy()),
             shell_quote(&plan_path.to_string_lossy())
         )),
-        verbose: opts.verbose,
-    };
+    );
     vm.prepare()?;
     let log = vm_dir.join("vm.log");
     step!(
@@ -593,6 +589,20 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
     Ok(exit_code(report.ok()))
 }
 
+/// The project's VM on the test bed `tb`, running `exec` (None: a shell).
+fn vm_for<'a>(tb: &'a Testbed, ws: &Workspace, opts: &Opts, exec: Option<String>) -> Vm<'a> {
+    Vm {
+        venv: &tb.venv,
+        root: &tb.root,
+        accel: tb.accel,
+        memory: opts.memory.clone(),
+        cpus: opts.cpus,
+        rwdirs: shared_dirs(ws),
+        exec,
+        verbose: opts.verbose,
+    }
+}
+
 /// `cargo xtask vm [-- CMD...]`: boots the same VM (devices loaded, project
 /// mounted) and runs CMD, or an interactive shell without CMD.
 pub fn cmd_vm(opts: &Opts, command: &[String]) -> Result<ExitCode> {
@@ -613,16 +623,7 @@ XDG_RUNTIME_DIR=/run/winsys/runtime WINSYS_REQUIRE_DEVICES=1";
             cmd.join(" ")
         ))
     };
-    let vm = Vm {
-        venv: &tb.venv,
-        root: &tb.root,
-        accel: tb.accel,
-        memory: opts.memory.clone(),
-        cpus: opts.cpus,
-        rwdirs: shared_dirs(&ws),
-        exec,
-        verbose: opts.verbose,
-    };
+    let vm = vm_for(&tb, &ws, opts, exec);
     vm.prepare()?;
     step!("booting VM ({})", tb.accel.name());
     let status = vm

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 
-use super::{check_dmabuf, Access, Dmabuf, Error, FdCheck, Result};
+use super::{check_dmabuf, Access, Dmabuf, Error, Result};
 use crate::fd::owned_from_kernel;
 use crate::sync::{probe, SyncFile};
 use crate::uapi::dma_buf as sys;
@@ -35,7 +35,7 @@ use crate::uapi::dma_buf as sys;
 /// `fd` is checked to be a dma-buf first ([`Error::NotDmabuf`]).
 pub fn export_sync_file(fd: impl AsFd, access: Access) -> Result<SyncFile> {
     let fd = fd.as_fd();
-    check_dmabuf(fd).map_err(|e| e.for_fd())?;
+    check_dmabuf(fd).map_err(|e| e.for_plane(0))?;
     export_checked(fd, access)
 }
 
@@ -65,7 +65,7 @@ fn export_checked(fd: BorrowedFd<'_>, access: Access) -> Result<SyncFile> {
 /// keeps `fence`.
 pub fn import_sync_file(fd: impl AsFd, fence: &SyncFile, access: Access) -> Result<()> {
     let fd = fd.as_fd();
-    check_dmabuf(fd).map_err(|e| e.for_fd())?;
+    check_dmabuf(fd).map_err(|e| e.for_plane(0))?;
     import_checked(fd, fence, access)
 }
 
@@ -87,15 +87,6 @@ fn import_checked(fd: BorrowedFd<'_>, fence: &SyncFile, access: Access) -> Resul
             op: "DMA_BUF_IOCTL_IMPORT_SYNC_FILE",
             errno,
         }),
-    }
-}
-
-impl FdCheck {
-    fn for_fd(self) -> Error {
-        match self {
-            FdCheck::NotDmabuf(what) => Error::NotDmabuf { plane: 0, what },
-            FdCheck::Os(op, errno) => Error::Os { op, errno },
-        }
     }
 }
 
@@ -180,7 +171,7 @@ impl ImplicitFence {
 }
 
 fn dup_dmabuf(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
-    check_dmabuf(fd).map_err(|e| e.for_fd())?;
+    check_dmabuf(fd).map_err(|e| e.for_plane(0))?;
     fd.try_clone_to_owned().map_err(|e| Error::Os {
         op: "dup(dma-buf)",
         errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),

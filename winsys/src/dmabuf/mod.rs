@@ -367,7 +367,8 @@ pub(crate) enum FdCheck {
 }
 
 impl FdCheck {
-    fn for_plane(self, plane: usize) -> Error {
+    /// The error for plane `plane` (0 for a lone fd).
+    pub(crate) fn for_plane(self, plane: usize) -> Error {
         match self {
             FdCheck::NotDmabuf(what) => Error::NotDmabuf { plane, what },
             FdCheck::Os(op, errno) => Error::Os { op, errno },
