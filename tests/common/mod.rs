@@ -84,3 +84,6 @@ pub fn pread_all(fd: &OwnedFd, len: usize, offset: u64) -> Vec<u8> {
     assert_eq!(n, len);
     out
 }
+
+#[cfg(all(feature = "vulkan", feature = "gbm"))]
+pub mod vk;

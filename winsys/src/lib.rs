@@ -30,6 +30,7 @@
 //! | [`alloc`] | exporters: udmabuf, the system dma-heap, vgem |
 //! | [`device`] | DRM nodes found by driver name |
 //! | [`format`](mod@format) | fourcc codes, modifiers and plane layouts |
+//! | `vulkan` | (feature `vulkan`) images over dma-bufs, semaphores <-> sync_files |
 //!
 //! ## Example: a reader waits for a writer's fence
 //!
@@ -60,3 +61,5 @@ mod fd;
 pub mod format;
 pub mod sync;
 pub mod uapi;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;

@@ -157,7 +157,7 @@ impl GbmAllocator {
                     // LINEAR-only list with GBM_BO_USE_LINEAR and reports the
                     // implicit modifier: the layout is LINEAR all the same.
                     Modifier::INVALID if linear_only => {
-                        return self.export(&bo, format, Modifier::LINEAR)
+                        return self.dmabuf_of(&bo, format, Modifier::LINEAR)
                     }
                     // Any other implicit answer only where the list allows it.
                     Modifier::INVALID if !implicit_ok => {
@@ -165,7 +165,7 @@ impl GbmAllocator {
                             Errno::NOTSUP.raw_os_error(),
                         ))
                     }
-                    m => return self.export(&bo, format, m),
+                    m => return self.dmabuf_of(&bo, format, m),
                 },
                 Err(e) => last_err = Some(e),
             }
@@ -182,7 +182,7 @@ impl GbmAllocator {
             {
                 Ok(bo) => {
                     let m = Modifier(u64::from(bo.modifier()));
-                    return self.export(&bo, format, m);
+                    return self.dmabuf_of(&bo, format, m);
                 }
                 Err(e) => last_err = Some(e),
             }
@@ -198,15 +198,17 @@ impl GbmAllocator {
         })
     }
 
-    /// Describe a buffer object as a [`Dmabuf`] with layout `modifier`: per
-    /// plane a dma-buf fd (shared by planes of one GEM object), offset and
-    /// stride.
+    /// Describe a buffer object of this device as a [`Dmabuf`] of `format`
+    /// with layout `modifier`: per plane a dma-buf fd (shared by planes of
+    /// one GEM object), offset and stride. For a buffer [`import`](Self::import)ed
+    /// from a dma-buf this gives the same dma-buf back (the kernel's PRIME
+    /// cache), read-write.
     ///
     /// The fds are exported here with `DRM_RDWR` (PRIME_HANDLE_TO_FD on the
     /// GEM handle) rather than by `gbm_bo_get_fd_for_plane`, which Mesa
     /// exports read-only: a read-only dma-buf cannot be mapped for writing,
     /// and once exported, the kernel hands out that same file again.
-    fn export<U: 'static>(
+    pub fn dmabuf_of<U: 'static>(
         &self,
         bo: &gbm::BufferObject<U>,
         format: Fourcc,

@@ -124,14 +124,14 @@ fn check_range(memfd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<()> {
     if size == 0 {
         return Err(Error::ZeroSize);
     }
-    if offset % page != 0 {
+    if !offset.is_multiple_of(page) {
         return Err(Error::Unaligned {
             what: "offset",
             value: offset,
             page,
         });
     }
-    if size % page != 0 {
+    if !size.is_multiple_of(page) {
         return Err(Error::Unaligned {
             what: "size",
             value: size,

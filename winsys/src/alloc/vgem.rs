@@ -232,6 +232,12 @@ impl GemMap {
     }
 }
 
+// SAFETY: GemMap owns its mapping like a Vec owns its heap block: shared
+// access only reads, writes need `&mut self`, so it may move between threads.
+unsafe impl Send for GemMap {}
+// SAFETY: see `Send`; `&GemMap` hands out only shared slices.
+unsafe impl Sync for GemMap {}
+
 impl Drop for GemMap {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `map_gem`, unmapped only here.

@@ -1,0 +1,409 @@
+//! GBM, vgem and lavapipe sharing images as dma-bufs, every hand-off
+//! ordered through the sync bridge, with the Khronos validation layer on
+//! (any validation error fails the test, see `common::vk::Gpu`).
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ash::vk;
+use common::vk::{
+    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, restride, unstride, Gpu, HostBuffer,
+    PatternPipeline,
+};
+use common::{controllable_fence, need, open_fds, LONG, SHORT};
+use winsys::alloc::gbm::Usage;
+use winsys::alloc::vgem::Vgem;
+use winsys::alloc::vgem::VgemFence;
+use winsys::device::{DrmDevice, NodeKind};
+use winsys::dmabuf::{Access, Dmabuf};
+use winsys::format::{Fourcc, Modifier};
+use winsys::sync::{Syncobj, WaitFor};
+use winsys::vulkan::{Error, Refusal};
+
+const X_TILED: Modifier = Modifier(0x0100_0000_0000_0001); // I915_FORMAT_MOD_X_TILED
+
+#[test]
+fn device_reports_the_interop_extensions() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let ext = gpu.device.extensions();
+    println!("{}: missing {:?}", gpu.device.info(), ext.missing());
+    assert!(ext.dmabuf_images(), "{ext:?}");
+    assert!(
+        ext.external_semaphore_fd && ext.external_fence_fd,
+        "{ext:?}"
+    );
+    let sync = gpu.device.sync_fd_support();
+    assert!(sync.semaphore_import && sync.semaphore_export, "{sync:?}");
+    let modifiers = gpu.device.modifiers(Fourcc::ABGR8888).unwrap();
+    assert!(
+        modifiers
+            .iter()
+            .any(|m| m.modifier == Modifier::LINEAR && m.planes == 1),
+        "{modifiers:?}"
+    );
+}
+
+#[test]
+fn gpu_pattern_in_a_gbm_buffer_reaches_the_cpu_read_guard() {
+    let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");
+    // An odd width, so the GBM stride is wider than a row.
+    let (w, h, seed) = (203, 61, 7);
+    let dmabuf = gbm_buffer(&gbm, w, h);
+    let _pending = gpu_pattern(&gpu, &dmabuf, seed);
+    let map = dmabuf.map(Access::Read).unwrap();
+    let guard = map.read(Some(LONG)).unwrap();
+    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    assert_pixels_eq(
+        &got,
+        &pattern_image(w, h, seed),
+        "GBM buffer after the GPU pattern",
+    );
+}
+
+#[test]
+fn cpu_write_guard_reaches_a_gpu_copy() {
+    let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");
+    let (w, h) = (130, 40);
+    let dmabuf = gbm_buffer(&gbm, w, h);
+    let want = pattern_image(w, h, 99);
+    let mut map = dmabuf.map(Access::Write).unwrap();
+    let mut guard = map.write(Some(LONG)).unwrap();
+    restride(guard.plane_mut(0), dmabuf.planes()[0].stride(), &want, w, 4);
+    guard.end().unwrap();
+
+    let device = &gpu.device;
+    let mut image = device
+        .import_dmabuf(&dmabuf, vk::ImageUsageFlags::TRANSFER_SRC)
+        .unwrap();
+    let host = HostBuffer::new(device, want.len());
+    let mut job = device.submission().unwrap();
+    job.wait_for_dmabuf(&dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
+        .unwrap();
+    image.cmd_acquire(
+        job.cmd(),
+        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_READ,
+    );
+    host.record_copy_from(job.cmd(), &image);
+    image.cmd_release(
+        job.cmd(),
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_READ,
+    );
+    job.signal_dmabuf(&dmabuf, Access::Read);
+    job.submit().unwrap().wait(Some(LONG)).unwrap();
+    assert_pixels_eq(&host.read(), &want, "GPU copy of the CPU-written buffer");
+}
+
+#[test]
+fn vulkan_exported_image_is_cpu_mapped_and_offered_to_gbm() {
+    let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");
+    let device = &gpu.device;
+    let (w, h, seed) = (96, 50, 3);
+    let (mut image, dmabuf) = device
+        .export_image(
+            w,
+            h,
+            Fourcc::ABGR8888,
+            &[Modifier::LINEAR],
+            vk::ImageUsageFlags::STORAGE,
+        )
+        .unwrap();
+    assert_eq!(
+        (dmabuf.modifier(), dmabuf.planes().len()),
+        (Modifier::LINEAR, 1)
+    );
+    let view = image.create_view().unwrap();
+    let pipeline = PatternPipeline::new(device);
+    let mut job = device.submission().unwrap();
+    image.cmd_acquire(
+        job.cmd(),
+        vk::ImageLayout::GENERAL,
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+        vk::AccessFlags::SHADER_WRITE,
+    );
+    pipeline.record(job.cmd(), view.raw(), image.extent(), seed);
+    image.cmd_release(
+        job.cmd(),
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+        vk::AccessFlags::SHADER_WRITE,
+    );
+    job.signal_dmabuf(&dmabuf, Access::Write);
+    let pending = job.submit().unwrap();
+
+    let want = pattern_image(w, h, seed);
+    let map = dmabuf.map(Access::Read).unwrap();
+    let guard = map.read(Some(LONG)).unwrap();
+    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    assert_pixels_eq(&got, &want, "Vulkan-exported image through its dma-buf");
+    drop(guard);
+    pending.wait(Some(LONG)).unwrap();
+
+    // GBM on virtio_gpu (kms_swrast, no 3D) cannot import foreign dma-bufs
+    // on this stack; where it can, the CPU sees the same pixels through it.
+    match gbm.import(&dmabuf, Usage::RENDERING) {
+        Ok(bo) => {
+            let via_gbm = gbm
+                .dmabuf_of(&bo, Fourcc::ABGR8888, Modifier::LINEAR)
+                .unwrap();
+            let map = via_gbm.map(Access::Read).unwrap();
+            let guard = map.read(Some(LONG)).unwrap();
+            let got = unstride(guard.plane(0), via_gbm.planes()[0].stride(), w, h, 4);
+            assert_pixels_eq(&got, &want, "Vulkan-exported image through GBM");
+        }
+        Err(e @ winsys::alloc::Error::Allocation { .. }) => println!("GBM import refused: {e}"),
+        Err(e) => panic!("GBM import failed untyped: {e:?}"),
+    }
+}
+
+#[test]
+fn gpu_copy_waits_for_a_pending_vgem_write_fence() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let device = &gpu.device;
+    let (w, h) = (64, 32);
+    let buf = vgem.create(w, h, Fourcc::ABGR8888).unwrap();
+    let dmabuf = buf.dmabuf();
+    let stride = dmabuf.planes()[0].stride();
+    let first = pattern_image(w, h, 1);
+    let second = pattern_image(w, h, 2);
+    let mut gem = buf.map_gem().unwrap();
+    restride(gem.bytes_mut(), stride, &first, w, 4);
+
+    let writer = buf.attach_fence(true).unwrap(); // a "GPU" still writing
+    let mut image = device
+        .import_dmabuf(dmabuf, vk::ImageUsageFlags::TRANSFER_SRC)
+        .unwrap();
+    let host = HostBuffer::new(device, first.len());
+    let mut job = device.submission().unwrap();
+    job.wait_for_dmabuf(dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
+        .unwrap();
+    image.cmd_acquire(
+        job.cmd(),
+        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_READ,
+    );
+    host.record_copy_from(job.cmd(), &image);
+    image.cmd_release(
+        job.cmd(),
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_READ,
+    );
+    let pending = job.submit().unwrap();
+
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !pending.is_done().unwrap(),
+        "the copy ran before the write fence signaled"
+    );
+    // The writer finishes its pixels, then signals.
+    restride(gem.bytes_mut(), stride, &second, w, 4);
+    writer.signal().unwrap();
+    pending.wait(Some(LONG)).unwrap();
+    assert_pixels_eq(&host.read(), &second, "GPU copy gated on the vgem fence");
+}
+
+/// How long a gate stays closed before a helper thread opens it.
+const DELAY: Duration = Duration::from_millis(300);
+
+/// A thread that signals `gate` after [`DELAY`].
+fn open_later(gate: VgemFence) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        thread::sleep(DELAY);
+        gate.signal().unwrap();
+    })
+}
+
+#[test]
+fn cpu_read_guard_never_starts_before_the_gpu_write() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let device = &gpu.device;
+    let (w, h) = (48, 48);
+    let buf = vgem.create(w, h, Fourcc::ABGR8888).unwrap();
+    let dmabuf = buf.dmabuf();
+    let want = pattern_image(w, h, 5);
+    let host = HostBuffer::new(device, want.len());
+    host.write(&want);
+    // The GPU is held back by an unrelated fence, opened after DELAY.
+    let (_gate_buf, gate, gate_sync) = controllable_fence(&vgem);
+
+    let mut image = device
+        .import_dmabuf(dmabuf, vk::ImageUsageFlags::TRANSFER_DST)
+        .unwrap();
+    let start = Instant::now();
+    let opener = open_later(gate);
+    let mut job = device.submission().unwrap();
+    job.timeout(LONG);
+    job.wait_for_sync_file(gate_sync, vk::PipelineStageFlags::TRANSFER)
+        .unwrap();
+    job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
+        .unwrap();
+    image.cmd_acquire(
+        job.cmd(),
+        vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_WRITE,
+    );
+    host.record_copy_to(job.cmd(), &image);
+    image.cmd_release(
+        job.cmd(),
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_WRITE,
+    );
+    job.signal_dmabuf(dmabuf, Access::Write);
+    let pending = job.submit().unwrap();
+
+    // A driver with real fences left a pending write fence: the guard
+    // blocks on it. Lavapipe's are not (see the bridge docs): submit waited.
+    let map = dmabuf.map(Access::Read).unwrap();
+    let guard = map.read(Some(LONG)).unwrap();
+    assert!(
+        start.elapsed() >= DELAY,
+        "the guard began before the gate opened"
+    );
+    assert!(
+        pending.is_done().unwrap(),
+        "the guard began before the GPU finished"
+    );
+    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    assert_pixels_eq(&got, &want, "CPU read after the GPU write");
+    opener.join().unwrap();
+}
+
+#[test]
+fn timeline_points_order_gpu_work() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let drm = need!(
+        DrmDevice::find("virtio_gpu", NodeKind::Render),
+        "virtio_gpu syncobj timelines"
+    );
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let syncobj = Syncobj::create(&std::sync::Arc::new(drm), false).unwrap();
+    let (_gate_buf, gate, gate_sync) = controllable_fence(&vgem);
+    syncobj.import_sync_file(1, &gate_sync).unwrap();
+
+    let start = Instant::now();
+    let opener = open_later(gate);
+    let mut job = gpu.device.submission().unwrap();
+    job.timeout(LONG);
+    job.wait_for_point(&syncobj, 1, vk::PipelineStageFlags::TOP_OF_PIPE)
+        .unwrap();
+    job.signal_point(&syncobj, 2);
+    let pending = job.submit().unwrap();
+    syncobj.wait(2, WaitFor::Signaled, Some(LONG)).unwrap();
+    assert!(start.elapsed() >= DELAY, "point 2 signaled before point 1");
+    pending.wait(Some(LONG)).unwrap();
+    assert_eq!(syncobj.query().unwrap(), 2);
+    opener.join().unwrap();
+}
+
+#[test]
+fn semaphore_and_fence_take_sync_files() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let device = &gpu.device;
+
+    // A fence with an imported pending sync_file waits for it.
+    let (_b1, gate1, sync1) = controllable_fence(&vgem);
+    let fence = device.create_fence(false).unwrap();
+    fence.import_sync_file(sync1).unwrap();
+    assert!(matches!(
+        fence.wait(Some(SHORT)),
+        Err(Error::Timeout { .. })
+    ));
+    gate1.signal().unwrap();
+    fence.wait(Some(LONG)).unwrap();
+
+    // A batch waiting on a semaphore with an imported sync_file waits too.
+    let (_b2, gate2, sync2) = controllable_fence(&vgem);
+    let wait = device.create_semaphore(false).unwrap();
+    wait.import_sync_file(sync2).unwrap();
+    let done = device.create_fence(true).unwrap();
+    let stage = [vk::PipelineStageFlags::ALL_COMMANDS];
+    let waits = [wait.raw()];
+    let submit = vk::SubmitInfo::default()
+        .wait_semaphores(&waits)
+        .wait_dst_stage_mask(&stage);
+    // SAFETY: the semaphore and fence outlive the batch (waited below).
+    unsafe { device.submit(&[submit], done.raw()) }.unwrap();
+    thread::sleep(DELAY);
+    assert!(
+        !done.is_signaled().unwrap(),
+        "the batch ran before its wait signaled"
+    );
+    gate2.signal().unwrap();
+    done.wait(Some(LONG)).unwrap();
+    // Exported after completion: a signaled sync_file, or none at all.
+    if let Some(exported) = done.export_sync_file().unwrap() {
+        exported.wait(Some(SHORT)).unwrap();
+    }
+}
+
+#[test]
+fn unsupported_modifier_and_format_are_refused_before_vulkan_sees_them() {
+    let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");
+    let vgem = need!(Vgem::open(), "vgem");
+    let device = &gpu.device;
+    let linear = gbm_buffer(&gbm, 64, 64);
+    let plane = &linear.planes()[0];
+    let tiled = Dmabuf::builder(64, 64, Fourcc::ABGR8888, X_TILED)
+        .plane(plane.shared_fd().clone(), plane.offset(), plane.stride())
+        .build()
+        .unwrap();
+    let c8 = vgem.create(64, 64, Fourcc::C8).unwrap();
+    let before = open_fds();
+    let start = Instant::now();
+    match device.import_dmabuf(&tiled, vk::ImageUsageFlags::SAMPLED) {
+        Err(Error::Unsupported {
+            op: "import",
+            modifier,
+            refusal: Refusal::Modifier { supported },
+            ..
+        }) => {
+            assert_eq!(modifier, X_TILED);
+            assert!(supported.contains(&Modifier::LINEAR), "{supported:?}");
+        }
+        other => panic!("X-tiled import: {other:?}"),
+    }
+    let err = device
+        .import_dmabuf(c8.dmabuf(), vk::ImageUsageFlags::SAMPLED)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                refusal: Refusal::Format,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    println!("refused: {err}");
+    let err = device
+        .export_image(
+            64,
+            64,
+            Fourcc::ABGR8888,
+            &[X_TILED],
+            vk::ImageUsageFlags::SAMPLED,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                op: "export",
+                refusal: Refusal::Modifier { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(open_fds(), before, "an fd leaked on refusal");
+    assert!(start.elapsed() < LONG);
+}

@@ -1,0 +1,706 @@
+//! [`Instance`] and [`Device`]: Vulkan opened for dma-buf interop.
+//!
+//! A [`Device`] is opened with every interop extension the driver has
+//! (external memory fd, dma-buf, DRM format modifiers, external semaphore
+//! and fence fds, the FOREIGN queue family, DRM node properties) and keeps
+//! an [`Extensions`] report; an operation that needs a missing one fails
+//! with [`Error::MissingExtensions`] naming it. Vulkan 1.2 is required.
+
+use std::ffi::{c_void, CStr};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ash::{ext, khr, vk};
+
+use super::{Error, Result};
+
+/// Name of the environment variable that, set to `1`, makes every
+/// [`Device`] behave as if the driver had no SYNC_FD semaphores or fences,
+/// so the CPU-wait fallback of the [`bridge`](super::bridge) can be tested
+/// on drivers that have them.
+pub const DISABLE_SYNC_FD_ENV: &str = "WINSYS_NO_VK_SYNC_FD";
+
+const VALIDATION_LAYER: &CStr = c"VK_LAYER_KHRONOS_validation";
+
+/// The interop extensions a device has (`true`) or lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `VK_KHR_external_memory_fd`.
+    pub external_memory_fd: bool,
+    /// `VK_EXT_external_memory_dma_buf`.
+    pub external_memory_dma_buf: bool,
+    /// `VK_EXT_image_drm_format_modifier`.
+    pub image_drm_format_modifier: bool,
+    /// `VK_KHR_external_semaphore_fd`.
+    pub external_semaphore_fd: bool,
+    /// `VK_KHR_external_fence_fd`.
+    pub external_fence_fd: bool,
+    /// `VK_EXT_queue_family_foreign`.
+    pub queue_family_foreign: bool,
+    /// `VK_EXT_physical_device_drm`.
+    pub physical_device_drm: bool,
+}
+
+impl Extensions {
+    fn table(&mut self) -> [(&'static CStr, &mut bool); 7] {
+        [
+            (khr::external_memory_fd::NAME, &mut self.external_memory_fd),
+            (
+                ext::external_memory_dma_buf::NAME,
+                &mut self.external_memory_dma_buf,
+            ),
+            (
+                ext::image_drm_format_modifier::NAME,
+                &mut self.image_drm_format_modifier,
+            ),
+            (
+                khr::external_semaphore_fd::NAME,
+                &mut self.external_semaphore_fd,
+            ),
+            (khr::external_fence_fd::NAME, &mut self.external_fence_fd),
+            (
+                ext::queue_family_foreign::NAME,
+                &mut self.queue_family_foreign,
+            ),
+            (
+                ext::physical_device_drm::NAME,
+                &mut self.physical_device_drm,
+            ),
+        ]
+    }
+
+    fn from_properties(props: &[vk::ExtensionProperties]) -> Self {
+        let mut ext = Extensions::default();
+        for (name, present) in ext.table() {
+            *present = props
+                .iter()
+                .any(|p| p.extension_name_as_c_str() == Ok(name));
+        }
+        ext
+    }
+
+    /// Names of the present extensions.
+    pub fn present(&self) -> Vec<&'static CStr> {
+        let mut copy = *self;
+        copy.table()
+            .into_iter()
+            .filter(|(_, p)| **p)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Names of the missing extensions.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut copy = *self;
+        copy.table()
+            .into_iter()
+            .filter(|(_, p)| !**p)
+            .map(|(n, _)| n.to_str().unwrap_or("?"))
+            .collect()
+    }
+
+    /// Whether dma-bufs can be imported and exported as images.
+    pub fn dmabuf_images(&self) -> bool {
+        self.external_memory_fd && self.external_memory_dma_buf && self.image_drm_format_modifier
+    }
+}
+
+/// What one physical device is.
+#[derive(Debug, Clone)]
+pub struct PhysicalDeviceInfo {
+    /// The Vulkan handle (valid while its [`Instance`] lives).
+    pub handle: vk::PhysicalDevice,
+    /// `deviceName`, e.g. `llvmpipe (LLVM 19.1.7, 256 bits)`.
+    pub name: String,
+    /// The driver (`VK_DRIVER_ID_*`).
+    pub driver: vk::DriverId,
+    /// Vulkan version the device supports.
+    pub api_version: u32,
+    /// The interop extensions it has.
+    pub extensions: Extensions,
+    /// `(major, minor)` of its DRM primary node, where the driver says.
+    pub primary_node: Option<(i64, i64)>,
+    /// `(major, minor)` of its DRM render node, where the driver says.
+    pub render_node: Option<(i64, i64)>,
+}
+
+impl fmt::Display for PhysicalDeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, Vulkan {}.{})",
+            self.name,
+            self.driver,
+            vk::api_version_major(self.api_version),
+            vk::api_version_minor(self.api_version)
+        )
+    }
+}
+
+type Messages = Mutex<Vec<String>>;
+
+struct Debug {
+    loader: ext::debug_utils::Instance,
+    messenger: vk::DebugUtilsMessengerEXT,
+    errors: Box<Messages>,
+}
+
+pub(crate) struct InstanceShared {
+    // Keeps the loader library loaded while the instance lives.
+    _entry: ash::Entry,
+    pub(crate) raw: ash::Instance,
+    debug: Option<Debug>,
+}
+
+impl Drop for InstanceShared {
+    fn drop(&mut self) {
+        // SAFETY: every child object (devices, messenger) is gone: devices
+        // hold an Arc of this struct, and the messenger is destroyed first.
+        unsafe {
+            if let Some(d) = &self.debug {
+                d.loader.destroy_debug_utils_messenger(d.messenger, None);
+            }
+            self.raw.destroy_instance(None);
+        }
+    }
+}
+
+/// A Vulkan instance, optionally with the Khronos validation layer.
+///
+/// With validation on, every error message of the layer is printed to
+/// stderr and collected; [`Instance::take_validation_errors`] hands them
+/// out (tests fail on any).
+#[derive(Clone)]
+pub struct Instance {
+    pub(crate) shared: Arc<InstanceShared>,
+}
+
+unsafe extern "system" fn on_debug_message(
+    severity: vk::DebugUtilsMessageSeverityFlagsEXT,
+    _types: vk::DebugUtilsMessageTypeFlagsEXT,
+    data: *const vk::DebugUtilsMessengerCallbackDataEXT<'_>,
+    user: *mut c_void,
+) -> vk::Bool32 {
+    // SAFETY: the layer passes valid callback data for this call, and
+    // `user` is the Box<Messages> that lives as long as the messenger.
+    let (message, errors) = unsafe {
+        let message = (*data)
+            .message_as_c_str()
+            .map(|m| m.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (message, &*(user as *const Messages))
+    };
+    if severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::ERROR) {
+        eprintln!("vulkan validation error: {message}");
+        if let Ok(mut e) = errors.lock() {
+            e.push(message);
+        }
+    } else if severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::WARNING) {
+        eprintln!("vulkan validation warning: {message}");
+    }
+    vk::FALSE
+}
+
+impl Instance {
+    /// Create an instance asking for Vulkan 1.2, what winsys uses (a
+    /// higher version would also switch the validation layer to
+    /// `VkDrmFormatModifierPropertiesList2EXT`, which lavapipe 25.0 leaves
+    /// empty, so every modifier image would look featureless). With
+    /// `validation`, `VK_LAYER_KHRONOS_validation` and `VK_EXT_debug_utils`
+    /// are required ([`Error::NoValidationLayer`] otherwise).
+    pub fn new(validation: bool) -> Result<Self> {
+        // SAFETY: loading libvulkan runs its initializers; the loader is a
+        // well-behaved system library.
+        let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Loader(e.to_string()))?;
+        let mut layers = Vec::new();
+        let mut extensions = Vec::new();
+        if validation {
+            // SAFETY: plain queries with valid output storage.
+            let (avail_layers, avail_ext) = unsafe {
+                (
+                    entry
+                        .enumerate_instance_layer_properties()
+                        .map_err(Error::vk("vkEnumerateInstanceLayerProperties"))?,
+                    entry
+                        .enumerate_instance_extension_properties(None)
+                        .map_err(Error::vk("vkEnumerateInstanceExtensionProperties"))?,
+                )
+            };
+            if !avail_layers
+                .iter()
+                .any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
+            {
+                return Err(Error::NoValidationLayer("VK_LAYER_KHRONOS_validation"));
+            }
+            // The layer itself provides debug_utils when the loader lacks it.
+            let layer_ext = unsafe {
+                // SAFETY: as above.
+                entry
+                    .enumerate_instance_extension_properties(Some(VALIDATION_LAYER))
+                    .unwrap_or_default()
+            };
+            if !avail_ext
+                .iter()
+                .chain(&layer_ext)
+                .any(|e| e.extension_name_as_c_str() == Ok(ext::debug_utils::NAME))
+            {
+                return Err(Error::NoValidationLayer("VK_EXT_debug_utils"));
+            }
+            layers.push(VALIDATION_LAYER.as_ptr());
+            extensions.push(ext::debug_utils::NAME.as_ptr());
+        }
+        let app = vk::ApplicationInfo::default()
+            .application_name(c"winsys")
+            .engine_name(c"winsys")
+            .api_version(vk::API_VERSION_1_2);
+        let info = vk::InstanceCreateInfo::default()
+            .application_info(&app)
+            .enabled_layer_names(&layers)
+            .enabled_extension_names(&extensions);
+        // SAFETY: `info` and everything it points to outlive the call.
+        let raw =
+            unsafe { entry.create_instance(&info, None) }.map_err(Error::vk("vkCreateInstance"))?;
+        let debug = if validation {
+            let loader = ext::debug_utils::Instance::new(&entry, &raw);
+            let errors: Box<Messages> = Box::default();
+            let info = vk::DebugUtilsMessengerCreateInfoEXT::default()
+                .message_severity(
+                    vk::DebugUtilsMessageSeverityFlagsEXT::ERROR
+                        | vk::DebugUtilsMessageSeverityFlagsEXT::WARNING,
+                )
+                .message_type(
+                    vk::DebugUtilsMessageTypeFlagsEXT::GENERAL
+                        | vk::DebugUtilsMessageTypeFlagsEXT::VALIDATION
+                        | vk::DebugUtilsMessageTypeFlagsEXT::PERFORMANCE,
+                )
+                .pfn_user_callback(Some(on_debug_message))
+                .user_data(&*errors as *const Messages as *mut c_void);
+            // SAFETY: the callback's user data (the boxed Mutex) lives in
+            // the same Debug struct, destroyed after the messenger.
+            match unsafe { loader.create_debug_utils_messenger(&info, None) } {
+                Ok(messenger) => Some(Debug {
+                    loader,
+                    messenger,
+                    errors,
+                }),
+                Err(result) => {
+                    // SAFETY: nothing was created from the instance yet.
+                    unsafe { raw.destroy_instance(None) };
+                    return Err(Error::Vk {
+                        call: "vkCreateDebugUtilsMessengerEXT",
+                        result,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Instance {
+            shared: Arc::new(InstanceShared {
+                _entry: entry,
+                raw,
+                debug,
+            }),
+        })
+    }
+
+    /// Whether the validation layer is on.
+    pub fn validation(&self) -> bool {
+        self.shared.debug.is_some()
+    }
+
+    /// Take the validation errors collected so far (empty without
+    /// validation).
+    pub fn take_validation_errors(&self) -> Vec<String> {
+        match &self.shared.debug {
+            Some(d) => std::mem::take(&mut *lock(&d.errors)),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Error::Validation`] if the layer reported errors since the last
+    /// take; `Ok` otherwise.
+    pub fn check_validation(&self) -> Result<()> {
+        let errors = self.take_validation_errors();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(errors))
+        }
+    }
+
+    /// The raw `ash` instance.
+    pub fn raw(&self) -> &ash::Instance {
+        &self.shared.raw
+    }
+
+    /// Every physical device and what it can share.
+    pub fn physical_devices(&self) -> Result<Vec<PhysicalDeviceInfo>> {
+        let raw = &self.shared.raw;
+        // SAFETY: a plain query on a live instance.
+        let handles = unsafe { raw.enumerate_physical_devices() }
+            .map_err(Error::vk("vkEnumeratePhysicalDevices"))?;
+        handles.into_iter().map(|h| self.describe(h)).collect()
+    }
+
+    fn describe(&self, handle: vk::PhysicalDevice) -> Result<PhysicalDeviceInfo> {
+        let raw = &self.shared.raw;
+        // SAFETY: `handle` came from this instance; outputs are valid.
+        let ext_props = unsafe { raw.enumerate_device_extension_properties(handle) }
+            .map_err(Error::vk("vkEnumerateDeviceExtensionProperties"))?;
+        let extensions = Extensions::from_properties(&ext_props);
+        let mut driver = vk::PhysicalDeviceDriverProperties::default();
+        let mut drm = vk::PhysicalDeviceDrmPropertiesEXT::default();
+        let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut driver);
+        if extensions.physical_device_drm {
+            props2 = props2.push_next(&mut drm);
+        }
+        // SAFETY: the chain holds structs the device knows (DRM only when
+        // the extension is present); all outlive the call.
+        unsafe { raw.get_physical_device_properties2(handle, &mut props2) };
+        let props = props2.properties;
+        let name = props
+            .device_name_as_c_str()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let driver_id = driver.driver_id;
+        let (primary_node, render_node) = if extensions.physical_device_drm {
+            (
+                (drm.has_primary != 0).then_some((drm.primary_major, drm.primary_minor)),
+                (drm.has_render != 0).then_some((drm.render_major, drm.render_minor)),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(PhysicalDeviceInfo {
+            handle,
+            name,
+            driver: driver_id,
+            api_version: props.api_version,
+            extensions,
+            primary_node,
+            render_node,
+        })
+    }
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("validation", &self.validation())
+            .finish()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the device can import and export SYNC_FD payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncFdSupport {
+    /// Binary semaphores can take a sync_file (temporary import).
+    pub semaphore_import: bool,
+    /// Binary semaphores can give a sync_file.
+    pub semaphore_export: bool,
+    /// Fences can take a sync_file (temporary import).
+    pub fence_import: bool,
+    /// Fences can give a sync_file.
+    pub fence_export: bool,
+}
+
+pub(crate) struct DeviceShared {
+    pub(crate) instance: Instance,
+    pub(crate) info: PhysicalDeviceInfo,
+    pub(crate) raw: ash::Device,
+    pub(crate) queue_family: u32,
+    pub(crate) queue: Mutex<vk::Queue>,
+    pub(crate) sync_fd: SyncFdSupport,
+    pub(crate) memory: vk::PhysicalDeviceMemoryProperties,
+    pub(crate) memory_fd: Option<khr::external_memory_fd::Device>,
+    pub(crate) modifier: Option<ext::image_drm_format_modifier::Device>,
+    pub(crate) semaphore_fd: Option<khr::external_semaphore_fd::Device>,
+    pub(crate) fence_fd: Option<khr::external_fence_fd::Device>,
+}
+
+impl Drop for DeviceShared {
+    fn drop(&mut self) {
+        // SAFETY: every object made from the device holds an Arc of this
+        // struct, so none is left; wait for the queue before destroying.
+        unsafe {
+            let _ = self.raw.device_wait_idle();
+            self.raw.destroy_device(None);
+        }
+    }
+}
+
+impl DeviceShared {
+    pub(crate) fn missing(&self, names: &[&'static str]) -> Error {
+        Error::MissingExtensions {
+            device: self.info.name.clone(),
+            missing: names.to_vec(),
+        }
+    }
+
+    /// `vkQueueSubmit` on the device's queue, which is externally
+    /// synchronized here.
+    pub(crate) fn queue_submit(
+        &self,
+        submits: &[vk::SubmitInfo<'_>],
+        fence: vk::Fence,
+    ) -> Result<()> {
+        let queue = lock(&self.queue);
+        // SAFETY: the queue is held exclusively; handles in `submits`
+        // belong to this device and are kept alive by the caller until
+        // `fence` (or a later wait) says the batch is done.
+        unsafe { self.raw.queue_submit(*queue, submits, fence) }.map_err(Error::vk("vkQueueSubmit"))
+    }
+
+    pub(crate) fn memory_type(&self, bits: u32, want: vk::MemoryPropertyFlags) -> Option<u32> {
+        let types = &self.memory.memory_types[..self.memory.memory_type_count as usize];
+        let fits = |i: usize| bits & (1 << i) != 0;
+        (0..types.len())
+            .find(|&i| fits(i) && types[i].property_flags.contains(want))
+            .or_else(|| (0..types.len()).find(|&i| fits(i)))
+            .map(|i| i as u32)
+    }
+}
+
+/// A logical device with one queue that can do graphics, compute and
+/// transfer, opened with every interop extension the driver has.
+///
+/// Cheap to clone; images, semaphores and submissions made from it keep it
+/// alive.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) shared: Arc<DeviceShared>,
+}
+
+impl Device {
+    /// Open the first device that has every dma-buf image extension
+    /// ([`Extensions::dmabuf_images`]), or else the first device.
+    pub fn open(instance: &Instance) -> Result<Self> {
+        let devices = instance.physical_devices()?;
+        let pick = devices
+            .iter()
+            .find(|d| d.extensions.dmabuf_images())
+            .or_else(|| devices.first())
+            .cloned()
+            .ok_or_else(|| Error::NoDevice("(none enumerated)".into()))?;
+        Self::open_physical(instance, pick)
+    }
+
+    /// Open the first device `choose` accepts.
+    pub fn open_matching(
+        instance: &Instance,
+        mut choose: impl FnMut(&PhysicalDeviceInfo) -> bool,
+    ) -> Result<Self> {
+        let devices = instance.physical_devices()?;
+        let names: Vec<_> = devices.iter().map(|d| d.name.clone()).collect();
+        let pick = devices
+            .into_iter()
+            .find(|d| choose(d))
+            .ok_or_else(|| Error::NoDevice(format!("matching the choice among {names:?}")))?;
+        Self::open_physical(instance, pick)
+    }
+
+    /// Open `info`'s device.
+    pub fn open_physical(instance: &Instance, info: PhysicalDeviceInfo) -> Result<Self> {
+        let raw_instance = &instance.shared.raw;
+        if info.api_version < vk::API_VERSION_1_2 {
+            return Err(Error::MissingExtensions {
+                device: info.name,
+                missing: vec!["Vulkan 1.2"],
+            });
+        }
+        // SAFETY: plain queries on a live physical device.
+        let families =
+            unsafe { raw_instance.get_physical_device_queue_family_properties(info.handle) };
+        let want = vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE;
+        let queue_family = families
+            .iter()
+            .position(|f| f.queue_flags.contains(want) && f.queue_count > 0)
+            .ok_or_else(|| Error::NoDevice(format!("{}: no graphics+compute queue", info.name)))?
+            as u32;
+        let names: Vec<_> = info
+            .extensions
+            .present()
+            .iter()
+            .map(|n| n.as_ptr())
+            .collect();
+        let priorities = [1.0f32];
+        let queues = [vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(queue_family)
+            .queue_priorities(&priorities)];
+        let create = vk::DeviceCreateInfo::default()
+            .queue_create_infos(&queues)
+            .enabled_extension_names(&names);
+        // SAFETY: `create` and what it points to outlive the call; the
+        // extension names were enumerated from this device.
+        let raw = unsafe { raw_instance.create_device(info.handle, &create, None) }
+            .map_err(Error::vk("vkCreateDevice"))?;
+        // SAFETY: the queue family and index were created above.
+        let queue = unsafe { raw.get_device_queue(queue_family, 0) };
+        // SAFETY: plain query.
+        let memory = unsafe { raw_instance.get_physical_device_memory_properties(info.handle) };
+        let ext = info.extensions;
+        let sync_fd = if std::env::var_os(DISABLE_SYNC_FD_ENV).is_some_and(|v| v == "1") {
+            SyncFdSupport::default()
+        } else {
+            sync_fd_support(raw_instance, info.handle, &ext)
+        };
+        let shared = DeviceShared {
+            memory_fd: ext
+                .external_memory_fd
+                .then(|| khr::external_memory_fd::Device::new(raw_instance, &raw)),
+            modifier: ext
+                .image_drm_format_modifier
+                .then(|| ext::image_drm_format_modifier::Device::new(raw_instance, &raw)),
+            semaphore_fd: ext
+                .external_semaphore_fd
+                .then(|| khr::external_semaphore_fd::Device::new(raw_instance, &raw)),
+            fence_fd: ext
+                .external_fence_fd
+                .then(|| khr::external_fence_fd::Device::new(raw_instance, &raw)),
+            instance: instance.clone(),
+            info,
+            raw,
+            queue_family,
+            queue: Mutex::new(queue),
+            sync_fd,
+            memory,
+        };
+        Ok(Device {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// What the physical device is.
+    pub fn info(&self) -> &PhysicalDeviceInfo {
+        &self.shared.info
+    }
+
+    /// The interop extensions it has.
+    pub fn extensions(&self) -> Extensions {
+        self.shared.info.extensions
+    }
+
+    /// Whether semaphores and fences take and give sync_files (all `false`
+    /// with [`DISABLE_SYNC_FD_ENV`] set).
+    pub fn sync_fd_support(&self) -> SyncFdSupport {
+        self.shared.sync_fd
+    }
+
+    /// The instance it was opened from.
+    pub fn instance(&self) -> &Instance {
+        &self.shared.instance
+    }
+
+    /// The raw `ash` device.
+    pub fn raw(&self) -> &ash::Device {
+        &self.shared.raw
+    }
+
+    /// The queue family of [`Device::submit`]'s queue.
+    pub fn queue_family(&self) -> u32 {
+        self.shared.queue_family
+    }
+
+    /// The queue family that stands for every user outside Vulkan (other
+    /// drivers, the CPU, the compositor): `VK_QUEUE_FAMILY_FOREIGN_EXT`
+    /// where the extension is present, else `VK_QUEUE_FAMILY_EXTERNAL`.
+    pub fn foreign_queue_family(&self) -> u32 {
+        if self.shared.info.extensions.queue_family_foreign {
+            vk::QUEUE_FAMILY_FOREIGN_EXT
+        } else {
+            vk::QUEUE_FAMILY_EXTERNAL
+        }
+    }
+
+    /// Submit batches to the device's queue (`vkQueueSubmit`); the queue
+    /// is locked for the call.
+    ///
+    /// # Safety
+    /// Every handle in `submits` and `fence` must belong to this device and
+    /// stay alive until the batches complete, as `vkQueueSubmit` requires.
+    pub unsafe fn submit(&self, submits: &[vk::SubmitInfo<'_>], fence: vk::Fence) -> Result<()> {
+        self.shared.queue_submit(submits, fence)
+    }
+
+    /// Wait until the device is idle (`vkDeviceWaitIdle`).
+    pub fn wait_idle(&self) -> Result<()> {
+        let _queue = lock(&self.shared.queue);
+        // SAFETY: the queue is locked, which vkDeviceWaitIdle requires of
+        // every queue of the device.
+        unsafe { self.shared.raw.device_wait_idle() }.map_err(Error::vk("vkDeviceWaitIdle"))
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("info", &self.shared.info)
+            .field("sync_fd", &self.shared.sync_fd)
+            .finish()
+    }
+}
+
+fn sync_fd_support(
+    instance: &ash::Instance,
+    physical: vk::PhysicalDevice,
+    ext: &Extensions,
+) -> SyncFdSupport {
+    let mut support = SyncFdSupport::default();
+    if ext.external_semaphore_fd {
+        let info = vk::PhysicalDeviceExternalSemaphoreInfo::default()
+            .handle_type(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD);
+        let mut out = vk::ExternalSemaphoreProperties::default();
+        // SAFETY: plain query with valid in/out structs.
+        unsafe {
+            instance.get_physical_device_external_semaphore_properties(physical, &info, &mut out)
+        };
+        let f = out.external_semaphore_features;
+        support.semaphore_import = f.contains(vk::ExternalSemaphoreFeatureFlags::IMPORTABLE);
+        support.semaphore_export = f.contains(vk::ExternalSemaphoreFeatureFlags::EXPORTABLE);
+    }
+    if ext.external_fence_fd {
+        let info = vk::PhysicalDeviceExternalFenceInfo::default()
+            .handle_type(vk::ExternalFenceHandleTypeFlags::SYNC_FD);
+        let mut out = vk::ExternalFenceProperties::default();
+        // SAFETY: plain query with valid in/out structs.
+        unsafe {
+            instance.get_physical_device_external_fence_properties(physical, &info, &mut out)
+        };
+        let f = out.external_fence_features;
+        support.fence_import = f.contains(vk::ExternalFenceFeatureFlags::IMPORTABLE);
+        support.fence_export = f.contains(vk::ExternalFenceFeatureFlags::EXPORTABLE);
+    }
+    support
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_lists_exactly_the_absent_extensions() {
+        let ext = Extensions {
+            external_memory_fd: true,
+            external_memory_dma_buf: true,
+            image_drm_format_modifier: false,
+            external_semaphore_fd: true,
+            external_fence_fd: false,
+            queue_family_foreign: true,
+            physical_device_drm: true,
+        };
+        assert_eq!(
+            ext.missing(),
+            [
+                "VK_EXT_image_drm_format_modifier",
+                "VK_KHR_external_fence_fd"
+            ]
+        );
+        assert!(!ext.dmabuf_images());
+        assert_eq!(ext.present().len(), 5);
+    }
+}

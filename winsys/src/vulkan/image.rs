@@ -1,0 +1,822 @@
+//! Dma-bufs as Vulkan images: [`Device::import_dmabuf`],
+//! [`Device::export_image`], and the queue-family ownership transfers
+//! around external use ([`Image::cmd_acquire`], [`Image::cmd_release`]).
+//!
+//! Both directions ask the driver first — the modifier list of the format
+//! (`VkDrmFormatModifierPropertiesListEXT`), the format features the usage
+//! needs, and `vkGetPhysicalDeviceImageFormatProperties2` with the modifier
+//! and the dma-buf handle type — and refuse with [`Error::Unsupported`]
+//! naming the failed check, so an image the driver cannot take never reaches
+//! `vkCreateImage`.
+
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
+use std::sync::Arc;
+
+use ash::vk;
+
+use super::device::DeviceShared;
+use super::format::{to_vk, VkFormatMapping};
+use super::{Device, Error, Refusal, Result};
+use crate::dmabuf::Dmabuf;
+use crate::format::{Fourcc, Modifier};
+
+/// The layout the first acquire of an imported image starts from: the
+/// foreign side's contents must survive it, which `UNDEFINED` does not
+/// promise.
+const FIRST_ACQUIRE_LAYOUT: vk::ImageLayout = vk::ImageLayout::GENERAL;
+
+const DMA_BUF: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT;
+
+/// One modifier the driver offers for a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModifierInfo {
+    /// The modifier.
+    pub modifier: Modifier,
+    /// Memory planes an image with it has.
+    pub planes: u32,
+    /// What images with it can do.
+    pub features: vk::FormatFeatureFlags,
+}
+
+/// Who may touch the image next, as the barriers track it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Allocated here and never used: contents undefined.
+    New,
+    /// Imported and not yet acquired: contents belong to the foreign side.
+    ForeignFirst,
+    /// Released to the foreign family in `GENERAL`.
+    Foreign,
+    /// Owned by this device's queue family, in this layout.
+    Ours(vk::ImageLayout),
+}
+
+/// A Vulkan image over dma-buf memory; destroyed (and its memory freed) on
+/// drop. Imported from a [`Dmabuf`] or allocated for export.
+pub struct Image {
+    shared: Arc<DeviceShared>,
+    raw: vk::Image,
+    memory: Vec<vk::DeviceMemory>,
+    mapping: VkFormatMapping,
+    modifier: Modifier,
+    width: u32,
+    height: u32,
+    usage: vk::ImageUsageFlags,
+    owner: Owner,
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the image and its memory belong to this device; the
+        // caller keeps them alive while GPU work uses them (Pending waits).
+        unsafe {
+            self.shared.raw.destroy_image(self.raw, None);
+            for &m in &self.memory {
+                self.shared.raw.free_memory(m, None);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("raw", &self.raw)
+            .field("format", &self.mapping.fourcc)
+            .field("modifier", &self.modifier)
+            .field("size", &(self.width, self.height))
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// An image view, destroyed on drop.
+pub struct ImageView {
+    shared: Arc<DeviceShared>,
+    raw: vk::ImageView,
+}
+
+impl ImageView {
+    /// The raw handle.
+    pub fn raw(&self) -> vk::ImageView {
+        self.raw
+    }
+}
+
+impl Drop for ImageView {
+    fn drop(&mut self) {
+        // SAFETY: the view belongs to this device and is not in use.
+        unsafe { self.shared.raw.destroy_image_view(self.raw, None) };
+    }
+}
+
+fn memory_plane_aspect(plane: usize) -> vk::ImageAspectFlags {
+    [
+        vk::ImageAspectFlags::MEMORY_PLANE_0_EXT,
+        vk::ImageAspectFlags::MEMORY_PLANE_1_EXT,
+        vk::ImageAspectFlags::MEMORY_PLANE_2_EXT,
+        vk::ImageAspectFlags::MEMORY_PLANE_3_EXT,
+    ][plane]
+}
+
+/// The format features `usage` needs.
+fn features_for(usage: vk::ImageUsageFlags) -> vk::FormatFeatureFlags {
+    use vk::{FormatFeatureFlags as F, ImageUsageFlags as U};
+    [
+        (U::TRANSFER_SRC, F::TRANSFER_SRC),
+        (U::TRANSFER_DST, F::TRANSFER_DST),
+        (U::SAMPLED, F::SAMPLED_IMAGE),
+        (U::STORAGE, F::STORAGE_IMAGE),
+        (U::COLOR_ATTACHMENT, F::COLOR_ATTACHMENT),
+        (U::DEPTH_STENCIL_ATTACHMENT, F::DEPTH_STENCIL_ATTACHMENT),
+    ]
+    .into_iter()
+    .filter(|(u, _)| usage.contains(*u))
+    .fold(F::empty(), |acc, (_, f)| acc | f)
+}
+
+/// What is being asked of the driver, for checks and error reports.
+struct Ask {
+    op: &'static str,
+    mapping: VkFormatMapping,
+    modifier: Modifier,
+    width: u32,
+    height: u32,
+    usage: vk::ImageUsageFlags,
+}
+
+impl Device {
+    fn need_dmabuf_images(&self) -> Result<()> {
+        let ext = self.extensions();
+        if ext.dmabuf_images() {
+            return Ok(());
+        }
+        let missing = ext
+            .missing()
+            .into_iter()
+            .filter(|n| {
+                ash::khr::external_memory_fd::NAME.to_str() == Ok(n)
+                    || ash::ext::external_memory_dma_buf::NAME.to_str() == Ok(n)
+                    || ash::ext::image_drm_format_modifier::NAME.to_str() == Ok(n)
+            })
+            .collect::<Vec<_>>();
+        Err(self.shared.missing(&missing))
+    }
+
+    fn refuse(&self, ask: &Ask, refusal: Refusal) -> Error {
+        Error::Unsupported {
+            device: self.shared.info.name.clone(),
+            op: ask.op,
+            format: ask.mapping.fourcc,
+            modifier: ask.modifier,
+            width: ask.width,
+            height: ask.height,
+            usage: ask.usage,
+            refusal,
+        }
+    }
+
+    /// The modifiers the driver offers for `format`, with plane counts and
+    /// features (`VkDrmFormatModifierPropertiesListEXT`). Empty for formats
+    /// without a Vulkan twin.
+    pub fn modifiers(&self, format: Fourcc) -> Result<Vec<ModifierInfo>> {
+        self.need_dmabuf_images()?;
+        Ok(match to_vk(format) {
+            Some(m) => self.modifiers_of(m.format),
+            None => Vec::new(),
+        })
+    }
+
+    fn modifiers_of(&self, format: vk::Format) -> Vec<ModifierInfo> {
+        let instance = &self.shared.instance.shared.raw;
+        let physical = self.shared.info.handle;
+        let mut list = vk::DrmFormatModifierPropertiesListEXT::default();
+        let mut props = vk::FormatProperties2::default().push_next(&mut list);
+        // SAFETY: the first call only counts (no array given).
+        unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
+        let count = list.drm_format_modifier_count as usize;
+        let mut entries = vec![vk::DrmFormatModifierPropertiesEXT::default(); count];
+        let mut list = vk::DrmFormatModifierPropertiesListEXT::default()
+            .drm_format_modifier_properties(&mut entries);
+        let mut props = vk::FormatProperties2::default().push_next(&mut list);
+        // SAFETY: the array has room for `count` entries, as counted above.
+        unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
+        let filled = list.drm_format_modifier_count as usize;
+        entries[..filled.min(count)]
+            .iter()
+            .map(|e| ModifierInfo {
+                modifier: Modifier(e.drm_format_modifier),
+                planes: e.drm_format_modifier_plane_count,
+                features: e.drm_format_modifier_tiling_features,
+            })
+            .collect()
+    }
+
+    /// Ask the driver whether `ask` can be made, imported or exported as a
+    /// dma-buf image with `planes` memory planes (`disjoint`: in separate
+    /// dma-bufs).
+    fn check(&self, ask: &Ask, planes: Option<usize>, disjoint: bool) -> Result<ModifierInfo> {
+        let offered = self.modifiers_of(ask.mapping.format);
+        if offered.is_empty() {
+            return Err(self.refuse(ask, Refusal::Format));
+        }
+        let Some(info) = offered.iter().find(|m| m.modifier == ask.modifier).copied() else {
+            let supported = offered.iter().map(|m| m.modifier).collect();
+            return Err(self.refuse(ask, Refusal::Modifier { supported }));
+        };
+        if let Some(got) = planes {
+            if got != info.planes as usize {
+                let expected = info.planes;
+                return Err(self.refuse(ask, Refusal::PlaneCount { expected, got }));
+            }
+        }
+        let mut needed = features_for(ask.usage);
+        if disjoint {
+            if !info.features.contains(vk::FormatFeatureFlags::DISJOINT) {
+                return Err(self.refuse(ask, Refusal::Disjoint));
+            }
+            needed |= vk::FormatFeatureFlags::DISJOINT;
+        }
+        let missing = needed & !info.features;
+        if !missing.is_empty() {
+            return Err(self.refuse(ask, Refusal::Usage { missing }));
+        }
+        let flags = if disjoint {
+            vk::ImageCreateFlags::DISJOINT
+        } else {
+            vk::ImageCreateFlags::empty()
+        };
+        let mut drm = vk::PhysicalDeviceImageDrmFormatModifierInfoEXT::default()
+            .drm_format_modifier(ask.modifier.0)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        let mut external =
+            vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(DMA_BUF);
+        let query = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(ask.mapping.format)
+            .ty(vk::ImageType::TYPE_2D)
+            .tiling(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
+            .usage(ask.usage)
+            .flags(flags)
+            .push_next(&mut external)
+            .push_next(&mut drm);
+        let mut external_props = vk::ExternalImageFormatProperties::default();
+        let mut props = vk::ImageFormatProperties2::default().push_next(&mut external_props);
+        let instance = &self.shared.instance.shared.raw;
+        // SAFETY: valid input and output chains that outlive the call.
+        let r = unsafe {
+            instance.get_physical_device_image_format_properties2(
+                self.shared.info.handle,
+                &query,
+                &mut props,
+            )
+        };
+        match r {
+            Ok(()) => {}
+            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED) => {
+                return Err(self.refuse(ask, Refusal::External))
+            }
+            Err(result) => {
+                return Err(Error::Vk {
+                    call: "vkGetPhysicalDeviceImageFormatProperties2",
+                    result,
+                })
+            }
+        }
+        let max = props.image_format_properties.max_extent;
+        if ask.width > max.width || ask.height > max.height {
+            let (max_width, max_height) = (max.width, max.height);
+            return Err(self.refuse(
+                ask,
+                Refusal::Extent {
+                    max_width,
+                    max_height,
+                },
+            ));
+        }
+        let feature = if ask.op == "import" {
+            vk::ExternalMemoryFeatureFlags::IMPORTABLE
+        } else {
+            vk::ExternalMemoryFeatureFlags::EXPORTABLE
+        };
+        let features = external_props
+            .external_memory_properties
+            .external_memory_features;
+        if !features.contains(feature) {
+            return Err(self.refuse(ask, Refusal::External));
+        }
+        Ok(info)
+    }
+
+    /// Import `dmabuf` as an image for `usage`, with its modifier and
+    /// explicit per-plane offsets and strides
+    /// (`VkImageDrmFormatModifierExplicitCreateInfoEXT`). Planes in separate
+    /// dma-bufs are bound as a disjoint image.
+    ///
+    /// The image starts owned by the FOREIGN queue family: record
+    /// [`Image::cmd_acquire`] before using it, after waiting for the
+    /// dma-buf's fences (see [`Submission::wait_for_dmabuf`](super::Submission::wait_for_dmabuf)).
+    ///
+    /// Refused with [`Error::Unsupported`] when the driver lacks the format,
+    /// the modifier, the features `usage` needs, the size, the plane count,
+    /// or when the dma-buf is too small for the image.
+    pub fn import_dmabuf(&self, dmabuf: &Dmabuf, usage: vk::ImageUsageFlags) -> Result<Image> {
+        self.need_dmabuf_images()?;
+        let mut ask = Ask {
+            op: "import",
+            mapping: VkFormatMapping {
+                fourcc: dmabuf.format(),
+                format: vk::Format::UNDEFINED,
+                srgb: None,
+                has_alpha: false,
+            },
+            modifier: dmabuf.modifier(),
+            width: dmabuf.width(),
+            height: dmabuf.height(),
+            usage,
+        };
+        ask.mapping = to_vk(dmabuf.format()).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        let planes = dmabuf.planes();
+        let disjoint = dmabuf.distinct_fds().count() > 1;
+        self.check(&ask, Some(planes.len()), disjoint)?;
+
+        let layouts: Vec<_> = planes
+            .iter()
+            .map(|p| vk::SubresourceLayout {
+                offset: p.offset().into(),
+                size: 0,
+                row_pitch: p.stride().into(),
+                array_pitch: 0,
+                depth_pitch: 0,
+            })
+            .collect();
+        let mut explicit = vk::ImageDrmFormatModifierExplicitCreateInfoEXT::default()
+            .drm_format_modifier(ask.modifier.0)
+            .plane_layouts(&layouts);
+        let mut image = self.create_image(&ask, disjoint, &mut explicit)?;
+        image.owner = Owner::ForeignFirst;
+
+        let raw = &self.shared.raw;
+        if disjoint {
+            let mut binds = Vec::new();
+            for (i, plane) in planes.iter().enumerate() {
+                let aspect = memory_plane_aspect(i);
+                let mut plane_req =
+                    vk::ImagePlaneMemoryRequirementsInfo::default().plane_aspect(aspect);
+                let req_info = vk::ImageMemoryRequirementsInfo2::default()
+                    .image(image.raw)
+                    .push_next(&mut plane_req);
+                let mut req = vk::MemoryRequirements2::default();
+                // SAFETY: the image is disjoint with this memory plane.
+                unsafe { raw.get_image_memory_requirements2(&req_info, &mut req) };
+                let mem = self.import_memory(
+                    &ask,
+                    plane.fd(),
+                    plane.buffer_size(),
+                    req.memory_requirements,
+                    None,
+                )?;
+                image.memory.push(mem);
+                binds.push(aspect);
+            }
+            let mut plane_infos: Vec<_> = binds
+                .iter()
+                .map(|&a| vk::BindImagePlaneMemoryInfo::default().plane_aspect(a))
+                .collect();
+            let infos: Vec<_> = plane_infos
+                .iter_mut()
+                .zip(&image.memory)
+                .map(|(p, &m)| {
+                    vk::BindImageMemoryInfo::default()
+                        .image(image.raw)
+                        .memory(m)
+                        .push_next(p)
+                })
+                .collect();
+            // SAFETY: each memory was imported for its plane's requirements.
+            unsafe { raw.bind_image_memory2(&infos) }.map_err(Error::vk("vkBindImageMemory2"))?;
+        } else {
+            // SAFETY: a plain query on a live image.
+            let req = unsafe { raw.get_image_memory_requirements(image.raw) };
+            let plane = &planes[0];
+            let mem =
+                self.import_memory(&ask, plane.fd(), plane.buffer_size(), req, Some(image.raw))?;
+            image.memory.push(mem);
+            // SAFETY: the memory was imported for this image's requirements.
+            unsafe { raw.bind_image_memory(image.raw, mem, 0) }
+                .map_err(Error::vk("vkBindImageMemory"))?;
+        }
+        Ok(image)
+    }
+
+    fn create_image(
+        &self,
+        ask: &Ask,
+        disjoint: bool,
+        modifier_info: &mut dyn vk::ExtendsImageCreateInfo,
+    ) -> Result<Image> {
+        let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(DMA_BUF);
+        let flags = if disjoint {
+            vk::ImageCreateFlags::DISJOINT
+        } else {
+            vk::ImageCreateFlags::empty()
+        };
+        let info = vk::ImageCreateInfo::default()
+            .flags(flags)
+            .image_type(vk::ImageType::TYPE_2D)
+            .format(ask.mapping.format)
+            .extent(vk::Extent3D {
+                width: ask.width,
+                height: ask.height,
+                depth: 1,
+            })
+            .mip_levels(1)
+            .array_layers(1)
+            .samples(vk::SampleCountFlags::TYPE_1)
+            .tiling(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
+            .usage(ask.usage)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE)
+            .initial_layout(vk::ImageLayout::UNDEFINED)
+            .push_next(&mut external)
+            .push_next(modifier_info);
+        // SAFETY: the driver said yes to this combination (check()); the
+        // chain outlives the call.
+        let raw = unsafe { self.shared.raw.create_image(&info, None) }
+            .map_err(Error::vk("vkCreateImage"))?;
+        Ok(Image {
+            shared: self.shared.clone(),
+            raw,
+            memory: Vec::new(),
+            mapping: ask.mapping,
+            modifier: ask.modifier,
+            width: ask.width,
+            height: ask.height,
+            usage: ask.usage,
+            owner: Owner::New,
+        })
+    }
+
+    fn import_memory(
+        &self,
+        ask: &Ask,
+        fd: BorrowedFd<'_>,
+        fd_size: u64,
+        req: vk::MemoryRequirements,
+        dedicated: Option<vk::Image>,
+    ) -> Result<vk::DeviceMemory> {
+        if req.size > fd_size {
+            let (needed, have) = (req.size, fd_size);
+            return Err(self.refuse(ask, Refusal::TooSmall { needed, have }));
+        }
+        let memory_fd = self
+            .shared
+            .memory_fd
+            .as_ref()
+            .expect("checked by need_dmabuf_images");
+        let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)
+            .map_err(crate::dmabuf::Error::os("fcntl(F_DUPFD_CLOEXEC)"))?;
+        let mut fd_props = vk::MemoryFdPropertiesKHR::default();
+        // SAFETY: `dup` is an open dma-buf fd; the output struct is valid.
+        unsafe { memory_fd.get_memory_fd_properties(DMA_BUF, dup.as_raw_fd(), &mut fd_props) }
+            .map_err(Error::vk("vkGetMemoryFdPropertiesKHR"))?;
+        let bits = req.memory_type_bits & fd_props.memory_type_bits;
+        let Some(memory_type) = self
+            .shared
+            .memory_type(bits, vk::MemoryPropertyFlags::empty())
+        else {
+            return Err(self.refuse(ask, Refusal::MemoryType));
+        };
+        let mut import = vk::ImportMemoryFdInfoKHR::default()
+            .handle_type(DMA_BUF)
+            .fd(dup.as_raw_fd());
+        let mut info = vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(memory_type)
+            .push_next(&mut import);
+        let mut dedicated_info;
+        if let Some(image) = dedicated {
+            dedicated_info = vk::MemoryDedicatedAllocateInfo::default().image(image);
+            info = info.push_next(&mut dedicated_info);
+        }
+        // SAFETY: the import takes a dma-buf fd of at least `req.size`
+        // bytes; on success Vulkan owns the fd, so it is released below.
+        let mem = unsafe { self.shared.raw.allocate_memory(&info, None) }
+            .map_err(Error::vk("vkAllocateMemory(import dma-buf)"))?;
+        let _owned_by_vulkan = dup.into_raw_fd();
+        Ok(mem)
+    }
+
+    /// Allocate an image Vulkan can share: the driver picks one of
+    /// `modifiers` (empty: any it offers) that suits `usage` and dma-buf
+    /// export; the image comes back with its memory as a [`Dmabuf`]
+    /// carrying the chosen modifier and every plane's offset and stride
+    /// (`vkGetImageDrmFormatModifierPropertiesEXT`,
+    /// `vkGetImageSubresourceLayout` on the memory planes).
+    ///
+    /// The image starts owned by this device (contents undefined); release
+    /// it with [`Image::cmd_release`] before others use the dma-buf.
+    pub fn export_image(
+        &self,
+        width: u32,
+        height: u32,
+        format: Fourcc,
+        modifiers: &[Modifier],
+        usage: vk::ImageUsageFlags,
+    ) -> Result<(Image, Dmabuf)> {
+        self.need_dmabuf_images()?;
+        let mut ask = Ask {
+            op: "export",
+            mapping: VkFormatMapping {
+                fourcc: format,
+                format: vk::Format::UNDEFINED,
+                srgb: None,
+                has_alpha: false,
+            },
+            modifier: modifiers.first().copied().unwrap_or(Modifier::INVALID),
+            width,
+            height,
+            usage,
+        };
+        ask.mapping = to_vk(format).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        let candidates: Vec<Modifier> = if modifiers.is_empty() {
+            self.modifiers_of(ask.mapping.format)
+                .iter()
+                .map(|m| m.modifier)
+                .collect()
+        } else {
+            modifiers.to_vec()
+        };
+        let mut usable = Vec::new();
+        let mut first_refusal = None;
+        for &m in &candidates {
+            let one = Ask { modifier: m, ..ask };
+            match self.check(&one, None, false) {
+                Ok(_) => usable.push(m.0),
+                Err(e @ Error::Unsupported { .. }) => {
+                    first_refusal.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if usable.is_empty() {
+            return Err(first_refusal.unwrap_or_else(|| self.refuse(&ask, Refusal::Format)));
+        }
+        let mut list =
+            vk::ImageDrmFormatModifierListCreateInfoEXT::default().drm_format_modifiers(&usable);
+        let mut image = self.create_image(&ask, false, &mut list)?;
+
+        let modifier_fns = self
+            .shared
+            .modifier
+            .as_ref()
+            .expect("checked by need_dmabuf_images");
+        let mut chosen = vk::ImageDrmFormatModifierPropertiesEXT::default();
+        // SAFETY: the image was created with DRM modifier tiling.
+        unsafe { modifier_fns.get_image_drm_format_modifier_properties(image.raw, &mut chosen) }
+            .map_err(Error::vk("vkGetImageDrmFormatModifierPropertiesEXT"))?;
+        image.modifier = Modifier(chosen.drm_format_modifier);
+        let plane_count = self
+            .modifiers_of(ask.mapping.format)
+            .iter()
+            .find(|m| m.modifier == image.modifier)
+            .map_or(1, |m| m.planes as usize);
+
+        let raw = &self.shared.raw;
+        // SAFETY: a plain query on a live image.
+        let req = unsafe { raw.get_image_memory_requirements(image.raw) };
+        let memory_type = self
+            .shared
+            .memory_type(req.memory_type_bits, vk::MemoryPropertyFlags::DEVICE_LOCAL)
+            .ok_or_else(|| self.refuse(&ask, Refusal::MemoryType))?;
+        let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(DMA_BUF);
+        let mut dedicated = vk::MemoryDedicatedAllocateInfo::default().image(image.raw);
+        let info = vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(memory_type)
+            .push_next(&mut export)
+            .push_next(&mut dedicated);
+        // SAFETY: valid allocation info whose chain outlives the call.
+        let mem = unsafe { raw.allocate_memory(&info, None) }
+            .map_err(Error::vk("vkAllocateMemory(export dma-buf)"))?;
+        image.memory.push(mem);
+        // SAFETY: the memory was allocated for this image's requirements.
+        unsafe { raw.bind_image_memory(image.raw, mem, 0) }
+            .map_err(Error::vk("vkBindImageMemory"))?;
+
+        let memory_fd = self
+            .shared
+            .memory_fd
+            .as_ref()
+            .expect("checked by need_dmabuf_images");
+        let get = vk::MemoryGetFdInfoKHR::default()
+            .memory(mem)
+            .handle_type(DMA_BUF);
+        // SAFETY: the memory was allocated exportable as a dma-buf.
+        let fd = unsafe { memory_fd.get_memory_fd(&get) }.map_err(Error::vk("vkGetMemoryFdKHR"))?;
+        let fd = Arc::new(crate::fd::owned_from_kernel(fd));
+        let mut builder = Dmabuf::builder(width, height, format, image.modifier);
+        for plane in 0..plane_count {
+            let sub = vk::ImageSubresource {
+                aspect_mask: memory_plane_aspect(plane),
+                mip_level: 0,
+                array_layer: 0,
+            };
+            // SAFETY: the image has DRM modifier tiling with this memory plane.
+            let layout = unsafe { raw.get_image_subresource_layout(image.raw, sub) };
+            let (offset, stride) = (
+                u32::try_from(layout.offset),
+                u32::try_from(layout.row_pitch),
+            );
+            let (Ok(offset), Ok(stride)) = (offset, stride) else {
+                return Err(self.refuse(&ask, Refusal::External));
+            };
+            builder = builder.plane(fd.clone(), offset, stride);
+        }
+        Ok((image, builder.build()?))
+    }
+}
+
+impl Image {
+    /// The raw handle.
+    pub fn raw(&self) -> vk::Image {
+        self.raw
+    }
+
+    /// The DRM format.
+    pub fn format(&self) -> Fourcc {
+        self.mapping.fourcc
+    }
+
+    /// The Vulkan format and how views should swizzle it.
+    pub fn vk_format(&self) -> VkFormatMapping {
+        self.mapping
+    }
+
+    /// The modifier.
+    pub fn modifier(&self) -> Modifier {
+        self.modifier
+    }
+
+    /// Width and height in pixels.
+    pub fn extent(&self) -> vk::Extent2D {
+        vk::Extent2D {
+            width: self.width,
+            height: self.height,
+        }
+    }
+
+    /// The usage it was made for.
+    pub fn usage(&self) -> vk::ImageUsageFlags {
+        self.usage
+    }
+
+    /// A 2D color view of the whole image (alpha forced to one for `X`
+    /// formats, except in storage views, which must not swizzle).
+    pub fn create_view(&self) -> Result<ImageView> {
+        let components = if self.usage.contains(vk::ImageUsageFlags::STORAGE) {
+            vk::ComponentMapping::default()
+        } else {
+            self.mapping.components()
+        };
+        let info = vk::ImageViewCreateInfo::default()
+            .image(self.raw)
+            .view_type(vk::ImageViewType::TYPE_2D)
+            .format(self.mapping.format)
+            .components(components)
+            .subresource_range(color_range());
+        // SAFETY: a valid view of a live image of this device.
+        let raw = unsafe { self.shared.raw.create_image_view(&info, None) }
+            .map_err(Error::vk("vkCreateImageView"))?;
+        Ok(ImageView {
+            shared: self.shared.clone(),
+            raw,
+        })
+    }
+
+    fn foreign_family(&self) -> u32 {
+        if self.shared.info.extensions.queue_family_foreign {
+            vk::QUEUE_FAMILY_FOREIGN_EXT
+        } else {
+            vk::QUEUE_FAMILY_EXTERNAL
+        }
+    }
+
+    /// The barrier that makes the image usable here in `new_layout` for
+    /// `dst_access`: an ownership transfer from the FOREIGN queue family
+    /// (contents kept) for images others have used, a plain transition from
+    /// `UNDEFINED` for a new exported image, a layout change otherwise.
+    /// Use it in a barrier whose source stage is `TOP_OF_PIPE` after the
+    /// submission waits for the dma-buf's fences.
+    pub fn acquire_barrier(
+        &mut self,
+        new_layout: vk::ImageLayout,
+        dst_access: vk::AccessFlags,
+    ) -> vk::ImageMemoryBarrier<'static> {
+        let ours = self.shared.queue_family;
+        let (old_layout, src, dst) = match self.owner {
+            Owner::New => (
+                vk::ImageLayout::UNDEFINED,
+                vk::QUEUE_FAMILY_IGNORED,
+                vk::QUEUE_FAMILY_IGNORED,
+            ),
+            Owner::ForeignFirst => (FIRST_ACQUIRE_LAYOUT, self.foreign_family(), ours),
+            Owner::Foreign => (vk::ImageLayout::GENERAL, self.foreign_family(), ours),
+            Owner::Ours(l) => (l, vk::QUEUE_FAMILY_IGNORED, vk::QUEUE_FAMILY_IGNORED),
+        };
+        self.owner = Owner::Ours(new_layout);
+        vk::ImageMemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::empty())
+            .dst_access_mask(dst_access)
+            .old_layout(old_layout)
+            .new_layout(new_layout)
+            .src_queue_family_index(src)
+            .dst_queue_family_index(dst)
+            .image(self.raw)
+            .subresource_range(color_range())
+    }
+
+    /// The barrier that hands the image to the FOREIGN queue family in
+    /// `GENERAL` after writes (or reads) covered by `src_access`; `None` if
+    /// the image is not owned here. Use it in a barrier whose destination
+    /// stage is `BOTTOM_OF_PIPE`; the submission's signal then orders
+    /// external users after it.
+    pub fn release_barrier(
+        &mut self,
+        src_access: vk::AccessFlags,
+    ) -> Option<vk::ImageMemoryBarrier<'static>> {
+        let Owner::Ours(old_layout) = self.owner else {
+            return None;
+        };
+        self.owner = Owner::Foreign;
+        Some(
+            vk::ImageMemoryBarrier::default()
+                .src_access_mask(src_access)
+                .dst_access_mask(vk::AccessFlags::empty())
+                .old_layout(old_layout)
+                .new_layout(vk::ImageLayout::GENERAL)
+                .src_queue_family_index(self.shared.queue_family)
+                .dst_queue_family_index(self.foreign_family())
+                .image(self.raw)
+                .subresource_range(color_range()),
+        )
+    }
+
+    /// Record [`Image::acquire_barrier`] into `cmd`.
+    pub fn cmd_acquire(
+        &mut self,
+        cmd: vk::CommandBuffer,
+        new_layout: vk::ImageLayout,
+        dst_stage: vk::PipelineStageFlags,
+        dst_access: vk::AccessFlags,
+    ) {
+        let barrier = self.acquire_barrier(new_layout, dst_access);
+        // SAFETY: `cmd` is a command buffer of this device in the
+        // recording state (the caller's contract for a raw handle).
+        unsafe {
+            self.shared.raw.cmd_pipeline_barrier(
+                cmd,
+                vk::PipelineStageFlags::TOP_OF_PIPE,
+                dst_stage,
+                vk::DependencyFlags::empty(),
+                &[],
+                &[],
+                &[barrier],
+            )
+        };
+    }
+
+    /// Record [`Image::release_barrier`] into `cmd` (nothing if the image
+    /// is not owned here).
+    pub fn cmd_release(
+        &mut self,
+        cmd: vk::CommandBuffer,
+        src_stage: vk::PipelineStageFlags,
+        src_access: vk::AccessFlags,
+    ) {
+        let Some(barrier) = self.release_barrier(src_access) else {
+            return;
+        };
+        // SAFETY: as in cmd_acquire.
+        unsafe {
+            self.shared.raw.cmd_pipeline_barrier(
+                cmd,
+                src_stage,
+                vk::PipelineStageFlags::BOTTOM_OF_PIPE,
+                vk::DependencyFlags::empty(),
+                &[],
+                &[],
+                &[barrier],
+            )
+        };
+    }
+}
+
+/// The whole color subresource of a single-level, single-layer image.
+pub fn color_range() -> vk::ImageSubresourceRange {
+    vk::ImageSubresourceRange {
+        aspect_mask: vk::ImageAspectFlags::COLOR,
+        base_mip_level: 0,
+        level_count: 1,
+        base_array_layer: 0,
+        layer_count: 1,
+    }
+}
