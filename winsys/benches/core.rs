@@ -6,7 +6,12 @@
 //! - `export_sync_file` + `import_sync_file` through the API vs the raw
 //!   ioctls (goal: <= 1.1x);
 //! - timeline point -> sync_file -> next point through the API vs the raw
-//!   ioctl sequence (virtio-gpu).
+//!   ioctl sequence (virtio-gpu);
+//! - (features `vulkan` + `gbm`) GBM allocate + export + Vulkan import per
+//!   buffer, 256x256 and 3840x2160, vs GBM allocate + export alone;
+//! - (same) a GPU-to-CPU hand-off through the bridge (semaphore ->
+//!   sync_file -> dma-buf write fence, then a CPU read guard) vs waiting on
+//!   the CPU (`vkWaitForFences`, then the read guard).
 //!
 //! Prints a table and writes `target/bench/results.json` (or
 //! `$WINSYS_BENCH_OUT`). Run in the VM with `cargo xtask bench`.
@@ -347,6 +352,13 @@ fn main() {
     export_import(&mut rows);
     eprintln!("[bench] timeline point <-> sync_file ...");
     timeline_round_trip(&mut rows);
+    #[cfg(all(feature = "vulkan", feature = "gbm"))]
+    {
+        eprintln!("[bench] GBM allocate + export + Vulkan import ...");
+        vulkan_benches::alloc_import(&mut rows);
+        eprintln!("[bench] GPU -> CPU hand-off: bridge vs vkWaitForFences ...");
+        vulkan_benches::hand_off(&mut rows);
+    }
 
     println!();
     println!(
@@ -387,4 +399,131 @@ fn main() {
     }
     std::fs::write(&out, json).expect("write results.json");
     println!("\nwrote {} ({:.1?})", out.display(), started.elapsed());
+}
+
+#[cfg(all(feature = "vulkan", feature = "gbm"))]
+mod vulkan_benches {
+    use super::{pair, Row};
+    use winsys::alloc::gbm::{GbmAllocator, Usage};
+    use winsys::dmabuf::{Access, Dmabuf};
+    use winsys::format::{Fourcc, Modifier};
+    use winsys::vulkan::ash::vk;
+    use winsys::vulkan::{image::color_range, Device, Image, Instance};
+
+    fn gbm_alloc(gbm: &GbmAllocator, w: u32, h: u32) -> Dmabuf {
+        gbm.allocate(
+            w,
+            h,
+            Fourcc::XRGB8888,
+            &[Modifier::LINEAR],
+            Usage::RENDERING,
+        )
+        .expect("GBM LINEAR XRGB8888")
+    }
+
+    pub fn alloc_import(rows: &mut Vec<Row>) {
+        let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
+        let device = Device::open(&Instance::new(false).unwrap()).unwrap();
+        for (w, h, rounds, iters) in [(256, 256, 11, 20), (3840, 2160, 5, 3)] {
+            let usage = vk::ImageUsageFlags::SAMPLED | vk::ImageUsageFlags::TRANSFER_SRC;
+            let (with_import, alone) = pair(
+                rounds,
+                iters,
+                || {
+                    let d = gbm_alloc(&gbm, w, h);
+                    let image = device.import_dmabuf(&d, usage).unwrap();
+                    drop((image, d));
+                },
+                || drop(gbm_alloc(&gbm, w, h)),
+            );
+            rows.push(Row {
+                name: format!("GBM alloc + export + Vulkan import, {w}x{h}, per buffer"),
+                value: with_import * 1e6,
+                unit: "us",
+                baseline: "GBM alloc + export alone".into(),
+                baseline_value: alone * 1e6,
+                ratio: with_import / alone,
+                goal: "-",
+            });
+        }
+    }
+
+    /// Clear `image` on the GPU; with `bridge`, ordered through the
+    /// dma-buf's implicit fences, else finished by vkWaitForFences. Then the
+    /// CPU reads it through a guard.
+    fn frame(device: &Device, image: &mut Image, dmabuf: &Dmabuf, bridge: bool, k: u32) {
+        let mut job = device.submission().unwrap();
+        if bridge {
+            job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
+                .unwrap();
+        }
+        image.cmd_acquire(
+            job.cmd(),
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        );
+        let color = vk::ClearColorValue {
+            float32: [(k % 255) as f32 / 255.0, 0.5, 0.25, 1.0],
+        };
+        // SAFETY: the command buffer is recording; the image outlives the
+        // submission (it is waited for below).
+        unsafe {
+            device.raw().cmd_clear_color_image(
+                job.cmd(),
+                image.raw(),
+                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                &color,
+                &[color_range()],
+            )
+        };
+        image.cmd_release(
+            job.cmd(),
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        );
+        if bridge {
+            job.signal_dmabuf(dmabuf, Access::Write);
+        }
+        let pending = job.submit().unwrap();
+        if !bridge {
+            pending.wait(None).unwrap();
+        }
+        let map = dmabuf.map(Access::Read).unwrap();
+        let guard = map.read(None).unwrap();
+        std::hint::black_box(guard.plane(0)[0]);
+    }
+
+    pub fn hand_off(rows: &mut Vec<Row>) {
+        let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
+        let device = Device::open(&Instance::new(false).unwrap()).unwrap();
+        let usage = vk::ImageUsageFlags::TRANSFER_DST;
+        let a = gbm_alloc(&gbm, 256, 256);
+        let b = gbm_alloc(&gbm, 256, 256);
+        let mut ia = device.import_dmabuf(&a, usage).unwrap();
+        let mut ib = device.import_dmabuf(&b, usage).unwrap();
+        let mut k = 0;
+        let mut l = 0;
+        let (bridged, cpu) = pair(
+            11,
+            20,
+            || {
+                k += 1;
+                frame(&device, &mut ia, &a, true, k)
+            },
+            || {
+                l += 1;
+                frame(&device, &mut ib, &b, false, l)
+            },
+        );
+        rows.push(Row {
+            name: "GPU clear -> CPU read guard, 256x256, bridged (sync_file)".into(),
+            value: bridged * 1e6,
+            unit: "us",
+            baseline: "vkWaitForFences, then the read guard".into(),
+            baseline_value: cpu * 1e6,
+            ratio: bridged / cpu,
+            goal: "-",
+        });
+    }
 }
