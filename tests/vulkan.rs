@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use common::vk::{
-    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, restride, unstride, Gpu, HostBuffer,
-    PatternPipeline,
+    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, read_pixels, restride, unstride, Gpu,
+    HostBuffer, PatternPipeline,
 };
 use common::{controllable_fence, need, open_fds, LONG, SHORT};
 use winsys::alloc::gbm::Usage;
@@ -52,9 +52,7 @@ fn gpu_pattern_in_a_gbm_buffer_reaches_the_cpu_read_guard() {
     let (w, h, seed) = (203, 61, 7);
     let dmabuf = gbm_buffer(&gbm, w, h);
     let _pending = gpu_pattern(&gpu, &dmabuf, seed);
-    let map = dmabuf.map(Access::Read).unwrap();
-    let guard = map.read(Some(LONG)).unwrap();
-    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    let got = read_pixels(&dmabuf);
     assert_pixels_eq(
         &got,
         &pattern_image(w, h, seed),
@@ -81,18 +79,7 @@ fn cpu_write_guard_reaches_a_gpu_copy() {
     let mut job = device.submission().unwrap();
     job.wait_for_dmabuf(&dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
-    image.cmd_acquire(
-        job.cmd(),
-        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
-    host.record_copy_from(job.cmd(), &image);
-    image.cmd_release(
-        job.cmd(),
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
+    host.copy_from(job.cmd(), &mut image);
     job.signal_dmabuf(&dmabuf, Access::Read);
     job.submit().unwrap().wait(Some(LONG)).unwrap();
     assert_pixels_eq(&host.read(), &want, "GPU copy of the CPU-written buffer");
@@ -135,11 +122,8 @@ fn vulkan_exported_image_is_cpu_mapped_and_offered_to_gbm() {
     let pending = job.submit().unwrap();
 
     let want = pattern_image(w, h, seed);
-    let map = dmabuf.map(Access::Read).unwrap();
-    let guard = map.read(Some(LONG)).unwrap();
-    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    let got = read_pixels(&dmabuf);
     assert_pixels_eq(&got, &want, "Vulkan-exported image through its dma-buf");
-    drop(guard);
     pending.wait(Some(LONG)).unwrap();
 
     // GBM on virtio_gpu (kms_swrast, no 3D) cannot import foreign dma-bufs
@@ -181,18 +165,7 @@ fn gpu_copy_waits_for_a_pending_vgem_write_fence() {
     let mut job = device.submission().unwrap();
     job.wait_for_dmabuf(dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
-    image.cmd_acquire(
-        job.cmd(),
-        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
-    host.record_copy_from(job.cmd(), &image);
-    image.cmd_release(
-        job.cmd(),
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
+    host.copy_from(job.cmd(), &mut image);
     let pending = job.submit().unwrap();
 
     thread::sleep(Duration::from_millis(300));
@@ -243,18 +216,7 @@ fn cpu_read_guard_never_starts_before_the_gpu_write() {
         .unwrap();
     job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
-    image.cmd_acquire(
-        job.cmd(),
-        vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_WRITE,
-    );
-    host.record_copy_to(job.cmd(), &image);
-    image.cmd_release(
-        job.cmd(),
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_WRITE,
-    );
+    host.copy_to(job.cmd(), &mut image);
     job.signal_dmabuf(dmabuf, Access::Write);
     let pending = job.submit().unwrap();
 
@@ -399,6 +361,27 @@ fn unsupported_modifier_and_format_are_refused_before_vulkan_sees_them() {
             Error::Unsupported {
                 op: "export",
                 refusal: Refusal::Modifier { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let usage = vk::ImageUsageFlags::SAMPLED;
+    let err = device
+        .export_image(0, 64, Fourcc::ABGR8888, &[Modifier::LINEAR], usage)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Dmabuf(winsys::dmabuf::Error::ZeroSize { .. })),
+        "{err}"
+    );
+    let err = device
+        .export_image(1 << 20, 64, Fourcc::ABGR8888, &[Modifier::LINEAR], usage)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                refusal: Refusal::Extent { .. },
                 ..
             }
         ),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use common::vk::{
-    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, restride, unstride, Gpu, HostBuffer,
+    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, read_pixels, restride, unstride, Gpu,
+    HostBuffer,
 };
 use common::{controllable_fence, need, LONG};
 use winsys::alloc::vgem::Vgem;
@@ -46,9 +47,7 @@ fn gpu_pattern_still_reaches_the_cpu_read_guard() {
     let (w, h, seed) = (77, 33, 11);
     let dmabuf = gbm_buffer(&gbm, w, h);
     let _pending = gpu_pattern(&gpu, &dmabuf, seed);
-    let map = dmabuf.map(Access::Read).unwrap();
-    let guard = map.read(Some(LONG)).unwrap();
-    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    let got = read_pixels(&dmabuf);
     assert_pixels_eq(
         &got,
         &pattern_image(w, h, seed),
@@ -88,18 +87,7 @@ fn waiting_for_a_vgem_write_fence_blocks_on_the_cpu_until_it_signals() {
     job.wait_for_dmabuf(dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
     assert!(start.elapsed() >= DELAY, "did not wait for the write fence");
-    image.cmd_acquire(
-        job.cmd(),
-        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
-    host.record_copy_from(job.cmd(), &image);
-    image.cmd_release(
-        job.cmd(),
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_READ,
-    );
+    host.copy_from(job.cmd(), &mut image);
     job.submit().unwrap().wait(Some(LONG)).unwrap();
     finisher.join().unwrap();
     assert_pixels_eq(&host.read(), &second, "GPU copy after the CPU-waited fence");
@@ -133,18 +121,7 @@ fn a_gpu_write_is_complete_when_submit_returns() {
     assert!(start.elapsed() >= DELAY, "did not wait for the gate");
     job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
-    image.cmd_acquire(
-        job.cmd(),
-        vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_WRITE,
-    );
-    host.record_copy_to(job.cmd(), &image);
-    image.cmd_release(
-        job.cmd(),
-        vk::PipelineStageFlags::TRANSFER,
-        vk::AccessFlags::TRANSFER_WRITE,
-    );
+    host.copy_to(job.cmd(), &mut image);
     job.signal_dmabuf(dmabuf, Access::Write);
     let pending = job.submit().unwrap();
     assert!(

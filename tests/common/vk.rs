@@ -331,9 +331,15 @@ impl HostBuffer {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, self.size) };
     }
 
-    /// Record a copy of the whole `image` (in TRANSFER_SRC_OPTIMAL) into
-    /// this buffer, tightly packed, made visible to the host.
-    pub fn record_copy_from(&self, cmd: vk::CommandBuffer, image: &Image) {
+    /// Record: take `image` from its foreign users, copy all of it into this
+    /// buffer (tightly packed, made visible to the host), hand it back.
+    pub fn copy_from(&self, cmd: vk::CommandBuffer, image: &mut Image) {
+        image.cmd_acquire(
+            cmd,
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_READ,
+        );
         let raw = self.device.raw();
         let extent = image.extent();
         let region = vk::BufferImageCopy::default()
@@ -369,11 +375,22 @@ impl HostBuffer {
                 &[],
             );
         }
+        image.cmd_release(
+            cmd,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_READ,
+        );
     }
 
-    /// Record a copy of this buffer (tightly packed) into the whole `image`
-    /// (in TRANSFER_DST_OPTIMAL).
-    pub fn record_copy_to(&self, cmd: vk::CommandBuffer, image: &Image) {
+    /// Record: take `image` from its foreign users, overwrite all of it with
+    /// this buffer (tightly packed), hand it back.
+    pub fn copy_to(&self, cmd: vk::CommandBuffer, image: &mut Image) {
+        image.cmd_acquire(
+            cmd,
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        );
         let extent = image.extent();
         let region = vk::BufferImageCopy::default()
             .image_subresource(color_layers())
@@ -392,6 +409,11 @@ impl HostBuffer {
                 &[region],
             )
         };
+        image.cmd_release(
+            cmd,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        );
     }
 }
 
@@ -432,6 +454,15 @@ pub fn unstride(plane: &[u8], stride: u32, width: u32, height: u32, bpp: u32) ->
         .flat_map(|y| &plane[y * stride as usize..][..row])
         .copied()
         .collect()
+}
+
+/// The first plane of a 4-byte-per-pixel `dmabuf`, read through a CPU read
+/// guard (waiting at most LONG), rows tightly packed.
+pub fn read_pixels(dmabuf: &Dmabuf) -> Vec<u8> {
+    let map = dmabuf.map(Access::Read).unwrap();
+    let guard = map.read(Some(LONG)).unwrap();
+    let stride = dmabuf.planes()[0].stride();
+    unstride(guard.plane(0), stride, dmabuf.width(), dmabuf.height(), 4)
 }
 
 /// Write tightly packed rows into a strided plane.

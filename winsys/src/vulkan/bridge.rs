@@ -47,6 +47,24 @@ fn timeout_ns(timeout: Option<Duration>) -> u64 {
     timeout.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX as u128) as u64)
 }
 
+/// A SYNC_FD the driver exported: `None` for -1 (already signaled).
+fn from_driver(fd: i32) -> Option<SyncFile> {
+    (fd >= 0).then(|| SyncFile::from_fd_unchecked(owned_from_kernel(fd)))
+}
+
+/// Give `fence`'s fd to the driver through `import`; the fd is released
+/// only when the import succeeded (the driver then owns it).
+fn to_driver(
+    fence: SyncFile,
+    call: &'static str,
+    import: impl FnOnce(i32) -> ash::prelude::VkResult<()>,
+) -> Result<()> {
+    let fd = OwnedFd::from(fence);
+    import(fd.as_raw_fd()).map_err(Error::vk(call))?;
+    let _owned_by_vulkan = fd.into_raw_fd();
+    Ok(())
+}
+
 /// A binary semaphore, destroyed on drop.
 pub struct Semaphore {
     shared: Arc<DeviceShared>,
@@ -105,17 +123,15 @@ impl Semaphore {
             .as_ref()
             .filter(|_| self.shared.sync_fd.semaphore_import);
         let fns = fns.ok_or(Error::NoSyncFd("import into a semaphore"))?;
-        let fd = OwnedFd::from(fence);
-        let info = vk::ImportSemaphoreFdInfoKHR::default()
-            .semaphore(self.raw)
-            .flags(vk::SemaphoreImportFlags::TEMPORARY)
-            .handle_type(SYNC_FD_SEMAPHORE)
-            .fd(fd.as_raw_fd());
-        // SAFETY: a sync_file fd; on success the driver owns it, so it is
-        // released from `fd` only then.
-        unsafe { fns.import_semaphore_fd(&info) }.map_err(Error::vk("vkImportSemaphoreFdKHR"))?;
-        let _owned_by_vulkan = fd.into_raw_fd();
-        Ok(())
+        to_driver(fence, "vkImportSemaphoreFdKHR", |fd| {
+            let info = vk::ImportSemaphoreFdInfoKHR::default()
+                .semaphore(self.raw)
+                .flags(vk::SemaphoreImportFlags::TEMPORARY)
+                .handle_type(SYNC_FD_SEMAPHORE)
+                .fd(fd);
+            // SAFETY: a sync_file fd for a semaphore of this device.
+            unsafe { fns.import_semaphore_fd(&info) }
+        })
     }
 }
 
@@ -192,7 +208,7 @@ impl Fence {
             .handle_type(SYNC_FD_FENCE);
         // SAFETY: a fence of this device, created exportable.
         let fd = unsafe { fns.get_fence_fd(&info) }.map_err(Error::vk("vkGetFenceFdKHR"))?;
-        Ok((fd >= 0).then(|| SyncFile::from_fd_unchecked(owned_from_kernel(fd))))
+        Ok(from_driver(fd))
     }
 
     /// Make the fence signal when `fence` does (`vkImportFenceFdKHR`,
@@ -204,16 +220,15 @@ impl Fence {
             .as_ref()
             .filter(|_| self.shared.sync_fd.fence_import);
         let fns = fns.ok_or(Error::NoSyncFd("import into a fence"))?;
-        let fd = OwnedFd::from(fence);
-        let info = vk::ImportFenceFdInfoKHR::default()
-            .fence(self.raw)
-            .flags(vk::FenceImportFlags::TEMPORARY)
-            .handle_type(SYNC_FD_FENCE)
-            .fd(fd.as_raw_fd());
-        // SAFETY: a sync_file fd; on success the driver owns it.
-        unsafe { fns.import_fence_fd(&info) }.map_err(Error::vk("vkImportFenceFdKHR"))?;
-        let _owned_by_vulkan = fd.into_raw_fd();
-        Ok(())
+        to_driver(fence, "vkImportFenceFdKHR", |fd| {
+            let info = vk::ImportFenceFdInfoKHR::default()
+                .fence(self.raw)
+                .flags(vk::FenceImportFlags::TEMPORARY)
+                .handle_type(SYNC_FD_FENCE)
+                .fd(fd);
+            // SAFETY: a sync_file fd for a fence of this device.
+            unsafe { fns.import_fence_fd(&info) }
+        })
     }
 }
 

@@ -456,6 +456,14 @@ impl DeviceShared {
         unsafe { self.raw.queue_submit(*queue, submits, fence) }.map_err(Error::vk("vkQueueSubmit"))
     }
 
+    pub(crate) fn foreign_family(&self) -> u32 {
+        if self.info.extensions.queue_family_foreign {
+            vk::QUEUE_FAMILY_FOREIGN_EXT
+        } else {
+            vk::QUEUE_FAMILY_EXTERNAL
+        }
+    }
+
     pub(crate) fn memory_type(&self, bits: u32, want: vk::MemoryPropertyFlags) -> Option<u32> {
         let types = &self.memory.memory_types[..self.memory.memory_type_count as usize];
         let fits = |i: usize| bits & (1 << i) != 0;
@@ -610,11 +618,7 @@ impl Device {
     /// drivers, the CPU, the compositor): `VK_QUEUE_FAMILY_FOREIGN_EXT`
     /// where the extension is present, else `VK_QUEUE_FAMILY_EXTERNAL`.
     pub fn foreign_queue_family(&self) -> u32 {
-        if self.shared.info.extensions.queue_family_foreign {
-            vk::QUEUE_FAMILY_FOREIGN_EXT
-        } else {
-            vk::QUEUE_FAMILY_EXTERNAL
-        }
+        self.shared.foreign_family()
     }
 
     /// Submit batches to the device's queue (`vkQueueSubmit`); the queue

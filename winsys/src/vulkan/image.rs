@@ -148,19 +148,26 @@ struct Ask {
 impl Device {
     fn need_dmabuf_images(&self) -> Result<()> {
         let ext = self.extensions();
-        if ext.dmabuf_images() {
-            return Ok(());
+        let missing: Vec<&'static str> = [
+            (ext.external_memory_fd, ash::khr::external_memory_fd::NAME),
+            (
+                ext.external_memory_dma_buf,
+                ash::ext::external_memory_dma_buf::NAME,
+            ),
+            (
+                ext.image_drm_format_modifier,
+                ash::ext::image_drm_format_modifier::NAME,
+            ),
+        ]
+        .into_iter()
+        .filter(|(present, _)| !present)
+        .map(|(_, name)| name.to_str().unwrap_or("?"))
+        .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(self.shared.missing(&missing))
         }
-        let missing = ext
-            .missing()
-            .into_iter()
-            .filter(|n| {
-                ash::khr::external_memory_fd::NAME.to_str() == Ok(n)
-                    || ash::ext::external_memory_dma_buf::NAME.to_str() == Ok(n)
-                    || ash::ext::image_drm_format_modifier::NAME.to_str() == Ok(n)
-            })
-            .collect::<Vec<_>>();
-        Err(self.shared.missing(&missing))
     }
 
     fn refuse(&self, ask: &Ask, refusal: Refusal) -> Error {
@@ -215,8 +222,13 @@ impl Device {
     /// Ask the driver whether `ask` can be made, imported or exported as a
     /// dma-buf image with `planes` memory planes (`disjoint`: in separate
     /// dma-bufs).
-    fn check(&self, ask: &Ask, planes: Option<usize>, disjoint: bool) -> Result<ModifierInfo> {
-        let offered = self.modifiers_of(ask.mapping.format);
+    fn check(
+        &self,
+        ask: &Ask,
+        offered: &[ModifierInfo],
+        planes: Option<usize>,
+        disjoint: bool,
+    ) -> Result<ModifierInfo> {
         if offered.is_empty() {
             return Err(self.refuse(ask, Refusal::Format));
         }
@@ -337,7 +349,8 @@ impl Device {
         ask.mapping = to_vk(dmabuf.format()).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
         let planes = dmabuf.planes();
         let disjoint = dmabuf.distinct_fds().count() > 1;
-        self.check(&ask, Some(planes.len()), disjoint)?;
+        let offered = self.modifiers_of(ask.mapping.format);
+        self.check(&ask, &offered, Some(planes.len()), disjoint)?;
 
         let layouts: Vec<_> = planes
             .iter()
@@ -523,6 +536,9 @@ impl Device {
         usage: vk::ImageUsageFlags,
     ) -> Result<(Image, Dmabuf)> {
         self.need_dmabuf_images()?;
+        if width == 0 || height == 0 {
+            return Err(crate::dmabuf::Error::ZeroSize { width, height }.into());
+        }
         let mut ask = Ask {
             op: "export",
             mapping: VkFormatMapping {
@@ -537,11 +553,9 @@ impl Device {
             usage,
         };
         ask.mapping = to_vk(format).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        let offered = self.modifiers_of(ask.mapping.format);
         let candidates: Vec<Modifier> = if modifiers.is_empty() {
-            self.modifiers_of(ask.mapping.format)
-                .iter()
-                .map(|m| m.modifier)
-                .collect()
+            offered.iter().map(|m| m.modifier).collect()
         } else {
             modifiers.to_vec()
         };
@@ -549,7 +563,7 @@ impl Device {
         let mut first_refusal = None;
         for &m in &candidates {
             let one = Ask { modifier: m, ..ask };
-            match self.check(&one, None, false) {
+            match self.check(&one, &offered, None, false) {
                 Ok(_) => usable.push(m.0),
                 Err(e @ Error::Unsupported { .. }) => {
                     first_refusal.get_or_insert(e);
@@ -574,8 +588,7 @@ impl Device {
         unsafe { modifier_fns.get_image_drm_format_modifier_properties(image.raw, &mut chosen) }
             .map_err(Error::vk("vkGetImageDrmFormatModifierPropertiesEXT"))?;
         image.modifier = Modifier(chosen.drm_format_modifier);
-        let plane_count = self
-            .modifiers_of(ask.mapping.format)
+        let plane_count = offered
             .iter()
             .find(|m| m.modifier == image.modifier)
             .map_or(1, |m| m.planes as usize);
@@ -692,14 +705,6 @@ impl Image {
         })
     }
 
-    fn foreign_family(&self) -> u32 {
-        if self.shared.info.extensions.queue_family_foreign {
-            vk::QUEUE_FAMILY_FOREIGN_EXT
-        } else {
-            vk::QUEUE_FAMILY_EXTERNAL
-        }
-    }
-
     /// The barrier that makes the image usable here in `new_layout` for
     /// `dst_access`: an ownership transfer from the FOREIGN queue family
     /// (contents kept) for images others have used, a plain transition from
@@ -718,8 +723,8 @@ impl Image {
                 vk::QUEUE_FAMILY_IGNORED,
                 vk::QUEUE_FAMILY_IGNORED,
             ),
-            Owner::ForeignFirst => (FIRST_ACQUIRE_LAYOUT, self.foreign_family(), ours),
-            Owner::Foreign => (vk::ImageLayout::GENERAL, self.foreign_family(), ours),
+            Owner::ForeignFirst => (FIRST_ACQUIRE_LAYOUT, self.shared.foreign_family(), ours),
+            Owner::Foreign => (vk::ImageLayout::GENERAL, self.shared.foreign_family(), ours),
             Owner::Ours(l) => (l, vk::QUEUE_FAMILY_IGNORED, vk::QUEUE_FAMILY_IGNORED),
         };
         self.owner = Owner::Ours(new_layout);
@@ -754,7 +759,7 @@ impl Image {
                 .old_layout(old_layout)
                 .new_layout(vk::ImageLayout::GENERAL)
                 .src_queue_family_index(self.shared.queue_family)
-                .dst_queue_family_index(self.foreign_family())
+                .dst_queue_family_index(self.shared.foreign_family())
                 .image(self.raw)
                 .subresource_range(color_range()),
         )
