@@ -10,6 +10,12 @@
 //! it sees the whole frame, never a half-written one. It replies with a
 //! checksum the producer checks.
 //!
+//! On kernels before 6.0 (no `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`) the
+//! producer's [`Dmabuf::implicit_fence`] falls back to a poll-based fence
+//! that cannot travel as a sync_file: the producer then sends the dma-buf
+//! alone, and the consumer relies on implicit sync (its READ guard waits
+//! for the write fence in the dma-buf either way).
+//!
 //! Run: `cargo run --example handoff` (needs vgem: `modprobe vgem`, root).
 
 use std::io::{IoSlice, IoSliceMut};
@@ -133,8 +139,9 @@ fn producer() -> Result<()> {
     let vgem = Vgem::open()?;
     let buf = vgem.create(WIDTH, HEIGHT, Fourcc::XRGB8888)?;
     buf.dmabuf().set_name("handoff-frame")?;
-    let gpu = buf.attach_fence(true)?; // rendering "in flight"
-    let acquire = buf.dmabuf().export_sync_file(Access::Read)?;
+    let gpu = buf.attach_fence(Access::Write)?; // rendering "in flight"
+                                                // A sync_file where the kernel can export one (6.0+), else implicit sync.
+    let acquire = buf.dmabuf().implicit_fence(Access::Read)?.into_sync_file();
     let plane = &buf.dmabuf().planes()[0];
     let header = Header {
         width: WIDTH,
@@ -144,27 +151,33 @@ fn producer() -> Result<()> {
         stride: plane.stride(),
         modifier: Modifier::LINEAR.0,
     };
-    send(
-        mine.as_fd(),
-        &header.to_bytes(),
-        &[plane.fd(), acquire.as_fd()],
-    )?;
-    println!(
-        "producer: sent dma-buf + acquire fence ({:?}) before rendering",
-        acquire.status()?
-    );
+    let mut fds = vec![plane.fd()];
+    fds.extend(acquire.as_ref().map(|a| a.as_fd()));
+    send(mine.as_fd(), &header.to_bytes(), &fds)?;
+    match &acquire {
+        Some(a) => println!(
+            "producer: sent dma-buf + acquire fence ({:?}) before rendering",
+            a.status()?
+        ),
+        None => println!(
+            "producer: sent the dma-buf before rendering; no sync_file on this kernel \
+             (before 6.0), so the consumer relies on implicit sync"
+        ),
+    }
 
     // The "GPU" renders through the exporter's own view, then signals.
     std::thread::sleep(Duration::from_millis(200));
     let mut gem = buf.map_gem()?;
     let stride = plane.stride() as usize;
+    let mut frame = vec![0u8; stride * HEIGHT as usize];
     for y in 0..HEIGHT {
         for x in 0..WIDTH {
             let at = y as usize * stride + x as usize * 4;
-            gem.bytes_mut()[at..at + 4].copy_from_slice(&pixel(x, y).to_le_bytes());
+            frame[at..at + 4].copy_from_slice(&pixel(x, y).to_le_bytes());
         }
     }
-    let expected = checksum(&gem.bytes()[..stride * HEIGHT as usize]);
+    gem.write_bytes(0, &frame)?;
+    let expected = checksum(&frame);
     gpu.signal()?;
     println!("producer: frame rendered, write fence signaled");
 
@@ -188,26 +201,39 @@ fn consumer(raw: i32) -> Result<()> {
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut header = [0u8; 28];
     let (n, mut fds) = recv(sock.as_fd(), &mut header)?;
-    if n != header.len() || fds.len() != 2 {
+    if n != header.len() || fds.is_empty() || fds.len() > 2 {
         return Err(format!("bad message: {n} bytes, {} fds", fds.len()).into());
     }
     let h = Header::from_bytes(&header);
-    let acquire = SyncFile::from_fd(fds.pop().unwrap())?;
+    let acquire = match fds.len() {
+        2 => Some(SyncFile::from_fd(fds.pop().unwrap())?),
+        _ => None,
+    };
     let dmabuf = Dmabuf::builder(h.width, h.height, Fourcc(h.format), Modifier(h.modifier))
         .plane(fds.pop().unwrap(), h.offset, h.stride)
         .build()?;
-    let info = acquire.info()?;
-    println!(
-        "consumer: got {}x{} {} dma-buf; acquire fence from driver {:?} is {:?}",
-        dmabuf.width(),
-        dmabuf.height(),
-        dmabuf.format(),
-        info.fences
-            .first()
-            .map(|f| f.driver.as_str())
-            .unwrap_or("?"),
-        info.status
-    );
+    match &acquire {
+        Some(acquire) => {
+            let info = acquire.info()?;
+            println!(
+                "consumer: got {}x{} {} dma-buf; acquire fence from driver {:?} is {:?}",
+                dmabuf.width(),
+                dmabuf.height(),
+                dmabuf.format(),
+                info.fences
+                    .first()
+                    .map(|f| f.driver.as_str())
+                    .unwrap_or("?"),
+                info.status
+            );
+        }
+        None => println!(
+            "consumer: got {}x{} {} dma-buf without a sync_file: implicit sync",
+            dmabuf.width(),
+            dmabuf.height(),
+            dmabuf.format()
+        ),
+    }
     let map = dmabuf.map(Access::Read)?;
     let start = Instant::now();
     let frame = map.read(Some(Duration::from_secs(5)))?; // waits for the write fence
@@ -215,8 +241,10 @@ fn consumer(raw: i32) -> Result<()> {
         "consumer: read access began after {:?} (the producer's fence)",
         start.elapsed()
     );
-    let sum = checksum(&frame.plane(0)[..h.stride as usize * h.height as usize]);
-    let corner = u32::from_le_bytes(frame.plane(0)[4..8].try_into()?);
+    let mut pixels = vec![0u8; h.stride as usize * h.height as usize];
+    frame.read_bytes(0, 0, &mut pixels)?; // a copy: the pages are shared
+    let sum = checksum(&pixels);
+    let corner = u32::from_le_bytes(pixels[4..8].try_into()?);
     if corner != pixel(1, 0) {
         return Err(format!(
             "pixel (1,0) is {corner:#010x}, expected {:#010x}",

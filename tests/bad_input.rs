@@ -13,7 +13,7 @@ use winsys::alloc::heap::DmaHeap;
 use winsys::alloc::udmabuf::Udmabuf;
 use winsys::alloc::vgem::Vgem;
 use winsys::alloc::Allocator;
-use winsys::dmabuf::{Dmabuf, Error};
+use winsys::dmabuf::{Access, Dmabuf, Error};
 use winsys::format::{Fourcc, Modifier};
 use winsys::sync::{self, SyncFile};
 
@@ -259,9 +259,9 @@ fn allocators_refuse_bad_requests_without_leaking() {
             Err(winsys::alloc::Error::UnsupportedFormat { .. })
         ));
         let buf = vgem.create(16, 16, Fourcc::XRGB8888).unwrap();
-        let _write = buf.attach_fence(true).unwrap();
+        let _write = buf.attach_fence(Access::Write).unwrap();
         assert!(matches!(
-            buf.attach_fence(true),
+            buf.attach_fence(Access::Write),
             Err(winsys::alloc::Error::FenceBusy)
         ));
     });
@@ -279,7 +279,7 @@ fn failed_map_and_timeouts_leak_nothing() {
             ro.map(winsys::dmabuf::Access::Write),
             Err(Error::ReadOnlyFd { .. })
         ));
-        let write = buf.attach_fence(true).unwrap();
+        let write = buf.attach_fence(Access::Write).unwrap();
         let map = buf.dmabuf().map(winsys::dmabuf::Access::Read).unwrap();
         assert!(matches!(
             map.read(Some(common::SHORT)),

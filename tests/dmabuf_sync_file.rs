@@ -31,7 +31,7 @@ fn export_basic() {
             .is_signaled()
             .unwrap());
     }
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     let for_read = buf.dmabuf().export_sync_file(Access::Read).unwrap();
     let for_write = buf.dmabuf().export_sync_file(Access::Write).unwrap();
     assert!(!for_read.is_signaled().unwrap());
@@ -45,7 +45,7 @@ fn export_basic() {
 fn export_read_ignores_read_fences_write_waits_for_them() {
     let vgem = need!(vgem(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let reader = buf.attach_fence(false).unwrap();
+    let reader = buf.attach_fence(Access::Read).unwrap();
     assert!(buf
         .dmabuf()
         .export_sync_file(Access::Read)
@@ -62,7 +62,7 @@ fn export_read_ignores_read_fences_write_waits_for_them() {
 fn export_before_signal_wakes_a_blocked_waiter() {
     let vgem = need!(vgem(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     let sync = buf.dmabuf().export_sync_file(Access::Read).unwrap();
     let signaled = Arc::new(AtomicBool::new(false));
     let flag = signaled.clone();
@@ -83,9 +83,9 @@ fn export_before_signal_wakes_a_blocked_waiter() {
 fn export_multiwait_ignores_fences_attached_after_export() {
     let vgem = need!(vgem(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let first = buf.attach_fence(false).unwrap();
+    let first = buf.attach_fence(Access::Read).unwrap();
     let snapshot = buf.dmabuf().export_sync_file(Access::Write).unwrap();
-    let second = buf.attach_fence(false).unwrap();
+    let second = buf.attach_fence(Access::Read).unwrap();
     assert!(!snapshot.is_signaled().unwrap());
     first.signal().unwrap();
     assert!(
@@ -106,7 +106,7 @@ fn export_wait_after_attach() {
     let vgem = need!(vgem(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let before = buf.dmabuf().export_sync_file(Access::Read).unwrap();
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     assert!(
         before.is_signaled().unwrap(),
         "an export before the attach stays signaled"

@@ -25,7 +25,7 @@ fn implicit_fence_falls_back_to_polling_the_dmabuf() {
     force_fallback();
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     let fence = buf.dmabuf().implicit_fence(Access::Read).unwrap();
     assert!(matches!(fence, ImplicitFence::Poll { .. }), "{fence:?}");
     assert_eq!(probe::dmabuf_sync_file_cached(), Some(false));

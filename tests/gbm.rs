@@ -47,8 +47,8 @@ fn linear_allocation_exports_a_valid_dmabuf_with_cpu_access() {
     let len = buf.planes()[0].stride() as usize * 200;
     let data = pattern(len, 21);
     let mut map = buf.map(Access::ReadWrite).unwrap();
-    map.write(None).unwrap().plane_mut(0).copy_from_slice(&data);
-    assert_eq!(map.read(None).unwrap().plane(0), &data[..]);
+    map.write(None).unwrap().write_bytes(0, 0, &data).unwrap();
+    assert_eq!(map.read(None).unwrap().to_vec(0).unwrap(), &data[..]);
 }
 
 #[test]
@@ -69,8 +69,8 @@ fn import_into_gbm_shares_the_pixels() {
         .unwrap()
         .write(None)
         .unwrap()
-        .plane_mut(0)
-        .copy_from_slice(&data);
+        .write_bytes(0, 0, &data)
+        .unwrap();
     let bo = gbm.import(&buf, Usage::RENDERING).unwrap();
     assert_eq!((bo.width(), bo.height()), (64, 64));
     assert_eq!(bo.stride() as usize, stride);
@@ -85,7 +85,8 @@ fn import_into_gbm_shares_the_pixels() {
             .unwrap()
             .read(None)
             .unwrap()
-            .plane(0),
+            .to_vec(0)
+            .unwrap(),
         &data[..]
     );
 }

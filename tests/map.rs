@@ -25,11 +25,11 @@ fn udmabuf_writes_through_the_map_are_seen_through_the_memfd_and_back() {
     let len = 256 * 4 * 64;
     let mut map = buf.map(Access::ReadWrite).unwrap();
     let a = pattern(len, 1);
-    map.write(None).unwrap().plane_mut(0)[..len].copy_from_slice(&a);
+    map.write(None).unwrap().write_bytes(0, 0, &a).unwrap();
     assert_eq!(pread_all(&memfd, len, 0), a);
     let b = pattern(len, 2);
     pwrite_all(&memfd, &b, 0);
-    assert_eq!(&map.read(None).unwrap().plane(0)[..len], &b[..]);
+    assert_eq!(&map.read(None).unwrap().to_vec(0).unwrap()[..len], &b[..]);
 }
 
 #[test]
@@ -45,8 +45,8 @@ fn udmabuf_multi_plane_nv12_planes_land_at_their_offsets() {
     let mut map = buf.map(Access::Write).unwrap();
     {
         let mut cpu = map.write(None).unwrap();
-        cpu.plane_mut(0).fill(0x10);
-        cpu.plane_mut(1).fill(0x80);
+        cpu.fill(0, 0x10).unwrap();
+        cpu.fill(1, 0x80).unwrap();
     }
     let y = &buf.planes()[0];
     let uv = &buf.planes()[1];
@@ -62,7 +62,7 @@ fn heap_writes_are_seen_by_an_independent_second_mapping() {
     let len = buf.planes()[0].stride() as usize * 128;
     let a = pattern(len, 3);
     let mut writer = buf.map(Access::Write).unwrap();
-    writer.write(None).unwrap().plane_mut(0).copy_from_slice(&a);
+    writer.write(None).unwrap().write_bytes(0, 0, &a).unwrap();
     let second = Dmabuf::builder(128, 128, Fourcc::ARGB8888, Modifier::LINEAR)
         .plane(
             buf.planes()[0].fd().try_clone_to_owned().unwrap(),
@@ -72,14 +72,11 @@ fn heap_writes_are_seen_by_an_independent_second_mapping() {
         .build()
         .unwrap();
     let reader = second.map(Access::Read).unwrap();
-    assert_eq!(reader.read(None).unwrap().plane(0), &a[..]);
+    assert_eq!(reader.read(None).unwrap().to_vec(0).unwrap(), &a[..]);
     let b = pattern(len, 4);
     let mut rw = second.map(Access::ReadWrite).unwrap();
-    rw.read_write(None)
-        .unwrap()
-        .plane_mut(0)
-        .copy_from_slice(&b);
-    assert_eq!(writer.read(None).unwrap().plane(0), &b[..]);
+    rw.read_write(None).unwrap().write_bytes(0, 0, &b).unwrap();
+    assert_eq!(writer.read(None).unwrap().to_vec(0).unwrap(), &b[..]);
 }
 
 #[test]
@@ -91,18 +88,20 @@ fn vgem_writes_through_the_dmabuf_are_seen_through_the_gem_map_and_back() {
     let mut gem = buf.map_gem().unwrap();
     let mut map = buf.dmabuf().map(Access::ReadWrite).unwrap();
     let a = pattern(len, 5);
-    map.write(None).unwrap().plane_mut(0).copy_from_slice(&a);
-    assert_eq!(&gem.bytes()[..len], &a[..]);
+    map.write(None).unwrap().write_bytes(0, 0, &a).unwrap();
+    let mut seen = vec![0u8; len];
+    gem.read_bytes(0, &mut seen).unwrap();
+    assert_eq!(seen, a);
     let b = pattern(len, 6);
-    gem.bytes_mut()[..len].copy_from_slice(&b);
-    assert_eq!(map.read(None).unwrap().plane(0), &b[..]);
+    gem.write_bytes(0, &b).unwrap();
+    assert_eq!(map.read(None).unwrap().to_vec(0).unwrap(), &b[..]);
 }
 
 #[test]
 fn read_guard_blocks_while_a_write_fence_is_pending() {
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     let map = buf.dmabuf().map(Access::Read).unwrap();
     let signaled = Arc::new(AtomicBool::new(false));
     let flag = signaled.clone();
@@ -124,7 +123,7 @@ fn read_guard_blocks_while_a_write_fence_is_pending() {
 fn read_guard_with_timeout_returns_a_timeout_error_then_succeeds() {
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let write = buf.attach_fence(true).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
     let map = buf.dmabuf().map(Access::Read).unwrap();
     let err = map.read(Some(SHORT)).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
@@ -136,7 +135,7 @@ fn read_guard_with_timeout_returns_a_timeout_error_then_succeeds() {
 fn readers_do_not_wait_for_readers_but_writers_do() {
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let reader = buf.attach_fence(false).unwrap();
+    let reader = buf.attach_fence(Access::Read).unwrap();
     let mut map = buf.dmabuf().map(Access::ReadWrite).unwrap();
     drop(
         map.read(Some(SHORT))
@@ -177,7 +176,8 @@ fn sync_ioctl_rejects_invalid_flags() {
     let fd = buf.planes()[0].fd();
     let einval = |flags: u64| {
         let mut arg = sys::dma_buf_sync { flags };
-        sys::DMA_BUF_IOCTL_SYNC.call(fd, &mut arg).unwrap_err()
+        // SAFETY: `fd` is this test's own udmabuf; SYNC carries no handles.
+        unsafe { sys::DMA_BUF_IOCTL_SYNC.call_unchecked(fd, &mut arg) }.unwrap_err()
     };
     use rustix::io::Errno;
     // No READ/WRITE bit.
@@ -227,8 +227,203 @@ fn every_exporter_round_trips_a_frame_through_guards() {
         let len = buf.planes()[0].stride() as usize * 200;
         let data = pattern(len, 7);
         let mut map = buf.map(Access::ReadWrite).unwrap();
-        map.write(None).unwrap().plane_mut(0).copy_from_slice(&data);
+        map.write(None).unwrap().write_bytes(0, 0, &data).unwrap();
         let again = buf.map(Access::Read).unwrap();
-        assert_eq!(again.read(None).unwrap().plane(0), &data[..], "{name}");
+        assert_eq!(
+            again.read(None).unwrap().to_vec(0).unwrap(),
+            &data[..],
+            "{name}"
+        );
     }
+}
+
+#[test]
+fn row_copies_follow_the_stride_and_leave_padding_alone() {
+    let udmabuf = need!(Udmabuf::open(), "/dev/udmabuf");
+    let (w, h) = (203u32, 7u32);
+    let (buf, memfd) = udmabuf.allocate_with_memfd(w, h, Fourcc::XRGB8888).unwrap();
+    let stride = buf.planes()[0].stride() as usize;
+    let row = w as usize * 4;
+    assert!(stride > row, "the layout pads rows ({stride} vs {row})");
+    let tight = pattern(row * h as usize, 9);
+    let mut map = buf.map(Access::ReadWrite).unwrap();
+    {
+        let mut cpu = map.write(None).unwrap();
+        cpu.write_rows(0, &tight, row).unwrap();
+    }
+    for y in 0..h as usize {
+        let got = pread_all(&memfd, row, (y * stride) as u64);
+        assert_eq!(got, tight[y * row..][..row], "row {y}");
+        let pad = pread_all(&memfd, stride - row, (y * stride + row) as u64);
+        assert!(pad.iter().all(|&b| b == 0), "padding of row {y} written");
+    }
+    let cpu = map.read(None).unwrap();
+    let mut back = vec![0u8; tight.len()];
+    cpu.read_rows(0, &mut back, row).unwrap();
+    assert_eq!(back, tight);
+    // A wider destination stride is fine too.
+    let mut wide = vec![0u8; (row + 8) * h as usize];
+    cpu.read_rows(0, &mut wide, row + 8).unwrap();
+    assert_eq!(wide[(row + 8)..][..row], tight[row..][..row]);
+    assert_eq!(cpu.plane_len(0).unwrap(), stride * h as usize);
+}
+
+#[test]
+fn bad_planes_ranges_and_row_buffers_are_typed_errors() {
+    let udmabuf = need!(Udmabuf::open(), "/dev/udmabuf");
+    let buf = udmabuf.allocate(16, 4, Fourcc::XRGB8888).unwrap();
+    let mut map = buf.map(Access::ReadWrite).unwrap();
+    let plane_len = buf.planes()[0].stride() as usize * 4;
+    {
+        let cpu = map.read(None).unwrap();
+        let mut one = [0u8; 1];
+        assert!(matches!(
+            cpu.read_bytes(1, 0, &mut one),
+            Err(Error::PlaneIndex { index: 1, count: 1 })
+        ));
+        assert!(matches!(cpu.to_vec(7), Err(Error::PlaneIndex { .. })));
+        let err = cpu.read_bytes(0, plane_len, &mut one).unwrap_err();
+        assert!(
+            matches!(err, Error::CopyOutOfBounds { offset, len: 1, .. } if offset == plane_len),
+            "{err}"
+        );
+        // offset + len overflowing usize is out of bounds, not a wrap.
+        assert!(matches!(
+            cpu.read_bytes(0, usize::MAX, &mut one),
+            Err(Error::CopyOutOfBounds { .. })
+        ));
+        let mut small = vec![0u8; 16 * 4 * 4 - 1];
+        assert!(matches!(
+            cpu.read_rows(0, &mut small, 16 * 4),
+            Err(Error::RowBuffer { .. })
+        ));
+        let mut enough = vec![0u8; 16 * 4 * 4];
+        assert!(matches!(
+            cpu.read_rows(0, &mut enough, 16 * 4 - 1),
+            Err(Error::RowBuffer { .. })
+        ));
+    }
+    let mut cpu = map.write(None).unwrap();
+    assert!(matches!(
+        cpu.write_bytes(0, plane_len - 1, &[1, 2]),
+        Err(Error::CopyOutOfBounds { .. })
+    ));
+    assert!(matches!(cpu.fill(2, 0), Err(Error::PlaneIndex { .. })));
+    cpu.write_bytes(0, plane_len - 2, &[1, 2]).unwrap();
+}
+
+#[test]
+fn tiled_layouts_have_no_rows_but_their_bytes_copy() {
+    let heap = need!(DmaHeap::open_system(), "/dev/dma_heap/system");
+    // I915_FORMAT_MOD_X_TILED: a layout winsys cannot address by rows.
+    let x_tiled = Modifier((1 << 56) | 1);
+    let buf = Dmabuf::builder(32, 8, Fourcc::XRGB8888, x_tiled)
+        .plane(heap.alloc(4096).unwrap(), 0, 512)
+        .build()
+        .unwrap();
+    let mut map = buf.map(Access::ReadWrite).unwrap();
+    let mut cpu = map.read_write(None).unwrap();
+    let mut rows = vec![0u8; 32 * 4 * 8];
+    assert!(matches!(
+        cpu.read_rows(0, &mut rows, 32 * 4),
+        Err(Error::RowsUnknown { plane: 0 })
+    ));
+    assert!(matches!(
+        cpu.write_rows(0, &rows, 32 * 4),
+        Err(Error::RowsUnknown { plane: 0 })
+    ));
+    cpu.write_bytes(0, 100, &[7, 8, 9]).unwrap();
+    let mut back = [0u8; 3];
+    cpu.read_bytes(0, 100, &mut back).unwrap();
+    assert_eq!(back, [7, 8, 9]);
+    assert_eq!(cpu.plane_len(0).unwrap(), 4096);
+}
+
+/// Lines of /proc/self/maps that map a dma-buf.
+fn dmabuf_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("dmabuf"))
+        .count()
+}
+
+const MAP_FAILURE_CHILD: &str = "WINSYS_MAP_FAILURE_CHILD";
+
+/// A mapping failure on a later plane unmaps the planes already mapped.
+/// The failure is real: a child process (this test binary, running only
+/// this test) lowers its address-space limit so the second dma-buf's mmap
+/// gets ENOMEM.
+#[test]
+fn map_failure_on_a_later_plane_unmaps_the_earlier_ones() {
+    if std::env::var_os(MAP_FAILURE_CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "map_failure_on_a_later_plane_unmaps_the_earlier_ones",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(MAP_FAILURE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        println!("{text}");
+        assert!(out.status.success(), "child failed: {text}");
+        if text.contains("SKIP") {
+            println!("SKIP: see the child's output");
+        }
+        assert!(text.contains("child: mmap failed"), "{text}");
+        return;
+    }
+    let udmabuf = need!(Udmabuf::open(), "/dev/udmabuf");
+    let heap = need!(DmaHeap::open_system(), "/dev/dma_heap/system");
+    let small = udmabuf.allocate(64, 64, Fourcc::XRGB8888).unwrap();
+    let big = heap.alloc(128 << 20).unwrap();
+    // NV12 with its luma in the small dma-buf and chroma in the big one.
+    let buf = Dmabuf::builder(64, 64, Fourcc::NV12, Modifier::LINEAR)
+        .plane(small.planes()[0].shared_fd().clone(), 0, 256)
+        .plane(big, 0, 256)
+        .build()
+        .unwrap();
+    assert_eq!(dmabuf_mappings(), 0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let limit = (vm_kb << 10) + (64 << 20);
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let old = getrlimit(Resource::As);
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(limit),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    let result = buf.map(Access::Read);
+    let after = dmabuf_mappings();
+    setrlimit(Resource::As, old).unwrap();
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Os {
+                op: "mmap(dma-buf)",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(after, 0, "the first plane's mapping leaked");
+    println!("child: mmap failed with {err}; no dma-buf mapping left");
+    // And with the limit lifted, the same image maps (both planes).
+    let map = buf.map(Access::Read).unwrap();
+    assert_eq!(dmabuf_mappings(), 2);
+    drop(map);
+    assert_eq!(dmabuf_mappings(), 0);
 }

@@ -36,7 +36,7 @@ fn virtio_gpu_reports_timeline_syncobjs() {
 #[test]
 fn signal_query_and_wait_on_a_timeline() {
     let dev = need!(virtio(), "virtio_gpu render node");
-    let tl = Syncobj::create(&dev, false).unwrap();
+    let tl = Syncobj::new(&dev).unwrap();
     assert_eq!(tl.query().unwrap(), 0);
     tl.signal(3).unwrap();
     assert_eq!(tl.query().unwrap(), 3);
@@ -62,7 +62,7 @@ fn sync_file_to_point_and_back_follows_the_fence() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
     let (_buf, gpu, fence) = controllable_fence(&vgem);
-    let tl = Syncobj::create(&dev, false).unwrap();
+    let tl = Syncobj::new(&dev).unwrap();
     tl.import_sync_file(5, &fence).unwrap();
     assert_eq!(tl.query_last_submitted().unwrap(), 5);
     assert!(tl.query().unwrap() < 5);
@@ -87,7 +87,7 @@ fn sync_file_to_point_and_back_follows_the_fence() {
 fn binary_syncobj_import_export_sync_file() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
-    let bin = Syncobj::create(&dev, false).unwrap();
+    let bin = Syncobj::new(&dev).unwrap();
     assert!(matches!(
         bin.export_sync_file(0),
         Err(Error::PointNotSubmitted { point: 0 })
@@ -98,7 +98,7 @@ fn binary_syncobj_import_export_sync_file() {
     assert!(!out.is_signaled().unwrap());
     gpu.signal().unwrap();
     out.wait(Some(LONG)).unwrap();
-    let signaled = Syncobj::create(&dev, true).unwrap();
+    let signaled = Syncobj::new_signaled(&dev).unwrap();
     assert!(signaled.export_sync_file(0).unwrap().is_signaled().unwrap());
 }
 
@@ -107,8 +107,8 @@ fn transfer_copies_a_point_between_syncobjs() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
     let (_buf, gpu, fence) = controllable_fence(&vgem);
-    let a = Syncobj::create(&dev, false).unwrap();
-    let b = Syncobj::create(&dev, false).unwrap();
+    let a = Syncobj::new(&dev).unwrap();
+    let b = Syncobj::new(&dev).unwrap();
     a.import_sync_file(1, &fence).unwrap();
     a.transfer(1, &b, 10).unwrap();
     assert_eq!(b.query_last_submitted().unwrap(), 10);
@@ -124,7 +124,7 @@ fn transfer_copies_a_point_between_syncobjs() {
 fn eventfd_fires_when_the_point_signals() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
-    let tl = Syncobj::create(&dev, false).unwrap();
+    let tl = Syncobj::new(&dev).unwrap();
     let available = tl.eventfd(4, WaitFor::Available).unwrap();
     let signaled = tl.eventfd(4, WaitFor::Signaled).unwrap();
     assert!(!readable(&available, SHORT));
@@ -149,7 +149,7 @@ fn eventfd_fires_when_the_point_signals() {
 fn syncobj_fd_shares_the_timeline_with_another_device_fd() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let other = Arc::new(DrmDevice::open(dev.path()).unwrap());
-    let tl = Syncobj::create(&dev, false).unwrap();
+    let tl = Syncobj::new(&dev).unwrap();
     let fd = tl.export().unwrap();
     let imported = Syncobj::import(&other, &fd).unwrap();
     imported.signal(2).unwrap();
@@ -164,6 +164,6 @@ fn syncobj_fd_shares_the_timeline_with_another_device_fd() {
 fn vgem_has_no_syncobjs_and_says_so() {
     let vgem = need!(Vgem::open(), "vgem");
     assert!(!vgem.device().has_syncobj());
-    let err = Syncobj::create(vgem.device(), false).unwrap_err();
+    let err = Syncobj::new(vgem.device()).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 }

@@ -85,10 +85,16 @@ fn create_works_and_shares_the_pages_with_the_memfd() {
         .unwrap();
     assert_eq!(buf.planes()[0].buffer_size(), size);
     let map = buf.map(Access::Read).unwrap();
-    assert!(map.read(None).unwrap().plane(0).iter().all(|&b| b == b'a'));
+    assert!(map
+        .read(None)
+        .unwrap()
+        .to_vec(0)
+        .unwrap()
+        .iter()
+        .all(|&b| b == b'a'));
     let later = pattern(size as usize, 9);
     pwrite_all(&memfd, &later, 0);
-    assert_eq!(map.read(None).unwrap().plane(0), &later[..]);
+    assert_eq!(map.read(None).unwrap().to_vec(0).unwrap(), &later[..]);
 }
 
 #[test]
@@ -105,7 +111,7 @@ fn create_with_offset_maps_the_right_pages() {
         .unwrap();
     let map = buf.map(Access::Read).unwrap();
     assert_eq!(
-        map.read(None).unwrap().plane(0),
+        map.read(None).unwrap().to_vec(0).unwrap(),
         &data[page() as usize..2 * page() as usize]
     );
 }
@@ -130,7 +136,7 @@ fn create_list_joins_ranges_of_several_memfds_in_order() {
         .unwrap();
     let map = buf.map(Access::Read).unwrap();
     let guard = map.read(None).unwrap();
-    let bytes = guard.plane(0);
+    let bytes = guard.to_vec(0).unwrap();
     let p = page() as usize;
     assert!(bytes[..p].iter().all(|&x| x == 1));
     assert!(bytes[p..2 * p].iter().all(|&x| x == 2));
@@ -138,7 +144,7 @@ fn create_list_joins_ranges_of_several_memfds_in_order() {
     // Writes through the memfd after creation show up too.
     pwrite_all(&b, &[7u8], page());
     drop(guard);
-    assert_eq!(map.read(None).unwrap().plane(0)[p], 7);
+    assert_eq!(map.read(None).unwrap().to_vec(0).unwrap()[p], 7);
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use common::vk::{
-    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, read_pixels, restride, unstride, Gpu,
-    HostBuffer, PatternPipeline,
+    assert_pixels_eq, gbm_buffer, gem_write_rows, gpu_pattern, packed_rows, pattern_image,
+    read_pixels, Gpu, HostBuffer, PatternPipeline,
 };
 use common::{controllable_fence, need, open_fds, LONG, SHORT};
 use winsys::alloc::gbm::Usage;
@@ -68,7 +68,7 @@ fn cpu_write_guard_reaches_a_gpu_copy() {
     let want = pattern_image(w, h, 99);
     let mut map = dmabuf.map(Access::Write).unwrap();
     let mut guard = map.write(Some(LONG)).unwrap();
-    restride(guard.plane_mut(0), dmabuf.planes()[0].stride(), &want, w, 4);
+    guard.write_rows(0, &want, (w * 4) as usize).unwrap();
     guard.end().unwrap();
 
     let device = &gpu.device;
@@ -135,7 +135,7 @@ fn vulkan_exported_image_is_cpu_mapped_and_offered_to_gbm() {
                 .unwrap();
             let map = via_gbm.map(Access::Read).unwrap();
             let guard = map.read(Some(LONG)).unwrap();
-            let got = unstride(guard.plane(0), via_gbm.planes()[0].stride(), w, h, 4);
+            let got = packed_rows(&guard, w, h);
             assert_pixels_eq(&got, &want, "Vulkan-exported image through GBM");
         }
         Err(e @ winsys::alloc::Error::Allocation { .. }) => println!("GBM import refused: {e}"),
@@ -155,9 +155,9 @@ fn gpu_copy_waits_for_a_pending_vgem_write_fence() {
     let first = pattern_image(w, h, 1);
     let second = pattern_image(w, h, 2);
     let mut gem = buf.map_gem().unwrap();
-    restride(gem.bytes_mut(), stride, &first, w, 4);
+    gem_write_rows(&mut gem, stride, &first, w);
 
-    let writer = buf.attach_fence(true).unwrap(); // a "GPU" still writing
+    let writer = buf.attach_fence(Access::Write).unwrap(); // a "GPU" still writing
     let mut image = device
         .import_dmabuf(dmabuf, vk::ImageUsageFlags::TRANSFER_SRC)
         .unwrap();
@@ -174,7 +174,7 @@ fn gpu_copy_waits_for_a_pending_vgem_write_fence() {
         "the copy ran before the write fence signaled"
     );
     // The writer finishes its pixels, then signals.
-    restride(gem.bytes_mut(), stride, &second, w, 4);
+    gem_write_rows(&mut gem, stride, &second, w);
     writer.signal().unwrap();
     pending.wait(Some(LONG)).unwrap();
     assert_pixels_eq(&host.read(), &second, "GPU copy gated on the vgem fence");
@@ -232,7 +232,7 @@ fn cpu_read_guard_never_starts_before_the_gpu_write() {
         pending.is_done().unwrap(),
         "the guard began before the GPU finished"
     );
-    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    let got = packed_rows(&guard, w, h);
     assert_pixels_eq(&got, &want, "CPU read after the GPU write");
     opener.join().unwrap();
 }
@@ -245,7 +245,7 @@ fn timeline_points_order_gpu_work() {
         "virtio_gpu syncobj timelines"
     );
     let gpu = need!(Gpu::new(), "Vulkan with validation");
-    let syncobj = Syncobj::create(&std::sync::Arc::new(drm), false).unwrap();
+    let syncobj = Syncobj::new(&std::sync::Arc::new(drm)).unwrap();
     let (_gate_buf, gate, gate_sync) = controllable_fence(&vgem);
     syncobj.import_sync_file(1, &gate_sync).unwrap();
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use common::vk::{
-    assert_pixels_eq, gbm_buffer, gpu_pattern, pattern_image, read_pixels, restride, unstride, Gpu,
-    HostBuffer,
+    assert_pixels_eq, gbm_buffer, gem_write_rows, gpu_pattern, packed_rows, pattern_image,
+    read_pixels, Gpu, HostBuffer,
 };
 use common::{controllable_fence, need, LONG};
 use winsys::alloc::vgem::Vgem;
@@ -66,7 +66,7 @@ fn waiting_for_a_vgem_write_fence_blocks_on_the_cpu_until_it_signals() {
     let dmabuf = buf.dmabuf();
     let stride = dmabuf.planes()[0].stride();
     let second = pattern_image(w, h, 2);
-    let writer = buf.attach_fence(true).unwrap();
+    let writer = buf.attach_fence(Access::Write).unwrap();
     let mut gem = buf.map_gem().unwrap();
     let mut image = device
         .import_dmabuf(dmabuf, vk::ImageUsageFlags::TRANSFER_SRC)
@@ -78,7 +78,7 @@ fn waiting_for_a_vgem_write_fence_blocks_on_the_cpu_until_it_signals() {
         let second = second.clone();
         thread::spawn(move || {
             thread::sleep(DELAY);
-            restride(gem.bytes_mut(), stride, &second, w, 4);
+            gem_write_rows(&mut gem, stride, &second, w);
             writer.signal().unwrap();
         })
     };
@@ -131,6 +131,6 @@ fn a_gpu_write_is_complete_when_submit_returns() {
     signaler.join().unwrap();
     let map = dmabuf.map(Access::Read).unwrap();
     let guard = map.read(Some(Duration::ZERO)).unwrap();
-    let got = unstride(guard.plane(0), dmabuf.planes()[0].stride(), w, h, 4);
+    let got = packed_rows(&guard, w, h);
     assert_pixels_eq(&got, &want, "CPU read after the fallback signal");
 }

@@ -52,7 +52,7 @@ pub const SHORT: Duration = Duration::from_millis(50);
 /// exported for READ (= that write fence). Signal the `VgemFence` to signal it.
 pub fn controllable_fence(vgem: &Vgem) -> (VgemBuffer, VgemFence, SyncFile) {
     let buf = vgem.create(16, 16, Fourcc::XRGB8888).expect("vgem buffer");
-    let fence = buf.attach_fence(true).expect("vgem fence");
+    let fence = buf.attach_fence(Access::Write).expect("vgem fence");
     let sync = buf.dmabuf().export_sync_file(Access::Read).expect("export");
     (buf, fence, sync)
 }

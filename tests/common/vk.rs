@@ -6,6 +6,7 @@ use std::thread;
 
 use ash::vk;
 use winsys::alloc::gbm::{GbmAllocator, Usage};
+use winsys::alloc::vgem::GemMap;
 use winsys::dmabuf::{Access, Dmabuf};
 use winsys::format::{Fourcc, Modifier};
 use winsys::vulkan::{Device, Image, Instance};
@@ -447,29 +448,26 @@ pub fn pattern_image(width: u32, height: u32, seed: u32) -> Vec<u8> {
     out
 }
 
-/// The rows of a strided plane, tightly packed (`bpp` bytes per pixel).
-pub fn unstride(plane: &[u8], stride: u32, width: u32, height: u32, bpp: u32) -> Vec<u8> {
-    let row = (width * bpp) as usize;
-    (0..height as usize)
-        .flat_map(|y| &plane[y * stride as usize..][..row])
-        .copied()
-        .collect()
-}
-
 /// The first plane of a 4-byte-per-pixel `dmabuf`, read through a CPU read
 /// guard (waiting at most LONG), rows tightly packed.
 pub fn read_pixels(dmabuf: &Dmabuf) -> Vec<u8> {
     let map = dmabuf.map(Access::Read).unwrap();
     let guard = map.read(Some(LONG)).unwrap();
-    let stride = dmabuf.planes()[0].stride();
-    unstride(guard.plane(0), stride, dmabuf.width(), dmabuf.height(), 4)
+    packed_rows(&guard, dmabuf.width(), dmabuf.height())
 }
 
-/// Write tightly packed rows into a strided plane.
-pub fn restride(plane: &mut [u8], stride: u32, tight: &[u8], width: u32, bpp: u32) {
-    let row = (width * bpp) as usize;
+/// Plane 0 of a 4-byte-per-pixel image through `guard`, rows packed.
+pub fn packed_rows(guard: &winsys::dmabuf::ReadGuard<'_>, width: u32, height: u32) -> Vec<u8> {
+    let mut out = vec![0u8; (width * height * 4) as usize];
+    guard.read_rows(0, &mut out, (width * 4) as usize).unwrap();
+    out
+}
+
+/// Write tightly packed rows into a vgem object's own mapping at `stride`.
+pub fn gem_write_rows(gem: &mut GemMap, stride: u32, tight: &[u8], width: u32) {
+    let row = (width * 4) as usize;
     for (y, src) in tight.chunks(row).enumerate() {
-        plane[y * stride as usize..][..row].copy_from_slice(src);
+        gem.write_bytes(y * stride as usize, src).unwrap();
     }
 }
 

@@ -42,13 +42,15 @@
 //!
 //! let vgem = Vgem::open()?;
 //! let buf = vgem.create(256, 256, Fourcc::XRGB8888)?;
-//! let gpu_write = buf.attach_fence(true)?;      // pretend a GPU is writing
+//! let gpu_write = buf.attach_fence(Access::Write)?;      // pretend a GPU is writing
 //! let map = buf.dmabuf().map(Access::Read)?;
 //! // A bounded wait gives a typed timeout instead of blocking:
 //! assert!(map.read(Some(Duration::from_millis(10))).is_err());
 //! gpu_write.signal()?;
 //! let pixels = map.read(None)?;                 // SYNC START(READ) succeeds now
-//! println!("first byte: {}", pixels.plane(0)[0]);
+//! let mut first = [0u8; 4];
+//! pixels.read_bytes(0, 0, &mut first)?;         // copy out of shared memory
+//! println!("first pixel: {first:?}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

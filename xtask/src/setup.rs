@@ -122,6 +122,10 @@ struct HostNeed {
     why: &'static str,
     /// Whether it is already there.
     present: bool,
+    /// Whether Debian 12 must take it from bookworm-backports (qemu 10).
+    /// Everything else comes from the host's own release, so the host's
+    /// Mesa (libgbm1, libegl-mesa0, ...) is never upgraded as a side effect.
+    backports: bool,
 }
 
 /// The system Python used for the venv.
@@ -166,32 +170,37 @@ fn host_needs() -> Vec<HostNeed> {
             package: "qemu-system-x86",
             why: "runs the test VM",
             present: have_command("qemu-system-x86_64"),
+            backports: true,
         },
         HostNeed {
             package: "debootstrap",
             why: "builds the guest root",
             present: have_command("debootstrap"),
+            backports: false,
         },
         HostNeed {
             package: "kmod",
             why: "virtme-ng resolves the guest's module dependencies with modprobe",
             present: have_command("modprobe"),
+            backports: false,
         },
         HostNeed {
             package: "python3-venv",
             why: "virtme-ng is installed into a venv",
             present: system_python().is_some_and(|p| python_can_make_venvs(&p)),
+            backports: false,
         },
         HostNeed {
             package: "libgbm-dev",
             why: "the winsys crate's gbm feature links libgbm",
             present: gbm_dev_present(),
+            backports: false,
         },
     ]
 }
 
 /// Makes sure the host packages are there; installs the missing ones with
-/// apt (from bookworm-backports on Debian 12, with the backports source added
+/// apt (qemu from bookworm-backports on Debian 12, with the backports source added
 /// from the host's own mirror when missing). Quick when all are present.
 pub fn ensure_host_packages() -> Result<()> {
     let needs = host_needs();
@@ -217,7 +226,7 @@ pub fn ensure_host_packages() -> Result<()> {
     let codename = apt::os_release_field(&os_release, "VERSION_CODENAME").unwrap_or_default();
     let mut target = None;
     if codename == "bookworm" {
-        // Bookworm's own qemu/mesa are old; backports has qemu 10 and Mesa 25.
+        // Bookworm's own qemu is old; backports has qemu 10 (only qemu is taken from there).
         let suite = "bookworm-backports";
         let sources = apt::read_host_sources(Path::new("/etc/apt"));
         if !apt::has_suite(&sources, suite) {
@@ -247,20 +256,26 @@ pub fn ensure_host_packages() -> Result<()> {
             .args(["update", "-q"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    let pkgs: Vec<&str> = missing.iter().map(|n| n.package).collect();
-    step!(
-        "installing host packages{}: {}",
-        target.map(|t| format!(" (from {t})")).unwrap_or_default(),
-        pkgs.join(" ")
-    );
-    let mut cmd = privileged("apt-get");
-    cmd.args(["install", "-y", "-q", "--no-install-recommends"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    if let Some(t) = target {
-        cmd.args(["-t", t]);
+    // Two transactions: first everything from the host's own release, then
+    // qemu with `-t backports`. apt does not pull a `pkg/suite`'s dependencies
+    // from that suite, and `-t` for all of them would upgrade the host's Mesa
+    // (libgbm-dev 25 needs libgbm1 25); once libgbm1 is installed from the
+    // host's release, qemu's dependency on it is already met and left alone.
+    for (suite, pkgs) in apt_transactions(&missing, target) {
+        step!(
+            "installing host packages{}: {}",
+            suite.map(|t| format!(" (from {t})")).unwrap_or_default(),
+            pkgs.join(" ")
+        );
+        let mut cmd = privileged("apt-get");
+        cmd.args(["install", "-y", "-q", "--no-install-recommends"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        if let Some(t) = suite {
+            cmd.args(["-t", t]);
+        }
+        cmd.args(&pkgs);
+        run_checked(&mut cmd)?;
     }
-    cmd.args(&pkgs);
-    run_checked(&mut cmd)?;
     step!("host packages installed in {}", fmt_duration(t.elapsed()));
     let still: Vec<_> = host_needs()
         .into_iter()
@@ -271,6 +286,26 @@ pub fn ensure_host_packages() -> Result<()> {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }
     Ok(())
+}
+
+/// The `apt-get install` transactions, in order: the packages from the
+/// host's own release first, then (when `backports` is given) those that
+/// must come from it.
+fn apt_transactions<'a>(
+    missing: &[&HostNeed],
+    backports: Option<&'a str>,
+) -> Vec<(Option<&'a str>, Vec<&'static str>)> {
+    let (from_bp, plain): (Vec<&HostNeed>, Vec<&HostNeed>) = missing
+        .iter()
+        .partition(|n| n.backports && backports.is_some());
+    let mut out = Vec::new();
+    if !plain.is_empty() {
+        out.push((None, plain.iter().map(|n| n.package).collect()));
+    }
+    if !from_bp.is_empty() {
+        out.push((backports, from_bp.iter().map(|n| n.package).collect()));
+    }
+    out
 }
 
 /// The Debian mirror for debootstrap: `WINSYS_DEBIAN_MIRROR` if set, else
@@ -696,6 +731,20 @@ Package: libgbm1\nArchitecture: amd64\nStatus: install ok installed\nVersion: 25
                 ("libgbm1".to_string(), "25.0.7-2".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn only_qemu_comes_from_backports_and_last() {
+        let needs = host_needs();
+        let all: Vec<&HostNeed> = needs.iter().collect();
+        let tx = apt_transactions(&all, Some("bookworm-backports"));
+        assert_eq!(tx.len(), 2, "{tx:?}");
+        assert_eq!(tx[0].0, None);
+        assert!(tx[0].1.contains(&"libgbm-dev"));
+        assert_eq!(tx[1], (Some("bookworm-backports"), vec!["qemu-system-x86"]));
+        let plain = apt_transactions(&all, None);
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].1.len(), all.len());
     }
 
     #[test]

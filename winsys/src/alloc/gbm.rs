@@ -222,15 +222,17 @@ impl GbmAllocator {
             });
         }
         let mut builder = Dmabuf::builder(bo.width(), bo.height(), format, modifier);
-        let mut fds: Vec<(u64, Arc<OwnedFd>)> = Vec::new();
+        let mut fds: Vec<(u32, Arc<OwnedFd>)> = Vec::new();
         for plane in 0..planes as i32 {
-            // SAFETY: reading the u64 arm of the handle union is valid for
-            // every GBM backend (it is the widest member, zero-extended).
-            let handle = unsafe { bo.handle_for_plane(plane).u64_ };
+            // SAFETY: Mesa's DRI backend stores a GEM handle in the `u32_`
+            // arm of `gbm_bo_handle` (`.u32 = ...`) and nothing else, so the
+            // 32 bits read here are initialised; the other arms' upper bytes
+            // may not be (gbm-rs reads `u32_` too).
+            let handle = unsafe { bo.handle_for_plane(plane).u32_ };
             let fd = match fds.iter().find(|(h, _)| *h == handle) {
                 Some((_, fd)) => fd.clone(),
                 None => {
-                    let fd = Arc::new(self.export_rdwr(handle as u32).or_else(|_| {
+                    let fd = Arc::new(self.export_rdwr(handle).or_else(|_| {
                         bo.fd_for_plane(plane).map_err(|_| Error::Os {
                             op: "gbm_bo_get_fd_for_plane",
                             errno: Errno::BADF,

@@ -100,6 +100,16 @@ pub enum Error {
         /// The errno the driver left.
         errno: Errno,
     },
+    /// An access reaching outside a buffer.
+    #[error("{len} bytes at offset {offset} reach past the buffer's {size} bytes")]
+    OutOfBounds {
+        /// First byte.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+        /// The buffer's size.
+        size: u64,
+    },
     /// A vgem fence would conflict with a pending one (`EBUSY`).
     #[error("vgem fence conflicts with a pending fence on the buffer (EBUSY)")]
     FenceBusy,

@@ -80,7 +80,11 @@ impl Udmabuf {
         let mut total = 0;
         for (item, &(memfd, offset, size)) in arg.list.iter_mut().zip(ranges) {
             check_range(memfd, offset, size)?;
-            total += size;
+            total = u64::checked_add(total, size).ok_or(Error::TooLarge {
+                what: "udmabuf list total (u64)",
+                size: u64::MAX,
+                limit: u64::MAX,
+            })?;
             *item = sys::udmabuf_create_item {
                 memfd: memfd.as_raw_fd() as u32,
                 pad: 0,
@@ -168,16 +172,23 @@ fn describe(fd: BorrowedFd<'_>) -> String {
     crate::fd::describe(fd, magic)
 }
 
-/// The module's `size_limit_mb`, where sysfs shows it.
+/// The module's `size_limit_mb`, where sysfs shows it (read once per
+/// process: it is a module parameter, fixed at load).
+fn size_limit_mb() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/sys/module/udmabuf/parameters/size_limit_mb")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    })
+}
+
 fn check_limit(size: u64) -> Result<()> {
-    let limit_mb = std::fs::read_to_string("/sys/module/udmabuf/parameters/size_limit_mb")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    match limit_mb {
-        Some(mb) if size > mb << 20 => Err(Error::TooLarge {
+    match size_limit_mb() {
+        Some(mb) if size > mb.saturating_mul(1 << 20) => Err(Error::TooLarge {
             what: "udmabuf size_limit_mb",
             size,
-            limit: mb << 20,
+            limit: mb.saturating_mul(1 << 20),
         }),
         _ => Ok(()),
     }

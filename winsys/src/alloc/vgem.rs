@@ -13,7 +13,7 @@
 //!
 //! let vgem = Vgem::open()?;
 //! let buf = vgem.create(64, 64, Fourcc::XRGB8888)?;
-//! let gpu = buf.attach_fence(true)?;           // a "GPU" writes
+//! let gpu = buf.attach_fence(Access::Write)?;           // a "GPU" writes
 //! let fence = buf.dmabuf().export_sync_file(Access::Read)?;
 //! assert!(!fence.is_signaled()?);
 //! gpu.signal()?;                               // the "GPU" is done
@@ -31,7 +31,7 @@ use rustix::mm::{MapFlags, ProtFlags};
 
 use super::{linear_dmabuf, Error, Result};
 use crate::device::{DrmDevice, NodeKind};
-use crate::dmabuf::Dmabuf;
+use crate::dmabuf::{Access, Dmabuf};
 use crate::fd::owned_from_kernel;
 use crate::format::Fourcc;
 use crate::uapi::{drm, vgem as sys};
@@ -145,12 +145,17 @@ impl VgemBuffer {
     }
 
     /// Attach an unsignaled fence to the buffer's reservation object, as a
-    /// write fence (`write`) or read fence (`DRM_IOCTL_VGEM_FENCE_ATTACH`).
+    /// read fence ([`Access::Read`]) or a write fence (otherwise), the way
+    /// a device starting that access would (`DRM_IOCTL_VGEM_FENCE_ATTACH`).
     /// [`Error::FenceBusy`] if it conflicts with a pending fence.
-    pub fn attach_fence(&self, write: bool) -> Result<VgemFence> {
+    pub fn attach_fence(&self, access: Access) -> Result<VgemFence> {
         let mut arg = sys::drm_vgem_fence_attach {
             handle: self.gem.handle,
-            flags: if write { sys::VGEM_FENCE_WRITE } else { 0 },
+            flags: if access.writes() {
+                sys::VGEM_FENCE_WRITE
+            } else {
+                0
+            },
             ..Default::default()
         };
         match sys::DRM_IOCTL_VGEM_FENCE_ATTACH.call(self.gem.dev.as_fd(), &mut arg) {
@@ -218,16 +223,65 @@ pub struct GemMap {
 }
 
 impl GemMap {
-    /// The bytes.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives.
+    /// Size of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never, for a created buffer).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn at(&self, offset: usize, len: usize) -> Result<*mut u8> {
+        match offset.checked_add(len) {
+            // SAFETY: `offset + len <= self.len`: inside the mapping.
+            Some(end) if end <= self.len => Ok(unsafe { self.ptr.as_ptr().add(offset) }),
+            _ => Err(Error::OutOfBounds {
+                offset: offset as u64,
+                len: len as u64,
+                size: self.len as u64,
+            }),
+        }
+    }
+
+    /// Copy `dst.len()` bytes from `offset` into `dst`.
+    pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let src = self.at(offset, dst.len())?;
+        // SAFETY: in bounds (`at`); `dst` is the caller's own memory. The
+        // shared pages are only read through a raw pointer, so a concurrent
+        // writer can tear bytes but not invalidate a reference.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    /// Copy `src` into the mapping at `offset`.
+    pub fn write_bytes(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        let dst = self.at(offset, src.len())?;
+        // SAFETY: in bounds of a writable mapping (`at`, PROT_WRITE); memmove
+        // semantics, so `src` may be any memory, even this mapping.
+        unsafe { std::ptr::copy(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
+
+    /// The bytes, borrowed without a copy.
+    ///
+    /// # Safety
+    /// Nothing may write the buffer while the slice lives: no dma-buf
+    /// mapping or device using the same vgem object, no other process.
+    pub unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives; the
+        // absence of writers is the caller's promise.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The bytes, writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`; the mapping is writable and `&mut self` makes
-        // this the only live slice.
+    /// The bytes, borrowed for writing without a copy.
+    ///
+    /// # Safety
+    /// Nothing else may read or write the buffer while the slice lives.
+    pub unsafe fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; writable mapping; `&mut self` excludes
+        // other slices of this map; the rest is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }

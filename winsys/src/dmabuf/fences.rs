@@ -139,13 +139,13 @@ impl ImplicitFence {
     /// Wait until signaled, for at most `timeout` (`None`: no limit);
     /// [`Error::Timeout`] on timeout.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let deadline = crate::sync::Deadline::after(timeout);
         for (fd, events) in self.poll_fds() {
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let left = deadline.remaining();
             if !crate::sync::poll_ready(fd, events, left).map_err(Error::os("poll(fence)"))? {
                 return Err(Error::Timeout {
                     what: "dma-buf implicit fence",
-                    timeout: timeout.unwrap_or_default(),
+                    timeout: timeout.unwrap_or(Duration::MAX),
                 });
             }
         }

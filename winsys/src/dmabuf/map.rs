@@ -10,17 +10,32 @@
 //! - [`DmabufMap::write`] / [`DmabufMap::read_write`] do the same with WRITE
 //!   or READ|WRITE (waiting for every fence) and give `&mut` slices.
 //!
-//! The borrow checker keeps every slice inside its guard, and a write guard
-//! needs `&mut` of the map, so there is at most one writer. `EINTR` and
-//! `EAGAIN` from the ioctl are retried. With a timeout, the guard first polls
-//! the dma-bufs for the access (POLLIN: no writer pending; POLLOUT: nothing
-//! pending) and returns [`Error::Timeout`] instead of blocking forever.
+//! The bytes are shared memory: the kernel, a device or another process
+//! holding the same dma-buf may write them while a guard is open (a guard
+//! orders *cooperating* users, it cannot stop anyone else). So the everyday
+//! API never hands out a Rust slice over them: guards copy in and out —
+//! [`ReadGuard::read_bytes`], [`ReadGuard::read_rows`] (stride-aware),
+//! [`ReadGuard::to_vec`], [`WriteGuard::write_bytes`],
+//! [`WriteGuard::write_rows`], [`WriteGuard::fill`] — which is as fast as a
+//! slice `memcpy` and sound whatever else writes the pages (the worst a
+//! foreign writer can cause is torn pixels). Code that can promise nobody
+//! else writes during the guard may borrow the bytes directly with the
+//! `unsafe` [`ReadGuard::plane_slice`] / [`WriteGuard::plane_slice_mut`].
+//!
+//! A write guard needs `&mut` of its map, so one map has at most one writer.
+//! `EINTR` is retried; `EAGAIN` is retried until the timeout. With a timeout,
+//! the guard first polls the dma-bufs for the access (POLLIN: no writer
+//! pending; POLLOUT: nothing pending) and returns [`Error::Timeout`] instead
+//! of blocking. The kernel offers no bounded SYNC START: after the poll said
+//! ready, START still waits for a fence attached in the instant between the
+//! two calls — a wait the kernel's `dma_fence` contract bounds (every fence
+//! signals in finite time), not this crate.
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::event::PollFlags;
 use rustix::fs::OFlags;
@@ -28,21 +43,35 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::{Access, Dmabuf, Error, Result};
+use crate::sync::Deadline;
 use crate::uapi::dma_buf as sys;
 
-/// One mmap of one dma-buf.
+/// One mmap of one dma-buf, unmapped on drop (so a failure part-way
+/// through [`Dmabuf::map`] unmaps what was already mapped).
 struct Mapped {
     fd: Arc<OwnedFd>,
     ptr: NonNull<u8>,
     len: usize,
 }
 
-/// A plane's bytes inside a [`Mapped`].
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly one mmap made in `Dmabuf::map`,
+        // unmapped only here; no slice outlives the DmabufMap owning this.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A plane's bytes inside a [`Mapped`], and its rows where the layout is
+/// known (LINEAR).
 #[derive(Debug, Clone, Copy)]
 struct PlaneRange {
     mapping: usize,
     start: usize,
     len: usize,
+    stride: usize,
+    /// `(bytes of pixels per row, rows)` for a known (linear) layout.
+    rows: Option<(usize, usize)>,
 }
 
 /// Every dma-buf of a [`Dmabuf`] mapped into this process. Unmapped on drop.
@@ -129,6 +158,8 @@ impl Dmabuf {
                 mapping,
                 start,
                 len,
+                stride: p.stride() as usize,
+                rows: self.plane_rows(index),
             });
         }
         Ok(DmabufMap {
@@ -143,15 +174,25 @@ impl Dmabuf {
     fn plane_len(&self, index: usize) -> usize {
         let p = &self.planes()[index];
         let rest = (p.buffer_size() - p.offset() as u64) as usize;
+        match self.plane_rows(index) {
+            Some((_, rows)) => (p.stride() as u64 * rows as u64).min(rest as u64) as usize,
+            None => rest,
+        }
+    }
+
+    /// `(pixel bytes per row, rows)` of plane `index` where the layout is
+    /// explicit (LINEAR, or INVALID = the driver's implicit linear-like
+    /// layout with the given strides); `None` for tiled layouts.
+    fn plane_rows(&self, index: usize) -> Option<(usize, usize)> {
         let explicit =
             self.modifier().is_linear() || self.modifier() == crate::format::Modifier::INVALID;
-        match self.format().planes().and_then(|infos| infos.get(index)) {
-            Some(info) if explicit => {
-                let rows = info.height(self.height()) as u64;
-                (p.stride() as u64 * rows).min(rest as u64) as usize
-            }
-            _ => rest,
-        }
+        let info = self.format().planes()?.get(index).copied()?;
+        explicit.then(|| {
+            (
+                info.row_bytes(self.width()) as usize,
+                info.height(self.height()) as usize,
+            )
+        })
     }
 }
 
@@ -185,27 +226,31 @@ impl DmabufMap {
     }
 
     fn begin(&self, access: Access, timeout: Option<Duration>) -> Result<()> {
-        if let Some(timeout) = timeout {
+        let deadline = Deadline::after(timeout);
+        let timed_out = || Error::Timeout {
+            what: "dma-buf fences before CPU access",
+            timeout: timeout.unwrap_or(Duration::MAX),
+        };
+        if timeout.is_some() {
             let events = if access.writes() {
                 PollFlags::OUT
             } else {
                 PollFlags::IN
             };
-            let deadline = Instant::now() + timeout;
             for m in &self.maps {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ready = crate::sync::poll_ready(m.fd.as_fd(), events, Some(left))
+                let ready = crate::sync::poll_ready(m.fd.as_fd(), events, deadline.remaining())
                     .map_err(Error::os("poll(dma-buf)"))?;
                 if !ready {
-                    return Err(Error::Timeout {
-                        what: "dma-buf fences before CPU access",
-                        timeout,
-                    });
+                    return Err(timed_out());
                 }
             }
         }
         for (i, m) in self.maps.iter().enumerate() {
-            if let Err(e) = dma_buf_sync(&m.fd, access.sync_flags() | sys::DMA_BUF_SYNC_START) {
+            let start = access.sync_flags() | sys::DMA_BUF_SYNC_START;
+            if let Err(e) = dma_buf_sync_until(&m.fd, start, &deadline).map_err(|e| match e {
+                None => timed_out(),
+                Some(e) => e,
+            }) {
                 // Undo the ones already started so START/END stay paired.
                 for done in &self.maps[..i] {
                     let _ = dma_buf_sync(&done.fd, access.sync_flags() | sys::DMA_BUF_SYNC_END);
@@ -232,33 +277,143 @@ impl DmabufMap {
         self.planes.len()
     }
 
-    fn slice(&self, plane: usize) -> &[u8] {
-        let r = self.planes[plane];
-        let m = &self.maps[r.mapping];
-        // SAFETY: `start + len <= m.len` (clamped in `map`), the mapping lives
-        // as long as `self`, and the only `&mut` slices come from a
-        // WriteGuard, which holds `&mut self`.
-        unsafe { std::slice::from_raw_parts(m.ptr.as_ptr().add(r.start), r.len) }
+    fn range(&self, plane: usize) -> Result<PlaneRange> {
+        self.planes.get(plane).copied().ok_or(Error::PlaneIndex {
+            index: plane,
+            count: self.planes.len(),
+        })
     }
 
-    fn slice_mut(&mut self, plane: usize) -> &mut [u8] {
-        let r = self.planes[plane];
+    /// Pointer to byte `offset` of `plane`, after checking that `len` bytes
+    /// from there lie inside the plane.
+    fn at(&self, plane: usize, offset: usize, len: usize) -> Result<*mut u8> {
+        let r = self.range(plane)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= r.len => {}
+            _ => {
+                return Err(Error::CopyOutOfBounds {
+                    plane,
+                    offset,
+                    len,
+                    plane_len: r.len,
+                })
+            }
+        }
         let m = &self.maps[r.mapping];
-        // SAFETY: in bounds as in `slice`; the mapping is writable (checked in
-        // `begin_mut`); `&mut self` makes this the only live slice. Planes
-        // sharing a dma-buf never overlap in a valid layout.
-        unsafe { std::slice::from_raw_parts_mut(m.ptr.as_ptr().add(r.start), r.len) }
+        // SAFETY: `r.start + r.len <= m.len` (clamped in `map`) and
+        // `offset + len <= r.len`: the result stays inside the mapping.
+        Ok(unsafe { m.ptr.as_ptr().add(r.start + offset) })
+    }
+
+    /// `(pixel bytes per row, rows, stride)` of a plane with a known layout.
+    fn rows(&self, plane: usize) -> Result<(usize, usize, usize)> {
+        let r = self.range(plane)?;
+        let (row, rows) = r.rows.ok_or(Error::RowsUnknown { plane })?;
+        Ok((row, rows, r.stride))
+    }
+
+    fn copy_out(&self, plane: usize, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let src = self.at(plane, offset, dst.len())?;
+        // SAFETY: `src..src + dst.len()` lies in the live mapping (`at`);
+        // `dst` is our own exclusive memory, so the two cannot overlap. The
+        // mapping is only read through a raw pointer: a concurrent foreign
+        // writer can tear pixels, it cannot invalidate a Rust reference.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn copy_rows_out(&self, plane: usize, dst: &mut [u8], dst_stride: usize) -> Result<()> {
+        let (row, rows, stride) = self.rows(plane)?;
+        check_packed(plane, row, rows, dst.len(), dst_stride)?;
+        if stride == row && dst_stride == row {
+            return self.copy_out(plane, 0, &mut dst[..row * rows]);
+        }
+        for y in 0..rows {
+            self.copy_out(plane, y * stride, &mut dst[y * dst_stride..][..row])?;
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match self.writable {
+            true => Ok(()),
+            false => Err(Error::MapNotWritable),
+        }
+    }
+
+    fn copy_in(&mut self, plane: usize, offset: usize, src: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let dst = self.at(plane, offset, src.len())?;
+        // SAFETY: `dst..dst + src.len()` lies in the live, writable mapping
+        // (`at`, `check_writable`). `src` may be any readable memory, even
+        // a slice the caller borrowed (unsafely) from this same mapping, so
+        // `copy` (memmove semantics) is used, which allows overlap.
+        unsafe { std::ptr::copy(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
+
+    fn copy_rows_in(&mut self, plane: usize, src: &[u8], src_stride: usize) -> Result<()> {
+        let (row, rows, stride) = self.rows(plane)?;
+        check_packed(plane, row, rows, src.len(), src_stride)?;
+        if stride == row && src_stride == row {
+            return self.copy_in(plane, 0, &src[..row * rows]);
+        }
+        for y in 0..rows {
+            self.copy_in(plane, y * stride, &src[y * src_stride..][..row])?;
+        }
+        Ok(())
+    }
+
+    fn fill_plane(&mut self, plane: usize, value: u8) -> Result<()> {
+        self.check_writable()?;
+        let len = self.range(plane)?.len;
+        let dst = self.at(plane, 0, len)?;
+        // SAFETY: the whole plane lies in the live, writable mapping.
+        unsafe { std::ptr::write_bytes(dst, value, len) };
+        Ok(())
+    }
+
+    /// # Safety
+    /// See [`ReadGuard::plane_slice`].
+    unsafe fn slice(&self, plane: usize) -> Result<&[u8]> {
+        let len = self.range(plane)?.len;
+        let ptr = self.at(plane, 0, len)?;
+        // SAFETY: in bounds of the live mapping (`at`); that nothing writes
+        // the bytes while the slice lives is the caller's promise.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    /// # Safety
+    /// See [`WriteGuard::plane_slice_mut`].
+    unsafe fn slice_mut(&mut self, plane: usize) -> Result<&mut [u8]> {
+        self.check_writable()?;
+        let len = self.range(plane)?.len;
+        let ptr = self.at(plane, 0, len)?;
+        // SAFETY: in bounds of the live, writable mapping; `&mut self` keeps
+        // other slices of this map away; everything else is the caller's
+        // promise.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
     }
 }
 
-impl Drop for DmabufMap {
-    fn drop(&mut self) {
-        for m in &self.maps {
-            // SAFETY: `ptr`/`len` are exactly one mmap made in `Dmabuf::map`,
-            // unmapped only here; no slice outlives `self`.
-            let _ = unsafe { rustix::mm::munmap(m.ptr.as_ptr().cast(), m.len) };
-        }
+/// Checks a packed-rows buffer: `len` bytes at `stride` must hold `rows`
+/// rows of `row` bytes.
+fn check_packed(plane: usize, row: usize, rows: usize, len: usize, stride: usize) -> Result<()> {
+    let need = if rows == 0 {
+        0
+    } else {
+        stride.saturating_mul(rows - 1).saturating_add(row)
+    };
+    if stride < row || len < need {
+        return Err(Error::RowBuffer {
+            plane,
+            len,
+            stride,
+            need,
+            row,
+        });
     }
+    Ok(())
 }
 
 impl fmt::Debug for DmabufMap {
@@ -277,10 +432,57 @@ pub struct ReadGuard<'a> {
     map: &'a DmabufMap,
 }
 
+/// The copy-out operations both guards offer.
+macro_rules! reads {
+    () => {
+        /// Number of planes.
+        pub fn plane_count(&self) -> usize {
+            self.map.planes.len()
+        }
+
+        /// Bytes of plane `plane` the CPU sees (stride x rows for a linear
+        /// layout, up to the end of the dma-buf otherwise).
+        pub fn plane_len(&self, plane: usize) -> Result<usize> {
+            Ok(self.map.range(plane)?.len)
+        }
+
+        /// Copy `dst.len()` bytes of plane `plane`, from byte `offset` of
+        /// the plane, into `dst` ([`Error::CopyOutOfBounds`] past its end).
+        pub fn read_bytes(&self, plane: usize, offset: usize, dst: &mut [u8]) -> Result<()> {
+            self.map.copy_out(plane, offset, dst)
+        }
+
+        /// The whole of plane `plane`, as laid out (with its stride).
+        pub fn to_vec(&self, plane: usize) -> Result<Vec<u8>> {
+            let mut out = vec![0u8; self.plane_len(plane)?];
+            self.map.copy_out(plane, 0, &mut out)?;
+            Ok(out)
+        }
+
+        /// Copy the pixel rows of a linear plane into `dst`, row `y` at
+        /// `y * dst_stride` (`dst_stride` = the row's bytes for a packed
+        /// image), leaving the plane's padding behind.
+        /// [`Error::RowsUnknown`] for a tiled layout, [`Error::RowBuffer`]
+        /// when `dst` cannot hold the rows.
+        pub fn read_rows(&self, plane: usize, dst: &mut [u8], dst_stride: usize) -> Result<()> {
+            self.map.copy_rows_out(plane, dst, dst_stride)
+        }
+    };
+}
+
 impl ReadGuard<'_> {
-    /// The bytes of plane `index`.
-    pub fn plane(&self, index: usize) -> &[u8] {
-        self.map.slice(index)
+    reads!();
+
+    /// Borrow plane `plane`'s bytes directly, without a copy.
+    ///
+    /// # Safety
+    /// For as long as the slice lives, nothing may write these bytes: no
+    /// other mapping in this process (a second [`DmabufMap`] of the same
+    /// dma-buf), no device, no other process. The guard's SYNC START only
+    /// orders the users who attach fences; it does not stop anyone.
+    pub unsafe fn plane_slice(&self, plane: usize) -> Result<&[u8]> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map.slice(plane) }
     }
 
     /// End the access now, reporting an END failure (drop ignores it).
@@ -306,15 +508,34 @@ pub struct WriteGuard<'a> {
 }
 
 impl WriteGuard<'_> {
-    /// The bytes of plane `index`, for reading (meaningful with
-    /// [`DmabufMap::read_write`]).
-    pub fn plane(&self, index: usize) -> &[u8] {
-        self.map.slice(index)
+    reads!();
+
+    /// Copy `src` into plane `plane` from byte `offset` of the plane
+    /// ([`Error::CopyOutOfBounds`] past its end).
+    pub fn write_bytes(&mut self, plane: usize, offset: usize, src: &[u8]) -> Result<()> {
+        self.map.copy_in(plane, offset, src)
     }
 
-    /// The bytes of plane `index`, for writing.
-    pub fn plane_mut(&mut self, index: usize) -> &mut [u8] {
-        self.map.slice_mut(index)
+    /// Copy packed rows (row `y` at `y * src_stride` of `src`) into the
+    /// pixel rows of a linear plane, leaving its padding alone.
+    pub fn write_rows(&mut self, plane: usize, src: &[u8], src_stride: usize) -> Result<()> {
+        self.map.copy_rows_in(plane, src, src_stride)
+    }
+
+    /// Set every byte of plane `plane` (padding included) to `value`.
+    pub fn fill(&mut self, plane: usize, value: u8) -> Result<()> {
+        self.map.fill_plane(plane, value)
+    }
+
+    /// Borrow plane `plane`'s bytes for writing, without a copy.
+    ///
+    /// # Safety
+    /// For as long as the slice lives, nothing else may read or write these
+    /// bytes: no other mapping in this process (a second [`DmabufMap`] of
+    /// the same dma-buf), no device, no other process.
+    pub unsafe fn plane_slice_mut(&mut self, plane: usize) -> Result<&mut [u8]> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map.slice_mut(plane) }
     }
 
     /// The access this guard began (Write or ReadWrite).
@@ -335,18 +556,32 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
-/// `DMA_BUF_IOCTL_SYNC` with `flags`, retrying `EINTR` and `EAGAIN`.
+/// `DMA_BUF_IOCTL_SYNC` with `flags` (`EINTR` retried). `EAGAIN`, which
+/// some exporters give while busy, is retried for at most a second; use the
+/// guards of [`DmabufMap`] for a caller-chosen bound.
 pub fn dma_buf_sync(fd: impl AsFd, flags: u64) -> Result<()> {
+    dma_buf_sync_until(fd, flags, &Deadline::after(Some(Duration::from_secs(1)))).map_err(|e| {
+        e.unwrap_or(Error::Os {
+            op: "DMA_BUF_IOCTL_SYNC",
+            errno: Errno::AGAIN,
+        })
+    })
+}
+
+/// `DMA_BUF_IOCTL_SYNC` with `flags`, retrying `EAGAIN` (with a short sleep)
+/// until `deadline`; `Err(None)` when it passed.
+fn dma_buf_sync_until(fd: impl AsFd, flags: u64, deadline: &Deadline) -> Result<(), Option<Error>> {
     let mut arg = sys::dma_buf_sync { flags };
     loop {
         match sys::DMA_BUF_IOCTL_SYNC.call(fd.as_fd(), &mut arg) {
             Ok(_) => return Ok(()),
-            Err(Errno::AGAIN) => continue,
+            Err(Errno::AGAIN) if deadline.passed() => return Err(None),
+            Err(Errno::AGAIN) => std::thread::sleep(Duration::from_micros(100)),
             Err(errno) => {
-                return Err(Error::Os {
+                return Err(Some(Error::Os {
                     op: "DMA_BUF_IOCTL_SYNC",
                     errno,
-                })
+                }))
             }
         }
     }

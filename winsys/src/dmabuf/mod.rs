@@ -16,10 +16,12 @@
 //! let mut map = buf.map(Access::ReadWrite)?;
 //! {
 //!     let mut cpu = map.write(None)?;      // SYNC START (WRITE)
-//!     cpu.plane_mut(0).fill(0xff);
+//!     cpu.fill(0, 0xff)?;
 //! }                                        // SYNC END (WRITE)
 //! let cpu = map.read(None)?;               // waits for writers, SYNC START (READ)
-//! assert!(cpu.plane(0).iter().all(|&b| b == 0xff));
+//! let mut row = vec![0u8; 256 * 4];
+//! cpu.read_bytes(0, 0, &mut row)?;         // a copy: the pages are shared
+//! assert!(row.iter().all(|&b| b == 0xff));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -118,6 +120,49 @@ pub enum Error {
     ReadOnlyFd {
         /// The plane index.
         plane: usize,
+    },
+    /// A plane index past the image's planes.
+    #[error("plane {index} does not exist: the image has {count} plane(s)")]
+    PlaneIndex {
+        /// The index asked for.
+        index: usize,
+        /// Planes the image has.
+        count: usize,
+    },
+    /// A CPU copy reaching outside its plane.
+    #[error(
+        "plane {plane}: {len} bytes at offset {offset} reach past the plane's {plane_len} bytes"
+    )]
+    CopyOutOfBounds {
+        /// The plane index.
+        plane: usize,
+        /// The offset in the plane.
+        offset: usize,
+        /// Bytes to copy.
+        len: usize,
+        /// The plane's bytes.
+        plane_len: usize,
+    },
+    /// Row-wise copy of a plane whose layout is not linear.
+    #[error("plane {plane}: rows are not addressable in a tiled layout; copy bytes instead")]
+    RowsUnknown {
+        /// The plane index.
+        plane: usize,
+    },
+    /// A row buffer too small for the plane's rows (or a stride shorter
+    /// than a row).
+    #[error("plane {plane}: a buffer of {len} bytes at stride {stride} cannot hold the rows ({need} bytes needed, {row} per row)")]
+    RowBuffer {
+        /// The plane index.
+        plane: usize,
+        /// The buffer's bytes.
+        len: usize,
+        /// Its stride.
+        stride: usize,
+        /// Bytes it needs.
+        need: usize,
+        /// Bytes of one row.
+        row: usize,
     },
     /// Write access asked of a map made with [`Access::Read`].
     #[error("write access through a mapping made for Access::Read")]

@@ -23,7 +23,7 @@ mod sync_file;
 mod syncobj;
 
 pub use sync_file::{FenceInfo, FenceStatus, SyncFile, SyncFileInfo};
-pub use syncobj::{Syncobj, WaitFor};
+pub use syncobj::{Syncobj, SyncobjHandle, WaitFor};
 
 /// Errors of the sync module: sync_files and syncobjs.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,38 @@ impl Error {
 /// Result of the sync module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// When a wait must give up: `timeout` from now, or never.
+///
+/// A timeout too large to add to the clock (`Duration::MAX`, say) means
+/// "no limit", exactly like `None`; nothing here panics or wraps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now (`None`, or one past the clock's range: never).
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Time left (`None`: no limit).
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn passed(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+}
+
+/// A poll(2)/ppoll timeout for `d` (saturating; `None`: no limit).
+pub(crate) fn timespec(d: Option<Duration>) -> Option<rustix::time::Timespec> {
+    d.map(|r| rustix::time::Timespec {
+        tv_sec: i64::try_from(r.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: r.subsec_nanos() as _,
+    })
+}
+
 /// Poll one fd for `events` until ready or `timeout` (`None`: forever).
 ///
 /// Returns `Ok(true)` when ready, `Ok(false)` on timeout. `EINTR` restarts
@@ -97,13 +129,9 @@ pub(crate) fn poll_ready(
     events: PollFlags,
     timeout: Option<Duration>,
 ) -> Result<bool, Errno> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::after(timeout);
     loop {
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let ts = remaining.map(|r| rustix::time::Timespec {
-            tv_sec: r.as_secs() as i64,
-            tv_nsec: r.subsec_nanos() as _,
-        });
+        let ts = timespec(deadline.remaining());
         let mut fds = [PollFd::new(&fd, events)];
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) => return Ok(false),
@@ -126,4 +154,29 @@ pub(crate) fn monotonic_ns_after(after: Duration) -> i64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let now_ns = now.tv_sec as i128 * 1_000_000_000 + now.tv_nsec as i128;
     (now_ns + after.as_nanos() as i128).min(i64::MAX as i128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_no_limit() {
+        assert_eq!(Deadline::after(Some(Duration::MAX)).remaining(), None);
+        assert_eq!(Deadline::after(None).remaining(), None);
+        assert!(!Deadline::after(Some(Duration::MAX)).passed());
+        assert!(Deadline::after(Some(Duration::ZERO)).passed());
+        let ts = timespec(Some(Duration::MAX)).unwrap();
+        assert_eq!(ts.tv_sec, i64::MAX);
+        assert!(ts.tv_nsec < 1_000_000_000);
+        assert_eq!(monotonic_ns_after(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn poll_with_duration_max_returns_when_ready() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(poll_ready(&r, PollFlags::IN, Some(Duration::MAX)).unwrap());
+        assert!(!poll_ready(&w, PollFlags::IN, Some(Duration::ZERO)).unwrap());
+    }
 }

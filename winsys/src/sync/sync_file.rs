@@ -94,7 +94,7 @@ impl SyncFile {
             true => Ok(()),
             false => Err(Error::Timeout {
                 what: "sync_file",
-                timeout: timeout.unwrap_or_default(),
+                timeout: timeout.unwrap_or(Duration::MAX),
             }),
         }
     }

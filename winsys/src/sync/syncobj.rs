@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::event::EventfdFlags;
@@ -36,6 +36,18 @@ impl WaitFor {
     }
 }
 
+/// A syncobj handle: a number valid only on the DRM fd that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct SyncobjHandle(u32);
+
+impl SyncobjHandle {
+    /// The raw handle number.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+}
+
 /// A DRM sync object on one device (kernel docs: `drm_syncobj.c`).
 ///
 /// A binary syncobj holds one fence (use point 0); a timeline syncobj holds
@@ -49,7 +61,7 @@ impl WaitFor {
 /// use winsys::sync::{Syncobj, WaitFor};
 ///
 /// let dev = Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render)?);
-/// let timeline = Syncobj::create(&dev, false)?;
+/// let timeline = Syncobj::new(&dev)?;
 /// timeline.signal(1)?;                       // CPU-signal point 1
 /// let fence = timeline.export_sync_file(1)?; // point 1 -> sync_file
 /// timeline.import_sync_file(2, &fence)?;     // sync_file -> point 2
@@ -60,27 +72,49 @@ impl WaitFor {
 pub struct Syncobj {
     dev: Arc<DrmDevice>,
     handle: u32,
+    /// A binary syncobj reused by every point <-> sync_file conversion
+    /// (made on first use, destroyed with `self`), so the steady state
+    /// creates nothing per frame.
+    scratch: Mutex<Option<Box<Syncobj>>>,
 }
 
 impl Syncobj {
-    /// Create a syncobj, already signaled or not (`DRM_IOCTL_SYNCOBJ_CREATE`).
+    /// A new syncobj without a fence (`DRM_IOCTL_SYNCOBJ_CREATE`): a
+    /// timeline with no point signaled, or an unsignaled binary syncobj.
     /// [`Error::Unsupported`] when the driver has no syncobjs.
-    pub fn create(dev: &Arc<DrmDevice>, signaled: bool) -> Result<Self> {
-        let mut arg = sys::drm_syncobj_create {
-            handle: 0,
-            flags: if signaled {
-                sys::DRM_SYNCOBJ_CREATE_SIGNALED
-            } else {
-                0
-            },
-        };
+    pub fn new(dev: &Arc<DrmDevice>) -> Result<Self> {
+        Self::create_flags(dev, 0)
+    }
+
+    /// A new syncobj holding an already signaled fence
+    /// (`DRM_SYNCOBJ_CREATE_SIGNALED`).
+    pub fn new_signaled(dev: &Arc<DrmDevice>) -> Result<Self> {
+        Self::create_flags(dev, sys::DRM_SYNCOBJ_CREATE_SIGNALED)
+    }
+
+    fn create_flags(dev: &Arc<DrmDevice>, flags: u32) -> Result<Self> {
+        let mut arg = sys::drm_syncobj_create { handle: 0, flags };
         sys::DRM_IOCTL_SYNCOBJ_CREATE
             .call(dev.as_fd(), &mut arg)
             .map_err(|errno| unsupported_or("DRM_IOCTL_SYNCOBJ_CREATE", errno))?;
-        Ok(Syncobj {
+        Ok(Self::adopt(dev, arg.handle))
+    }
+
+    fn adopt(dev: &Arc<DrmDevice>, handle: u32) -> Self {
+        Syncobj {
             dev: dev.clone(),
-            handle: arg.handle,
-        })
+            handle,
+            scratch: Mutex::new(None),
+        }
+    }
+
+    /// Run `f` with this syncobj's reusable binary scratch syncobj.
+    fn with_scratch<T>(&self, f: impl FnOnce(&Syncobj) -> Result<T>) -> Result<T> {
+        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(Box::new(Syncobj::new(&self.dev)?));
+        }
+        f(slot.as_deref().expect("just filled"))
     }
 
     /// Import a syncobj fd (from [`Syncobj::export`], possibly from another
@@ -93,10 +127,7 @@ impl Syncobj {
         sys::DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE
             .call(dev.as_fd(), &mut arg)
             .map_err(|errno| unsupported_or("DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE", errno))?;
-        Ok(Syncobj {
-            dev: dev.clone(),
-            handle: arg.handle,
-        })
+        Ok(Self::adopt(dev, arg.handle))
     }
 
     /// An fd for the whole syncobj, to share it with another process or
@@ -111,9 +142,9 @@ impl Syncobj {
         Ok(owned_from_kernel(arg.fd))
     }
 
-    /// The raw handle, valid on [`Syncobj::device`] only.
-    pub fn handle(&self) -> u32 {
-        self.handle
+    /// The handle, valid on [`Syncobj::device`]'s fd only.
+    pub fn handle(&self) -> SyncobjHandle {
+        SyncobjHandle(self.handle)
     }
 
     /// The device the handle lives on.
@@ -123,16 +154,17 @@ impl Syncobj {
 
     /// Put `fence`'s fences at `point` (0: replace a binary syncobj's fence).
     ///
-    /// Timeline points go through a temporary binary syncobj and
-    /// `DRM_IOCTL_SYNCOBJ_TRANSFER` (6.12 has no point in FD_TO_HANDLE).
-    /// Points must be added in increasing order.
+    /// Timeline points go through a binary scratch syncobj (made once per
+    /// `Syncobj`, then reused) and `DRM_IOCTL_SYNCOBJ_TRANSFER` (6.12 has
+    /// no point in FD_TO_HANDLE). Points must be added in increasing order.
     pub fn import_sync_file(&self, point: u64, fence: &SyncFile) -> Result<()> {
         if point == 0 {
             return self.import_sync_file_binary(fence);
         }
-        let tmp = Syncobj::create(&self.dev, false)?;
-        tmp.import_sync_file_binary(fence)?;
-        tmp.transfer(0, self, point)
+        self.with_scratch(|tmp| {
+            tmp.import_sync_file_binary(fence)?;
+            tmp.transfer(0, self, point)
+        })
     }
 
     fn import_sync_file_binary(&self, fence: &SyncFile) -> Result<()> {
@@ -157,12 +189,13 @@ impl Syncobj {
         if point == 0 {
             return self.export_sync_file_binary(0);
         }
-        let tmp = Syncobj::create(&self.dev, false)?;
-        self.transfer(point, &tmp, 0).map_err(|e| match e.errno() {
-            Some(Errno::INVAL) => Error::PointNotSubmitted { point },
-            _ => e,
-        })?;
-        tmp.export_sync_file_binary(point)
+        self.with_scratch(|tmp| {
+            self.transfer(point, tmp, 0).map_err(|e| match e.errno() {
+                Some(Errno::INVAL) => Error::PointNotSubmitted { point },
+                _ => e,
+            })?;
+            tmp.export_sync_file_binary(point)
+        })
     }
 
     fn export_sync_file_binary(&self, point: u64) -> Result<SyncFile> {
@@ -231,7 +264,7 @@ impl Syncobj {
             Ok(_) => Ok(()),
             Err(Errno::TIME) => Err(Error::Timeout {
                 what: "syncobj timeline point",
-                timeout: timeout.unwrap_or_default(),
+                timeout: timeout.unwrap_or(Duration::MAX),
             }),
             Err(Errno::INVAL) if what == WaitFor::Signaled => {
                 Err(Error::PointNotSubmitted { point })

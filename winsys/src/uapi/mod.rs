@@ -5,6 +5,12 @@
 //! ([`Ioctl`]) that binds its opcode to the one argument type the kernel
 //! expects, so call sites cannot pass the wrong struct.
 //!
+//! The structs and constants are public (plain data); issuing an ioctl from
+//! outside the crate is `unsafe` ([`Ioctl::call_unchecked`]), because the
+//! structs carry raw fds, GEM and syncobj handles and array counts that the
+//! kernel trusts: closing a handle another owner still uses, or a count
+//! larger than an array, is exactly what the safe API exists to prevent.
+//!
 //! The definitions follow Linux 6.12's headers:
 //! `include/uapi/linux/{dma-buf,sync_file,udmabuf,dma-heap}.h` and
 //! `include/uapi/drm/{drm,drm_mode,vgem_drm}.h`.
@@ -48,9 +54,28 @@ impl<const OP: Opcode, T> Ioctl<OP, T> {
 
     /// Issue the ioctl on `fd`, retrying on `EINTR`. Returns the ioctl's
     /// non-negative return value (a new fd number for some ioctls).
-    pub fn call(&self, fd: impl AsFd, arg: &mut T) -> Result<c_int, Errno> {
+    ///
+    /// Crate-private: every caller inside winsys passes fds and handles it
+    /// owns (the invariant of the type that issues the call).
+    pub(crate) fn call(&self, fd: impl AsFd, arg: &mut T) -> Result<c_int, Errno> {
         // SAFETY: the constructor's contract says OP takes exactly a `*mut T`
-        // and reads/writes only that struct, which `arg` provides.
+        // and reads/writes only that struct, which `arg` provides; the
+        // handles in it belong to the calling winsys object.
+        unsafe { raw_call::<OP, T>(fd, arg) }
+    }
+
+    /// Issue the ioctl on `fd` from outside winsys (tests, benchmarks,
+    /// tools comparing against the raw kernel interface), retrying `EINTR`.
+    ///
+    /// # Safety
+    /// Every fd, GEM handle and syncobj handle inside `arg` must be one the
+    /// caller owns, or whose owner expects this operation on it (e.g. no
+    /// `GEM_CLOSE` of a handle a live winsys buffer holds), and any fd the
+    /// kernel returns must be adopted exactly once. The kernel's own
+    /// checks then keep the process's memory safe.
+    pub unsafe fn call_unchecked(&self, fd: impl AsFd, arg: &mut T) -> Result<c_int, Errno> {
+        // SAFETY: OP takes exactly a `*mut T` (constructor contract); the
+        // handles are the caller's responsibility (this function's contract).
         unsafe { raw_call::<OP, T>(fd, arg) }
     }
 }
