@@ -4,7 +4,7 @@
 //! print `SKIP` and return on a workstation, but when `WINSYS_REQUIRE_DEVICES=1`
 //! (set by `cargo xtask test` inside the VM) a missing device fails the test.
 
-#![allow(dead_code, unused_macros)]
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use crate::libtest::evaluate;
+use crate::kernels::Feature;
+use crate::libtest::{evaluate, Verdict};
 use crate::plan::{BinaryResult, Device, Plan, Results};
 use crate::step;
 use crate::util::{err, fmt_duration, run_streaming, write_atomic, Result, StreamOpts};
@@ -52,7 +53,7 @@ pub fn run(plan_path: &Path) -> Result<ExitCode> {
     let t = Instant::now();
     let (devices, missing) = loop {
         let devices = scan_devices();
-        let missing = missing_required(&devices);
+        let missing = missing_required(&devices, &plan.lacks);
         if missing.is_empty() || t.elapsed() > DEVICE_WAIT {
             break (devices, missing);
         }
@@ -67,6 +68,10 @@ pub fn run(plan_path: &Path) -> Result<ExitCode> {
             step!("  MISSING: {m}");
             setup_problems.push(format!("missing device: {m}"));
         }
+    }
+    for p in present_but_declared_lacking(&devices, &plan.lacks) {
+        step!("  DECLARED ABSENT BUT PRESENT: {p}");
+        setup_problems.push(format!("declared absent on this kernel, but present: {p}"));
     }
     results.devices = devices;
     results.device_problems = setup_problems;
@@ -109,7 +114,7 @@ pub fn run(plan_path: &Path) -> Result<ExitCode> {
         let (end, verdict, duration) = match done {
             Ok(done) => {
                 let end = done.describe_end(Some(timeout));
-                let v = evaluate(
+                let mut v = evaluate(
                     bin.kind,
                     &done.output,
                     done.success(),
@@ -117,6 +122,7 @@ pub fn run(plan_path: &Path) -> Result<ExitCode> {
                     &end,
                     true,
                 );
+                check_filtered(&mut v, bin.expect_filtered);
                 (end, v, done.duration)
             }
             Err(e) => {
@@ -372,9 +378,41 @@ fn scan_devices() -> Vec<Device> {
     out
 }
 
+/// Each declared test left out must have existed: libtest's "filtered
+/// out" count equals the number of `--skip`s.
+pub fn check_filtered(v: &mut Verdict, expect: Option<u64>) {
+    if let Some(n) = expect {
+        if v.filtered_out != n {
+            v.problems.push(format!(
+                "{n} declared test(s) to leave out, but libtest filtered out {}: \
+                 a name in xtask/src/kernels.rs is stale",
+                v.filtered_out
+            ));
+            v.failed += 1;
+            v.ok = false;
+        }
+    }
+}
+
+/// The device node each lackable feature shows as.
+const FEATURE_NODES: &[(Feature, &str)] = &[
+    (Feature::Udmabuf, "/dev/udmabuf"),
+    (Feature::DmaHeap, "/dev/dma_heap/system"),
+];
+
+/// Device nodes present although the kernel is declared to lack them.
+pub fn present_but_declared_lacking(devices: &[Device], lacks: &[Feature]) -> Vec<String> {
+    FEATURE_NODES
+        .iter()
+        .filter(|(f, node)| lacks.contains(f) && devices.iter().any(|d| d.node == *node))
+        .map(|(_, node)| node.to_string())
+        .collect()
+}
+
 /// The required devices missing from `devices`: a vgem card node, a
-/// virtio_gpu card node, /dev/udmabuf, /dev/dma_heap/system.
-pub fn missing_required(devices: &[Device]) -> Vec<String> {
+/// virtio_gpu card node, /dev/udmabuf, /dev/dma_heap/system (the last two
+/// unless the kernel is declared to lack them).
+pub fn missing_required(devices: &[Device], lacks: &[Feature]) -> Vec<String> {
     let mut missing = Vec::new();
     for drv in ["vgem", "virtio_gpu"] {
         if !devices
@@ -384,8 +422,8 @@ pub fn missing_required(devices: &[Device]) -> Vec<String> {
             missing.push(format!("a {drv} DRM card node (/dev/dri/card*)"));
         }
     }
-    for node in ["/dev/udmabuf", "/dev/dma_heap/system"] {
-        if !devices.iter().any(|d| d.node == node) {
+    for (feature, node) in FEATURE_NODES {
+        if !lacks.contains(feature) && !devices.iter().any(|d| d.node == *node) {
             missing.push(node.to_string());
         }
     }
@@ -413,11 +451,47 @@ mod tests {
             dev("/dev/udmabuf", "udmabuf"),
             dev("/dev/dma_heap/system", "dma-heap"),
         ];
-        assert!(missing_required(&all).is_empty());
+        assert!(missing_required(&all, &[]).is_empty());
         let only_render = vec![dev("/dev/dri/renderD129", "vgem")];
-        let m = missing_required(&only_render);
+        let m = missing_required(&only_render, &[]);
         assert_eq!(m.len(), 4, "{m:?}");
         assert!(m[0].contains("vgem"));
+    }
+
+    #[test]
+    fn declared_lacks_drop_requirements_and_are_checked() {
+        let lacks = [Feature::Udmabuf, Feature::DmaHeap];
+        let old = vec![
+            dev("/dev/dri/card0", "virtio_gpu"),
+            dev("/dev/dri/card1", "vgem"),
+        ];
+        assert!(missing_required(&old, &lacks).is_empty());
+        assert_eq!(missing_required(&old, &[]).len(), 2);
+        assert!(present_but_declared_lacking(&old, &lacks).is_empty());
+        let mut new = old.clone();
+        new.push(dev("/dev/udmabuf", "udmabuf"));
+        assert_eq!(
+            present_but_declared_lacking(&new, &lacks),
+            vec!["/dev/udmabuf".to_string()]
+        );
+    }
+
+    #[test]
+    fn stale_skip_declarations_fail() {
+        let out = "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 0.01s\n";
+        let mut v = crate::libtest::evaluate(
+            crate::libtest::Kind::Test,
+            out,
+            true,
+            false,
+            "exit status 0",
+            true,
+        );
+        check_filtered(&mut v, Some(1));
+        assert!(v.ok);
+        check_filtered(&mut v, Some(2));
+        assert!(!v.ok);
+        assert_eq!(v.failed, 1);
     }
 
     #[test]

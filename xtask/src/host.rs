@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::accel::{self, Accel};
 use crate::cargo::{self, Built, HostRun, Want, Workspace};
+use crate::kernels;
+use crate::oldkernel::{self, OldKernel};
 use crate::plan::{Binary, Plan, Results};
 use crate::setup::{self, GuestRoot, Venv};
 use crate::util::{err, fmt_duration, run_streaming, shell_quote, Result, StreamOpts};
@@ -28,6 +30,8 @@ pub struct Opts {
     pub cpus: usize,
     /// Show kernel messages on the console.
     pub verbose: bool,
+    /// `vm`: boot the old (pre-6.0) kernel.
+    pub old_kernel: bool,
 }
 
 impl Default for Opts {
@@ -39,6 +43,7 @@ impl Default for Opts {
             memory: "4G".into(),
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
             verbose: false,
+            old_kernel: false,
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct Testbed {
     pub root: GuestRoot,
     /// KVM or TCG.
     pub accel: Accel,
+    /// The second, pre-6.0 kernel in the same root.
+    pub old: OldKernel,
 }
 
 /// Installs / checks everything (host packages, venv, guest root, KVM probe).
@@ -63,9 +70,15 @@ pub fn ensure_testbed(opts: &Opts) -> Result<Testbed> {
     setup::ensure_host_packages()?;
     let venv = setup::ensure_venv(&cache)?;
     let root = setup::ensure_guest_root(&cache)?;
+    let old = oldkernel::ensure_old_kernel(&cache, &root)?;
     let accel = accel::decide(opts.accel, &cache, &venv, &root)?;
     step!("setup done in {}", fmt_duration(t.elapsed()));
-    Ok(Testbed { venv, root, accel })
+    Ok(Testbed {
+        venv,
+        root,
+        accel,
+        old,
+    })
 }
 
 /// `cargo xtask setup`.
@@ -251,6 +264,7 @@ struct GuestRun {
 /// Writes the plan, boots the VM, runs the guest runner, reads the results.
 fn boot_and_run(
     tb: &Testbed,
+    root: &GuestRoot,
     ws: &Workspace,
     opts: &Opts,
     mut plan: Plan,
@@ -274,6 +288,7 @@ fn boot_and_run(
 
     let vm = vm_for(
         tb,
+        root,
         ws,
         opts,
         Some(format!(
@@ -290,7 +305,7 @@ fn boot_and_run(
         tb.accel.name(),
         opts.cpus,
         opts.memory,
-        tb.root.kernel_release,
+        root.kernel_release,
         plan.binaries.len(),
         fmt_duration(opts.vm_timeout),
         log.display()
@@ -380,6 +395,7 @@ fn plan_for(
         log_dir: vm_dir.join("logs"),
         timeout_s: opts.test_timeout.as_secs(),
         require_devices: true,
+        lacks: Vec::new(),
         env,
         binaries: built
             .iter()
@@ -388,14 +404,52 @@ fn plan_for(
                 kind: b.kind,
                 path: b.path.clone(),
                 args: args.iter().map(|s| s.to_string()).collect(),
+                expect_filtered: None,
             })
             .collect(),
     }
 }
 
-/// `target/winsys-vm/`, with an empty `logs/` in it.
-fn fresh_vm_dir(ws: &Workspace) -> Result<PathBuf> {
-    let vm_dir = ws.target_dir.join("winsys-vm");
+/// The plan for the old kernel: the binaries that need nothing it lacks,
+/// each with the `--skip`s its declared tests need, named `NAME @ RELEASE`.
+fn old_kernel_plan(
+    ws: &Workspace,
+    opts: &Opts,
+    vm_dir: &Path,
+    built: &[Built],
+    mut env: Vec<(String, String)>,
+    release: &str,
+) -> Plan {
+    let lacks = kernels::OLD_KERNEL_LACKS;
+    env.push((
+        kernels::LACKS_ENV.to_string(),
+        kernels::names(lacks).replace(", ", ","),
+    ));
+    let mut plan = plan_for(ws, opts, vm_dir, &[], &[], env);
+    plan.lacks = lacks.to_vec();
+    for b in built {
+        let (args, expect_filtered) = match kernels::select(&b.name, lacks) {
+            kernels::Selection::None(_) => continue,
+            kernels::Selection::All => (Vec::new(), None),
+            kernels::Selection::Skip(skips) => {
+                (kernels::skip_args(&skips), Some(skips.len() as u64))
+            }
+        };
+        plan.binaries.push(Binary {
+            name: format!("{} @ {release}", b.name),
+            kind: b.kind,
+            path: b.path.clone(),
+            args,
+            expect_filtered,
+        });
+    }
+    plan
+}
+
+/// `target/NAME/` (`winsys-vm`, `winsys-vm-5.10`), with an empty `logs/`
+/// in it.
+fn fresh_vm_dir(ws: &Workspace, name: &str) -> Result<PathBuf> {
+    let vm_dir = ws.target_dir.join(name);
     let logs = vm_dir.join("logs");
     if logs.exists() {
         fs::remove_dir_all(&logs)?;
@@ -450,9 +504,9 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
         Want::Examples,
     );
     let mut results = None;
+    let mut old_results = None;
     match (tests, examples) {
         (Ok(tests), Ok(examples)) => {
-            let vm_dir = fresh_vm_dir(&ws)?;
             let built: Vec<Built> = tests.into_iter().chain(examples).collect();
             let env = vec![
                 ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
@@ -460,10 +514,33 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
                 ("RUST_TEST_NOCAPTURE".to_string(), "1".to_string()),
                 ("RUST_BACKTRACE".to_string(), "1".to_string()),
             ];
-            let plan = plan_for(&ws, opts, &vm_dir, &built, &[], env);
-            let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
+            // Every test on the current kernel, which lacks nothing.
+            let vm_dir = fresh_vm_dir(&ws, "winsys-vm")?;
+            let mut new_env = env.clone();
+            new_env.push((kernels::LACKS_ENV.to_string(), String::new()));
+            let plan = plan_for(&ws, opts, &vm_dir, &built, &[], new_env);
+            let run = boot_and_run(&tb, &tb.root, &ws, opts, plan.clone(), &vm_dir)?;
             report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
             results = run.results;
+            // Everything that does not need what 5.10 lacks, on 5.10.
+            let old_root = tb.old.root(&tb.root);
+            let vm_dir = fresh_vm_dir(&ws, "winsys-vm-old")?;
+            let plan = old_kernel_plan(&ws, opts, &vm_dir, &built, env, &tb.old.release);
+            for b in &built {
+                if let kernels::Selection::None(lacking) =
+                    kernels::select(&b.name, kernels::OLD_KERNEL_LACKS)
+                {
+                    step!(
+                        "{} {}: not run (declared to need {})",
+                        tb.old.release,
+                        b.name,
+                        kernels::names(&lacking)
+                    );
+                }
+            }
+            let run = boot_and_run(&tb, &old_root, &ws, opts, plan.clone(), &vm_dir)?;
+            report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
+            old_results = run.results;
         }
         (t, e) => {
             for r in [t, e] {
@@ -476,6 +553,7 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
 
     step!("==== summary ====");
     print_devices(results.as_ref());
+    print_devices(old_results.as_ref());
     report.print();
     step!("total time {}", fmt_duration(t0.elapsed()));
     println!(
@@ -509,14 +587,14 @@ fn run_built_in_vm(
     if built.is_empty() {
         bail!("nothing to run for {what}: the build produced no executables");
     }
-    let vm_dir = fresh_vm_dir(&ws)?;
+    let vm_dir = fresh_vm_dir(&ws, "winsys-vm")?;
     let mut env = vec![
         ("WINSYS_REQUIRE_DEVICES".to_string(), "1".to_string()),
         ("RUST_BACKTRACE".to_string(), "1".to_string()),
     ];
     env.extend(extra_env);
     let plan = plan_for(&ws, opts, &vm_dir, &built, args, env);
-    let run = boot_and_run(&tb, &ws, opts, plan.clone(), &vm_dir)?;
+    let run = boot_and_run(&tb, &tb.root, &ws, opts, plan.clone(), &vm_dir)?;
     let mut report = Report::default();
     report.add_guest(&plan, run.results.as_ref(), run.vm_problem);
     step!("==== summary ====");
@@ -590,10 +668,16 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
 }
 
 /// The project's VM on the test bed `tb`, running `exec` (None: a shell).
-fn vm_for<'a>(tb: &'a Testbed, ws: &Workspace, opts: &Opts, exec: Option<String>) -> Vm<'a> {
+fn vm_for<'a>(
+    tb: &'a Testbed,
+    root: &'a GuestRoot,
+    ws: &Workspace,
+    opts: &Opts,
+    exec: Option<String>,
+) -> Vm<'a> {
     Vm {
         venv: &tb.venv,
-        root: &tb.root,
+        root,
         accel: tb.accel,
         memory: opts.memory.clone(),
         cpus: opts.cpus,
@@ -623,7 +707,9 @@ XDG_RUNTIME_DIR=/run/winsys/runtime WINSYS_REQUIRE_DEVICES=1";
             cmd.join(" ")
         ))
     };
-    let vm = vm_for(&tb, &ws, opts, exec);
+    let old_root = tb.old.root(&tb.root);
+    let root = if opts.old_kernel { &old_root } else { &tb.root };
+    let vm = vm_for(&tb, root, &ws, opts, exec);
     vm.prepare()?;
     step!("booting VM ({})", tb.accel.name());
     let status = vm
@@ -651,6 +737,7 @@ mod tests {
             log_dir: "/w/target/winsys-vm/logs".into(),
             timeout_s: 600,
             require_devices: true,
+            lacks: vec![],
             env: vec![],
             binaries: names
                 .iter()
@@ -659,6 +746,7 @@ mod tests {
                     kind: Kind::Test,
                     path: "/x".into(),
                     args: vec![],
+                    expect_filtered: None,
                 })
                 .collect(),
         }

@@ -122,6 +122,9 @@ pub struct Verdict {
     pub failed: u64,
     /// Sum of the libtest ignored counts.
     pub ignored: u64,
+    /// Sum of the libtest "filtered out" counts.
+    #[serde(default)]
+    pub filtered_out: u64,
     /// The libtest summary lines, verbatim.
     pub summaries: Vec<String>,
     /// Names of failed tests (from `test NAME ... FAILED` lines).
@@ -179,6 +182,7 @@ pub fn evaluate(
             let failed: u64 = sums.iter().map(|s| s.failed).sum();
             let ignored: u64 = sums.iter().map(|s| s.ignored).sum();
             v.ignored = ignored;
+            v.filtered_out = sums.iter().map(|s| s.filtered_out).sum();
             v.passed = passed.saturating_sub(skips);
             v.failed = failed + skips.min(passed);
             if strict {

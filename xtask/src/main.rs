@@ -10,7 +10,9 @@ mod apt;
 mod cargo;
 mod guest;
 mod host;
+mod kernels;
 mod libtest;
+mod oldkernel;
 mod plan;
 mod setup;
 mod util;
@@ -49,6 +51,7 @@ options (test, demo, bench, vm, setup):
   --memory SIZE         guest memory (default 4G)
   --cpus N              guest CPUs (default: host CPUs)
   --verbose             show guest kernel messages
+  --old-kernel          (vm) boot the old 5.10 guest kernel instead of 6.12
 
 environment:
   XDG_CACHE_HOME / HOME   cache directory: $XDG_CACHE_HOME/winsys or ~/.cache/winsys
@@ -110,6 +113,7 @@ fn parse_opts(args: &[String], opts: &mut Opts) -> Result<Vec<String>> {
                     .map_err(|_| err(format!("--cpus: bad number {v:?}")))?;
             }
             "--verbose" | "-v" => opts.verbose = true,
+            "--old-kernel" => opts.old_kernel = true,
             "--" => return Ok(it.cloned().collect()),
             other => return Err(err(format!("unknown option {other:?}\n\n{USAGE}"))),
         }

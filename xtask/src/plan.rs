@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::Feature;
 use crate::libtest::{Kind, Verdict};
 
 /// What the guest runner is asked to do.
@@ -23,6 +24,10 @@ pub struct Plan {
     pub timeout_s: u64,
     /// Devices that must be present (a missing one is a failure).
     pub require_devices: bool,
+    /// What the kernel is declared to lack: its devices are not required,
+    /// and one that is present anyway is a failure (a stale declaration).
+    #[serde(default)]
+    pub lacks: Vec<Feature>,
     /// Extra environment for every binary.
     pub env: Vec<(String, String)>,
     /// The binaries, in order.
@@ -38,8 +43,13 @@ pub struct Binary {
     pub kind: Kind,
     /// The executable.
     pub path: PathBuf,
-    /// Arguments (none for tests and examples, `--bench` for benches).
+    /// Arguments (none for tests and examples, `--bench` for benches,
+    /// `--exact --skip NAME...` for tests left out on an old kernel).
     pub args: Vec<String>,
+    /// The libtest "filtered out" count the skips must give (each declared
+    /// test name must exist).
+    #[serde(default)]
+    pub expect_filtered: Option<u64>,
 }
 
 /// A device node the guest found.

@@ -191,6 +191,12 @@ fn host_needs() -> Vec<HostNeed> {
             backports: false,
         },
         HostNeed {
+            package: "curl",
+            why: "downloads the old (5.10) guest kernel",
+            present: have_command("curl"),
+            backports: false,
+        },
+        HostNeed {
             package: "libgbm-dev",
             why: "the winsys crate's gbm feature links libgbm",
             present: gbm_dev_present(),

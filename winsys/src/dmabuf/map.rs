@@ -50,6 +50,7 @@ use crate::uapi::dma_buf as sys;
 /// through [`Dmabuf::map`] unmaps what was already mapped).
 struct Mapped {
     fd: Arc<OwnedFd>,
+    id: super::DmabufId,
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -112,7 +113,7 @@ impl Dmabuf {
         let mut maps: Vec<Mapped> = Vec::new();
         let mut planes = Vec::with_capacity(self.planes().len());
         for (index, p) in self.planes().iter().enumerate() {
-            let mapping = match maps.iter().position(|m| Arc::ptr_eq(&m.fd, p.shared_fd())) {
+            let mapping = match maps.iter().position(|m| m.id == p.id()) {
                 Some(i) => i,
                 None => {
                     let len = usize::try_from(p.buffer_size()).map_err(|_| Error::Os {
@@ -146,6 +147,7 @@ impl Dmabuf {
                     })?;
                     maps.push(Mapped {
                         fd: p.shared_fd().clone(),
+                        id: p.id(),
                         ptr,
                         len,
                     });
@@ -275,6 +277,12 @@ impl DmabufMap {
     /// Number of planes.
     pub fn plane_count(&self) -> usize {
         self.planes.len()
+    }
+
+    /// Number of mmaps: one per distinct dma-buf ([`super::DmabufId`]),
+    /// however many planes or fds share it.
+    pub fn mapping_count(&self) -> usize {
+        self.maps.len()
     }
 
     fn range(&self, plane: usize) -> Result<PlaneRange> {

@@ -246,10 +246,44 @@ impl Access {
     }
 }
 
+/// Which dma-buf an fd refers to: its inode on the dma-buf pseudo file
+/// system (`fstat`). Two fds of one dma-buf — a `dup`, or the fds a
+/// Wayland client sends once per plane — have the same id; two different
+/// dma-bufs never do while both exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DmabufId {
+    dev: u64,
+    ino: u64,
+}
+
+impl DmabufId {
+    /// The id of the dma-buf behind `fd` ([`Error::NotDmabuf`] for any
+    /// other kind of fd).
+    pub fn of(fd: impl AsFd) -> Result<Self> {
+        let fd = fd.as_fd();
+        check_dmabuf(fd).map_err(|e| e.for_plane(0))?;
+        inode_id(fd).map_err(|e| e.for_plane(0))
+    }
+
+    /// The inode number (as `/proc/<pid>/fdinfo` shows as `ino:`).
+    pub fn inode(&self) -> u64 {
+        self.ino
+    }
+}
+
+fn inode_id(fd: BorrowedFd<'_>) -> Result<DmabufId, FdCheck> {
+    let st = rustix::fs::fstat(fd).map_err(|e| FdCheck::Os("fstat(dma-buf)", e))?;
+    Ok(DmabufId {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    })
+}
+
 /// One plane: where its pixels are inside which dma-buf.
 #[derive(Clone)]
 pub struct Plane {
     fd: Arc<OwnedFd>,
+    id: DmabufId,
     offset: u32,
     stride: u32,
     buffer_size: u64,
@@ -264,6 +298,11 @@ impl Plane {
     /// The shared owner of the fd.
     pub fn shared_fd(&self) -> &Arc<OwnedFd> {
         &self.fd
+    }
+
+    /// Which dma-buf holds the plane, whatever fd names it.
+    pub fn id(&self) -> DmabufId {
+        self.id
     }
 
     /// Byte offset of the plane's first row in the dma-buf.
@@ -286,6 +325,7 @@ impl fmt::Debug for Plane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plane")
             .field("fd", &self.fd.as_raw_fd())
+            .field("inode", &self.id.ino)
             .field("offset", &self.offset)
             .field("stride", &self.stride)
             .field("buffer_size", &self.buffer_size)
@@ -297,6 +337,12 @@ impl fmt::Debug for Plane {
 ///
 /// Built with [`Dmabuf::builder`], which checks every fd and plane against
 /// the kernel. Cloning is cheap and shares the fds.
+///
+/// Identity is by dma-buf, not by fd: two `Dmabuf`s are equal (and hash
+/// alike) when they describe the same format, modifier and size over the
+/// same dma-bufs ([`DmabufId`]) at the same offsets and strides — even if
+/// every plane arrived as a different fd. Planes that share a dma-buf are
+/// one buffer for mapping, fences and imports, however many fds name it.
 #[derive(Clone, Debug)]
 pub struct Dmabuf {
     format: Fourcc,
@@ -304,6 +350,26 @@ pub struct Dmabuf {
     width: u32,
     height: u32,
     planes: Vec<Plane>,
+}
+
+impl PartialEq for Dmabuf {
+    fn eq(&self, other: &Self) -> bool {
+        (self.format, self.modifier, self.width, self.height)
+            == (other.format, other.modifier, other.width, other.height)
+            && self.planes.len() == other.planes.len()
+            && self.identity().eq(other.identity())
+    }
+}
+
+impl Eq for Dmabuf {}
+
+impl std::hash::Hash for Dmabuf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.format, self.modifier, self.width, self.height).hash(state);
+        for plane in self.identity() {
+            plane.hash(state);
+        }
+    }
 }
 
 /// Collects planes for a [`Dmabuf`]; [`DmabufBuilder::build`] validates.
@@ -359,9 +425,17 @@ impl DmabufBuilder {
                 got: planes.len(),
             });
         }
-        let mut out = Vec::with_capacity(planes.len());
+        let mut out: Vec<Plane> = Vec::with_capacity(planes.len());
         for (index, (fd, offset, stride)) in planes.into_iter().enumerate() {
             let buffer_size = dmabuf_size(fd.as_fd()).map_err(|e| e.for_plane(index))?;
+            let id = inode_id(fd.as_fd()).map_err(|e| e.for_plane(index))?;
+            // Another fd of a dma-buf an earlier plane has: share that fd,
+            // so the image holds one fd per dma-buf (the caller's extra fd
+            // is closed when the builder drops it).
+            let fd = match out.iter().find(|p| p.id == id) {
+                Some(p) => p.fd.clone(),
+                None => fd,
+            };
             if buffer_size == 0 {
                 return Err(Error::EmptyBuffer { plane: index });
             }
@@ -390,6 +464,7 @@ impl DmabufBuilder {
             }
             out.push(Plane {
                 fd,
+                id,
                 offset,
                 stride,
                 buffer_size,
@@ -494,14 +569,23 @@ impl Dmabuf {
         &self.planes
     }
 
-    /// The distinct dma-buf fds behind the planes, each once, in plane order.
+    /// The distinct dma-bufs behind the planes, each once (by
+    /// [`DmabufId`], not fd number), in plane order.
     pub fn distinct_fds(&self) -> impl Iterator<Item = &Arc<OwnedFd>> {
         self.planes.iter().enumerate().filter_map(|(i, p)| {
-            let first = self.planes[..i]
-                .iter()
-                .all(|q| q.fd.as_raw_fd() != p.fd.as_raw_fd());
+            let first = self.planes[..i].iter().all(|q| q.id != p.id);
             first.then_some(&p.fd)
         })
+    }
+
+    /// Whether the planes live in more than one dma-buf (a "disjoint"
+    /// image in Vulkan's terms).
+    pub fn is_disjoint(&self) -> bool {
+        self.planes.iter().any(|p| p.id != self.planes[0].id)
+    }
+
+    fn identity(&self) -> impl Iterator<Item = (DmabufId, u32, u32)> + '_ {
+        self.planes.iter().map(|p| (p.id, p.offset, p.stride))
     }
 
     /// Name every dma-buf behind the image (`DMA_BUF_SET_NAME`; at most 31

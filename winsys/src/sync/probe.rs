@@ -73,3 +73,21 @@ pub(crate) fn record_dmabuf_sync_file(supported: bool) {
 pub(crate) fn is_unsupported(errno: Errno) -> bool {
     matches!(errno, Errno::NOTTY | Errno::NOSYS | Errno::BADF)
 }
+
+/// Whether the kernel has `DRM_IOCTL_SYNCOBJ_EVENTFD` (Linux 6.6), asked
+/// on `dev`: the ioctl with handle 0 (never a valid handle) gives `ENOENT`
+/// where it exists, `EINVAL` (an unknown DRM ioctl) or `ENOTTY` where not.
+/// A driver without syncobjs gives `EOPNOTSUPP`: `false` as well.
+pub fn syncobj_eventfd(dev: &crate::device::DrmDevice) -> bool {
+    let mut arg = crate::uapi::drm::drm_syncobj_eventfd {
+        handle: 0,
+        flags: 0,
+        point: 0,
+        fd: -1,
+        pad: 0,
+    };
+    matches!(
+        crate::uapi::drm::DRM_IOCTL_SYNCOBJ_EVENTFD.call(dev, &mut arg),
+        Err(Errno::NOENT)
+    )
+}

@@ -348,7 +348,7 @@ impl Device {
         };
         ask.mapping = to_vk(dmabuf.format()).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
         let planes = dmabuf.planes();
-        let disjoint = dmabuf.distinct_fds().count() > 1;
+        let disjoint = dmabuf.is_disjoint();
         let offered = self.modifiers_of(ask.mapping.format);
         self.check(&ask, &offered, Some(planes.len()), disjoint)?;
 
