@@ -33,10 +33,20 @@ fn device_reports_no_sync_fd_and_exports_refuse() {
     force_fallback();
     let gpu = need!(Gpu::new(), "Vulkan with validation");
     assert_eq!(gpu.device.sync_fd_support(), Default::default());
-    let semaphore = gpu.device.create_semaphore(true).unwrap();
     assert!(matches!(
-        semaphore.export_sync_file(),
+        gpu.device.create_exportable_semaphore(),
         Err(winsys::vulkan::Error::NoSyncFd(_))
+    ));
+    assert!(matches!(
+        gpu.device.create_exportable_fence(),
+        Err(winsys::vulkan::Error::NoSyncFd(_))
+    ));
+    // A plain semaphore exists, but it is no way around the refusal.
+    let mut semaphore = gpu.device.create_semaphore().unwrap();
+    // SAFETY: the error comes before any Vulkan call (not exportable).
+    assert!(matches!(
+        unsafe { semaphore.export_sync_file() },
+        Err(winsys::vulkan::Error::NotExportable("semaphore"))
     ));
 }
 
@@ -83,11 +93,11 @@ fn waiting_for_a_vgem_write_fence_blocks_on_the_cpu_until_it_signals() {
         })
     };
     let mut job = device.submission().unwrap();
-    job.timeout(LONG);
+    job.timeout(Some(LONG));
     job.wait_for_dmabuf(dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
     assert!(start.elapsed() >= DELAY, "did not wait for the write fence");
-    host.copy_from(job.cmd(), &mut image);
+    host.copy_from(&mut job, &mut image);
     job.submit().unwrap().wait(Some(LONG)).unwrap();
     finisher.join().unwrap();
     assert_pixels_eq(&host.read(), &second, "GPU copy after the CPU-waited fence");
@@ -115,13 +125,13 @@ fn a_gpu_write_is_complete_when_submit_returns() {
         gate.signal().unwrap();
     });
     let mut job = device.submission().unwrap();
-    job.timeout(LONG);
+    job.timeout(Some(LONG));
     job.wait_for_sync_file(gate_sync, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
     assert!(start.elapsed() >= DELAY, "did not wait for the gate");
     job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
         .unwrap();
-    host.copy_to(job.cmd(), &mut image);
+    host.copy_to(&mut job, &mut image);
     job.signal_dmabuf(dmabuf, Access::Write);
     let pending = job.submit().unwrap();
     assert!(

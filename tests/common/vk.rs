@@ -9,7 +9,7 @@ use winsys::alloc::gbm::{GbmAllocator, Usage};
 use winsys::alloc::vgem::GemMap;
 use winsys::dmabuf::{Access, Dmabuf};
 use winsys::format::{Fourcc, Modifier};
-use winsys::vulkan::{Device, Image, Instance};
+use winsys::vulkan::{Device, Image, Instance, Submission};
 
 use super::LONG;
 
@@ -44,7 +44,7 @@ impl Gpu {
     }
 
     fn after(turn: MutexGuard<'static, ()>) -> Result<Gpu, winsys::vulkan::Error> {
-        let instance = Instance::new(true)?;
+        let instance = Instance::with_validation()?;
         let device = Device::open(&instance)?;
         let empty_list2 = list2_is_empty_but_list1_is_not(&device);
         if empty_list2 {
@@ -76,7 +76,7 @@ fn list2_is_empty_but_list1_is_not(device: &Device) -> bool {
         device
             .instance()
             .raw()
-            .get_physical_device_format_properties2(device.info().handle, format, &mut props)
+            .get_physical_device_format_properties2(device.info().handle(), format, &mut props)
     };
     let list1 = device.modifiers(Fourcc::ABGR8888).unwrap_or_default();
     list2.drm_format_modifier_count == 0 && list1.iter().any(|m| !m.features.is_empty())
@@ -286,7 +286,7 @@ impl HostBuffer {
             let props = device
                 .instance()
                 .raw()
-                .get_physical_device_memory_properties(device.info().handle);
+                .get_physical_device_memory_properties(device.info().handle());
             let want =
                 vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
             let index = (0..props.memory_type_count)
@@ -334,9 +334,10 @@ impl HostBuffer {
 
     /// Record: take `image` from its foreign users, copy all of it into this
     /// buffer (tightly packed, made visible to the host), hand it back.
-    pub fn copy_from(&self, cmd: vk::CommandBuffer, image: &mut Image) {
+    pub fn copy_from(&self, job: &mut Submission<'_>, image: &mut Image) {
+        let cmd = job.cmd();
         image.cmd_acquire(
-            cmd,
+            job,
             vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_READ,
@@ -377,7 +378,7 @@ impl HostBuffer {
             );
         }
         image.cmd_release(
-            cmd,
+            job,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_READ,
         );
@@ -385,9 +386,10 @@ impl HostBuffer {
 
     /// Record: take `image` from its foreign users, overwrite all of it with
     /// this buffer (tightly packed), hand it back.
-    pub fn copy_to(&self, cmd: vk::CommandBuffer, image: &mut Image) {
+    pub fn copy_to(&self, job: &mut Submission<'_>, image: &mut Image) {
+        let cmd = job.cmd();
         image.cmd_acquire(
-            cmd,
+            job,
             vk::ImageLayout::TRANSFER_DST_OPTIMAL,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_WRITE,
@@ -411,7 +413,7 @@ impl HostBuffer {
             )
         };
         image.cmd_release(
-            cmd,
+            job,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_WRITE,
         );
@@ -509,7 +511,7 @@ pub fn gpu_pattern(gpu: &Gpu, dmabuf: &Dmabuf, seed: u32) -> winsys::vulkan::Pen
     let view = image.create_view().unwrap();
     let pipeline = PatternPipeline::new(device);
     let mut job = device.submission().unwrap();
-    job.timeout(LONG);
+    job.timeout(Some(LONG));
     job.wait_for_dmabuf(
         dmabuf,
         Access::Write,
@@ -517,14 +519,15 @@ pub fn gpu_pattern(gpu: &Gpu, dmabuf: &Dmabuf, seed: u32) -> winsys::vulkan::Pen
     )
     .unwrap();
     image.cmd_acquire(
-        job.cmd(),
+        &mut job,
         vk::ImageLayout::GENERAL,
         vk::PipelineStageFlags::COMPUTE_SHADER,
         vk::AccessFlags::SHADER_WRITE,
     );
+    job.uses(&view);
     pipeline.record(job.cmd(), view.raw(), image.extent(), seed);
     image.cmd_release(
-        job.cmd(),
+        &mut job,
         vk::PipelineStageFlags::COMPUTE_SHADER,
         vk::AccessFlags::SHADER_WRITE,
     );

@@ -445,7 +445,7 @@ mod vulkan_benches {
 
     pub fn alloc_import(rows: &mut Vec<Row>) {
         let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
-        let device = Device::open(&Instance::new(false).unwrap()).unwrap();
+        let device = Device::open(&Instance::new().unwrap()).unwrap();
         for (w, h, rounds, iters) in [(256, 256, 11, 20), (3840, 2160, 5, 3)] {
             let usage = vk::ImageUsageFlags::SAMPLED | vk::ImageUsageFlags::TRANSFER_SRC;
             let (with_import, alone) = pair(
@@ -480,7 +480,7 @@ mod vulkan_benches {
                 .unwrap();
         }
         image.cmd_acquire(
-            job.cmd(),
+            &mut job,
             vk::ImageLayout::TRANSFER_DST_OPTIMAL,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_WRITE,
@@ -500,7 +500,7 @@ mod vulkan_benches {
             )
         };
         image.cmd_release(
-            job.cmd(),
+            &mut job,
             vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::TRANSFER_WRITE,
         );
@@ -520,7 +520,7 @@ mod vulkan_benches {
 
     pub fn hand_off(rows: &mut Vec<Row>) {
         let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
-        let device = Device::open(&Instance::new(false).unwrap()).unwrap();
+        let device = Device::open(&Instance::new().unwrap()).unwrap();
         let usage = vk::ImageUsageFlags::TRANSFER_DST;
         let a = gbm_alloc(&gbm, 256, 256);
         let b = gbm_alloc(&gbm, 256, 256);

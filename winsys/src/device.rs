@@ -2,7 +2,16 @@
 //! capabilities.
 //!
 //! Node numbers depend on probe order, so devices are found by driver name
-//! (`DRM_IOCTL_VERSION`), never by minor number:
+//! (`DRM_IOCTL_VERSION`) or by `dev_t` (what linux-dmabuf feedback names),
+//! never by minor number. A caller that already has a DRM fd wraps it with
+//! [`DrmDevice::from_fd`].
+//!
+//! Listing ([`DrmDevice::list`]) never opens a primary (`card`) node: the
+//! first opener of a primary node with no master becomes DRM master, which
+//! would make a compositor starting at that moment fail. A card node's
+//! driver is asked through its render node sibling (sysfs), or read from
+//! sysfs. Opening a card node is left to an explicit
+//! [`DrmDevice::open`] / [`DrmDevice::find`] with [`NodeKind::Primary`].
 //!
 //! ```no_run
 //! use winsys::device::{DrmDevice, NodeKind};
@@ -12,7 +21,7 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -49,6 +58,17 @@ pub enum Error {
         path: PathBuf,
         /// DRM_IOCTL_VERSION's errno.
         errno: Errno,
+    },
+    /// The fd is not a DRM device node (or `fstat` failed).
+    #[error("fd is not a DRM device node: {0}")]
+    NotDrmFd(String),
+    /// No node under `/dev/dri` has this device number.
+    #[error("no DRM node with dev_t {major}:{minor}")]
+    NoSuchDevT {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
     },
     /// A DRM ioctl failed.
     #[error("{op} on {path} failed: {errno}")]
@@ -87,11 +107,37 @@ impl NodeKind {
     }
 }
 
-/// An open DRM node and its driver's name.
+/// The major number of DRM character devices.
+pub const DRM_MAJOR: u32 = 226;
+
+/// An open DRM node, its device number and its driver's name.
 pub struct DrmDevice {
     fd: OwnedFd,
     path: PathBuf,
     driver: String,
+    dev: u64,
+}
+
+/// One node found by [`DrmDevice::list`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeInfo {
+    /// `/dev/dri/...`.
+    pub path: PathBuf,
+    /// Primary or render.
+    pub kind: NodeKind,
+    /// The driver name (`?` when it could not be told without opening a
+    /// primary node).
+    pub driver: String,
+    /// Its device number (`st_rdev`).
+    pub dev: u64,
+}
+
+/// The `st_rdev` of a DRM character device fd or path.
+fn drm_rdev(st: &rustix::fs::Stat) -> Option<u64> {
+    let is_char =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    let rdev = st.st_rdev as u64;
+    (is_char && rustix::fs::major(rdev) == DRM_MAJOR).then_some(rdev)
 }
 
 impl DrmDevice {
@@ -104,28 +150,86 @@ impl DrmDevice {
                 errno,
             },
         )?;
+        Self::from_fd_at(fd, path)
+    }
+
+    /// Wrap a DRM fd the caller already has (a compositor's or an app's),
+    /// checking it is a DRM device node ([`Error::NotDrmFd`] otherwise).
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap_or_else(|_| PathBuf::from("(fd)"));
+        Self::from_fd_at(fd, path)
+    }
+
+    fn from_fd_at(fd: OwnedFd, path: PathBuf) -> Result<Self> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::NotDrmFd(format!("fstat: {e}")))?;
+        let dev = drm_rdev(&st).ok_or_else(|| {
+            Error::NotDrmFd(format!("{} is not a DRM character device", path.display()))
+        })?;
         let driver = driver_name(fd.as_fd()).map_err(|errno| Error::NotDrm {
             path: path.clone(),
             errno,
         })?;
-        Ok(DrmDevice { fd, path, driver })
+        Ok(DrmDevice {
+            fd,
+            path,
+            driver,
+            dev,
+        })
     }
 
-    /// Every DRM node under `/dev/dri` with its kind and driver, sorted by
-    /// path. Nodes that cannot be opened are left out.
-    pub fn list() -> Vec<(PathBuf, NodeKind, String)> {
+    /// Open the node whose device number is `dev` (as linux-dmabuf
+    /// feedback's `main_device` and tranche `target_device` give it).
+    pub fn open_dev_t(dev: u64) -> Result<Self> {
+        let node = DrmDevice::list().into_iter().find(|n| n.dev == dev);
+        match node {
+            Some(n) => DrmDevice::open(n.path),
+            None => Err(Error::NoSuchDevT {
+                major: rustix::fs::major(dev),
+                minor: rustix::fs::minor(dev),
+            }),
+        }
+    }
+
+    /// Every DRM node under `/dev/dri`, sorted by path, without opening
+    /// any primary node (see the [module docs](self)). Render nodes are
+    /// opened to ask their driver; one that cannot be opened is left out.
+    pub fn list() -> Vec<NodeInfo> {
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir("/dev/dri") else {
             return out;
         };
+        let mut cards = Vec::new();
         for entry in dir.flatten() {
             let path = entry.path();
             let Some(kind) = NodeKind::of(&path) else {
                 continue;
             };
-            if let Ok(dev) = DrmDevice::open(&path) {
-                out.push((path, kind, dev.driver));
+            let Some(dev) = rustix::fs::stat(&path).ok().as_ref().and_then(drm_rdev) else {
+                continue;
+            };
+            match kind {
+                NodeKind::Render => {
+                    if let Ok(d) = DrmDevice::open(&path) {
+                        out.push(NodeInfo {
+                            path,
+                            kind,
+                            driver: d.driver,
+                            dev,
+                        });
+                    }
+                }
+                NodeKind::Primary => cards.push((path, dev)),
             }
+        }
+        for (path, dev) in cards {
+            let driver = card_driver(&path, &out).unwrap_or_else(|| "?".into());
+            out.push(NodeInfo {
+                path,
+                kind: NodeKind::Primary,
+                driver,
+                dev,
+            });
         }
         out.sort();
         out
@@ -135,16 +239,16 @@ impl DrmDevice {
     /// `"virtio_gpu"`).
     pub fn find(driver: &str, kind: NodeKind) -> Result<Self> {
         let all = DrmDevice::list();
-        for (path, k, d) in &all {
-            if *k == kind && d == driver {
-                return DrmDevice::open(path);
+        for n in &all {
+            if n.kind == kind && n.driver == driver {
+                return DrmDevice::open(&n.path);
             }
         }
         let found = if all.is_empty() {
             "no nodes under /dev/dri".to_string()
         } else {
             all.iter()
-                .map(|(p, _, d)| format!("{}={d}", p.display()))
+                .map(|n| format!("{}={}", n.path.display(), n.driver))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -163,6 +267,12 @@ impl DrmDevice {
     /// The node's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The node's device number (`st_rdev`), as linux-dmabuf feedback
+    /// names devices.
+    pub fn dev_t(&self) -> u64 {
+        self.dev
     }
 
     /// The node's kind, from its name.
@@ -212,8 +322,34 @@ impl fmt::Debug for DrmDevice {
         f.debug_struct("DrmDevice")
             .field("path", &self.path)
             .field("driver", &self.driver)
+            .field(
+                "dev_t",
+                &(rustix::fs::major(self.dev), rustix::fs::minor(self.dev)),
+            )
             .finish()
     }
+}
+
+/// The driver of a primary node without opening it: the driver of the
+/// render node of the same device (sysfs `device/drm/renderD*`, among the
+/// `known` render nodes), else the sysfs driver link's name.
+fn card_driver(card: &Path, known: &[NodeInfo]) -> Option<String> {
+    let name = card.file_name()?.to_str()?;
+    let sys = Path::new("/sys/class/drm").join(name).join("device");
+    if let Ok(entries) = std::fs::read_dir(sys.join("drm")) {
+        for e in entries.flatten() {
+            let sibling = e.file_name();
+            let sibling = sibling.to_string_lossy();
+            if sibling.starts_with("renderD") {
+                let path = Path::new("/dev/dri").join(&*sibling);
+                if let Some(n) = known.iter().find(|n| n.path == path) {
+                    return Some(n.driver.clone());
+                }
+            }
+        }
+    }
+    let link = std::fs::read_link(sys.join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
 /// The driver name of a DRM fd (`DRM_IOCTL_VERSION`, two calls: lengths, then

@@ -133,6 +133,47 @@ impl Fourcc {
     }
 }
 
+/// The ecosystem's format type (`drm-fourcc`, used by `gbm`, `drm` and
+/// Smithay): every code it names converts; one it does not know is its
+/// `UnrecognizedFourcc` error.
+impl TryFrom<Fourcc> for drm_fourcc::DrmFourcc {
+    type Error = drm_fourcc::UnrecognizedFourcc;
+
+    fn try_from(f: Fourcc) -> Result<Self, Self::Error> {
+        drm_fourcc::DrmFourcc::try_from(f.0)
+    }
+}
+
+impl From<drm_fourcc::DrmFourcc> for Fourcc {
+    fn from(f: drm_fourcc::DrmFourcc) -> Self {
+        Fourcc(f as u32)
+    }
+}
+
+impl From<Fourcc> for u32 {
+    fn from(f: Fourcc) -> u32 {
+        f.0
+    }
+}
+
+impl From<Modifier> for drm_fourcc::DrmModifier {
+    fn from(m: Modifier) -> Self {
+        drm_fourcc::DrmModifier::from(m.0)
+    }
+}
+
+impl From<drm_fourcc::DrmModifier> for Modifier {
+    fn from(m: drm_fourcc::DrmModifier) -> Self {
+        Modifier(m.into())
+    }
+}
+
+impl From<Modifier> for u64 {
+    fn from(m: Modifier) -> u64 {
+        m.0
+    }
+}
+
 impl fmt::Debug for Fourcc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -192,6 +233,22 @@ impl fmt::Display for Modifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drm_fourcc_conversions_round_trip() {
+        use drm_fourcc::{DrmFourcc, DrmModifier};
+        for f in Fourcc::known() {
+            let theirs = DrmFourcc::try_from(f).expect("drm-fourcc knows every winsys format");
+            assert_eq!(Fourcc::from(theirs), f);
+            assert_eq!(theirs as u32, u32::from(f));
+        }
+        assert!(DrmFourcc::try_from(Fourcc(0x1234_5678)).is_err());
+        assert_eq!(DrmModifier::from(Modifier::LINEAR), DrmModifier::Linear);
+        assert_eq!(DrmModifier::from(Modifier::INVALID), DrmModifier::Invalid);
+        let x_tiled = Modifier((1 << 56) | 1);
+        assert_eq!(Modifier::from(DrmModifier::from(x_tiled)), x_tiled);
+        assert_eq!(DrmModifier::from(x_tiled), DrmModifier::I915_x_tiled);
+    }
 
     #[test]
     fn fourcc_codes_match_drm_fourcc_h() {

@@ -58,9 +58,10 @@ impl GbmAllocator {
     pub fn find(driver: Option<&str>) -> Result<Self> {
         let mut nodes = DrmDevice::list();
         // Render nodes first (no master needed), then primary nodes.
-        nodes.sort_by_key(|(path, kind, _)| (std::cmp::Reverse(*kind), path.clone()));
+        nodes.sort_by_key(|n| (std::cmp::Reverse(n.kind), n.path.clone()));
         let mut tried = Vec::new();
-        for (path, _, drv) in nodes {
+        for n in nodes {
+            let (path, drv) = (n.path, n.driver);
             if driver.is_some_and(|d| d != drv) {
                 continue;
             }
@@ -107,7 +108,7 @@ impl GbmAllocator {
     /// Planes `format` has with `modifier` on this device, if defined.
     pub fn plane_count(&self, format: Fourcc, modifier: Modifier) -> Option<u32> {
         let f = to_gbm_format(format).ok()?;
-        self.gbm.format_modifier_plane_count(f, modifier.0.into())
+        self.gbm.format_modifier_plane_count(f, modifier.into())
     }
 
     /// Allocate a `width` x `height` image of `format` whose layout is one
@@ -149,10 +150,10 @@ impl GbmAllocator {
                 width,
                 height,
                 gbm_format,
-                explicit.iter().map(|m| m.0.into()),
+                explicit.iter().map(|&m| m.into()),
                 usage,
             ) {
-                Ok(bo) => match Modifier(u64::from(bo.modifier())) {
+                Ok(bo) => match Modifier::from(bo.modifier()) {
                     // A driver without modifier support (kms_swrast) serves a
                     // LINEAR-only list with GBM_BO_USE_LINEAR and reports the
                     // implicit modifier: the layout is LINEAR all the same.
@@ -181,7 +182,7 @@ impl GbmAllocator {
                 .create_buffer_object::<()>(width, height, gbm_format, usage)
             {
                 Ok(bo) => {
-                    let m = Modifier(u64::from(bo.modifier()));
+                    let m = Modifier::from(bo.modifier());
                     return self.dmabuf_of(&bo, format, m);
                 }
                 Err(e) => last_err = Some(e),
@@ -283,7 +284,7 @@ impl GbmAllocator {
                 usage,
                 strides,
                 offsets,
-                dmabuf.modifier().0.into(),
+                dmabuf.modifier().into(),
             )
             .map_err(|e| Error::Allocation {
                 what: format!(
@@ -321,7 +322,7 @@ impl super::Allocator for GbmAllocator {
 }
 
 fn to_gbm_format(format: Fourcc) -> Result<gbm::Format> {
-    gbm::Format::try_from(format.0).map_err(|_| Error::UnsupportedFormat {
+    gbm::Format::try_from(format).map_err(|_| Error::UnsupportedFormat {
         format,
         why: "unknown to GBM",
     })

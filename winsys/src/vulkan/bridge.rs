@@ -21,6 +21,18 @@
 //! invisible to the caller. [`Pending`] keeps every object the GPU uses
 //! alive until the work is done.
 //!
+//! Nothing here is created per frame in the steady state: a submission
+//! takes a command pool, command buffer and fence, and semaphores, from the
+//! device's pool, and they go back to it once the work's fence has
+//! signaled (checked without blocking whenever a new submission starts).
+//! Dropping a [`Pending`] never waits: unfinished work is retired to the
+//! device, which keeps the images and views the work used
+//! ([`Submission::uses`]) alive until it is done.
+//!
+//! Every CPU wait of a submission is bounded: by [`DEFAULT_TIMEOUT`] unless
+//! [`Submission::timeout`] says otherwise (`None` being the caller's
+//! explicit choice of no limit).
+//!
 //! A driver's exported completion fence is trusted only if it is still
 //! pending or the submission's own fence has signaled: lavapipe 25.0 hands
 //! out an already-signaled sync_file while its queue still waits on an
@@ -33,7 +45,7 @@ use std::time::Duration;
 
 use ash::vk;
 
-use super::device::DeviceShared;
+use super::device::{DeviceShared, KeepAlive, PooledSemaphore, Retired, Slot};
 use super::{Device, Error, Result};
 use crate::dmabuf::{Access, Dmabuf, ImplicitFence};
 use crate::fd::owned_from_kernel;
@@ -42,6 +54,23 @@ use crate::sync::{SyncFile, Syncobj, WaitFor};
 const SYNC_FD_SEMAPHORE: vk::ExternalSemaphoreHandleTypeFlags =
     vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD;
 const SYNC_FD_FENCE: vk::ExternalFenceHandleTypeFlags = vk::ExternalFenceHandleTypeFlags::SYNC_FD;
+
+/// The bound on a submission's CPU waits unless [`Submission::timeout`]
+/// sets another: long enough for software rendering of large frames under
+/// emulation, short enough that a fence that never signals (a timeline
+/// point never submitted, a hung producer) becomes an error.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Something GPU work uses that must outlive it: an [`Image`] or
+/// [`ImageView`]. See [`Submission::uses`].
+///
+/// [`Image`]: super::Image
+/// [`ImageView`]: super::ImageView
+pub trait Resource {
+    /// A reference that keeps the Vulkan objects alive.
+    #[doc(hidden)]
+    fn keep_alive(&self) -> KeepAlive;
+}
 
 fn timeout_ns(timeout: Option<Duration>) -> u64 {
     timeout.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX as u128) as u64)
@@ -66,15 +95,21 @@ fn to_driver(
 }
 
 /// A binary semaphore, destroyed on drop.
+///
+/// Import and reset need `&mut self` (Vulkan requires external
+/// synchronization of the object); exporting needs a semaphore created
+/// with [`Device::create_exportable_semaphore`] ([`Error::NotExportable`]
+/// otherwise).
 pub struct Semaphore {
     shared: Arc<DeviceShared>,
     raw: vk::Semaphore,
+    exportable: bool,
 }
 
 impl Drop for Semaphore {
     fn drop(&mut self) {
-        // SAFETY: owners keep semaphores alive until the batches using them
-        // completed (Pending holds them until its fence signals).
+        // SAFETY: submitting it needs the unsafe `Device::submit`, whose
+        // contract keeps it alive until that work completed.
         unsafe { self.shared.raw.destroy_semaphore(self.raw, None) };
     }
 }
@@ -95,55 +130,82 @@ impl Semaphore {
     /// (`vkGetSemaphoreFdKHR`, SYNC_FD). Like a wait, it resets the
     /// semaphore. `None` when the payload had already signaled (the driver
     /// returns fd -1: there is nothing left to wait for).
+    /// [`Error::NotExportable`] for a semaphore not created exportable,
+    /// [`Error::NoSyncFd`] where the driver cannot.
     ///
-    /// The semaphore must have been created with
-    /// [`Device::create_semaphore`]`(true)` and a signal submitted.
-    pub fn export_sync_file(&self) -> Result<Option<SyncFile>> {
-        let fns = self
-            .shared
-            .semaphore_fd
-            .as_ref()
-            .filter(|_| self.shared.sync_fd.semaphore_export);
-        let fns = fns.ok_or(Error::NoSyncFd("export a semaphore as"))?;
-        let info = vk::SemaphoreGetFdInfoKHR::default()
-            .semaphore(self.raw)
-            .handle_type(SYNC_FD_SEMAPHORE);
-        // SAFETY: a semaphore of this device, created exportable.
-        let fd =
-            unsafe { fns.get_semaphore_fd(&info) }.map_err(Error::vk("vkGetSemaphoreFdKHR"))?;
-        Ok((fd >= 0).then(|| SyncFile::from_fd_unchecked(owned_from_kernel(fd))))
+    /// # Safety
+    /// A signal operation for the semaphore must have been submitted (with
+    /// [`Device::submit`]) or it must be signaled, as
+    /// `VkSemaphoreGetFdInfoKHR` requires for SYNC_FD.
+    pub unsafe fn export_sync_file(&mut self) -> Result<Option<SyncFile>> {
+        if !self.exportable {
+            return Err(Error::NotExportable("semaphore"));
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { export_semaphore(&self.shared, self.raw) }
     }
 
     /// Make the semaphore's next wait wait for `fence`
     /// (`vkImportSemaphoreFdKHR`, SYNC_FD, temporary). Vulkan takes the fd.
-    pub fn import_sync_file(&self, fence: SyncFile) -> Result<()> {
-        let fns = self
-            .shared
-            .semaphore_fd
-            .as_ref()
-            .filter(|_| self.shared.sync_fd.semaphore_import);
-        let fns = fns.ok_or(Error::NoSyncFd("import into a semaphore"))?;
-        to_driver(fence, "vkImportSemaphoreFdKHR", |fd| {
-            let info = vk::ImportSemaphoreFdInfoKHR::default()
-                .semaphore(self.raw)
-                .flags(vk::SemaphoreImportFlags::TEMPORARY)
-                .handle_type(SYNC_FD_SEMAPHORE)
-                .fd(fd);
-            // SAFETY: a sync_file fd for a semaphore of this device.
-            unsafe { fns.import_semaphore_fd(&info) }
-        })
+    pub fn import_sync_file(&mut self, fence: SyncFile) -> Result<()> {
+        import_semaphore(&self.shared, self.raw, fence)
     }
 }
 
-/// A fence, destroyed on drop (after the work it guards, see [`Pending`]).
+/// `vkGetSemaphoreFdKHR` (SYNC_FD) on `raw`.
+///
+/// # Safety
+/// `raw` is an exportable semaphore of this device with a pending signal
+/// operation, or signaled.
+unsafe fn export_semaphore(shared: &DeviceShared, raw: vk::Semaphore) -> Result<Option<SyncFile>> {
+    let fns = shared
+        .semaphore_fd
+        .as_ref()
+        .filter(|_| shared.sync_fd.semaphore_export);
+    let fns = fns.ok_or(Error::NoSyncFd("export a semaphore as"))?;
+    let info = vk::SemaphoreGetFdInfoKHR::default()
+        .semaphore(raw)
+        .handle_type(SYNC_FD_SEMAPHORE);
+    // SAFETY: the caller's contract.
+    let fd = unsafe { fns.get_semaphore_fd(&info) }.map_err(Error::vk("vkGetSemaphoreFdKHR"))?;
+    Ok(from_driver(fd))
+}
+
+/// `vkImportSemaphoreFdKHR` (SYNC_FD, temporary) of `fence` into `raw`, a
+/// semaphore of this device that no pending work uses.
+fn import_semaphore(shared: &DeviceShared, raw: vk::Semaphore, fence: SyncFile) -> Result<()> {
+    let fns = shared
+        .semaphore_fd
+        .as_ref()
+        .filter(|_| shared.sync_fd.semaphore_import);
+    let fns = fns.ok_or(Error::NoSyncFd("import into a semaphore"))?;
+    to_driver(fence, "vkImportSemaphoreFdKHR", |fd| {
+        let info = vk::ImportSemaphoreFdInfoKHR::default()
+            .semaphore(raw)
+            .flags(vk::SemaphoreImportFlags::TEMPORARY)
+            .handle_type(SYNC_FD_SEMAPHORE)
+            .fd(fd);
+        // SAFETY: a sync_file fd for a semaphore of this device that no
+        // pending work uses (callers: `&mut Semaphore`, or a pooled one).
+        unsafe { fns.import_semaphore_fd(&info) }
+    })
+}
+
+/// A fence, destroyed on drop.
+///
+/// Import and reset need `&mut self`; exporting needs a fence created with
+/// [`Device::create_exportable_fence`] ([`Error::NotExportable`]
+/// otherwise).
 pub struct Fence {
     shared: Arc<DeviceShared>,
     raw: vk::Fence,
+    exportable: bool,
 }
 
 impl Drop for Fence {
     fn drop(&mut self) {
-        // SAFETY: owners drop fences only after their batch completed.
+        // SAFETY: submitting it needs the unsafe `Device::submit`, whose
+        // contract keeps it alive until that work completed.
         unsafe { self.shared.raw.destroy_fence(self.raw, None) };
     }
 }
@@ -161,24 +223,9 @@ impl Fence {
     }
 
     /// Wait for the fence (`vkWaitForFences`); [`Error::Timeout`] after
-    /// `timeout` (`None`: forever).
+    /// `timeout` (`None`: no limit, the caller's explicit choice).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        // SAFETY: a fence of this device.
-        match unsafe {
-            self.shared
-                .raw
-                .wait_for_fences(&[self.raw], true, timeout_ns(timeout))
-        } {
-            Ok(()) => Ok(()),
-            Err(vk::Result::TIMEOUT) => Err(Error::Timeout {
-                what: "a Vulkan fence",
-                timeout: timeout.unwrap_or(Duration::MAX),
-            }),
-            Err(result) => Err(Error::Vk {
-                call: "vkWaitForFences",
-                result,
-            }),
-        }
+        wait_fence(&self.shared, self.raw, timeout)
     }
 
     /// Whether the fence has signaled (`vkGetFenceStatus`).
@@ -187,16 +234,28 @@ impl Fence {
         unsafe { self.shared.raw.get_fence_status(self.raw) }.map_err(Error::vk("vkGetFenceStatus"))
     }
 
-    /// Unsignal the fence (`vkResetFences`); it must not be in use.
-    pub fn reset(&self) -> Result<()> {
-        // SAFETY: a fence of this device, not pending (caller's contract).
+    /// Unsignal the fence (`vkResetFences`). [`Error::FenceInUse`] while
+    /// it is unsignaled with work of a [`Device::submit`] pending (resetting
+    /// then would be invalid); an unsignaled fence nothing uses resets
+    /// fine, but since that cannot be told apart, only a signaled fence or
+    /// one never submitted should be reset.
+    pub fn reset(&mut self) -> Result<()> {
+        // SAFETY: a fence of this device; `&mut self` excludes concurrent
+        // use of the handle through this object, and the submit contract
+        // forbids resetting while its work is pending.
         unsafe { self.shared.raw.reset_fences(&[self.raw]) }.map_err(Error::vk("vkResetFences"))
     }
 
     /// The fence's payload as a sync_file (`vkGetFenceFdKHR`, SYNC_FD);
-    /// `None` when it had already signaled. Needs a fence made with
-    /// [`Device::create_fence`]`(true)`, submitted.
-    pub fn export_sync_file(&self) -> Result<Option<SyncFile>> {
+    /// `None` when it had already signaled.
+    ///
+    /// # Safety
+    /// The fence must be signaled or have a signal operation pending (given
+    /// to [`Device::submit`]), as `VkFenceGetFdInfoKHR` requires.
+    pub unsafe fn export_sync_file(&mut self) -> Result<Option<SyncFile>> {
+        if !self.exportable {
+            return Err(Error::NotExportable("fence"));
+        }
         let fns = self
             .shared
             .fence_fd
@@ -206,14 +265,15 @@ impl Fence {
         let info = vk::FenceGetFdInfoKHR::default()
             .fence(self.raw)
             .handle_type(SYNC_FD_FENCE);
-        // SAFETY: a fence of this device, created exportable.
+        // SAFETY: an exportable fence of this device, signaled or pending
+        // (the caller's contract).
         let fd = unsafe { fns.get_fence_fd(&info) }.map_err(Error::vk("vkGetFenceFdKHR"))?;
         Ok(from_driver(fd))
     }
 
     /// Make the fence signal when `fence` does (`vkImportFenceFdKHR`,
     /// SYNC_FD, temporary). Vulkan takes the fd.
-    pub fn import_sync_file(&self, fence: SyncFile) -> Result<()> {
+    pub fn import_sync_file(&mut self, fence: SyncFile) -> Result<()> {
         let fns = self
             .shared
             .fence_fd
@@ -226,19 +286,52 @@ impl Fence {
                 .flags(vk::FenceImportFlags::TEMPORARY)
                 .handle_type(SYNC_FD_FENCE)
                 .fd(fd);
-            // SAFETY: a sync_file fd for a fence of this device.
+            // SAFETY: a sync_file fd for a fence of this device, which
+            // `&mut self` and the submit contract keep out of pending work.
             unsafe { fns.import_fence_fd(&info) }
         })
     }
 }
 
+/// `vkWaitForFences` on one fence of this device.
+fn wait_fence(shared: &DeviceShared, fence: vk::Fence, timeout: Option<Duration>) -> Result<()> {
+    // SAFETY: a fence of this device.
+    match unsafe {
+        shared
+            .raw
+            .wait_for_fences(&[fence], true, timeout_ns(timeout))
+    } {
+        Ok(()) => Ok(()),
+        Err(vk::Result::TIMEOUT) => Err(Error::Timeout {
+            what: "a Vulkan fence",
+            timeout: timeout.unwrap_or(Duration::MAX),
+        }),
+        Err(result) => Err(Error::Vk {
+            call: "vkWaitForFences",
+            result,
+        }),
+    }
+}
+
 impl Device {
-    /// A binary semaphore; with `exportable`, created to give SYNC_FD
-    /// sync_files where the driver can.
-    pub fn create_semaphore(&self, exportable: bool) -> Result<Semaphore> {
+    /// A binary semaphore.
+    pub fn create_semaphore(&self) -> Result<Semaphore> {
+        self.semaphore(false)
+    }
+
+    /// A binary semaphore created to give SYNC_FD sync_files
+    /// ([`Error::NoSyncFd`] where the driver cannot).
+    pub fn create_exportable_semaphore(&self) -> Result<Semaphore> {
+        if !self.shared.sync_fd.semaphore_export {
+            return Err(Error::NoSyncFd("export a semaphore as"));
+        }
+        self.semaphore(true)
+    }
+
+    fn semaphore(&self, exportable: bool) -> Result<Semaphore> {
         let mut export = vk::ExportSemaphoreCreateInfo::default().handle_types(SYNC_FD_SEMAPHORE);
         let mut info = vk::SemaphoreCreateInfo::default();
-        if exportable && self.shared.sync_fd.semaphore_export {
+        if exportable {
             info = info.push_next(&mut export);
         }
         // SAFETY: valid create info.
@@ -247,15 +340,28 @@ impl Device {
         Ok(Semaphore {
             shared: self.shared.clone(),
             raw,
+            exportable,
         })
     }
 
-    /// An unsignaled fence; with `exportable`, created to give SYNC_FD
-    /// sync_files where the driver can.
-    pub fn create_fence(&self, exportable: bool) -> Result<Fence> {
+    /// An unsignaled fence.
+    pub fn create_fence(&self) -> Result<Fence> {
+        self.fence(false)
+    }
+
+    /// An unsignaled fence created to give SYNC_FD sync_files
+    /// ([`Error::NoSyncFd`] where the driver cannot).
+    pub fn create_exportable_fence(&self) -> Result<Fence> {
+        if !self.shared.sync_fd.fence_export {
+            return Err(Error::NoSyncFd("export a fence as"));
+        }
+        self.fence(true)
+    }
+
+    fn fence(&self, exportable: bool) -> Result<Fence> {
         let mut export = vk::ExportFenceCreateInfo::default().handle_types(SYNC_FD_FENCE);
         let mut info = vk::FenceCreateInfo::default();
-        if exportable && self.shared.sync_fd.fence_export {
+        if exportable {
             info = info.push_next(&mut export);
         }
         // SAFETY: valid create info.
@@ -264,44 +370,8 @@ impl Device {
         Ok(Fence {
             shared: self.shared.clone(),
             raw,
+            exportable,
         })
-    }
-
-    /// A semaphore that a submission waits on before `access`ing `dmabuf`:
-    /// the dma-buf's implicit fences for that access, imported as SYNC_FD.
-    /// `None` when the driver or kernel cannot, in which case the fences
-    /// were waited for on the CPU (at most `timeout`) before returning.
-    pub fn semaphore_for_dmabuf(
-        &self,
-        dmabuf: &Dmabuf,
-        access: Access,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Semaphore>> {
-        let fence = dmabuf.implicit_fence(access)?;
-        match fence {
-            ImplicitFence::SyncFile(sync_file) => self.semaphore_for_sync_file(sync_file, timeout),
-            poll => {
-                poll.wait(timeout)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// A semaphore that waits for `fence` (temporary SYNC_FD import);
-    /// `None` when the driver cannot import, in which case `fence` was
-    /// waited for on the CPU (at most `timeout`) before returning.
-    pub fn semaphore_for_sync_file(
-        &self,
-        fence: SyncFile,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Semaphore>> {
-        if !self.shared.sync_fd.semaphore_import {
-            fence.wait(timeout)?;
-            return Ok(None);
-        }
-        let semaphore = self.create_semaphore(false)?;
-        semaphore.import_sync_file(fence)?;
-        Ok(Some(semaphore))
     }
 
     /// Start recording a [`Submission`].
@@ -313,13 +383,19 @@ impl Device {
 /// One command buffer to submit, with the fences it waits for and the
 /// dma-bufs and timeline points that wait for it.
 ///
-/// Record into [`Submission::cmd`]; then [`Submission::submit`]. See the
-/// [module docs](self) for what each call does and its fallback.
+/// Record into [`Submission::cmd`] (registering every image and view the
+/// commands use with [`Submission::uses`]; [`Image::cmd_acquire`] and
+/// [`Image::cmd_release`] do that themselves); then
+/// [`Submission::submit`]. See the [module docs](self) for what each call
+/// does and its fallback.
+///
+/// [`Image::cmd_acquire`]: super::Image::cmd_acquire
+/// [`Image::cmd_release`]: super::Image::cmd_release
 pub struct Submission<'a> {
     device: &'a Device,
-    pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    waits: Vec<(Semaphore, vk::PipelineStageFlags)>,
+    slot: Option<Slot>,
+    waits: Vec<(PooledSemaphore, vk::PipelineStageFlags)>,
+    keep: Vec<KeepAlive>,
     signal_dmabufs: Vec<(&'a Dmabuf, Access)>,
     signal_points: Vec<(&'a Syncobj, u64)>,
     want_sync_file: bool,
@@ -328,85 +404,99 @@ pub struct Submission<'a> {
 
 impl Drop for Submission<'_> {
     fn drop(&mut self) {
-        if self.pool != vk::CommandPool::null() {
-            // SAFETY: never submitted (submit() takes the pool away).
-            unsafe { self.device.shared.raw.destroy_command_pool(self.pool, None) };
+        let shared = &self.device.shared;
+        if let Some(slot) = self.slot.take() {
+            // Never submitted: nothing of it is in use.
+            shared.return_unsubmitted(slot);
+            // Their temporary payloads were never consumed: not reusable.
+            for (s, _) in self.waits.drain(..) {
+                shared.destroy_semaphore(s);
+            }
         }
     }
 }
 
 impl<'a> Submission<'a> {
     fn new(device: &'a Device) -> Result<Self> {
-        let raw = &device.shared.raw;
-        let info = vk::CommandPoolCreateInfo::default()
-            .flags(vk::CommandPoolCreateFlags::TRANSIENT)
-            .queue_family_index(device.shared.queue_family);
-        // SAFETY: valid create info for this device's queue family.
-        let pool = unsafe { raw.create_command_pool(&info, None) }
-            .map_err(Error::vk("vkCreateCommandPool"))?;
-        let mut job = Submission {
+        let shared = &device.shared;
+        let slot = shared.take_slot()?;
+        let job = Submission {
             device,
-            pool,
-            cmd: vk::CommandBuffer::null(),
+            slot: Some(slot),
             waits: Vec::new(),
+            keep: Vec::new(),
             signal_dmabufs: Vec::new(),
             signal_points: Vec::new(),
             want_sync_file: false,
-            timeout: None,
+            timeout: Some(DEFAULT_TIMEOUT),
         };
-        let alloc = vk::CommandBufferAllocateInfo::default()
-            .command_pool(pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: the pool is live; one primary buffer is asked.
-        job.cmd = unsafe { raw.allocate_command_buffers(&alloc) }
-            .map_err(Error::vk("vkAllocateCommandBuffers"))?[0];
         let begin = vk::CommandBufferBeginInfo::default()
             .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
-        // SAFETY: a fresh command buffer.
-        unsafe { raw.begin_command_buffer(job.cmd, &begin) }
+        // SAFETY: the slot's buffer is in the initial state (new, or its
+        // pool reset when it was recycled) and only this submission has it.
+        unsafe { shared.raw.begin_command_buffer(slot.cmd, &begin) }
             .map_err(Error::vk("vkBeginCommandBuffer"))?;
         Ok(job)
     }
 
-    /// The command buffer to record into (recording state).
+    /// The command buffer to record into (recording state until
+    /// [`Submission::submit`]).
     pub fn cmd(&self) -> vk::CommandBuffer {
-        self.cmd
+        self.slot.map_or(vk::CommandBuffer::null(), |s| s.cmd)
     }
 
-    /// Bound every CPU wait of the fallback paths (default: unbounded);
-    /// past it they fail with a timeout error.
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.timeout = Some(timeout);
+    /// Keep `resource` (an image or view the recorded commands use) alive
+    /// until the work is done, however soon the caller drops it.
+    pub fn uses(&mut self, resource: &impl Resource) -> &mut Self {
+        self.keep.push(resource.keep_alive());
+        self
+    }
+
+    /// Bound every CPU wait of this submission (the fallback paths, and
+    /// waiting for a timeline point's fence to be submitted): `None` for no
+    /// limit. Default: [`DEFAULT_TIMEOUT`].
+    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.timeout = timeout;
         self
     }
 
     /// Make the work wait, at `stage`, for the fences `access` to `dmabuf`
     /// must wait for: writers for [`Access::Read`], everyone otherwise.
+    /// Where the driver or kernel cannot, waits for them on the CPU now.
     pub fn wait_for_dmabuf(
         &mut self,
         dmabuf: &Dmabuf,
         access: Access,
         stage: vk::PipelineStageFlags,
     ) -> Result<&mut Self> {
-        if let Some(s) = self
-            .device
-            .semaphore_for_dmabuf(dmabuf, access, self.timeout)?
-        {
-            self.waits.push((s, stage));
+        match dmabuf.implicit_fence(access)? {
+            ImplicitFence::SyncFile(fence) => self.wait_for_sync_file(fence, stage),
+            poll => {
+                poll.wait(self.timeout)?;
+                Ok(self)
+            }
         }
-        Ok(self)
     }
 
-    /// Make the work wait, at `stage`, for `fence`.
+    /// Make the work wait, at `stage`, for `fence` (a pooled semaphore with
+    /// the sync_file imported temporarily); where the driver cannot import,
+    /// waits for it on the CPU now.
     pub fn wait_for_sync_file(
         &mut self,
         fence: SyncFile,
         stage: vk::PipelineStageFlags,
     ) -> Result<&mut Self> {
-        if let Some(s) = self.device.semaphore_for_sync_file(fence, self.timeout)? {
-            self.waits.push((s, stage));
+        let shared = &self.device.shared;
+        if !shared.sync_fd.semaphore_import {
+            fence.wait(self.timeout)?;
+            return Ok(self);
         }
+        let semaphore = shared.take_semaphore(false)?;
+        if let Err(e) = import_semaphore(shared, semaphore.raw, fence) {
+            shared.return_semaphore(semaphore);
+            return Err(e);
+        }
+        self.waits.push((semaphore, stage));
         Ok(self)
     }
 
@@ -447,56 +537,74 @@ impl<'a> Submission<'a> {
 
     /// End the command buffer, submit it, and hand its completion to every
     /// signal target. The returned [`Pending`] keeps the work's objects
-    /// alive; dropping it waits for the work.
+    /// alive; dropping it does not wait (the device recycles them once the
+    /// work is done).
     pub fn submit(mut self) -> Result<Pending> {
         let shared = self.device.shared.clone();
+        let slot = self.slot.expect("a submission holds its slot until submit");
         // SAFETY: the buffer is recording (begun in new()).
-        unsafe { shared.raw.end_command_buffer(self.cmd) }
+        unsafe { shared.raw.end_command_buffer(slot.cmd) }
             .map_err(Error::vk("vkEndCommandBuffer"))?;
         let needs_signal = self.want_sync_file
             || !self.signal_dmabufs.is_empty()
             || !self.signal_points.is_empty();
         let done = if needs_signal && shared.sync_fd.semaphore_export {
-            Some(self.device.create_semaphore(true)?)
+            Some(shared.take_semaphore(true)?)
         } else {
             None
         };
-        let fence = self.device.create_fence(false)?;
         let wait_raw: Vec<_> = self.waits.iter().map(|(s, _)| s.raw).collect();
         let stages: Vec<_> = self.waits.iter().map(|(_, st)| *st).collect();
         let signal_raw: Vec<_> = done.iter().map(|s| s.raw).collect();
-        let cmds = [self.cmd];
+        let cmds = [slot.cmd];
         let submit = vk::SubmitInfo::default()
             .wait_semaphores(&wait_raw)
             .wait_dst_stage_mask(&stages)
             .command_buffers(&cmds)
             .signal_semaphores(&signal_raw);
-        shared.queue_submit(&[submit], fence.raw)?;
+        if let Err(e) = shared.queue_submit(&[submit], slot.fence) {
+            if let Some(d) = done {
+                shared.return_semaphore(d);
+            }
+            return Err(e);
+        }
 
-        // From here on the GPU may use everything: Pending owns it all, and
-        // its drop waits for the fence, even when handing off fails below.
-        let pool = std::mem::replace(&mut self.pool, vk::CommandPool::null());
-        let mut keep: Vec<Semaphore> = self.waits.drain(..).map(|(s, _)| s).collect();
+        // From here on the GPU may use everything: Pending owns it all and
+        // retires it to the device, so nothing is freed or reused before
+        // the fence signals, even when handing off fails below.
+        self.slot = None;
+        let mut semaphores: Vec<PooledSemaphore> = self.waits.drain(..).map(|(s, _)| s).collect();
+        semaphores.extend(done);
         let mut pending = Pending {
-            shared,
-            fence,
-            pool,
-            keep: Vec::new(),
+            shared: shared.clone(),
+            work: Some(Retired {
+                slot,
+                semaphores,
+                keep: std::mem::take(&mut self.keep),
+            }),
             sync_file: None,
         };
-        let mut completion = match &done {
-            Some(s) => s.export_sync_file()?,
+        let mut completion = match done {
+            // SAFETY: exportable, and its signal operation was just
+            // submitted.
+            Some(d) => match unsafe { export_semaphore(&shared, d.raw) } {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not reset by an export: it will be left signaled,
+                    // so it must not go back to the pool.
+                    pending.discard_semaphore(d, self.timeout);
+                    return Err(e);
+                }
+            },
             None => None,
         };
-        if needs_signal && !honest(completion.as_ref(), &pending.fence)? {
+        if needs_signal && !honest(completion.as_ref(), &shared, slot.fence)? {
             // No fence, or one the driver says has signaled while the work
             // has not (lavapipe, when its queue is blocked on a wait): the
             // CPU waits for the work itself, and nothing is left to attach.
-            pending.fence.wait(self.timeout)?;
+            pending.wait(self.timeout)?;
             completion = None;
         }
-        keep.extend(done);
-        pending.keep = keep;
         if let Some(sync_file) = &completion {
             for (dmabuf, access) in &self.signal_dmabufs {
                 dmabuf.attach_fence(sync_file, *access, self.timeout)?;
@@ -517,32 +625,54 @@ impl<'a> Submission<'a> {
 
 /// Whether an exported completion fence can stand for the work: it is still
 /// pending, or the work is really done.
-fn honest(completion: Option<&SyncFile>, work: &Fence) -> Result<bool> {
+fn honest(completion: Option<&SyncFile>, shared: &DeviceShared, work: vk::Fence) -> Result<bool> {
     match completion {
         Some(fence) if !fence.is_signaled()? => Ok(true),
-        _ => work.is_signaled(),
+        // SAFETY: a fence of this device.
+        _ => unsafe { shared.raw.get_fence_status(work) }.map_err(Error::vk("vkGetFenceStatus")),
     }
 }
 
 /// Submitted work: its fence, and every object it uses, kept until it is
-/// done. Dropping it waits for the work (unbounded) before freeing them.
+/// done. Dropping it does not wait: the device recycles the objects once
+/// the fence has signaled.
 pub struct Pending {
     shared: Arc<DeviceShared>,
-    fence: Fence,
-    pool: vk::CommandPool,
-    keep: Vec<Semaphore>,
+    work: Option<Retired>,
     sync_file: Option<SyncFile>,
 }
 
 impl Pending {
-    /// Wait for the work; [`Error::Timeout`] after `timeout`.
+    fn fence(&self) -> vk::Fence {
+        self.work
+            .as_ref()
+            .map_or(vk::Fence::null(), |w| w.slot.fence)
+    }
+
+    /// Wait for the work; [`Error::Timeout`] after `timeout` (`None`: no
+    /// limit, the caller's explicit choice).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        self.fence.wait(timeout)
+        wait_fence(&self.shared, self.fence(), timeout)
     }
 
     /// Whether the work is done.
     pub fn is_done(&self) -> Result<bool> {
-        self.fence.is_signaled()
+        // SAFETY: a fence of this device.
+        unsafe { self.shared.raw.get_fence_status(self.fence()) }
+            .map_err(Error::vk("vkGetFenceStatus"))
+    }
+
+    /// Take `s` out of the objects to recycle: once the work is done (at
+    /// most `timeout`), destroy it; if it is not done by then, it stays
+    /// with the work (and is leaked rather than reused signaled).
+    fn discard_semaphore(&mut self, s: PooledSemaphore, timeout: Option<Duration>) {
+        let done = self.wait(timeout).is_ok();
+        if let Some(work) = &mut self.work {
+            work.semaphores.retain(|k| k.raw != s.raw);
+            if done {
+                self.shared.destroy_semaphore(s);
+            }
+        }
     }
 
     /// The completion as a sync_file, if [`Submission::signal_sync_file`]
@@ -555,21 +685,18 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self.fence.wait(None).is_err() {
-            // A lost device: freeing in-use objects would be worse than
-            // leaking them.
-            std::mem::forget(std::mem::take(&mut self.keep));
-            return;
+        if let Some(work) = self.work.take() {
+            // What finished work kept alive is dropped here, outside the
+            // device's lock.
+            drop(self.shared.retire(work));
         }
-        // SAFETY: the work using the pool is complete.
-        unsafe { self.shared.raw.destroy_command_pool(self.pool, None) };
     }
 }
 
 impl fmt::Debug for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pending")
-            .field("fence", &self.fence)
+            .field("fence", &self.fence())
             .finish()
     }
 }

@@ -6,6 +6,7 @@
 //! an [`Extensions`] report; an operation that needs a missing one fails
 //! with [`Error::MissingExtensions`] naming it. Vulkan 1.2 is required.
 
+use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -106,10 +107,13 @@ impl Extensions {
 }
 
 /// What one physical device is.
+///
+/// Made only by [`Instance::physical_devices`]: the handle inside is
+/// private, so no forged or foreign handle reaches `vkCreateDevice`
+/// ([`Device::open_physical`] also checks it belongs to the instance).
 #[derive(Debug, Clone)]
 pub struct PhysicalDeviceInfo {
-    /// The Vulkan handle (valid while its [`Instance`] lives).
-    pub handle: vk::PhysicalDevice,
+    handle: vk::PhysicalDevice,
     /// `deviceName`, e.g. `llvmpipe (LLVM 19.1.7, 256 bits)`.
     pub name: String,
     /// The driver (`VK_DRIVER_ID_*`).
@@ -122,6 +126,14 @@ pub struct PhysicalDeviceInfo {
     pub primary_node: Option<(i64, i64)>,
     /// `(major, minor)` of its DRM render node, where the driver says.
     pub render_node: Option<(i64, i64)>,
+}
+
+impl PhysicalDeviceInfo {
+    /// The Vulkan handle (valid while its [`Instance`] lives), for the
+    /// caller's own queries through `ash`.
+    pub fn handle(&self) -> vk::PhysicalDevice {
+        self.handle
+    }
 }
 
 impl fmt::Display for PhysicalDeviceInfo {
@@ -208,7 +220,17 @@ impl Instance {
     /// empty, so every modifier image would look featureless). With
     /// `validation`, `VK_LAYER_KHRONOS_validation` and `VK_EXT_debug_utils`
     /// are required ([`Error::NoValidationLayer`] otherwise).
-    pub fn new(validation: bool) -> Result<Self> {
+    pub fn new() -> Result<Self> {
+        Self::create(false)
+    }
+
+    /// [`Instance::new`] with the Khronos validation layer, whose error
+    /// messages are collected ([`Instance::take_validation_errors`]).
+    pub fn with_validation() -> Result<Self> {
+        Self::create(true)
+    }
+
+    fn create(validation: bool) -> Result<Self> {
         // SAFETY: loading libvulkan runs its initializers; the loader is a
         // well-behaved system library.
         let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Loader(e.to_string()))?;
@@ -409,6 +431,66 @@ pub struct SyncFdSupport {
     pub fence_export: bool,
 }
 
+/// One reusable unit of submission: a command pool with its one command
+/// buffer, and the fence that says when the GPU is done with both.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub(crate) pool: vk::CommandPool,
+    pub(crate) cmd: vk::CommandBuffer,
+    pub(crate) fence: vk::Fence,
+}
+
+/// A binary semaphore from the device's pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PooledSemaphore {
+    pub(crate) raw: vk::Semaphore,
+    pub(crate) exportable: bool,
+}
+
+/// What a dropped, unfinished submission still holds: freed or reused
+/// only once its fence has signaled.
+pub(crate) struct Retired {
+    pub(crate) slot: Slot,
+    pub(crate) semaphores: Vec<PooledSemaphore>,
+    pub(crate) keep: Vec<KeepAlive>,
+}
+
+/// Anything GPU work uses that must outlive it (images, views).
+pub(crate) type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
+
+/// The device's pool of submission objects: created on first need,
+/// reused once their fence has signaled, so a steady state of one
+/// submission per frame creates nothing.
+#[derive(Default)]
+pub(crate) struct Recycler {
+    stats: PoolStats,
+    slots: Vec<Slot>,
+    semaphores: Vec<vk::Semaphore>,
+    export_semaphores: Vec<vk::Semaphore>,
+    in_flight: Vec<Retired>,
+}
+
+/// How many submission objects a [`Device`] has made, and how much work
+/// is retired but unfinished: in a steady state the counts stop growing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Command pools (each with its command buffer and fence) created.
+    pub slots_created: u64,
+    /// Binary semaphores created for submissions.
+    pub semaphores_created: u64,
+    /// Dropped [`Pending`](super::Pending)s whose work has not finished.
+    pub in_flight: usize,
+}
+
+/// Driver answers that do not change while the device lives, asked once.
+#[derive(Default)]
+pub(crate) struct Answers {
+    /// The modifier list per format.
+    pub(crate) modifiers: HashMap<vk::Format, Arc<[super::image::ModifierInfo]>>,
+    /// `vkGetPhysicalDeviceImageFormatProperties2` per question.
+    pub(crate) image_formats: HashMap<super::image::FormatQuestion, super::image::FormatAnswer>,
+}
+
 pub(crate) struct DeviceShared {
     pub(crate) instance: Instance,
     pub(crate) info: PhysicalDeviceInfo,
@@ -421,14 +503,19 @@ pub(crate) struct DeviceShared {
     pub(crate) modifier: Option<ext::image_drm_format_modifier::Device>,
     pub(crate) semaphore_fd: Option<khr::external_semaphore_fd::Device>,
     pub(crate) fence_fd: Option<khr::external_fence_fd::Device>,
+    pub(crate) recycler: Mutex<Recycler>,
+    pub(crate) answers: Mutex<Answers>,
 }
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
+        let recycler = std::mem::take(self.recycler.get_mut().unwrap_or_else(|p| p.into_inner()));
         // SAFETY: every object made from the device holds an Arc of this
-        // struct, so none is left; wait for the queue before destroying.
+        // struct, so none is left; after the wait nothing is in use, and
+        // each pooled object is destroyed once.
         unsafe {
             let _ = self.raw.device_wait_idle();
+            self.destroy_pooled(recycler);
             self.raw.destroy_device(None);
         }
     }
@@ -456,6 +543,202 @@ impl DeviceShared {
         unsafe { self.raw.queue_submit(*queue, submits, fence) }.map_err(Error::vk("vkQueueSubmit"))
     }
 
+    /// A slot ready for recording: a reused one whose work is done, or a
+    /// new one. Reaps finished work first.
+    pub(crate) fn take_slot(&self) -> Result<Slot> {
+        let done = self.reap();
+        let slot = lock(&self.recycler).slots.pop();
+        drop(done);
+        if let Some(slot) = slot {
+            return Ok(slot);
+        }
+        let info = vk::CommandPoolCreateInfo::default()
+            .flags(vk::CommandPoolCreateFlags::TRANSIENT)
+            .queue_family_index(self.queue_family);
+        // SAFETY: valid create info for this device's queue family.
+        let pool = unsafe { self.raw.create_command_pool(&info, None) }
+            .map_err(Error::vk("vkCreateCommandPool"))?;
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        // SAFETY: the pool is live and only this thread knows it.
+        let cmd = match unsafe { self.raw.allocate_command_buffers(&alloc) } {
+            Ok(c) => c[0],
+            Err(e) => {
+                // SAFETY: the pool has no buffers in use.
+                unsafe { self.raw.destroy_command_pool(pool, None) };
+                return Err(Error::vk("vkAllocateCommandBuffers")(e));
+            }
+        };
+        // SAFETY: valid create info.
+        let fence = match unsafe { self.raw.create_fence(&vk::FenceCreateInfo::default(), None) } {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: as above.
+                unsafe { self.raw.destroy_command_pool(pool, None) };
+                return Err(Error::vk("vkCreateFence")(e));
+            }
+        };
+        lock(&self.recycler).stats.slots_created += 1;
+        Ok(Slot { pool, cmd, fence })
+    }
+
+    /// A binary semaphore without a payload (`exportable`: created to give
+    /// SYNC_FD sync_files).
+    pub(crate) fn take_semaphore(&self, exportable: bool) -> Result<PooledSemaphore> {
+        let reused = {
+            let mut r = lock(&self.recycler);
+            match exportable {
+                true => r.export_semaphores.pop(),
+                false => r.semaphores.pop(),
+            }
+        };
+        if let Some(raw) = reused {
+            return Ok(PooledSemaphore { raw, exportable });
+        }
+        let mut export = vk::ExportSemaphoreCreateInfo::default()
+            .handle_types(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD);
+        let mut info = vk::SemaphoreCreateInfo::default();
+        if exportable {
+            info = info.push_next(&mut export);
+        }
+        // SAFETY: valid create info.
+        let raw = unsafe { self.raw.create_semaphore(&info, None) }
+            .map_err(Error::vk("vkCreateSemaphore"))?;
+        lock(&self.recycler).stats.semaphores_created += 1;
+        Ok(PooledSemaphore { raw, exportable })
+    }
+
+    /// Give back a semaphore that has no pending payload.
+    pub(crate) fn return_semaphore(&self, s: PooledSemaphore) {
+        let mut r = lock(&self.recycler);
+        match s.exportable {
+            true => r.export_semaphores.push(s.raw),
+            false => r.semaphores.push(s.raw),
+        }
+    }
+
+    /// Destroy a semaphore that may hold an unconsumed temporary payload
+    /// (never submitted), instead of reusing it.
+    pub(crate) fn destroy_semaphore(&self, s: PooledSemaphore) {
+        // SAFETY: never submitted, so no queue uses it.
+        unsafe { self.raw.destroy_semaphore(s.raw, None) };
+    }
+
+    /// Give back a slot whose command buffer was never submitted.
+    pub(crate) fn return_unsubmitted(&self, slot: Slot) {
+        // SAFETY: never submitted: the pool's buffer is not in use.
+        let reset = unsafe {
+            self.raw
+                .reset_command_pool(slot.pool, vk::CommandPoolResetFlags::empty())
+        };
+        match reset {
+            Ok(()) => lock(&self.recycler).slots.push(slot),
+            // SAFETY: not in use (see above); destroyed once.
+            Err(_) => unsafe { self.destroy_slot(slot) },
+        }
+    }
+
+    /// Recycle submitted work: now if it is done, else once it is.
+    pub(crate) fn retire(&self, work: Retired) -> Vec<KeepAlive> {
+        // SAFETY: a fence of this device.
+        match unsafe { self.raw.get_fence_status(work.slot.fence) } {
+            Ok(true) => self.recycle(work),
+            _ => {
+                lock(&self.recycler).in_flight.push(work);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Recycles every retired submission whose fence has signaled; returns
+    /// what they kept alive, to be dropped by the caller outside the lock.
+    pub(crate) fn reap(&self) -> Vec<KeepAlive> {
+        let done: Vec<Retired> = {
+            let mut r = lock(&self.recycler);
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.in_flight)
+                .into_iter()
+                // SAFETY: fences of this device.
+                .partition(|w| {
+                    matches!(unsafe { self.raw.get_fence_status(w.slot.fence) }, Ok(true))
+                });
+            r.in_flight = waiting;
+            done
+        };
+        done.into_iter().flat_map(|w| self.recycle(w)).collect()
+    }
+
+    /// Resets and pools the objects of finished work.
+    fn recycle(&self, work: Retired) -> Vec<KeepAlive> {
+        let Retired {
+            slot,
+            semaphores,
+            keep,
+        } = work;
+        // SAFETY: the fence signaled, so the GPU is done with the pool's
+        // buffer, the fence and the semaphores (their waits and signals
+        // completed; an exported semaphore was reset by the export).
+        let reset = unsafe {
+            self.raw
+                .reset_command_pool(slot.pool, vk::CommandPoolResetFlags::empty())
+                .and_then(|()| self.raw.reset_fences(&[slot.fence]))
+        };
+        match reset {
+            Ok(()) => lock(&self.recycler).slots.push(slot),
+            // SAFETY: done (see above); destroyed once.
+            Err(_) => unsafe { self.destroy_slot(slot) },
+        }
+        for s in semaphores {
+            self.return_semaphore(s);
+        }
+        keep
+    }
+
+    /// Waits for the device and recycles all retired work (breaking the
+    /// keep-alive references retired work holds); what it kept is dropped
+    /// by the caller.
+    pub(crate) fn drain(&self) -> Vec<KeepAlive> {
+        {
+            let _queue = lock(&self.queue);
+            // SAFETY: the queue is locked, as vkDeviceWaitIdle requires.
+            let _ = unsafe { self.raw.device_wait_idle() };
+        }
+        self.reap()
+    }
+
+    /// # Safety
+    /// No object of `slot` may be in use by the GPU.
+    unsafe fn destroy_slot(&self, slot: Slot) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.raw.destroy_command_pool(slot.pool, None);
+            self.raw.destroy_fence(slot.fence, None);
+        }
+    }
+
+    /// # Safety
+    /// The device must be idle.
+    unsafe fn destroy_pooled(&self, r: Recycler) {
+        for w in r.in_flight {
+            drop(w.keep);
+            // SAFETY: idle (caller); each object destroyed once.
+            unsafe { self.destroy_slot(w.slot) };
+            for s in w.semaphores {
+                // SAFETY: as above.
+                unsafe { self.raw.destroy_semaphore(s.raw, None) };
+            }
+        }
+        for slot in r.slots {
+            // SAFETY: as above.
+            unsafe { self.destroy_slot(slot) };
+        }
+        for s in r.semaphores.into_iter().chain(r.export_semaphores) {
+            // SAFETY: as above.
+            unsafe { self.raw.destroy_semaphore(s, None) };
+        }
+    }
+
     pub(crate) fn foreign_family(&self) -> u32 {
         if self.info.extensions.queue_family_foreign {
             vk::QUEUE_FAMILY_FOREIGN_EXT
@@ -478,10 +761,24 @@ impl DeviceShared {
 /// transfer, opened with every interop extension the driver has.
 ///
 /// Cheap to clone; images, semaphores and submissions made from it keep it
-/// alive.
+/// alive. When the last clone is dropped it waits for the device to be
+/// idle (`vkDeviceWaitIdle`, bounded by the driver's own hang detection)
+/// and frees what finished submissions kept alive.
 #[derive(Clone)]
 pub struct Device {
     pub(crate) shared: Arc<DeviceShared>,
+    _last: Arc<LastHandle>,
+}
+
+/// Dropped with the last [`Device`] clone: drains retired work, whose
+/// keep-alive references (images hold the device) would otherwise keep
+/// the device alive.
+struct LastHandle(Arc<DeviceShared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        drop(self.0.drain());
+    }
 }
 
 impl Device {
@@ -512,9 +809,19 @@ impl Device {
         Self::open_physical(instance, pick)
     }
 
-    /// Open `info`'s device.
+    /// Open `info`'s device; it must come from `instance`
+    /// ([`Error::NoDevice`] otherwise).
     pub fn open_physical(instance: &Instance, info: PhysicalDeviceInfo) -> Result<Self> {
         let raw_instance = &instance.shared.raw;
+        // SAFETY: a plain query on a live instance.
+        let ours = unsafe { raw_instance.enumerate_physical_devices() }
+            .map_err(Error::vk("vkEnumeratePhysicalDevices"))?;
+        if !ours.contains(&info.handle) {
+            return Err(Error::NoDevice(format!(
+                "{}: not a physical device of this instance",
+                info.name
+            )));
+        }
         if info.api_version < vk::API_VERSION_1_2 {
             return Err(Error::MissingExtensions {
                 device: info.name,
@@ -577,9 +884,13 @@ impl Device {
             queue: Mutex::new(queue),
             sync_fd,
             memory,
+            recycler: Mutex::new(Recycler::default()),
+            answers: Mutex::new(Answers::default()),
         };
+        let shared = Arc::new(shared);
         Ok(Device {
-            shared: Arc::new(shared),
+            _last: Arc::new(LastHandle(shared.clone())),
+            shared,
         })
     }
 
@@ -626,17 +937,40 @@ impl Device {
     ///
     /// # Safety
     /// Every handle in `submits` and `fence` must belong to this device and
-    /// stay alive until the batches complete, as `vkQueueSubmit` requires.
+    /// stay alive until the batches complete, as `vkQueueSubmit` requires;
+    /// no semaphore or fence in them may be imported into, reset or
+    /// exported until then (except as the Vulkan spec allows, e.g. a
+    /// SYNC_FD export of a pending signal).
     pub unsafe fn submit(&self, submits: &[vk::SubmitInfo<'_>], fence: vk::Fence) -> Result<()> {
         self.shared.queue_submit(submits, fence)
     }
 
-    /// Wait until the device is idle (`vkDeviceWaitIdle`).
+    /// Wait until the device is idle (`vkDeviceWaitIdle`), then recycle
+    /// what finished submissions held.
     pub fn wait_idle(&self) -> Result<()> {
-        let _queue = lock(&self.shared.queue);
-        // SAFETY: the queue is locked, which vkDeviceWaitIdle requires of
-        // every queue of the device.
-        unsafe { self.shared.raw.device_wait_idle() }.map_err(Error::vk("vkDeviceWaitIdle"))
+        {
+            let _queue = lock(&self.shared.queue);
+            // SAFETY: the queue is locked, which vkDeviceWaitIdle requires
+            // of every queue of the device.
+            unsafe { self.shared.raw.device_wait_idle() }.map_err(Error::vk("vkDeviceWaitIdle"))?;
+        }
+        drop(self.shared.reap());
+        Ok(())
+    }
+
+    /// What the submission pool has made so far.
+    pub fn pool_stats(&self) -> PoolStats {
+        let r = lock(&self.shared.recycler);
+        PoolStats {
+            in_flight: r.in_flight.len(),
+            ..r.stats
+        }
+    }
+
+    /// Recycle the objects of finished submissions now (each new
+    /// submission does this too), freeing the images they kept alive.
+    pub fn collect(&self) {
+        drop(self.shared.reap());
     }
 }
 

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::device::DeviceShared;
+use super::device::{DeviceShared, KeepAlive};
 use super::format::{to_vk, VkFormatMapping};
+use super::Submission;
 use super::{Device, Error, Refusal, Result};
 use crate::dmabuf::Dmabuf;
 use crate::format::{Fourcc, Modifier};
@@ -51,24 +52,19 @@ enum Owner {
     Ours(vk::ImageLayout),
 }
 
-/// A Vulkan image over dma-buf memory; destroyed (and its memory freed) on
-/// drop. Imported from a [`Dmabuf`] or allocated for export.
-pub struct Image {
+/// The Vulkan objects of an [`Image`]: destroyed when the image *and*
+/// every submission that used it are gone.
+pub(crate) struct ImageResources {
     shared: Arc<DeviceShared>,
     raw: vk::Image,
     memory: Vec<vk::DeviceMemory>,
-    mapping: VkFormatMapping,
-    modifier: Modifier,
-    width: u32,
-    height: u32,
-    usage: vk::ImageUsageFlags,
-    owner: Owner,
 }
 
-impl Drop for Image {
+impl Drop for ImageResources {
     fn drop(&mut self) {
-        // SAFETY: the image and its memory belong to this device; the
-        // caller keeps them alive while GPU work uses them (Pending waits).
+        // SAFETY: the image and its memory belong to this device; the last
+        // reference is gone, and submissions that used the image hold a
+        // reference until their fence signaled, so the GPU is done.
         unsafe {
             self.shared.raw.destroy_image(self.raw, None);
             for &m in &self.memory {
@@ -78,10 +74,30 @@ impl Drop for Image {
     }
 }
 
+/// A Vulkan image over dma-buf memory. Imported from a [`Dmabuf`] or
+/// allocated for export.
+///
+/// Dropping it never frees memory the GPU still uses: a [`Submission`]
+/// that records it ([`Image::cmd_acquire`], [`Image::cmd_release`],
+/// [`Submission::uses`]) keeps its Vulkan objects alive until the work's
+/// fence has signaled.
+///
+/// [`Submission`]: super::Submission
+/// [`Submission::uses`]: super::Submission::uses
+pub struct Image {
+    res: Arc<ImageResources>,
+    mapping: VkFormatMapping,
+    modifier: Modifier,
+    width: u32,
+    height: u32,
+    usage: vk::ImageUsageFlags,
+    owner: Owner,
+}
+
 impl std::fmt::Debug for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Image")
-            .field("raw", &self.raw)
+            .field("raw", &self.res.raw)
             .field("format", &self.mapping.fourcc)
             .field("modifier", &self.modifier)
             .field("size", &(self.width, self.height))
@@ -90,23 +106,45 @@ impl std::fmt::Debug for Image {
     }
 }
 
-/// An image view, destroyed on drop.
+/// An image view. Like an [`Image`], its Vulkan object lives until the
+/// view and every submission that used it are gone.
 pub struct ImageView {
-    shared: Arc<DeviceShared>,
+    res: Arc<ViewResources>,
+}
+
+/// The Vulkan object of an [`ImageView`] (holding its image alive).
+pub(crate) struct ViewResources {
+    image: Arc<ImageResources>,
     raw: vk::ImageView,
 }
 
-impl ImageView {
-    /// The raw handle.
-    pub fn raw(&self) -> vk::ImageView {
-        self.raw
+impl Drop for ViewResources {
+    fn drop(&mut self) {
+        // SAFETY: the view belongs to this device; the last reference
+        // (including those of submissions that used it) is gone.
+        unsafe { self.image.shared.raw.destroy_image_view(self.raw, None) };
     }
 }
 
-impl Drop for ImageView {
-    fn drop(&mut self) {
-        // SAFETY: the view belongs to this device and is not in use.
-        unsafe { self.shared.raw.destroy_image_view(self.raw, None) };
+impl ImageView {
+    /// The raw handle. Register the view with [`Submission::uses`] when
+    /// recording commands that use it.
+    ///
+    /// [`Submission::uses`]: super::Submission::uses
+    pub fn raw(&self) -> vk::ImageView {
+        self.res.raw
+    }
+}
+
+impl super::bridge::Resource for ImageView {
+    fn keep_alive(&self) -> KeepAlive {
+        self.res.clone()
+    }
+}
+
+impl super::bridge::Resource for Image {
+    fn keep_alive(&self) -> KeepAlive {
+        self.res.clone()
     }
 }
 
@@ -134,6 +172,20 @@ fn features_for(usage: vk::ImageUsageFlags) -> vk::FormatFeatureFlags {
     .filter(|(u, _)| usage.contains(*u))
     .fold(F::empty(), |acc, (_, f)| acc | f)
 }
+
+/// One `vkGetPhysicalDeviceImageFormatProperties2` question (dma-buf
+/// handle type, DRM modifier tiling), the key of the per-device cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FormatQuestion {
+    format: vk::Format,
+    modifier: Modifier,
+    usage: vk::ImageUsageFlags,
+    flags: vk::ImageCreateFlags,
+}
+
+/// The driver's answer: `None` (format not supported), or the largest
+/// extent and the external memory features.
+pub(crate) type FormatAnswer = Option<(vk::Extent3D, vk::ExternalMemoryFeatureFlags)>;
 
 /// What is being asked of the driver, for checks and error reports.
 struct Ask {
@@ -189,14 +241,29 @@ impl Device {
     pub fn modifiers(&self, format: Fourcc) -> Result<Vec<ModifierInfo>> {
         self.need_dmabuf_images()?;
         Ok(match to_vk(format) {
-            Some(m) => self.modifiers_of(m.format),
+            Some(m) => self.modifiers_of(m.format).to_vec(),
             None => Vec::new(),
         })
     }
 
-    fn modifiers_of(&self, format: vk::Format) -> Vec<ModifierInfo> {
+    /// The driver's modifier list for `format`, asked once per device.
+    fn modifiers_of(&self, format: vk::Format) -> Arc<[ModifierInfo]> {
+        if let Some(list) = super::device::lock(&self.shared.answers)
+            .modifiers
+            .get(&format)
+        {
+            return list.clone();
+        }
+        let list: Arc<[ModifierInfo]> = self.query_modifiers(format).into();
+        super::device::lock(&self.shared.answers)
+            .modifiers
+            .insert(format, list.clone());
+        list
+    }
+
+    fn query_modifiers(&self, format: vk::Format) -> Vec<ModifierInfo> {
         let instance = &self.shared.instance.shared.raw;
-        let physical = self.shared.info.handle;
+        let physical = self.shared.info.handle();
         let mut list = vk::DrmFormatModifierPropertiesListEXT::default();
         let mut props = vk::FormatProperties2::default().push_next(&mut list);
         // SAFETY: the first call only counts (no array given).
@@ -229,6 +296,9 @@ impl Device {
         planes: Option<usize>,
         disjoint: bool,
     ) -> Result<ModifierInfo> {
+        if ask.usage.is_empty() {
+            return Err(self.refuse(ask, Refusal::NoUsage));
+        }
         if offered.is_empty() {
             return Err(self.refuse(ask, Refusal::Format));
         }
@@ -258,43 +328,17 @@ impl Device {
         } else {
             vk::ImageCreateFlags::empty()
         };
-        let mut drm = vk::PhysicalDeviceImageDrmFormatModifierInfoEXT::default()
-            .drm_format_modifier(ask.modifier.0)
-            .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        let mut external =
-            vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(DMA_BUF);
-        let query = vk::PhysicalDeviceImageFormatInfo2::default()
-            .format(ask.mapping.format)
-            .ty(vk::ImageType::TYPE_2D)
-            .tiling(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
-            .usage(ask.usage)
-            .flags(flags)
-            .push_next(&mut external)
-            .push_next(&mut drm);
-        let mut external_props = vk::ExternalImageFormatProperties::default();
-        let mut props = vk::ImageFormatProperties2::default().push_next(&mut external_props);
-        let instance = &self.shared.instance.shared.raw;
-        // SAFETY: valid input and output chains that outlive the call.
-        let r = unsafe {
-            instance.get_physical_device_image_format_properties2(
-                self.shared.info.handle,
-                &query,
-                &mut props,
-            )
+        let question = FormatQuestion {
+            format: ask.mapping.format,
+            modifier: ask.modifier,
+            usage: ask.usage,
+            flags,
         };
-        match r {
-            Ok(()) => {}
-            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED) => {
-                return Err(self.refuse(ask, Refusal::External))
-            }
-            Err(result) => {
-                return Err(Error::Vk {
-                    call: "vkGetPhysicalDeviceImageFormatProperties2",
-                    result,
-                })
-            }
-        }
-        let max = props.image_format_properties.max_extent;
+        let (max, features) = match self.image_format(question)? {
+            Some(answer) => answer,
+            None => return Err(self.refuse(ask, Refusal::External)),
+        };
+
         if ask.width > max.width || ask.height > max.height {
             let (max_width, max_height) = (max.width, max.height);
             return Err(self.refuse(
@@ -310,13 +354,64 @@ impl Device {
         } else {
             vk::ExternalMemoryFeatureFlags::EXPORTABLE
         };
-        let features = external_props
-            .external_memory_properties
-            .external_memory_features;
         if !features.contains(feature) {
             return Err(self.refuse(ask, Refusal::External));
         }
         Ok(info)
+    }
+
+    /// The driver's answer to `q` (`None`: not supported), asked once per
+    /// device: the largest extent and the external memory features.
+    fn image_format(&self, q: FormatQuestion) -> Result<FormatAnswer> {
+        if let Some(a) = super::device::lock(&self.shared.answers)
+            .image_formats
+            .get(&q)
+        {
+            return Ok(*a);
+        }
+        let mut drm = vk::PhysicalDeviceImageDrmFormatModifierInfoEXT::default()
+            .drm_format_modifier(q.modifier.0)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        let mut external =
+            vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(DMA_BUF);
+        let query = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(q.format)
+            .ty(vk::ImageType::TYPE_2D)
+            .tiling(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
+            .usage(q.usage)
+            .flags(q.flags)
+            .push_next(&mut external)
+            .push_next(&mut drm);
+        let mut external_props = vk::ExternalImageFormatProperties::default();
+        let mut props = vk::ImageFormatProperties2::default().push_next(&mut external_props);
+        let instance = &self.shared.instance.shared.raw;
+        // SAFETY: valid input and output chains that outlive the call.
+        let r = unsafe {
+            instance.get_physical_device_image_format_properties2(
+                self.shared.info.handle(),
+                &query,
+                &mut props,
+            )
+        };
+        let answer = match r {
+            Ok(()) => Some((
+                props.image_format_properties.max_extent,
+                external_props
+                    .external_memory_properties
+                    .external_memory_features,
+            )),
+            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED) => None,
+            Err(result) => {
+                return Err(Error::Vk {
+                    call: "vkGetPhysicalDeviceImageFormatProperties2",
+                    result,
+                })
+            }
+        };
+        super::device::lock(&self.shared.answers)
+            .image_formats
+            .insert(q, answer);
+        Ok(answer)
     }
 
     /// Import `dmabuf` as an image for `usage`, with its modifier and
@@ -376,7 +471,7 @@ impl Device {
                 let mut plane_req =
                     vk::ImagePlaneMemoryRequirementsInfo::default().plane_aspect(aspect);
                 let req_info = vk::ImageMemoryRequirementsInfo2::default()
-                    .image(image.raw)
+                    .image(image.raw())
                     .push_next(&mut plane_req);
                 let mut req = vk::MemoryRequirements2::default();
                 // SAFETY: the image is disjoint with this memory plane.
@@ -388,19 +483,20 @@ impl Device {
                     req.memory_requirements,
                     None,
                 )?;
-                image.memory.push(mem);
+                image.res_mut().memory.push(mem);
                 binds.push(aspect);
             }
             let mut plane_infos: Vec<_> = binds
                 .iter()
                 .map(|&a| vk::BindImagePlaneMemoryInfo::default().plane_aspect(a))
                 .collect();
+            let image_raw = image.raw();
             let infos: Vec<_> = plane_infos
                 .iter_mut()
-                .zip(&image.memory)
+                .zip(&image.res.memory)
                 .map(|(p, &m)| {
                     vk::BindImageMemoryInfo::default()
-                        .image(image.raw)
+                        .image(image_raw)
                         .memory(m)
                         .push_next(p)
                 })
@@ -409,13 +505,18 @@ impl Device {
             unsafe { raw.bind_image_memory2(&infos) }.map_err(Error::vk("vkBindImageMemory2"))?;
         } else {
             // SAFETY: a plain query on a live image.
-            let req = unsafe { raw.get_image_memory_requirements(image.raw) };
+            let req = unsafe { raw.get_image_memory_requirements(image.raw()) };
             let plane = &planes[0];
-            let mem =
-                self.import_memory(&ask, plane.fd(), plane.buffer_size(), req, Some(image.raw))?;
-            image.memory.push(mem);
+            let mem = self.import_memory(
+                &ask,
+                plane.fd(),
+                plane.buffer_size(),
+                req,
+                Some(image.raw()),
+            )?;
+            image.res_mut().memory.push(mem);
             // SAFETY: the memory was imported for this image's requirements.
-            unsafe { raw.bind_image_memory(image.raw, mem, 0) }
+            unsafe { raw.bind_image_memory(image.raw(), mem, 0) }
                 .map_err(Error::vk("vkBindImageMemory"))?;
         }
         Ok(image)
@@ -456,9 +557,11 @@ impl Device {
         let raw = unsafe { self.shared.raw.create_image(&info, None) }
             .map_err(Error::vk("vkCreateImage"))?;
         Ok(Image {
-            shared: self.shared.clone(),
-            raw,
-            memory: Vec::new(),
+            res: Arc::new(ImageResources {
+                shared: self.shared.clone(),
+                raw,
+                memory: Vec::new(),
+            }),
             mapping: ask.mapping,
             modifier: ask.modifier,
             width: ask.width,
@@ -585,7 +688,7 @@ impl Device {
             .expect("checked by need_dmabuf_images");
         let mut chosen = vk::ImageDrmFormatModifierPropertiesEXT::default();
         // SAFETY: the image was created with DRM modifier tiling.
-        unsafe { modifier_fns.get_image_drm_format_modifier_properties(image.raw, &mut chosen) }
+        unsafe { modifier_fns.get_image_drm_format_modifier_properties(image.raw(), &mut chosen) }
             .map_err(Error::vk("vkGetImageDrmFormatModifierPropertiesEXT"))?;
         image.modifier = Modifier(chosen.drm_format_modifier);
         let plane_count = offered
@@ -595,13 +698,13 @@ impl Device {
 
         let raw = &self.shared.raw;
         // SAFETY: a plain query on a live image.
-        let req = unsafe { raw.get_image_memory_requirements(image.raw) };
+        let req = unsafe { raw.get_image_memory_requirements(image.raw()) };
         let memory_type = self
             .shared
             .memory_type(req.memory_type_bits, vk::MemoryPropertyFlags::DEVICE_LOCAL)
             .ok_or_else(|| self.refuse(&ask, Refusal::MemoryType))?;
         let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(DMA_BUF);
-        let mut dedicated = vk::MemoryDedicatedAllocateInfo::default().image(image.raw);
+        let mut dedicated = vk::MemoryDedicatedAllocateInfo::default().image(image.raw());
         let info = vk::MemoryAllocateInfo::default()
             .allocation_size(req.size)
             .memory_type_index(memory_type)
@@ -610,9 +713,9 @@ impl Device {
         // SAFETY: valid allocation info whose chain outlives the call.
         let mem = unsafe { raw.allocate_memory(&info, None) }
             .map_err(Error::vk("vkAllocateMemory(export dma-buf)"))?;
-        image.memory.push(mem);
+        image.res_mut().memory.push(mem);
         // SAFETY: the memory was allocated for this image's requirements.
-        unsafe { raw.bind_image_memory(image.raw, mem, 0) }
+        unsafe { raw.bind_image_memory(image.raw(), mem, 0) }
             .map_err(Error::vk("vkBindImageMemory"))?;
 
         let memory_fd = self
@@ -634,7 +737,7 @@ impl Device {
                 array_layer: 0,
             };
             // SAFETY: the image has DRM modifier tiling with this memory plane.
-            let layout = unsafe { raw.get_image_subresource_layout(image.raw, sub) };
+            let layout = unsafe { raw.get_image_subresource_layout(image.raw(), sub) };
             let (offset, stride) = (
                 u32::try_from(layout.offset),
                 u32::try_from(layout.row_pitch),
@@ -649,9 +752,16 @@ impl Device {
 }
 
 impl Image {
-    /// The raw handle.
+    /// The raw handle. Register the image with [`Submission::uses`] when
+    /// recording commands that use it (the `cmd_*` methods here do).
     pub fn raw(&self) -> vk::Image {
-        self.raw
+        self.res.raw
+    }
+
+    /// The resources while the image is being built (no submission can
+    /// hold them yet).
+    fn res_mut(&mut self) -> &mut ImageResources {
+        Arc::get_mut(&mut self.res).expect("an image being built is not shared")
     }
 
     /// The DRM format.
@@ -684,24 +794,35 @@ impl Image {
 
     /// A 2D color view of the whole image (alpha forced to one for `X`
     /// formats, except in storage views, which must not swizzle).
+    ///
+    /// A multi-planar YCbCr image needs a sampler YCbCr conversion for its
+    /// view, which winsys does not make: refused with
+    /// [`Error::ViewNeedsConversion`].
     pub fn create_view(&self) -> Result<ImageView> {
+        if self.mapping.fourcc.planes().is_some_and(|p| p.len() > 1) {
+            return Err(Error::ViewNeedsConversion {
+                format: self.mapping.fourcc,
+            });
+        }
         let components = if self.usage.contains(vk::ImageUsageFlags::STORAGE) {
             vk::ComponentMapping::default()
         } else {
             self.mapping.components()
         };
         let info = vk::ImageViewCreateInfo::default()
-            .image(self.raw)
+            .image(self.res.raw)
             .view_type(vk::ImageViewType::TYPE_2D)
             .format(self.mapping.format)
             .components(components)
             .subresource_range(color_range());
         // SAFETY: a valid view of a live image of this device.
-        let raw = unsafe { self.shared.raw.create_image_view(&info, None) }
+        let raw = unsafe { self.res.shared.raw.create_image_view(&info, None) }
             .map_err(Error::vk("vkCreateImageView"))?;
         Ok(ImageView {
-            shared: self.shared.clone(),
-            raw,
+            res: Arc::new(ViewResources {
+                image: self.res.clone(),
+                raw,
+            }),
         })
     }
 
@@ -716,15 +837,19 @@ impl Image {
         new_layout: vk::ImageLayout,
         dst_access: vk::AccessFlags,
     ) -> vk::ImageMemoryBarrier<'static> {
-        let ours = self.shared.queue_family;
+        let ours = self.res.shared.queue_family;
         let (old_layout, src, dst) = match self.owner {
             Owner::New => (
                 vk::ImageLayout::UNDEFINED,
                 vk::QUEUE_FAMILY_IGNORED,
                 vk::QUEUE_FAMILY_IGNORED,
             ),
-            Owner::ForeignFirst => (FIRST_ACQUIRE_LAYOUT, self.shared.foreign_family(), ours),
-            Owner::Foreign => (vk::ImageLayout::GENERAL, self.shared.foreign_family(), ours),
+            Owner::ForeignFirst => (FIRST_ACQUIRE_LAYOUT, self.res.shared.foreign_family(), ours),
+            Owner::Foreign => (
+                vk::ImageLayout::GENERAL,
+                self.res.shared.foreign_family(),
+                ours,
+            ),
             Owner::Ours(l) => (l, vk::QUEUE_FAMILY_IGNORED, vk::QUEUE_FAMILY_IGNORED),
         };
         self.owner = Owner::Ours(new_layout);
@@ -735,7 +860,7 @@ impl Image {
             .new_layout(new_layout)
             .src_queue_family_index(src)
             .dst_queue_family_index(dst)
-            .image(self.raw)
+            .image(self.res.raw)
             .subresource_range(color_range())
     }
 
@@ -758,27 +883,31 @@ impl Image {
                 .dst_access_mask(vk::AccessFlags::empty())
                 .old_layout(old_layout)
                 .new_layout(vk::ImageLayout::GENERAL)
-                .src_queue_family_index(self.shared.queue_family)
-                .dst_queue_family_index(self.shared.foreign_family())
-                .image(self.raw)
+                .src_queue_family_index(self.res.shared.queue_family)
+                .dst_queue_family_index(self.res.shared.foreign_family())
+                .image(self.res.raw)
                 .subresource_range(color_range()),
         )
     }
 
-    /// Record [`Image::acquire_barrier`] into `cmd`.
+    /// Record [`Image::acquire_barrier`] into `job`'s command buffer (from
+    /// `TOP_OF_PIPE` to `dst_stage`); `job` keeps the image alive until
+    /// its work is done.
     pub fn cmd_acquire(
         &mut self,
-        cmd: vk::CommandBuffer,
+        job: &mut Submission<'_>,
         new_layout: vk::ImageLayout,
         dst_stage: vk::PipelineStageFlags,
         dst_access: vk::AccessFlags,
     ) {
         let barrier = self.acquire_barrier(new_layout, dst_access);
-        // SAFETY: `cmd` is a command buffer of this device in the
-        // recording state (the caller's contract for a raw handle).
+        job.uses(self);
+        // SAFETY: the submission's command buffer is recording (it is until
+        // submit() consumes the submission) and belongs to this image's
+        // device; the barrier names this live image.
         unsafe {
-            self.shared.raw.cmd_pipeline_barrier(
-                cmd,
+            self.res.shared.raw.cmd_pipeline_barrier(
+                job.cmd(),
                 vk::PipelineStageFlags::TOP_OF_PIPE,
                 dst_stage,
                 vk::DependencyFlags::empty(),
@@ -789,21 +918,23 @@ impl Image {
         };
     }
 
-    /// Record [`Image::release_barrier`] into `cmd` (nothing if the image
-    /// is not owned here).
+    /// Record [`Image::release_barrier`] into `job`'s command buffer (from
+    /// `src_stage` to `BOTTOM_OF_PIPE`; nothing if the image is not owned
+    /// here); `job` keeps the image alive until its work is done.
     pub fn cmd_release(
         &mut self,
-        cmd: vk::CommandBuffer,
+        job: &mut Submission<'_>,
         src_stage: vk::PipelineStageFlags,
         src_access: vk::AccessFlags,
     ) {
         let Some(barrier) = self.release_barrier(src_access) else {
             return;
         };
+        job.uses(self);
         // SAFETY: as in cmd_acquire.
         unsafe {
-            self.shared.raw.cmd_pipeline_barrier(
-                cmd,
+            self.res.shared.raw.cmd_pipeline_barrier(
+                job.cmd(),
                 src_stage,
                 vk::PipelineStageFlags::BOTTOM_OF_PIPE,
                 vk::DependencyFlags::empty(),

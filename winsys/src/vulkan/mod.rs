@@ -28,15 +28,15 @@
 //!
 //! let gbm = GbmAllocator::find(Some("virtio_gpu"))?;
 //! let dmabuf = gbm.allocate(256, 256, Fourcc::ABGR8888, &[Modifier::LINEAR], Usage::RENDERING)?;
-//! let device = Device::open(&Instance::new(false)?)?;
+//! let device = Device::open(&Instance::new()?)?;
 //! let mut image = device.import_dmabuf(&dmabuf, vk::ImageUsageFlags::TRANSFER_DST)?;
 //!
 //! let mut job = device.submission()?;
 //! job.wait_for_dmabuf(&dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)?;
-//! image.cmd_acquire(job.cmd(), vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+//! image.cmd_acquire(&mut job, vk::ImageLayout::TRANSFER_DST_OPTIMAL,
 //!                   vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
 //! // ... vkCmdClearColorImage, vkCmdCopyBufferToImage, ...
-//! image.cmd_release(job.cmd(), vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
+//! image.cmd_release(&mut job, vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
 //! job.signal_dmabuf(&dmabuf, Access::Write);
 //! let pending = job.submit()?;   // the GPU's completion is now a write fence on the dma-buf
 //!
@@ -59,9 +59,9 @@ pub mod device;
 pub mod format;
 pub mod image;
 
-pub use bridge::{Fence, Pending, Semaphore, Submission};
-pub use device::{Device, Extensions, Instance, PhysicalDeviceInfo};
-pub use image::Image;
+pub use bridge::{Fence, Pending, Resource, Semaphore, Submission, DEFAULT_TIMEOUT};
+pub use device::{Device, Extensions, Instance, PhysicalDeviceInfo, PoolStats};
+pub use image::{Image, ImageView};
 
 /// Errors of the Vulkan side.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,20 @@ pub enum Error {
     /// `WINSYS_NO_VK_SYNC_FD=1` says to act so).
     #[error("the device cannot {0} a SYNC_FD sync_file")]
     NoSyncFd(&'static str),
+    /// A view of a multi-planar YCbCr image needs a sampler YCbCr
+    /// conversion, which winsys does not create.
+    #[error("a view of {format} needs a sampler YCbCr conversion (not made by winsys)")]
+    ViewNeedsConversion {
+        /// The image's format.
+        format: Fourcc,
+    },
+    /// A semaphore or fence created without SYNC_FD export was asked for
+    /// a sync_file.
+    #[error("this {0} was created without SYNC_FD export")]
+    NotExportable(&'static str),
+    /// A fence still in use by submitted work was to be reset.
+    #[error("the fence belongs to work that has not finished")]
+    FenceInUse,
     /// A wait did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
@@ -191,6 +205,8 @@ pub enum Refusal {
     },
     /// No memory type fits both the image and the dma-buf.
     MemoryType,
+    /// Empty usage flags: an image must be made for something.
+    NoUsage,
 }
 
 impl fmt::Display for Refusal {
@@ -230,6 +246,7 @@ impl fmt::Display for Refusal {
             Refusal::MemoryType => {
                 f.write_str("no memory type fits both the image and the dma-buf")
             }
+            Refusal::NoUsage => f.write_str("no usage flags given"),
         }
     }
 }
