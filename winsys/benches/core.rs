@@ -380,6 +380,8 @@ fn main() {
         vulkan_benches::alloc_import(&mut rows);
         eprintln!("[bench] GPU -> CPU hand-off: bridge vs vkWaitForFences ...");
         vulkan_benches::hand_off(&mut rows);
+        eprintln!("[bench] steady-state submission: API vs raw ash ...");
+        vulkan_benches::submission(&mut rows);
     }
 
     println!();
@@ -426,9 +428,11 @@ fn main() {
 #[cfg(all(feature = "vulkan", feature = "gbm"))]
 mod vulkan_benches {
     use super::{pair, Row};
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
     use winsys::alloc::gbm::{GbmAllocator, Usage};
     use winsys::dmabuf::{Access, Dmabuf};
     use winsys::format::{Fourcc, Modifier};
+    use winsys::vulkan::ash;
     use winsys::vulkan::ash::vk;
     use winsys::vulkan::{image::color_range, Device, Image, Instance};
 
@@ -548,6 +552,169 @@ mod vulkan_benches {
             baseline_value: cpu * 1e6,
             ratio: bridged / cpu,
             goal: "-",
+        });
+    }
+
+    /// The raw ash objects of the baseline, made once and reused, as a
+    /// hand-written frame loop would.
+    struct RawJob {
+        pool: vk::CommandPool,
+        cmd: vk::CommandBuffer,
+        fence: vk::Fence,
+        wait: vk::Semaphore,
+        done: vk::Semaphore,
+        semaphore_fd: ash::khr::external_semaphore_fd::Device,
+    }
+
+    impl RawJob {
+        fn new(device: &Device) -> RawJob {
+            let raw = device.raw();
+            // SAFETY (whole block): valid create infos on a live device.
+            unsafe {
+                let pool = raw
+                    .create_command_pool(
+                        &vk::CommandPoolCreateInfo::default()
+                            .flags(vk::CommandPoolCreateFlags::TRANSIENT)
+                            .queue_family_index(device.queue_family()),
+                        None,
+                    )
+                    .unwrap();
+                let cmd = raw
+                    .allocate_command_buffers(
+                        &vk::CommandBufferAllocateInfo::default()
+                            .command_pool(pool)
+                            .level(vk::CommandBufferLevel::PRIMARY)
+                            .command_buffer_count(1),
+                    )
+                    .unwrap()[0];
+                let fence = raw
+                    .create_fence(&vk::FenceCreateInfo::default(), None)
+                    .unwrap();
+                let wait = raw
+                    .create_semaphore(&vk::SemaphoreCreateInfo::default(), None)
+                    .unwrap();
+                let mut export = vk::ExportSemaphoreCreateInfo::default()
+                    .handle_types(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD);
+                let done = raw
+                    .create_semaphore(
+                        &vk::SemaphoreCreateInfo::default().push_next(&mut export),
+                        None,
+                    )
+                    .unwrap();
+                let semaphore_fd =
+                    ash::khr::external_semaphore_fd::Device::new(device.instance().raw(), raw);
+                RawJob {
+                    pool,
+                    cmd,
+                    fence,
+                    wait,
+                    done,
+                    semaphore_fd,
+                }
+            }
+        }
+
+        /// One frame: wait for the dma-buf's fences, an empty command
+        /// buffer, its completion back into the dma-buf as a write fence,
+        /// then wait for it; every object reset for the next frame.
+        fn frame(&self, device: &Device, dmabuf: &Dmabuf) {
+            let raw = device.raw();
+            let acquire = dmabuf.export_sync_file(Access::Write).unwrap();
+            let fd: OwnedFd = acquire.into();
+            // SAFETY (whole block): objects of this device, reused only
+            // after the previous frame's fence signaled; the imported fd is
+            // released to Vulkan only on success.
+            unsafe {
+                self.semaphore_fd
+                    .import_semaphore_fd(
+                        &vk::ImportSemaphoreFdInfoKHR::default()
+                            .semaphore(self.wait)
+                            .flags(vk::SemaphoreImportFlags::TEMPORARY)
+                            .handle_type(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD)
+                            .fd(fd.as_raw_fd()),
+                    )
+                    .unwrap();
+                let _owned_by_vulkan = fd.into_raw_fd();
+                raw.reset_command_pool(self.pool, vk::CommandPoolResetFlags::empty())
+                    .unwrap();
+                raw.begin_command_buffer(
+                    self.cmd,
+                    &vk::CommandBufferBeginInfo::default()
+                        .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+                )
+                .unwrap();
+                raw.end_command_buffer(self.cmd).unwrap();
+                let waits = [self.wait];
+                let stages = [vk::PipelineStageFlags::TRANSFER];
+                let cmds = [self.cmd];
+                let signals = [self.done];
+                let submit = vk::SubmitInfo::default()
+                    .wait_semaphores(&waits)
+                    .wait_dst_stage_mask(&stages)
+                    .command_buffers(&cmds)
+                    .signal_semaphores(&signals);
+                device.submit(&[submit], self.fence).unwrap();
+                let out = self
+                    .semaphore_fd
+                    .get_semaphore_fd(
+                        &vk::SemaphoreGetFdInfoKHR::default()
+                            .semaphore(self.done)
+                            .handle_type(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD),
+                    )
+                    .unwrap();
+                if out >= 0 {
+                    let fence = winsys::sync::SyncFile::from_fd(OwnedFd::from_raw_fd(out)).unwrap();
+                    dmabuf.import_sync_file(&fence, Access::Write).unwrap();
+                }
+                raw.wait_for_fences(&[self.fence], true, u64::MAX).unwrap();
+                raw.reset_fences(&[self.fence]).unwrap();
+            }
+        }
+
+        fn destroy(self, device: &Device) {
+            device.wait_idle().unwrap();
+            let raw = device.raw();
+            // SAFETY: idle device; each object destroyed once.
+            unsafe {
+                raw.destroy_semaphore(self.wait, None);
+                raw.destroy_semaphore(self.done, None);
+                raw.destroy_fence(self.fence, None);
+                raw.destroy_command_pool(self.pool, None);
+            }
+        }
+    }
+
+    pub fn submission(rows: &mut Vec<Row>) {
+        let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
+        let device = Device::open(&Instance::new().unwrap()).unwrap();
+        let a = gbm_alloc(&gbm, 64, 64);
+        let b = gbm_alloc(&gbm, 64, 64);
+        let baseline = RawJob::new(&device);
+        let (api, raw) = pair(
+            15,
+            200,
+            || {
+                let mut job = device.submission().unwrap();
+                job.wait_for_dmabuf(&a, Access::Write, vk::PipelineStageFlags::TRANSFER)
+                    .unwrap();
+                job.signal_dmabuf(&a, Access::Write);
+                job.submit().unwrap().wait(None).unwrap();
+            },
+            || baseline.frame(&device, &b),
+        );
+        baseline.destroy(&device);
+        let stats = device.pool_stats();
+        rows.push(Row {
+            name: format!(
+                "submission with one dma-buf wait + signal, API ({} pools, {} semaphores made)",
+                stats.slots_created, stats.semaphores_created
+            ),
+            value: api * 1e6,
+            unit: "us",
+            baseline: "the raw ash sequence, objects made once".into(),
+            baseline_value: raw * 1e6,
+            ratio: api / raw,
+            goal: "<= 1.1",
         });
     }
 }

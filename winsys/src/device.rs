@@ -136,7 +136,7 @@ pub struct NodeInfo {
 fn drm_rdev(st: &rustix::fs::Stat) -> Option<u64> {
     let is_char =
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
-    let rdev = st.st_rdev as u64;
+    let rdev = st.st_rdev;
     (is_char && rustix::fs::major(rdev) == DRM_MAJOR).then_some(rdev)
 }
 
