@@ -427,3 +427,24 @@ fn map_failure_on_a_later_plane_unmaps_the_earlier_ones() {
     drop(map);
     assert_eq!(dmabuf_mappings(), 0);
 }
+
+#[test]
+fn duration_max_means_no_limit_everywhere() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let buf = vgem.create(16, 16, Fourcc::XRGB8888).unwrap();
+    let write = buf.attach_fence(Access::Write).unwrap();
+    let fence = buf.dmabuf().implicit_fence(Access::Read).unwrap();
+    let signaler = thread::spawn(move || {
+        thread::sleep(SHORT * 2);
+        write.signal().unwrap();
+    });
+    // Each of these would panic (Instant + Duration::MAX) or hand the
+    // kernel a negative timespec if a huge timeout were not "no limit".
+    fence.wait(Some(std::time::Duration::MAX)).unwrap();
+    let map = buf.dmabuf().map(Access::Read).unwrap();
+    drop(map.read(Some(std::time::Duration::MAX)).unwrap());
+    if let Some(sync) = fence.into_sync_file() {
+        sync.wait(Some(std::time::Duration::MAX)).unwrap();
+    }
+    signaler.join().unwrap();
+}

@@ -9,7 +9,7 @@ use winsys::alloc::gbm::{GbmAllocator, Usage};
 use winsys::alloc::vgem::GemMap;
 use winsys::dmabuf::{Access, Dmabuf};
 use winsys::format::{Fourcc, Modifier};
-use winsys::vulkan::{Device, Image, Instance, Submission};
+use winsys::vulkan::{Device, Image, ImageView, Instance, Submission};
 
 use super::LONG;
 
@@ -120,6 +120,31 @@ pub struct PatternPipeline {
 }
 
 impl PatternPipeline {
+    /// Record into `job`: take `image` (viewed by `view`) from its foreign
+    /// users, run the pattern shader on it, hand it back. `job` keeps the
+    /// image and view alive until the work is done.
+    pub fn record_into(
+        &self,
+        job: &mut Submission<'_>,
+        image: &mut Image,
+        view: &ImageView,
+        seed: u32,
+    ) {
+        image.cmd_acquire(
+            job,
+            vk::ImageLayout::GENERAL,
+            vk::PipelineStageFlags::COMPUTE_SHADER,
+            vk::AccessFlags::SHADER_WRITE,
+        );
+        job.uses(view);
+        self.record(job.cmd(), view.raw(), image.extent(), seed);
+        image.cmd_release(
+            job,
+            vk::PipelineStageFlags::COMPUTE_SHADER,
+            vk::AccessFlags::SHADER_WRITE,
+        );
+    }
+
     pub fn new(device: &Device) -> PatternPipeline {
         let raw = device.raw();
         // SAFETY (whole block): valid create infos on a live device; every
@@ -518,19 +543,7 @@ pub fn gpu_pattern(gpu: &Gpu, dmabuf: &Dmabuf, seed: u32) -> winsys::vulkan::Pen
         vk::PipelineStageFlags::COMPUTE_SHADER,
     )
     .unwrap();
-    image.cmd_acquire(
-        &mut job,
-        vk::ImageLayout::GENERAL,
-        vk::PipelineStageFlags::COMPUTE_SHADER,
-        vk::AccessFlags::SHADER_WRITE,
-    );
-    job.uses(&view);
-    pipeline.record(job.cmd(), view.raw(), image.extent(), seed);
-    image.cmd_release(
-        &mut job,
-        vk::PipelineStageFlags::COMPUTE_SHADER,
-        vk::AccessFlags::SHADER_WRITE,
-    );
+    pipeline.record_into(&mut job, &mut image, &view, seed);
     job.signal_dmabuf(dmabuf, Access::Write);
     let pending = job.submit().unwrap();
     // The image, view and pipeline must outlive the work.

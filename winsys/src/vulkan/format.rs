@@ -94,9 +94,20 @@ pub fn to_vk(fourcc: Fourcc) -> Option<VkFormatMapping> {
     TABLE.iter().find(|m| m.fourcc == fourcc).copied()
 }
 
-/// The DRM format for a Vulkan format (UNORM or sRGB): the `A` variant when
-/// `alpha`, else the `X` one where it exists.
-pub fn from_vk(format: vk::Format, alpha: bool) -> Option<Fourcc> {
+/// Whether an image's alpha channel carries meaning, which picks the `A`
+/// or the `X` DRM format for one Vulkan format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpha {
+    /// Alpha is meaningful: `ARGB8888`, `ABGR8888`, ...
+    Used,
+    /// Alpha is padding: `XRGB8888`, `XBGR8888`, ...
+    Ignored,
+}
+
+/// The DRM format for a Vulkan format (UNORM or sRGB): the `A` variant for
+/// [`Alpha::Used`], else the `X` one where it exists.
+pub fn from_vk(format: vk::Format, alpha: Alpha) -> Option<Fourcc> {
+    let alpha = alpha == Alpha::Used;
     let matches = |m: &&VkFormatMapping| m.format == format || m.srgb == Some(format);
     let mut candidates = TABLE.iter().filter(matches);
     let first = candidates.next()?;
@@ -118,17 +129,25 @@ pub fn all() -> impl Iterator<Item = VkFormatMapping> {
 mod tests {
     use super::*;
 
+    fn alpha_of(m: &VkFormatMapping) -> Alpha {
+        if m.has_alpha {
+            Alpha::Used
+        } else {
+            Alpha::Ignored
+        }
+    }
+
     #[test]
     fn every_mapping_round_trips_to_itself_or_its_alpha_twin() {
         for m in all() {
             assert_eq!(
-                from_vk(m.format, m.has_alpha),
+                from_vk(m.format, alpha_of(&m)),
                 Some(m.fourcc),
                 "{}",
                 m.fourcc
             );
             if let Some(srgb) = m.srgb {
-                assert_eq!(from_vk(srgb, m.has_alpha), Some(m.fourcc));
+                assert_eq!(from_vk(srgb, alpha_of(&m)), Some(m.fourcc));
             }
         }
     }
@@ -144,10 +163,10 @@ mod tests {
             vk::Format::R8G8B8A8_UNORM
         );
         assert_eq!(
-            from_vk(vk::Format::B8G8R8A8_SRGB, false),
+            from_vk(vk::Format::B8G8R8A8_SRGB, Alpha::Ignored),
             Some(Fourcc::XRGB8888)
         );
-        assert_eq!(from_vk(vk::Format::R8_UNORM, true), Some(Fourcc::R8));
+        assert_eq!(from_vk(vk::Format::R8_UNORM, Alpha::Used), Some(Fourcc::R8));
         assert!(to_vk(Fourcc::NV21).is_none());
         let x = to_vk(Fourcc::XRGB8888).unwrap().components();
         assert_eq!(x.a, vk::ComponentSwizzle::ONE);

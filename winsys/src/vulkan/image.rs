@@ -136,6 +136,15 @@ impl ImageView {
     }
 }
 
+impl std::fmt::Debug for ImageView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageView")
+            .field("raw", &self.res.raw)
+            .field("image", &self.res.image.raw)
+            .finish()
+    }
+}
+
 impl super::bridge::Resource for ImageView {
     fn keep_alive(&self) -> KeepAlive {
         self.res.clone()
