@@ -128,7 +128,7 @@ fn frame_copies(rows: &mut Vec<Row>) {
         baseline: "memcpy between anonymous buffers".into(),
         baseline_value: gb / memcpy_s,
         ratio: memcpy_s / read_s,
-        goal: ">= 0.9",
+        goal: "-",
     });
     // The same pages mapped through the memfd (4 KiB shmem pages, no dma-buf,
     // no SYNC): separates page-size effects from the cost of the dma-buf path.
@@ -167,7 +167,7 @@ fn frame_copies(rows: &mut Vec<Row>) {
         baseline: "memcpy between anonymous buffers".into(),
         baseline_value: gb / memcpy_s,
         ratio: memcpy_s / write_s,
-        goal: ">= 0.9",
+        goal: "-",
     });
     let (write_s, shmem_s) = pair(
         9,
