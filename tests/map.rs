@@ -337,6 +337,71 @@ fn tiled_layouts_have_no_rows_but_their_bytes_copy() {
     cpu.read_bytes(0, 100, &mut back).unwrap();
     assert_eq!(back, [7, 8, 9]);
     assert_eq!(cpu.plane_len(0).unwrap(), 4096);
+    drop(cpu);
+    drop(map);
+
+    // With an auxiliary plane behind it in the same dma-buf, the main
+    // plane ends where the auxiliary one starts: no copy reaches it.
+    let p = &buf.planes()[0];
+    let with_aux = Dmabuf::builder(32, 8, Fourcc::XRGB8888, x_tiled)
+        .plane(p.shared_fd().clone(), 0, 512)
+        .plane(p.shared_fd().clone(), 3072, 64)
+        .build()
+        .unwrap();
+    let mut map = with_aux.map(Access::ReadWrite).unwrap();
+    let mut cpu = map.write(None).unwrap();
+    assert_eq!(cpu.plane_len(0).unwrap(), 3072);
+    assert_eq!(cpu.plane_len(1).unwrap(), 1024);
+    assert!(matches!(
+        cpu.write_bytes(0, 3071, &[1, 2]),
+        Err(Error::CopyOutOfBounds { .. })
+    ));
+    cpu.fill(0, 0xee).unwrap();
+    let mut aux = [0u8; 1];
+    cpu.read_bytes(1, 0, &mut aux).unwrap();
+    assert_ne!(aux[0], 0xee, "filling plane 0 reached the auxiliary plane");
+}
+
+#[test]
+fn guards_of_two_maps_of_one_dmabuf_exclude_each_other_in_process() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let buf = vgem.create(16, 16, Fourcc::XRGB8888).unwrap();
+    let mut a = buf.dmabuf().map(Access::ReadWrite).unwrap();
+    let mut b = buf.dmabuf().clone().map(Access::ReadWrite).unwrap();
+    let mut gem = buf.map_gem().unwrap();
+    {
+        let _ra = a.read(Some(LONG)).unwrap();
+        let _rb = b.read(Some(LONG)).expect("readers share");
+        let mut one = [0u8; 1];
+        gem.read_bytes(0, &mut one).expect("GEM readers share too");
+    }
+    {
+        let _wa = a.write(Some(LONG)).unwrap();
+        assert!(matches!(
+            b.read(Some(LONG)),
+            Err(Error::GuardBusy {
+                access: Access::Read
+            })
+        ));
+        assert!(matches!(b.write(Some(LONG)), Err(Error::GuardBusy { .. })));
+        let err = gem.write_bytes(0, &[1]).unwrap_err();
+        assert!(
+            matches!(err, winsys::alloc::Error::Dmabuf(Error::GuardBusy { .. })),
+            "{err}"
+        );
+    }
+    // Released on drop: the other map writes now.
+    b.write(Some(LONG))
+        .unwrap()
+        .write_bytes(0, 0, &[9])
+        .unwrap();
+    gem.write_bytes(1, &[8]).unwrap();
+    let mut two = [0u8; 2];
+    a.read(Some(LONG))
+        .unwrap()
+        .read_bytes(0, 0, &mut two)
+        .unwrap();
+    assert_eq!(two, [9, 8]);
 }
 
 /// Lines of /proc/self/maps that map a dma-buf.

@@ -511,7 +511,58 @@ fn empty_usage_and_foreign_physical_devices_are_refused() {
     assert!(matches!(err, Error::NoDevice(_)), "{err}");
     // Its own devices open.
     let own = gpu.instance.physical_devices().unwrap().remove(0);
-    winsys::vulkan::Device::open_physical(&gpu.instance, own).unwrap();
+    let second = winsys::vulkan::Device::open_physical(&gpu.instance, own).unwrap();
+    // An image of one device cannot be recorded into another's submission.
+    let mut image = gpu
+        .device
+        .import_dmabuf(&dmabuf, vk::ImageUsageFlags::TRANSFER_DST)
+        .unwrap();
+    let mut job = second.submission().unwrap();
+    let err = image
+        .cmd_acquire(
+            &mut job,
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongDevice(_)), "{err}");
+    assert!(matches!(job.uses(&image), Err(Error::WrongDevice(_))));
+}
+
+#[test]
+fn a_dropped_submission_rolls_its_ownership_transfers_back() {
+    let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");
+    let device = &gpu.device;
+    let (w, h) = (32, 16);
+    let dmabuf = gbm_buffer(&gbm, w, h);
+    let mut image = device
+        .import_dmabuf(&dmabuf, vk::ImageUsageFlags::TRANSFER_SRC)
+        .unwrap();
+    let before = format!("{image:?}");
+    {
+        let mut job = device.submission().unwrap();
+        image
+            .cmd_acquire(
+                &mut job,
+                vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ,
+            )
+            .unwrap();
+        assert_ne!(format!("{image:?}"), before);
+        // dropped unsubmitted
+    }
+    assert_eq!(format!("{image:?}"), before, "the acquire was rolled back");
+    // The real first acquire still starts from the foreign side's contents:
+    // the layer would flag a wrong old layout or queue family.
+    let host = HostBuffer::new(device, (w * h * 4) as usize);
+    let mut job = device.submission().unwrap();
+    job.timeout(Some(LONG));
+    job.wait_for_dmabuf(&dmabuf, Access::Read, vk::PipelineStageFlags::TRANSFER)
+        .unwrap();
+    host.copy_from(&mut job, &mut image);
+    job.submit().unwrap().wait(Some(LONG)).unwrap();
 }
 
 #[test]

@@ -130,19 +130,23 @@ impl PatternPipeline {
         view: &ImageView,
         seed: u32,
     ) {
-        image.cmd_acquire(
-            job,
-            vk::ImageLayout::GENERAL,
-            vk::PipelineStageFlags::COMPUTE_SHADER,
-            vk::AccessFlags::SHADER_WRITE,
-        );
-        job.uses(view);
+        image
+            .cmd_acquire(
+                job,
+                vk::ImageLayout::GENERAL,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::AccessFlags::SHADER_WRITE,
+            )
+            .unwrap();
+        job.uses(view).unwrap();
         self.record(job.cmd(), view.raw(), image.extent(), seed);
-        image.cmd_release(
-            job,
-            vk::PipelineStageFlags::COMPUTE_SHADER,
-            vk::AccessFlags::SHADER_WRITE,
-        );
+        image
+            .cmd_release(
+                job,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::AccessFlags::SHADER_WRITE,
+            )
+            .unwrap();
     }
 
     pub fn new(device: &Device) -> PatternPipeline {
@@ -361,12 +365,14 @@ impl HostBuffer {
     /// buffer (tightly packed, made visible to the host), hand it back.
     pub fn copy_from(&self, job: &mut Submission<'_>, image: &mut Image) {
         let cmd = job.cmd();
-        image.cmd_acquire(
-            job,
-            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_READ,
-        );
+        image
+            .cmd_acquire(
+                job,
+                vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ,
+            )
+            .unwrap();
         let raw = self.device.raw();
         let extent = image.extent();
         let region = vk::BufferImageCopy::default()
@@ -402,23 +408,27 @@ impl HostBuffer {
                 &[],
             );
         }
-        image.cmd_release(
-            job,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_READ,
-        );
+        image
+            .cmd_release(
+                job,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ,
+            )
+            .unwrap();
     }
 
     /// Record: take `image` from its foreign users, overwrite all of it with
     /// this buffer (tightly packed), hand it back.
     pub fn copy_to(&self, job: &mut Submission<'_>, image: &mut Image) {
         let cmd = job.cmd();
-        image.cmd_acquire(
-            job,
-            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_WRITE,
-        );
+        image
+            .cmd_acquire(
+                job,
+                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            )
+            .unwrap();
         let extent = image.extent();
         let region = vk::BufferImageCopy::default()
             .image_subresource(color_layers())
@@ -437,11 +447,13 @@ impl HostBuffer {
                 &[region],
             )
         };
-        image.cmd_release(
-            job,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_WRITE,
-        );
+        image
+            .cmd_release(
+                job,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            )
+            .unwrap();
     }
 }
 

@@ -483,12 +483,14 @@ mod vulkan_benches {
             job.wait_for_dmabuf(dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
                 .unwrap();
         }
-        image.cmd_acquire(
-            &mut job,
-            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_WRITE,
-        );
+        image
+            .cmd_acquire(
+                &mut job,
+                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            )
+            .unwrap();
         let color = vk::ClearColorValue {
             float32: [(k % 255) as f32 / 255.0, 0.5, 0.25, 1.0],
         };
@@ -503,11 +505,13 @@ mod vulkan_benches {
                 &[color_range()],
             )
         };
-        image.cmd_release(
-            &mut job,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::AccessFlags::TRANSFER_WRITE,
-        );
+        image
+            .cmd_release(
+                &mut job,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            )
+            .unwrap();
         if bridge {
             job.signal_dmabuf(dmabuf, Access::Write);
         }

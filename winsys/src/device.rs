@@ -141,7 +141,10 @@ fn drm_rdev(st: &rustix::fs::Stat) -> Option<u64> {
 }
 
 impl DrmDevice {
-    /// Open the node at `path` (read-write, close-on-exec) and ask its driver.
+    /// Open the node at `path` (read-write, close-on-exec) and ask its
+    /// driver. A primary node gives up DRM master right away if opening it
+    /// made this process master (a compositor that needs master opens the
+    /// node itself and uses [`DrmDevice::from_fd`], which leaves it alone).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(
@@ -150,7 +153,14 @@ impl DrmDevice {
                 errno,
             },
         )?;
-        Self::from_fd_at(fd, path)
+        let dev = Self::wrap(fd, path)?;
+        if dev.kind() == Some(NodeKind::Primary) {
+            // The first opener of a primary node with no master becomes
+            // master: winsys needs buffers and sync, never modesetting, so
+            // it gives master up at once (EINVAL: it had none).
+            let _ = sys::drop_master(dev.fd.as_fd());
+        }
+        Ok(dev)
     }
 
     /// Wrap a DRM fd the caller already has (a compositor's or an app's),
@@ -158,10 +168,10 @@ impl DrmDevice {
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
         let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .unwrap_or_else(|_| PathBuf::from("(fd)"));
-        Self::from_fd_at(fd, path)
+        Self::wrap(fd, path)
     }
 
-    fn from_fd_at(fd: OwnedFd, path: PathBuf) -> Result<Self> {
+    fn wrap(fd: OwnedFd, path: PathBuf) -> Result<Self> {
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::NotDrmFd(format!("fstat: {e}")))?;
         let dev = drm_rdev(&st).ok_or_else(|| {
             Error::NotDrmFd(format!("{} is not a DRM character device", path.display()))

@@ -203,7 +203,11 @@ impl VgemBuffer {
             op: "mmap(vgem GEM)",
             errno: Errno::FAULT,
         })?;
-        Ok(GemMap { ptr, len })
+        Ok(GemMap {
+            ptr,
+            len,
+            id: self.dmabuf.planes()[0].id(),
+        })
     }
 }
 
@@ -220,6 +224,10 @@ impl fmt::Debug for VgemBuffer {
 pub struct GemMap {
     ptr: NonNull<u8>,
     len: usize,
+    /// The dma-buf of the object: every copy registers with the CPU guards
+    /// of [`DmabufMap`](crate::dmabuf::DmabufMap)s, so no two threads touch
+    /// the same bytes at once.
+    id: crate::dmabuf::DmabufId,
 }
 
 impl GemMap {
@@ -245,22 +253,33 @@ impl GemMap {
         }
     }
 
-    /// Copy `dst.len()` bytes from `offset` into `dst`.
+    /// Copy `dst.len()` bytes from `offset` into `dst` (no dma-buf sync:
+    /// this is the exporter's own view). Refused with
+    /// [`crate::dmabuf::Error::GuardBusy`] while a CPU write guard of this
+    /// process holds the buffer.
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         let src = self.at(offset, dst.len())?;
-        // SAFETY: in bounds (`at`); `dst` is the caller's own memory. The
-        // shared pages are only read through a raw pointer, so a concurrent
-        // writer can tear bytes but not invalidate a reference.
+        crate::dmabuf::map::claim(&[self.id], Access::Read)?;
+        // SAFETY: in bounds (`at`); `dst` is the caller's own memory; the
+        // claim keeps writers of this process out meanwhile. Devices and
+        // other processes can tear bytes through a raw pointer, not break
+        // a reference.
         unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        crate::dmabuf::map::release(&[self.id], Access::Read);
         Ok(())
     }
 
-    /// Copy `src` into the mapping at `offset`.
+    /// Copy `src` into the mapping at `offset`. Refused with
+    /// [`crate::dmabuf::Error::GuardBusy`] while any CPU guard of this
+    /// process holds the buffer.
     pub fn write_bytes(&mut self, offset: usize, src: &[u8]) -> Result<()> {
         let dst = self.at(offset, src.len())?;
-        // SAFETY: in bounds of a writable mapping (`at`, PROT_WRITE); memmove
+        crate::dmabuf::map::claim(&[self.id], Access::Write)?;
+        // SAFETY: in bounds of a writable mapping (`at`, PROT_WRITE); the
+        // claim keeps every other guard of this process out; memmove
         // semantics, so `src` may be any memory, even this mapping.
         unsafe { std::ptr::copy(src.as_ptr(), dst, src.len()) };
+        crate::dmabuf::map::release(&[self.id], Access::Write);
         Ok(())
     }
 

@@ -22,7 +22,12 @@
 //! else writes during the guard may borrow the bytes directly with the
 //! `unsafe` [`ReadGuard::plane_slice`] / [`WriteGuard::plane_slice_mut`].
 //!
-//! A write guard needs `&mut` of its map, so one map has at most one writer.
+//! A write guard needs `&mut` of its map, so one map has at most one writer;
+//! across maps, the process keeps a table of open guards per dma-buf
+//! ([`super::DmabufId`]): readers share, a writer is alone, and a guard that
+//! would overlap a conflicting one of another map in this process is
+//! refused at once with [`Error::GuardBusy`] (never blocks, never deadlocks)
+//! — so two threads can never copy into and out of the same bytes at once.
 //! `EINTR` is retried; `EAGAIN` is retried until the timeout. With a timeout,
 //! the guard first polls the dma-bufs for the access (POLLIN: no writer
 //! pending; POLLOUT: nothing pending) and returns [`Error::Timeout`] instead
@@ -154,7 +159,9 @@ impl Dmabuf {
                     maps.len() - 1
                 }
             };
-            let start = p.offset() as usize;
+            // Clamped to the mapping actually used, whatever the plane says:
+            // no copy can reach past it.
+            let start = (p.offset() as usize).min(maps[mapping].len);
             let len = self.plane_len(index).min(maps[mapping].len - start);
             planes.push(PlaneRange {
                 mapping,
@@ -173,13 +180,24 @@ impl Dmabuf {
 
     /// Bytes the CPU sees of plane `index`: the rows (stride x plane height)
     /// for known layouts, up to the end of the dma-buf otherwise.
+    /// For tiled layouts (no rows known) a plane reaches to the next plane
+    /// that starts after it in the same dma-buf (an auxiliary or CCS plane
+    /// is not part of it), or else to the end of the dma-buf.
     fn plane_len(&self, index: usize) -> usize {
         let p = &self.planes()[index];
-        let rest = (p.buffer_size() - p.offset() as u64) as usize;
-        match self.plane_rows(index) {
-            Some((_, rows)) => (p.stride() as u64 * rows as u64).min(rest as u64) as usize,
-            None => rest,
-        }
+        let rest = p.buffer_size().saturating_sub(p.offset() as u64);
+        let len = match self.plane_rows(index) {
+            Some((_, rows)) => (p.stride() as u64 * rows as u64).min(rest),
+            None => self
+                .planes()
+                .iter()
+                .filter(|q| q.id() == p.id() && q.offset() > p.offset())
+                .map(|q| (q.offset() - p.offset()) as u64)
+                .min()
+                .unwrap_or(rest)
+                .min(rest),
+        };
+        usize::try_from(len).unwrap_or(usize::MAX)
     }
 
     /// `(pixel bytes per row, rows)` of plane `index` where the layout is
@@ -198,7 +216,50 @@ impl Dmabuf {
     }
 }
 
+/// Open CPU guards of this process per dma-buf: `n > 0` readers, or `-1`
+/// for one writer.
+static GUARDS: std::sync::Mutex<Vec<(super::DmabufId, isize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Register a guard for `access` on every dma-buf of `ids`, or none of them.
+pub(crate) fn claim(ids: &[super::DmabufId], access: Access) -> Result<()> {
+    let mut table = GUARDS.lock().unwrap_or_else(|e| e.into_inner());
+    let held = |id: &super::DmabufId| table.iter().find(|(i, _)| i == id).map(|(_, n)| *n);
+    for id in ids {
+        match (held(id), access.writes()) {
+            (None, _) => {}
+            (Some(n), false) if n > 0 => {}
+            (Some(_), _) => return Err(Error::GuardBusy { access }),
+        }
+    }
+    for id in ids {
+        match table.iter_mut().find(|(i, _)| i == id) {
+            Some((_, n)) => *n += 1,
+            None => table.push((*id, if access.writes() { -1 } else { 1 })),
+        }
+    }
+    Ok(())
+}
+
+/// Undo [`claim`].
+pub(crate) fn release(ids: &[super::DmabufId], access: Access) {
+    let mut table = GUARDS.lock().unwrap_or_else(|e| e.into_inner());
+    for id in ids {
+        if let Some(pos) = table.iter().position(|(i, _)| i == id) {
+            let n = &mut table[pos].1;
+            if access.writes() || *n <= 1 {
+                table.swap_remove(pos);
+            } else {
+                *n -= 1;
+            }
+        }
+    }
+}
+
 impl DmabufMap {
+    fn ids(&self) -> Vec<super::DmabufId> {
+        self.maps.iter().map(|m| m.id).collect()
+    }
+
     /// Begin reading: SYNC START(READ) on every dma-buf, waiting for pending
     /// writers. With `timeout`, gives [`Error::Timeout`] if they are not done
     /// in time (nothing started).
@@ -228,6 +289,16 @@ impl DmabufMap {
     }
 
     fn begin(&self, access: Access, timeout: Option<Duration>) -> Result<()> {
+        let ids = self.ids();
+        claim(&ids, access)?;
+        let started = self.sync_start(access, timeout);
+        if started.is_err() {
+            release(&ids, access);
+        }
+        started
+    }
+
+    fn sync_start(&self, access: Access, timeout: Option<Duration>) -> Result<()> {
         let deadline = Deadline::after(timeout);
         let timed_out = || Error::Timeout {
             what: "dma-buf fences before CPU access",
@@ -271,6 +342,7 @@ impl DmabufMap {
                 result = r;
             }
         }
+        release(&self.ids(), access);
         result
     }
 
@@ -323,9 +395,12 @@ impl DmabufMap {
     fn copy_out(&self, plane: usize, offset: usize, dst: &mut [u8]) -> Result<()> {
         let src = self.at(plane, offset, dst.len())?;
         // SAFETY: `src..src + dst.len()` lies in the live mapping (`at`);
-        // `dst` is our own exclusive memory, so the two cannot overlap. The
-        // mapping is only read through a raw pointer: a concurrent foreign
-        // writer can tear pixels, it cannot invalidate a Rust reference.
+        // `dst` is our own exclusive memory, so the two cannot overlap. No
+        // thread of this process writes these bytes meanwhile: this guard is
+        // registered (`claim`), which excludes writers through any other map
+        // or GemMap. Devices and other processes are outside Rust's memory
+        // model: through a raw pointer they can tear pixels, not break a
+        // reference.
         unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
@@ -353,8 +428,10 @@ impl DmabufMap {
         self.check_writable()?;
         let dst = self.at(plane, offset, src.len())?;
         // SAFETY: `dst..dst + src.len()` lies in the live, writable mapping
-        // (`at`, `check_writable`). `src` may be any readable memory, even
-        // a slice the caller borrowed (unsafely) from this same mapping, so
+        // (`at`, `check_writable`), and this write guard is registered alone
+        // for the dma-buf in this process (`claim`), so no other thread
+        // reads or writes these bytes. `src` may be any readable memory,
+        // even a slice the caller borrowed (unsafely) from this mapping, so
         // `copy` (memmove semantics) is used, which allows overlap.
         unsafe { std::ptr::copy(src.as_ptr(), dst, src.len()) };
         Ok(())

@@ -164,6 +164,14 @@ pub enum Error {
         /// Bytes of one row.
         row: usize,
     },
+    /// Another CPU guard of this process (through another map of the same
+    /// dma-buf, or a GEM map) conflicts with the one asked for: a writer
+    /// excludes everyone, readers exclude writers.
+    #[error("another CPU guard of this process holds the dma-buf; {access:?} refused")]
+    GuardBusy {
+        /// The access asked for.
+        access: Access,
+    },
     /// Write access asked of a map made with [`Access::Read`].
     #[error("write access through a mapping made for Access::Read")]
     MapNotWritable,
@@ -249,7 +257,11 @@ impl Access {
 /// Which dma-buf an fd refers to: its inode on the dma-buf pseudo file
 /// system (`fstat`). Two fds of one dma-buf — a `dup`, or the fds a
 /// Wayland client sends once per plane — have the same id; two different
-/// dma-bufs never do while both exist.
+/// dma-bufs never do while both exist on Linux 5.15 and later (a 64-bit
+/// counter). Before 5.15 the inode came from a 32-bit counter shared with
+/// pipes and sockets, which could in principle wrap onto a live dma-buf's
+/// number: winsys then at worst treats two buffers as one (wrong pixels),
+/// never touches memory outside the buffer it actually maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DmabufId {
     dev: u64,
@@ -431,10 +443,11 @@ impl DmabufBuilder {
             let id = inode_id(fd.as_fd()).map_err(|e| e.for_plane(index))?;
             // Another fd of a dma-buf an earlier plane has: share that fd,
             // so the image holds one fd per dma-buf (the caller's extra fd
-            // is closed when the builder drops it).
-            let fd = match out.iter().find(|p| p.id == id) {
-                Some(p) => p.fd.clone(),
-                None => fd,
+            // is closed when the builder drops it). The size checked below
+            // is the size of the fd kept.
+            let (fd, buffer_size) = match out.iter().find(|p| p.id == id) {
+                Some(p) => (p.fd.clone(), p.buffer_size),
+                None => (fd, buffer_size),
             };
             if buffer_size == 0 {
                 return Err(Error::EmptyBuffer { plane: index });

@@ -171,6 +171,7 @@ pub struct drm_syncobj_eventfd {
     pub pad: u32,
 }
 
+pub const DROP_MASTER_OPCODE: Opcode = opcode::none(BASE, 0x1f);
 pub const VERSION_OPCODE: Opcode = opcode::read_write::<drm_version>(BASE, 0x00);
 pub const GEM_CLOSE_OPCODE: Opcode = opcode::write::<drm_gem_close>(BASE, 0x09);
 pub const GET_CAP_OPCODE: Opcode = opcode::read_write::<drm_get_cap>(BASE, 0x0c);
@@ -232,3 +233,10 @@ pub const DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL: PointerIoctl<
     SYNCOBJ_TIMELINE_SIGNAL_OPCODE,
     drm_syncobj_timeline_array,
 > = unsafe { PointerIoctl::new() };
+
+/// `DRM_IOCTL_DROP_MASTER` (no argument): give up DRM master if this fd
+/// holds it (`EINVAL` otherwise).
+pub(crate) fn drop_master(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), rustix::io::Errno> {
+    // SAFETY: DROP_MASTER takes no argument and touches no user memory.
+    unsafe { rustix::ioctl::ioctl(fd, rustix::ioctl::NoArg::<DROP_MASTER_OPCODE>::new()) }
+}

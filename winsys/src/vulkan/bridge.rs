@@ -46,6 +46,7 @@ use std::time::Duration;
 use ash::vk;
 
 use super::device::{DeviceShared, KeepAlive, PooledSemaphore, Retired, Slot};
+use super::image::{ImageResources, Owner};
 use super::{Device, Error, Result};
 use crate::dmabuf::{Access, Dmabuf, ImplicitFence};
 use crate::fd::owned_from_kernel;
@@ -66,10 +67,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// [`Image`]: super::Image
 /// [`ImageView`]: super::ImageView
-pub trait Resource {
-    /// A reference that keeps the Vulkan objects alive.
-    #[doc(hidden)]
-    fn keep_alive(&self) -> KeepAlive;
+pub trait Resource: sealed::Resource {}
+
+pub(crate) mod sealed {
+    use super::KeepAlive;
+
+    /// What [`Resource`](super::Resource) needs, out of users' reach.
+    pub trait Resource {
+        /// A reference that keeps the Vulkan objects alive.
+        fn keep_alive(&self) -> KeepAlive;
+
+        /// Which device the objects belong to (the address of its shared
+        /// state: compared, never dereferenced).
+        fn device_id(&self) -> *const ();
+    }
 }
 
 fn timeout_ns(timeout: Option<Duration>) -> u64 {
@@ -234,11 +245,10 @@ impl Fence {
         unsafe { self.shared.raw.get_fence_status(self.raw) }.map_err(Error::vk("vkGetFenceStatus"))
     }
 
-    /// Unsignal the fence (`vkResetFences`). [`Error::FenceInUse`] while
-    /// it is unsignaled with work of a [`Device::submit`] pending (resetting
-    /// then would be invalid); an unsignaled fence nothing uses resets
-    /// fine, but since that cannot be told apart, only a signaled fence or
-    /// one never submitted should be reset.
+    /// Unsignal the fence (`vkResetFences`). The only way to give it to
+    /// the GPU is the `unsafe` [`Device::submit`], whose contract forbids
+    /// resetting it while that work is pending; `&mut self` keeps other
+    /// users of this object out.
     pub fn reset(&mut self) -> Result<()> {
         // SAFETY: a fence of this device; `&mut self` excludes concurrent
         // use of the handle through this object, and the submit contract
@@ -396,6 +406,9 @@ pub struct Submission<'a> {
     slot: Option<Slot>,
     waits: Vec<(PooledSemaphore, vk::PipelineStageFlags)>,
     keep: Vec<KeepAlive>,
+    /// Ownership states before the transitions recorded here, restored
+    /// if the submission never reaches the GPU.
+    transitions: Vec<(Arc<ImageResources>, Owner)>,
     signal_dmabufs: Vec<(&'a Dmabuf, Access)>,
     signal_points: Vec<(&'a Syncobj, u64)>,
     want_sync_file: bool,
@@ -406,7 +419,11 @@ impl Drop for Submission<'_> {
     fn drop(&mut self) {
         let shared = &self.device.shared;
         if let Some(slot) = self.slot.take() {
-            // Never submitted: nothing of it is in use.
+            // Never submitted: nothing of it is in use, and the images are
+            // where they were before the recorded barriers.
+            for (image, before) in self.transitions.drain(..).rev() {
+                image.roll_back(before);
+            }
             shared.return_unsubmitted(slot);
             // Their temporary payloads were never consumed: not reusable.
             for (s, _) in self.waits.drain(..) {
@@ -425,6 +442,7 @@ impl<'a> Submission<'a> {
             slot: Some(slot),
             waits: Vec::new(),
             keep: Vec::new(),
+            transitions: Vec::new(),
             signal_dmabufs: Vec::new(),
             signal_points: Vec::new(),
             want_sync_file: false,
@@ -447,9 +465,26 @@ impl<'a> Submission<'a> {
 
     /// Keep `resource` (an image or view the recorded commands use) alive
     /// until the work is done, however soon the caller drops it.
-    pub fn uses(&mut self, resource: &impl Resource) -> &mut Self {
+    /// [`Error::WrongDevice`] for another device's resource.
+    pub fn uses(&mut self, resource: &impl Resource) -> Result<&mut Self> {
+        self.check_device_id(resource.device_id())?;
         self.keep.push(resource.keep_alive());
-        self
+        Ok(self)
+    }
+
+    pub(crate) fn check_device(&self, of: &Arc<DeviceShared>) -> Result<()> {
+        self.check_device_id(Arc::as_ptr(of).cast())
+    }
+
+    fn check_device_id(&self, id: *const ()) -> Result<()> {
+        match std::ptr::eq(id, Arc::as_ptr(&self.device.shared).cast()) {
+            true => Ok(()),
+            false => Err(Error::WrongDevice("an image or view")),
+        }
+    }
+
+    pub(crate) fn transitioned(&mut self, image: Arc<ImageResources>, before: Owner) {
+        self.transitions.push((image, before));
     }
 
     /// Bound every CPU wait of this submission (the fallback paths, and
@@ -566,8 +601,10 @@ impl<'a> Submission<'a> {
             if let Some(d) = done {
                 shared.return_semaphore(d);
             }
+            // Drop rolls the image transitions back and gives the slot back.
             return Err(e);
         }
+        self.transitions.clear();
 
         // From here on the GPU may use everything: Pending owns it all and
         // retires it to the device, so nothing is freed or reused before
@@ -577,9 +614,11 @@ impl<'a> Submission<'a> {
         semaphores.extend(done);
         let mut pending = Pending {
             shared: shared.clone(),
+            _device: self.device.clone(),
             work: Some(Retired {
                 slot,
                 semaphores,
+                discard: Vec::new(),
                 keep: std::mem::take(&mut self.keep),
             }),
             sync_file: None,
@@ -592,7 +631,7 @@ impl<'a> Submission<'a> {
                 Err(e) => {
                     // Not reset by an export: it will be left signaled,
                     // so it must not go back to the pool.
-                    pending.discard_semaphore(d, self.timeout);
+                    pending.discard_semaphore(d);
                     return Err(e);
                 }
             },
@@ -638,6 +677,9 @@ fn honest(completion: Option<&SyncFile>, shared: &DeviceShared, work: vk::Fence)
 /// the fence has signaled.
 pub struct Pending {
     shared: Arc<DeviceShared>,
+    /// Keeps the last-`Device` drain from running before this work is
+    /// retired (else what it keeps alive would never be reaped).
+    _device: Device,
     work: Option<Retired>,
     sync_file: Option<SyncFile>,
 }
@@ -662,16 +704,12 @@ impl Pending {
             .map_err(Error::vk("vkGetFenceStatus"))
     }
 
-    /// Take `s` out of the objects to recycle: once the work is done (at
-    /// most `timeout`), destroy it; if it is not done by then, it stays
-    /// with the work (and is leaked rather than reused signaled).
-    fn discard_semaphore(&mut self, s: PooledSemaphore, timeout: Option<Duration>) {
-        let done = self.wait(timeout).is_ok();
+    /// Take `s` out of the objects to reuse: it is destroyed, not pooled,
+    /// once the work is done.
+    fn discard_semaphore(&mut self, s: PooledSemaphore) {
         if let Some(work) = &mut self.work {
             work.semaphores.retain(|k| k.raw != s.raw);
-            if done {
-                self.shared.destroy_semaphore(s);
-            }
+            work.discard.push(s);
         }
     }
 

@@ -452,6 +452,9 @@ pub(crate) struct PooledSemaphore {
 pub(crate) struct Retired {
     pub(crate) slot: Slot,
     pub(crate) semaphores: Vec<PooledSemaphore>,
+    /// Semaphores to destroy rather than reuse once the work is done (a
+    /// signal never consumed by an export would leave them signaled).
+    pub(crate) discard: Vec<PooledSemaphore>,
     pub(crate) keep: Vec<KeepAlive>,
 }
 
@@ -509,12 +512,19 @@ pub(crate) struct DeviceShared {
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
+        drop(self.drain());
         let recycler = std::mem::take(self.recycler.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !recycler.in_flight.is_empty() {
+            // Work that never finished (a fence that never signals): its
+            // objects, and so the device, cannot be destroyed safely.
+            std::mem::forget(recycler);
+            return;
+        }
         // SAFETY: every object made from the device holds an Arc of this
-        // struct, so none is left; after the wait nothing is in use, and
-        // each pooled object is destroyed once.
+        // struct, so none is left; all our work is done (drained above) and
+        // work given to the unsafe `Device::submit` is done by its
+        // contract; each pooled object is destroyed once.
         unsafe {
-            let _ = self.raw.device_wait_idle();
             self.destroy_pooled(recycler);
             self.raw.destroy_device(None);
         }
@@ -674,8 +684,13 @@ impl DeviceShared {
         let Retired {
             slot,
             semaphores,
+            discard,
             keep,
         } = work;
+        for s in discard {
+            // SAFETY: the work's fence signaled: no queue uses it.
+            unsafe { self.raw.destroy_semaphore(s.raw, None) };
+        }
         // SAFETY: the fence signaled, so the GPU is done with the pool's
         // buffer, the fence and the semaphores (their waits and signals
         // completed; an exported semaphore was reset by the export).
@@ -695,14 +710,27 @@ impl DeviceShared {
         keep
     }
 
-    /// Waits for the device and recycles all retired work (breaking the
-    /// keep-alive references retired work holds); what it kept is dropped
-    /// by the caller.
+    /// Waits (at most [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT)) for all
+    /// retired work and recycles it, breaking the keep-alive references it
+    /// holds; what it kept is dropped by the caller. Work that does not
+    /// finish in time stays retired: its objects are leaked with the device
+    /// rather than destroyed in use.
     pub(crate) fn drain(&self) -> Vec<KeepAlive> {
-        {
-            let _queue = lock(&self.queue);
-            // SAFETY: the queue is locked, as vkDeviceWaitIdle requires.
-            let _ = unsafe { self.raw.device_wait_idle() };
+        let fences: Vec<vk::Fence> = lock(&self.recycler)
+            .in_flight
+            .iter()
+            .map(|w| w.slot.fence)
+            .collect();
+        if !fences.is_empty() {
+            let ns = super::DEFAULT_TIMEOUT.as_nanos() as u64;
+            // SAFETY: fences of this device; waiting needs no queue lock.
+            if unsafe { self.raw.wait_for_fences(&fences, true, ns) }.is_err() {
+                eprintln!(
+                    "winsys: {} submission(s) did not finish within {:?}; their objects are leaked",
+                    fences.len(),
+                    super::DEFAULT_TIMEOUT
+                );
+            }
         }
         self.reap()
     }
@@ -718,17 +746,8 @@ impl DeviceShared {
     }
 
     /// # Safety
-    /// The device must be idle.
+    /// None of the pooled objects may be in use (retired work: none left).
     unsafe fn destroy_pooled(&self, r: Recycler) {
-        for w in r.in_flight {
-            drop(w.keep);
-            // SAFETY: idle (caller); each object destroyed once.
-            unsafe { self.destroy_slot(w.slot) };
-            for s in w.semaphores {
-                // SAFETY: as above.
-                unsafe { self.raw.destroy_semaphore(s.raw, None) };
-            }
-        }
         for slot in r.slots {
             // SAFETY: as above.
             unsafe { self.destroy_slot(slot) };
@@ -761,9 +780,10 @@ impl DeviceShared {
 /// transfer, opened with every interop extension the driver has.
 ///
 /// Cheap to clone; images, semaphores and submissions made from it keep it
-/// alive. When the last clone is dropped it waits for the device to be
-/// idle (`vkDeviceWaitIdle`, bounded by the driver's own hang detection)
-/// and frees what finished submissions kept alive.
+/// alive. When the last clone (and the last [`Pending`](super::Pending))
+/// is gone, it waits for the work still in flight, at most
+/// [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT), and frees what it kept
+/// alive; work that never finishes is leaked, never freed in use.
 #[derive(Clone)]
 pub struct Device {
     pub(crate) shared: Arc<DeviceShared>,

@@ -10,7 +10,7 @@
 //! `vkCreateImage`.
 
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
@@ -41,7 +41,7 @@ pub struct ModifierInfo {
 
 /// Who may touch the image next, as the barriers track it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owner {
+pub(crate) enum Owner {
     /// Allocated here and never used: contents undefined.
     New,
     /// Imported and not yet acquired: contents belong to the foreign side.
@@ -55,9 +55,20 @@ enum Owner {
 /// The Vulkan objects of an [`Image`]: destroyed when the image *and*
 /// every submission that used it are gone.
 pub(crate) struct ImageResources {
-    shared: Arc<DeviceShared>,
+    pub(crate) shared: Arc<DeviceShared>,
     raw: vk::Image,
     memory: Vec<vk::DeviceMemory>,
+    /// Who may touch the image next, as recorded barriers leave it. Shared
+    /// so a submission dropped unsubmitted can roll its transitions back.
+    owner: Mutex<Owner>,
+}
+
+impl ImageResources {
+    /// Put the ownership state back to `owner` (a submission that recorded
+    /// a transition was never submitted).
+    pub(crate) fn roll_back(&self, owner: Owner) {
+        *super::device::lock(&self.owner) = owner;
+    }
 }
 
 impl Drop for ImageResources {
@@ -91,7 +102,6 @@ pub struct Image {
     width: u32,
     height: u32,
     usage: vk::ImageUsageFlags,
-    owner: Owner,
 }
 
 impl std::fmt::Debug for Image {
@@ -101,7 +111,7 @@ impl std::fmt::Debug for Image {
             .field("format", &self.mapping.fourcc)
             .field("modifier", &self.modifier)
             .field("size", &(self.width, self.height))
-            .field("owner", &self.owner)
+            .field("owner", &*super::device::lock(&self.res.owner))
             .finish()
     }
 }
@@ -145,15 +155,27 @@ impl std::fmt::Debug for ImageView {
     }
 }
 
-impl super::bridge::Resource for ImageView {
+impl super::bridge::Resource for ImageView {}
+
+impl super::bridge::sealed::Resource for ImageView {
     fn keep_alive(&self) -> KeepAlive {
         self.res.clone()
     }
+
+    fn device_id(&self) -> *const () {
+        Arc::as_ptr(&self.res.image.shared).cast()
+    }
 }
 
-impl super::bridge::Resource for Image {
+impl super::bridge::Resource for Image {}
+
+impl super::bridge::sealed::Resource for Image {
     fn keep_alive(&self) -> KeepAlive {
         self.res.clone()
+    }
+
+    fn device_id(&self) -> *const () {
+        Arc::as_ptr(&self.res.shared).cast()
     }
 }
 
@@ -470,7 +492,7 @@ impl Device {
             .drm_format_modifier(ask.modifier.0)
             .plane_layouts(&layouts);
         let mut image = self.create_image(&ask, disjoint, &mut explicit)?;
-        image.owner = Owner::ForeignFirst;
+        image.res.roll_back(Owner::ForeignFirst);
 
         let raw = &self.shared.raw;
         if disjoint {
@@ -570,13 +592,13 @@ impl Device {
                 shared: self.shared.clone(),
                 raw,
                 memory: Vec::new(),
+                owner: Mutex::new(Owner::New),
             }),
             mapping: ask.mapping,
             modifier: ask.modifier,
             width: ask.width,
             height: ask.height,
             usage: ask.usage,
-            owner: Owner::New,
         })
     }
 
@@ -846,8 +868,19 @@ impl Image {
         new_layout: vk::ImageLayout,
         dst_access: vk::AccessFlags,
     ) -> vk::ImageMemoryBarrier<'static> {
+        self.acquire_barrier_from(new_layout, dst_access).1
+    }
+
+    /// [`Image::acquire_barrier`], also giving the state before it.
+    fn acquire_barrier_from(
+        &mut self,
+        new_layout: vk::ImageLayout,
+        dst_access: vk::AccessFlags,
+    ) -> (Owner, vk::ImageMemoryBarrier<'static>) {
         let ours = self.res.shared.queue_family;
-        let (old_layout, src, dst) = match self.owner {
+        let mut owner = super::device::lock(&self.res.owner);
+        let before = *owner;
+        let (old_layout, src, dst) = match before {
             Owner::New => (
                 vk::ImageLayout::UNDEFINED,
                 vk::QUEUE_FAMILY_IGNORED,
@@ -861,8 +894,8 @@ impl Image {
             ),
             Owner::Ours(l) => (l, vk::QUEUE_FAMILY_IGNORED, vk::QUEUE_FAMILY_IGNORED),
         };
-        self.owner = Owner::Ours(new_layout);
-        vk::ImageMemoryBarrier::default()
+        *owner = Owner::Ours(new_layout);
+        let barrier = vk::ImageMemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::empty())
             .dst_access_mask(dst_access)
             .old_layout(old_layout)
@@ -870,7 +903,8 @@ impl Image {
             .src_queue_family_index(src)
             .dst_queue_family_index(dst)
             .image(self.res.raw)
-            .subresource_range(color_range())
+            .subresource_range(color_range());
+        (before, barrier)
     }
 
     /// The barrier that hands the image to the FOREIGN queue family in
@@ -882,10 +916,11 @@ impl Image {
         &mut self,
         src_access: vk::AccessFlags,
     ) -> Option<vk::ImageMemoryBarrier<'static>> {
-        let Owner::Ours(old_layout) = self.owner else {
+        let mut owner = super::device::lock(&self.res.owner);
+        let Owner::Ours(old_layout) = *owner else {
             return None;
         };
-        self.owner = Owner::Foreign;
+        *owner = Owner::Foreign;
         Some(
             vk::ImageMemoryBarrier::default()
                 .src_access_mask(src_access)
@@ -902,15 +937,21 @@ impl Image {
     /// Record [`Image::acquire_barrier`] into `job`'s command buffer (from
     /// `TOP_OF_PIPE` to `dst_stage`); `job` keeps the image alive until
     /// its work is done.
+    ///
+    /// The ownership state changes with the recording; if `job` is dropped
+    /// unsubmitted (or its submit fails) it is rolled back.
+    /// [`Error::WrongDevice`] if `job` is another device's.
     pub fn cmd_acquire(
         &mut self,
         job: &mut Submission<'_>,
         new_layout: vk::ImageLayout,
         dst_stage: vk::PipelineStageFlags,
         dst_access: vk::AccessFlags,
-    ) {
-        let barrier = self.acquire_barrier(new_layout, dst_access);
-        job.uses(self);
+    ) -> Result<()> {
+        job.check_device(&self.res.shared)?;
+        let (before, barrier) = self.acquire_barrier_from(new_layout, dst_access);
+        job.transitioned(self.res.clone(), before);
+        job.uses(self)?;
         // SAFETY: the submission's command buffer is recording (it is until
         // submit() consumes the submission) and belongs to this image's
         // device; the barrier names this live image.
@@ -925,21 +966,27 @@ impl Image {
                 &[barrier],
             )
         };
+        Ok(())
     }
 
     /// Record [`Image::release_barrier`] into `job`'s command buffer (from
     /// `src_stage` to `BOTTOM_OF_PIPE`; nothing if the image is not owned
     /// here); `job` keeps the image alive until its work is done.
+    ///
+    /// Rolled back like [`Image::cmd_acquire`] if `job` is not submitted.
     pub fn cmd_release(
         &mut self,
         job: &mut Submission<'_>,
         src_stage: vk::PipelineStageFlags,
         src_access: vk::AccessFlags,
-    ) {
+    ) -> Result<()> {
+        job.check_device(&self.res.shared)?;
+        let before = *super::device::lock(&self.res.owner);
         let Some(barrier) = self.release_barrier(src_access) else {
-            return;
+            return Ok(());
         };
-        job.uses(self);
+        job.transitioned(self.res.clone(), before);
+        job.uses(self)?;
         // SAFETY: as in cmd_acquire.
         unsafe {
             self.res.shared.raw.cmd_pipeline_barrier(
@@ -952,6 +999,7 @@ impl Image {
                 &[barrier],
             )
         };
+        Ok(())
     }
 }
 

@@ -34,9 +34,9 @@
 //! let mut job = device.submission()?;
 //! job.wait_for_dmabuf(&dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)?;
 //! image.cmd_acquire(&mut job, vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-//!                   vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
+//!                   vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE)?;
 //! // ... vkCmdClearColorImage, vkCmdCopyBufferToImage, ...
-//! image.cmd_release(&mut job, vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
+//! image.cmd_release(&mut job, vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE)?;
 //! job.signal_dmabuf(&dmabuf, Access::Write);
 //! let pending = job.submit()?;   // the GPU's completion is now a write fence on the dma-buf
 //!
@@ -133,9 +133,9 @@ pub enum Error {
     /// a sync_file.
     #[error("this {0} was created without SYNC_FD export")]
     NotExportable(&'static str),
-    /// A fence still in use by submitted work was to be reset.
-    #[error("the fence belongs to work that has not finished")]
-    FenceInUse,
+    /// An object of one device given to another device's submission.
+    #[error("{0} belongs to another Vulkan device than the submission")]
+    WrongDevice(&'static str),
     /// A wait did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
