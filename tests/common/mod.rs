@@ -87,3 +87,6 @@ pub fn pread_all(fd: &OwnedFd, len: usize, offset: u64) -> Vec<u8> {
 
 #[cfg(all(feature = "vulkan", feature = "gbm"))]
 pub mod vk;
+
+#[cfg(feature = "wayland")]
+pub mod weston;

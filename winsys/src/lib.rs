@@ -17,8 +17,10 @@
 //! dma-buf's reservation object (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE` /
 //! `IMPORT_SYNC_FILE`), with one uniform fallback on kernels without them.
 //!
-//! **Compositor.** (Feature `wayland`, coming) presentation through
-//! linux-dmabuf with explicit or implicit sync.
+//! **Compositor.** (Feature `wayland`) a compositor's globals and
+//! linux-dmabuf feedback, and the sync mode a client uses with it
+//! (drm-syncobj, explicit sync, implicit, wl_shm); presentation builds on
+//! them.
 //!
 //! ## Layout
 //!
@@ -31,6 +33,7 @@
 //! | [`device`] | DRM nodes found by driver name |
 //! | [`format`](mod@format) | fourcc codes, modifiers and plane layouts |
 //! | `vulkan` | (feature `vulkan`) images over dma-bufs, semaphores <-> sync_files |
+//! | `wayland` | (feature `wayland`) what a compositor offers: globals, dma-buf feedback, the sync mode |
 //!
 //! ## Example: a reader waits for a writer's fence
 //!
@@ -65,3 +68,5 @@ pub mod sync;
 pub mod uapi;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
+#[cfg(feature = "wayland")]
+pub mod wayland;

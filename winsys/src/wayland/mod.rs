@@ -1,0 +1,86 @@
+//! The Wayland client side (feature `wayland`, `wayland-client`): what a
+//! compositor offers and how a client should share buffers and fences with
+//! it.
+//!
+//! - [`probe`](fn@probe): a compositor's globals and its linux-dmabuf
+//!   feedback, every wait bounded;
+//! - [`feedback`]: the feedback parsed and validated (format table, main
+//!   device, tranches), and the pick of format + modifier for a client;
+//! - [`sync`]: the sync mode, best first — drm-syncobj timelines, explicit
+//!   sync_files, implicit fences in the dma-buf, wl_shm — or forced.
+//!
+//! Presentation (the swapchain) builds on these.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use winsys::wayland::{self, sync::{self, Abilities}};
+//!
+//! let conn = wayland::connect(None)?;
+//! let report = wayland::probe(&conn, Duration::from_secs(5))?;
+//! let can = Abilities { timeline_syncobj: false, sync_file: true, dmabuf: true };
+//! let mode = sync::choose(&report.offer(), &can, None)?;
+//! println!("would present with {mode}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+pub mod feedback;
+mod probe;
+pub mod sync;
+
+pub use probe::{connect, probe, GlobalInfo, Report};
+
+/// Errors of the Wayland side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The compositor's socket could not be reached.
+    #[error("cannot connect to the Wayland compositor at {socket}: {why}")]
+    Connect {
+        /// The socket path or name.
+        socket: String,
+        /// Why.
+        why: String,
+    },
+    /// The connection failed or the compositor sent a protocol error.
+    #[error("Wayland connection: {0}")]
+    Wayland(String),
+    /// The compositor did not answer in time.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// A system call failed.
+    #[error("{op} failed: {errno}")]
+    Io {
+        /// The call.
+        op: &'static str,
+        /// The errno.
+        errno: Errno,
+    },
+    /// The compositor's feedback was malformed.
+    #[error(transparent)]
+    Feedback(#[from] feedback::FeedbackError),
+    /// The sync mode asked for is not available.
+    #[error(transparent)]
+    Unavailable(#[from] sync::Unavailable),
+}
+
+impl Error {
+    fn wayland(e: impl std::fmt::Display) -> Error {
+        Error::Wayland(e.to_string())
+    }
+
+    fn dispatch(e: wayland_client::DispatchError) -> Error {
+        Error::Wayland(e.to_string())
+    }
+}
+
+/// Result of the Wayland side.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

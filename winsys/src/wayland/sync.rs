@@ -1,0 +1,215 @@
+//! Which way a Wayland client synchronizes with the compositor, chosen
+//! from what the compositor offers and what the machine can do, best
+//! first (as Mesa's WSI orders them), or forced by the app.
+
+use std::fmt;
+
+/// How frames and their fences reach the compositor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SyncMode {
+    /// `wp_linux_drm_syncobj_v1`: per-image acquire and release timeline
+    /// points; an image is reused when its release point signals.
+    DrmSyncobj,
+    /// `zwp_linux_explicit_synchronization_v1`: an acquire sync_file per
+    /// commit, a release fence back.
+    ExplicitSync,
+    /// linux-dmabuf with the fences inside the dma-buf (the render-done
+    /// fence imported as a write fence before commit).
+    Implicit,
+    /// `wl_shm`: one CPU copy per frame, for compositors without
+    /// linux-dmabuf or when they refuse the buffers.
+    Shm,
+}
+
+impl SyncMode {
+    /// Every mode, best first.
+    pub const ALL: [SyncMode; 4] = [
+        SyncMode::DrmSyncobj,
+        SyncMode::ExplicitSync,
+        SyncMode::Implicit,
+        SyncMode::Shm,
+    ];
+
+    /// The name used on command lines (`syncobj`, `explicit`, `implicit`,
+    /// `shm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::DrmSyncobj => "syncobj",
+            SyncMode::ExplicitSync => "explicit",
+            SyncMode::Implicit => "implicit",
+            SyncMode::Shm => "shm",
+        }
+    }
+
+    /// Parses [`SyncMode::name`].
+    pub fn from_name(name: &str) -> Option<SyncMode> {
+        SyncMode::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the compositor offers (from its globals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// `zwp_linux_dmabuf_v1` version, if offered.
+    pub linux_dmabuf: Option<u32>,
+    /// `wp_linux_drm_syncobj_manager_v1` version, if offered.
+    pub drm_syncobj: Option<u32>,
+    /// `zwp_linux_explicit_synchronization_v1` version, if offered.
+    pub explicit_sync: Option<u32>,
+    /// `wl_shm` version, if offered.
+    pub shm: Option<u32>,
+}
+
+/// What this machine can do for each mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Abilities {
+    /// A DRM node with timeline syncobjs that the compositor's device
+    /// shares (virtio_gpu here; not vgem).
+    pub timeline_syncobj: bool,
+    /// The render-done fence can be had as a sync_file (a Vulkan driver
+    /// with SYNC_FD export, or the kernel's dma-buf sync_file export).
+    pub sync_file: bool,
+    /// The client can render into dma-bufs the compositor imports.
+    pub dmabuf: bool,
+}
+
+/// Why a mode cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sync mode {mode} is not available: {why}")]
+pub struct Unavailable {
+    /// The mode asked for.
+    pub mode: SyncMode,
+    /// What is missing.
+    pub why: &'static str,
+}
+
+/// Whether `mode` can be used, and why not.
+pub fn check(mode: SyncMode, offer: &Offer, can: &Abilities) -> Result<(), Unavailable> {
+    let missing = |why| Err(Unavailable { mode, why });
+    let dmabuf = |then: Result<(), Unavailable>| match (offer.linux_dmabuf, can.dmabuf) {
+        (None, _) => missing("the compositor offers no zwp_linux_dmabuf_v1"),
+        (Some(_), false) => missing("the client cannot render into shareable dma-bufs"),
+        (Some(_), true) => then,
+    };
+    match mode {
+        SyncMode::DrmSyncobj => match (offer.drm_syncobj, can.timeline_syncobj) {
+            (None, _) => missing("the compositor offers no wp_linux_drm_syncobj_manager_v1"),
+            (Some(_), false) => missing("no DRM node with timeline syncobjs shared with it"),
+            (Some(_), true) => dmabuf(Ok(())),
+        },
+        SyncMode::ExplicitSync => match (offer.explicit_sync, can.sync_file) {
+            (None, _) => missing("the compositor offers no zwp_linux_explicit_synchronization_v1"),
+            (Some(_), false) => missing("the render-done fence cannot be had as a sync_file"),
+            (Some(_), true) => dmabuf(Ok(())),
+        },
+        SyncMode::Implicit => dmabuf(Ok(())),
+        SyncMode::Shm => match offer.shm {
+            Some(_) => Ok(()),
+            None => missing("the compositor offers no wl_shm"),
+        },
+    }
+}
+
+/// The best mode available, or `forced` if it is available.
+pub fn choose(
+    offer: &Offer,
+    can: &Abilities,
+    forced: Option<SyncMode>,
+) -> Result<SyncMode, Unavailable> {
+    if let Some(mode) = forced {
+        return check(mode, offer, can).map(|()| mode);
+    }
+    let mut last = None;
+    for mode in SyncMode::ALL {
+        match check(mode, offer, can) {
+            Ok(()) => return Ok(mode),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("ALL is not empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_CAN: Abilities = Abilities {
+        timeline_syncobj: true,
+        sync_file: true,
+        dmabuf: true,
+    };
+
+    fn offer(dmabuf: bool, syncobj: bool, explicit: bool, shm: bool) -> Offer {
+        Offer {
+            linux_dmabuf: dmabuf.then_some(5),
+            drm_syncobj: syncobj.then_some(1),
+            explicit_sync: explicit.then_some(2),
+            shm: shm.then_some(1),
+        }
+    }
+
+    #[test]
+    fn best_mode_per_compositor_of_the_test_bed() {
+        // sway 1.12: drm-syncobj.
+        let sway = offer(true, true, false, true);
+        assert_eq!(choose(&sway, &ALL_CAN, None), Ok(SyncMode::DrmSyncobj));
+        // weston 14: explicit sync.
+        let weston = offer(true, false, true, true);
+        assert_eq!(choose(&weston, &ALL_CAN, None), Ok(SyncMode::ExplicitSync));
+        // mutter 48: implicit only.
+        let mutter = offer(true, false, false, true);
+        assert_eq!(choose(&mutter, &ALL_CAN, None), Ok(SyncMode::Implicit));
+        // pixman weston: shm only.
+        let pixman = offer(false, false, false, true);
+        assert_eq!(choose(&pixman, &ALL_CAN, None), Ok(SyncMode::Shm));
+        assert!(choose(&offer(false, false, false, false), &ALL_CAN, None).is_err());
+    }
+
+    #[test]
+    fn machine_abilities_move_the_choice_down() {
+        let sway = offer(true, true, false, true);
+        let no_timeline = Abilities {
+            timeline_syncobj: false,
+            ..ALL_CAN
+        };
+        // sway without a timeline node: implicit (sway has no explicit-sync).
+        assert_eq!(choose(&sway, &no_timeline, None), Ok(SyncMode::Implicit));
+        let weston = offer(true, false, true, true);
+        let no_sync_file = Abilities {
+            sync_file: false,
+            ..ALL_CAN
+        };
+        assert_eq!(choose(&weston, &no_sync_file, None), Ok(SyncMode::Implicit));
+        let no_dmabuf = Abilities {
+            dmabuf: false,
+            ..ALL_CAN
+        };
+        assert_eq!(choose(&weston, &no_dmabuf, None), Ok(SyncMode::Shm));
+    }
+
+    #[test]
+    fn forced_modes_are_honoured_or_refused_with_the_reason() {
+        let weston = offer(true, false, true, true);
+        assert_eq!(
+            choose(&weston, &ALL_CAN, Some(SyncMode::Implicit)),
+            Ok(SyncMode::Implicit)
+        );
+        assert_eq!(
+            choose(&weston, &ALL_CAN, Some(SyncMode::Shm)),
+            Ok(SyncMode::Shm)
+        );
+        let err = choose(&weston, &ALL_CAN, Some(SyncMode::DrmSyncobj)).unwrap_err();
+        assert_eq!(err.mode, SyncMode::DrmSyncobj);
+        assert!(err.why.contains("wp_linux_drm_syncobj_manager_v1"), "{err}");
+        for m in SyncMode::ALL {
+            assert_eq!(SyncMode::from_name(m.name()), Some(m));
+        }
+        assert_eq!(SyncMode::from_name("auto"), None);
+    }
+}
