@@ -9,8 +9,10 @@ use common::weston::Weston;
 use common::{need, LONG};
 use winsys::alloc::vgem::Vgem;
 use winsys::device::{DrmDevice, NodeKind};
+use winsys::dmabuf::Access;
 use winsys::format::{Fourcc, Modifier};
 use winsys::sync::probe as kernel;
+use winsys::wayland::surface::{BufferId, BufferState, Surface};
 use winsys::wayland::{self, sync, sync::Abilities, sync::SyncMode};
 
 const PROBE: Duration = Duration::from_secs(20);
@@ -99,4 +101,112 @@ fn a_missing_compositor_is_a_typed_error_not_a_hang() {
     let err = wayland::connect(Some("/nonexistent/winsys-no-compositor")).unwrap_err();
     assert!(matches!(err, wayland::Error::Connect { .. }), "{err}");
     assert!(t.elapsed() < LONG);
+}
+
+/// `n` frames through `surface` over two vgem buffers: each frame the CPU
+/// writes a colour into a free buffer, a vgem write fence stands for the
+/// GPU still rendering it, and the frame is presented before that fence
+/// signals (explicit sync: as the acquire sync_file; implicit: in the
+/// dma-buf). Checks that a buffer the compositor holds is never handed
+/// over again.
+fn present_over_vgem(surface: &mut Surface, vgem: &Vgem, n: u32) {
+    let explicit = surface.mode() == SyncMode::ExplicitSync;
+    let bufs: Vec<_> = (0..2)
+        .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
+        .collect();
+    let ids: Vec<BufferId> = bufs
+        .iter()
+        .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
+        .collect();
+    for frame in 0..n {
+        let k = (frame % 2) as usize;
+        if frame >= 2 {
+            surface.wait_release(ids[k]).unwrap();
+        }
+        assert!(matches!(surface.state(ids[k]), Some(BufferState::Free)));
+        {
+            let mut map = bufs[k].dmabuf().map(Access::Write).unwrap();
+            let mut cpu = map.write(Some(LONG)).unwrap();
+            cpu.fill(0, 0x20 + frame as u8).unwrap();
+        }
+        let gpu = bufs[k].attach_fence(Access::Write).unwrap();
+        let acquire = explicit.then(|| bufs[k].dmabuf().export_sync_file(Access::Read).unwrap());
+        if let Some(a) = &acquire {
+            assert!(!a.is_signaled().unwrap());
+        }
+        surface.present(ids[k], acquire).unwrap();
+        // The compositor holds it now: handing it over again is refused.
+        assert!(matches!(
+            surface.present(ids[k], None),
+            Err(wayland::Error::BufferBusy(_))
+        ));
+        std::thread::sleep(Duration::from_millis(30));
+        gpu.signal().unwrap();
+        surface.wait_frame().unwrap();
+    }
+    assert!(
+        surface.frames_done() >= n as u64,
+        "{} frames",
+        surface.frames_done()
+    );
+    for id in ids {
+        surface
+            .wait_release(id)
+            .unwrap_or_else(|e| println!("last buffer still shown: {e}"));
+    }
+}
+
+#[test]
+fn explicit_sync_frames_reach_weston_with_their_acquire_fences() {
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let vgem = need!(Vgem::open(), "vgem");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut surface =
+        Surface::new(&conn, "winsys explicit", SyncMode::ExplicitSync, PROBE).unwrap();
+    present_over_vgem(&mut surface, &vgem, 8);
+    println!(
+        "explicit sync: {} frames called back",
+        surface.frames_done()
+    );
+}
+
+#[test]
+fn implicit_sync_frames_reach_weston_with_fences_in_the_dmabuf() {
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let vgem = need!(Vgem::open(), "vgem");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut surface = Surface::new(&conn, "winsys implicit", SyncMode::Implicit, PROBE).unwrap();
+    present_over_vgem(&mut surface, &vgem, 8);
+    println!(
+        "implicit sync: {} frames called back",
+        surface.frames_done()
+    );
+}
+
+#[test]
+fn shm_frames_reach_a_compositor_without_linux_dmabuf() {
+    let weston = need!(Weston::start("pixman"), "weston (pixman renderer)");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    assert!(Surface::new(&conn, "no dmabuf", SyncMode::Implicit, PROBE).is_err());
+    let mut surface = Surface::new(&conn, "winsys shm", SyncMode::Shm, PROBE).unwrap();
+    let ids = [
+        surface.add_shm(64, 64).unwrap(),
+        surface.add_shm(64, 64).unwrap(),
+    ];
+    for frame in 0..6u32 {
+        let id = ids[(frame % 2) as usize];
+        if frame >= 2 {
+            surface.wait_release(id).unwrap();
+        }
+        surface
+            .write_shm(id, &vec![frame as u8; 64 * 64 * 4])
+            .unwrap();
+        surface.present(id, None).unwrap();
+        assert!(matches!(
+            surface.write_shm(id, &vec![0; 64 * 64 * 4]),
+            Err(wayland::Error::BufferBusy(_))
+        ));
+        surface.wait_frame().unwrap();
+    }
+    assert!(surface.frames_done() >= 6);
 }

@@ -186,6 +186,12 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
         &[VirtioGpuSyncobj],
     ),
     ("test udmabuf", "*", &[Udmabuf]),
+    // The acquire sync_file is a vgem fence exported from the dma-buf.
+    (
+        "test wayland",
+        "explicit_sync_frames_reach_weston_with_their_acquire_fences",
+        &[DmabufSyncFile],
+    ),
     // lavapipe without udmabuf has no modifiers, no SYNC_FD.
     ("test vulkan", "*", &[LavapipeDmabuf]),
     (

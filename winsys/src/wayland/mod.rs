@@ -9,7 +9,11 @@
 //! - [`sync`]: the sync mode, best first — drm-syncobj timelines, explicit
 //!   sync_files, implicit fences in the dma-buf, wl_shm — or forced.
 //!
-//! Presentation (the swapchain) builds on these.
+//! - [`surface`]: a toplevel window presenting dma-buf or wl_shm buffers
+//!   in one sync mode, each buffer's state explicit, never reused before
+//!   its release.
+//!
+//! The Vulkan swapchain builds on these.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,6 +33,7 @@ use rustix::io::Errno;
 
 pub mod feedback;
 mod probe;
+pub mod surface;
 pub mod sync;
 
 pub use probe::{connect, probe, GlobalInfo, Report};
@@ -64,6 +69,13 @@ pub enum Error {
         /// The errno.
         errno: Errno,
     },
+    /// The compositor lacks a global the operation needs.
+    #[error("the compositor offers no {0}")]
+    MissingGlobal(&'static str),
+    /// A buffer the compositor still holds (or whose release fence has not
+    /// been waited for) was to be written or presented again.
+    #[error("buffer {0} is still with the compositor")]
+    BufferBusy(usize),
     /// The compositor's feedback was malformed.
     #[error(transparent)]
     Feedback(#[from] feedback::FeedbackError),
