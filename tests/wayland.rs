@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::weston::Weston;
+use common::weston::{capture, Weston};
 use common::{need, LONG};
 use winsys::alloc::vgem::Vgem;
 use winsys::device::{DrmDevice, NodeKind};
@@ -109,7 +109,7 @@ fn a_missing_compositor_is_a_typed_error_not_a_hang() {
 /// signals (explicit sync: as the acquire sync_file; implicit: in the
 /// dma-buf). Checks that a buffer the compositor holds is never handed
 /// over again.
-fn present_over_vgem(surface: &mut Surface, vgem: &Vgem, n: u32) {
+fn present_over_vgem(surface: &mut Surface, vgem: &Vgem, n: u32) -> u8 {
     let explicit = surface.mode() == SyncMode::ExplicitSync;
     let bufs: Vec<_> = (0..2)
         .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
@@ -149,11 +149,32 @@ fn present_over_vgem(surface: &mut Surface, vgem: &Vgem, n: u32) {
         "{} frames",
         surface.frames_done()
     );
-    for id in ids {
-        surface
-            .wait_release(id)
-            .unwrap_or_else(|e| println!("last buffer still shown: {e}"));
-    }
+    0x20 + (n - 1) as u8
+}
+
+/// The output shows `byte` (every channel) at its centre, where the kiosk
+/// shell puts the 64x64 window: what was presented last is what is seen.
+fn assert_centre_shows(weston: &Weston, byte: u8) {
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let shot = capture(&conn).unwrap();
+    let (cx, cy) = (shot.width / 2, shot.height / 2);
+    let want = u32::from_le_bytes([byte, byte, byte, 0]);
+    let got = shot.pixel(cx, cy) & 0x00ff_ffff;
+    println!(
+        "captured {}x{}: centre {got:#08x} (want {want:#08x}), corner {:#08x}",
+        shot.width,
+        shot.height,
+        shot.pixel(0, 0) & 0x00ff_ffff
+    );
+    assert_eq!(
+        got, want,
+        "the last presented frame is not what weston shows"
+    );
+    assert_ne!(
+        shot.pixel(0, 0) & 0x00ff_ffff,
+        want,
+        "the window does not cover the output"
+    );
 }
 
 #[test]
@@ -163,11 +184,12 @@ fn explicit_sync_frames_reach_weston_with_their_acquire_fences() {
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let mut surface =
         Surface::new(&conn, "winsys explicit", SyncMode::ExplicitSync, PROBE).unwrap();
-    present_over_vgem(&mut surface, &vgem, 8);
+    let last = present_over_vgem(&mut surface, &vgem, 8);
     println!(
         "explicit sync: {} frames called back",
         surface.frames_done()
     );
+    assert_centre_shows(&weston, last);
 }
 
 #[test]
@@ -176,11 +198,12 @@ fn implicit_sync_frames_reach_weston_with_fences_in_the_dmabuf() {
     let vgem = need!(Vgem::open(), "vgem");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let mut surface = Surface::new(&conn, "winsys implicit", SyncMode::Implicit, PROBE).unwrap();
-    present_over_vgem(&mut surface, &vgem, 8);
+    let last = present_over_vgem(&mut surface, &vgem, 8);
     println!(
         "implicit sync: {} frames called back",
         surface.frames_done()
     );
+    assert_centre_shows(&weston, last);
 }
 
 #[test]
@@ -209,4 +232,5 @@ fn shm_frames_reach_a_compositor_without_linux_dmabuf() {
         surface.wait_frame().unwrap();
     }
     assert!(surface.frames_done() >= 6);
+    assert_centre_shows(&weston, 5);
 }

@@ -42,6 +42,9 @@ impl Weston {
                 "--shell=kiosk",
                 "--width=256",
                 "--height=256",
+                // Lets any client capture the output (weston_capture_v1
+                // answers "unauthorized" otherwise).
+                "--debug",
             ])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
@@ -82,3 +85,187 @@ impl Drop for Weston {
         let _ = self.child.wait();
     }
 }
+
+/// weston's output capture (`weston_capture_v1`), generated from
+/// `tests/protocols/weston-capture.xml`.
+#[allow(missing_docs, non_upper_case_globals, non_camel_case_types, unused)]
+pub mod capture_protocol {
+    use wayland_client;
+    use wayland_client::protocol::*;
+
+    pub mod __interfaces {
+        use wayland_client::backend as wayland_backend;
+        use wayland_client::protocol::__interfaces::*;
+        wayland_scanner::generate_interfaces!("../tests/protocols/weston-capture.xml");
+    }
+    use self::__interfaces::*;
+
+    wayland_scanner::generate_client_code!("../tests/protocols/weston-capture.xml");
+}
+
+use capture_protocol::{weston_capture_source_v1 as source_v1, weston_capture_v1 as capture_v1};
+use wayland_client::protocol::{
+    wl_buffer, wl_callback, wl_output, wl_registry, wl_shm, wl_shm_pool,
+};
+use wayland_client::{Connection, Dispatch, QueueHandle};
+
+/// What the compositor shows on its output, read back as XRGB8888 rows.
+pub struct Shot {
+    pub width: u32,
+    pub height: u32,
+    /// Packed 4-byte pixels, row after row.
+    pub pixels: Vec<u8>,
+}
+
+impl Shot {
+    /// The pixel at (x, y) as `0xXXRRGGBB`.
+    pub fn pixel(&self, x: u32, y: u32) -> u32 {
+        let at = ((y * self.width + x) * 4) as usize;
+        u32::from_le_bytes(self.pixels[at..at + 4].try_into().unwrap())
+    }
+}
+
+#[derive(Default)]
+struct CaptureState {
+    globals: Vec<(u32, String, u32)>,
+    synced: u32,
+    formats: Vec<u32>,
+    size: Option<(i32, i32)>,
+    outcome: Option<Result<(), String>>,
+}
+
+/// Capture weston's (first) output over `conn` (the framebuffer source),
+/// into a wl_shm buffer.
+pub fn capture(conn: &Connection) -> Result<Shot, String> {
+    let mut queue = conn.new_event_queue::<CaptureState>();
+    let qh = queue.handle();
+    let mut st = CaptureState::default();
+    let registry = conn.display().get_registry(&qh, ());
+    let sync = |queue: &mut wayland_client::EventQueue<CaptureState>, st: &mut CaptureState| {
+        conn.display().sync(&queue.handle(), ());
+        let target = st.synced + 1;
+        while st.synced < target {
+            queue.blocking_dispatch(st).map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    };
+    sync(&mut queue, &mut st)?;
+    let find = |name: &str| st.globals.iter().find(|g| g.1 == name).map(|g| (g.0, g.2));
+    let (n, _) = find("weston_capture_v1").ok_or("no weston_capture_v1")?;
+    let factory: capture_v1::WestonCaptureV1 = registry.bind(n, 1, &qh, ());
+    let (n, _) = find("wl_output").ok_or("no wl_output")?;
+    let output: wl_output::WlOutput = registry.bind(n, 1, &qh, ());
+    let (n, _) = find("wl_shm").ok_or("no wl_shm")?;
+    let shm: wl_shm::WlShm = registry.bind(n, 1, &qh, ());
+    let source = factory.create(&output, capture_v1::Source::Framebuffer, &qh, ());
+    sync(&mut queue, &mut st)?;
+    let (w, h) = st.size.ok_or("no size event from the capture source")?;
+    let xrgb = u32::from_le_bytes(*b"XR24");
+    let argb = u32::from_le_bytes(*b"AR24");
+    let (format, shm_format) = if st.formats.contains(&xrgb) {
+        (xrgb, wl_shm::Format::Xrgb8888)
+    } else if st.formats.contains(&argb) {
+        (argb, wl_shm::Format::Argb8888)
+    } else {
+        return Err(format!("no 8-bit RGB capture format in {:x?}", st.formats));
+    };
+    let _ = format;
+    let size = (w * h * 4) as usize;
+    let memfd = rustix::fs::memfd_create("capture", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    rustix::fs::ftruncate(&memfd, size as u64).map_err(|e| e.to_string())?;
+    let pool = shm.create_pool(std::os::fd::AsFd::as_fd(&memfd), size as i32, &qh, ());
+    let buffer = pool.create_buffer(0, w, h, w * 4, shm_format, &qh, ());
+    source.capture(&buffer);
+    while st.outcome.is_none() {
+        queue
+            .blocking_dispatch(&mut st)
+            .map_err(|e| e.to_string())?;
+    }
+    st.outcome.take().unwrap()?;
+    let mut pixels = vec![0u8; size];
+    rustix::io::pread(&memfd, &mut pixels, 0).map_err(|e| e.to_string())?;
+    buffer.destroy();
+    pool.destroy();
+    source.destroy();
+    factory.destroy();
+    Ok(Shot {
+        width: w as u32,
+        height: h as u32,
+        pixels,
+    })
+}
+
+impl Dispatch<wl_registry::WlRegistry, ()> for CaptureState {
+    fn event(
+        s: &mut Self,
+        _: &wl_registry::WlRegistry,
+        e: wl_registry::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_registry::Event::Global {
+            name,
+            interface,
+            version,
+        } = e
+        {
+            s.globals.push((name, interface, version));
+        }
+    }
+}
+
+impl Dispatch<wl_callback::WlCallback, ()> for CaptureState {
+    fn event(
+        s: &mut Self,
+        _: &wl_callback::WlCallback,
+        e: wl_callback::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_callback::Event::Done { .. } = e {
+            s.synced += 1;
+        }
+    }
+}
+
+impl Dispatch<source_v1::WestonCaptureSourceV1, ()> for CaptureState {
+    fn event(
+        s: &mut Self,
+        _: &source_v1::WestonCaptureSourceV1,
+        e: source_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match e {
+            source_v1::Event::Format { drm_format } => s.formats.push(drm_format),
+            source_v1::Event::Size { width, height } => s.size = Some((width, height)),
+            source_v1::Event::Complete => s.outcome = Some(Ok(())),
+            source_v1::Event::Retry => {
+                s.outcome = Some(Err("capture: retry (buffer incompatible)".into()))
+            }
+            source_v1::Event::Failed { msg } => {
+                s.outcome = Some(Err(format!("capture failed: {msg:?}")))
+            }
+        }
+    }
+}
+
+macro_rules! ignore_events {
+    ($($t:ty),+) => {$(
+        impl Dispatch<$t, ()> for CaptureState {
+            fn event(_: &mut Self, _: &$t, _: <$t as wayland_client::Proxy>::Event, _: &(), _: &Connection, _: &QueueHandle<Self>) {}
+        }
+    )+};
+}
+
+ignore_events!(
+    capture_v1::WestonCaptureV1,
+    wl_output::WlOutput,
+    wl_shm::WlShm,
+    wl_shm_pool::WlShmPool,
+    wl_buffer::WlBuffer
+);
