@@ -186,6 +186,8 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
         &[VirtioGpuSyncobj],
     ),
     ("test udmabuf", "*", &[Udmabuf]),
+    // The swapchain needs lavapipe's dma-buf images.
+    ("test swapchain", "*", &[LavapipeDmabuf]),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

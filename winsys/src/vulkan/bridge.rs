@@ -409,7 +409,7 @@ pub struct Submission<'a> {
     /// Ownership states before the transitions recorded here, restored
     /// if the submission never reaches the GPU.
     transitions: Vec<(Arc<ImageResources>, Owner)>,
-    signal_dmabufs: Vec<(&'a Dmabuf, Access)>,
+    signal_dmabufs: Vec<(Dmabuf, Access)>,
     signal_points: Vec<(&'a Syncobj, u64)>,
     want_sync_file: bool,
     timeout: Option<Duration>,
@@ -551,8 +551,8 @@ impl<'a> Submission<'a> {
 
     /// After the work, make implicit-sync users of `dmabuf` wait for it:
     /// as a write fence if `access` writes, else as a read fence.
-    pub fn signal_dmabuf(&mut self, dmabuf: &'a Dmabuf, access: Access) -> &mut Self {
-        self.signal_dmabufs.push((dmabuf, access));
+    pub fn signal_dmabuf(&mut self, dmabuf: &Dmabuf, access: Access) -> &mut Self {
+        self.signal_dmabufs.push((dmabuf.clone(), access));
         self
     }
 

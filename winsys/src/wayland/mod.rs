@@ -34,6 +34,8 @@ use rustix::io::Errno;
 pub mod feedback;
 mod probe;
 pub mod surface;
+#[cfg(feature = "vulkan")]
+pub mod swapchain;
 pub mod sync;
 
 pub use probe::{connect, probe, GlobalInfo, Report};
@@ -76,6 +78,22 @@ pub enum Error {
     /// been waited for) was to be written or presented again.
     #[error("buffer {0} is still with the compositor")]
     BufferBusy(usize),
+    /// A swapchain image used out of turn (e.g. presented without being
+    /// acquired).
+    #[cfg(feature = "vulkan")]
+    #[error("swapchain image {index} is {state:?}; {wanted} needs otherwise")]
+    ImageState {
+        /// The image.
+        index: usize,
+        /// Where it is.
+        state: swapchain::ImageState,
+        /// What was asked.
+        wanted: &'static str,
+    },
+    /// A Vulkan operation of the swapchain failed.
+    #[cfg(feature = "vulkan")]
+    #[error("Vulkan: {0}")]
+    Vulkan(Box<crate::vulkan::Error>),
     /// The compositor's feedback was malformed.
     #[error(transparent)]
     Feedback(#[from] feedback::FeedbackError),

@@ -330,8 +330,10 @@ impl Surface {
 
     /// Show buffer `id` (whole-surface damage, a frame callback, commit).
     /// Explicit sync: `acquire` is the fence the compositor waits for
-    /// before reading (required); other modes: must be `None` (the fence
-    /// is in the dma-buf, or the CPU wrote an shm buffer).
+    /// before reading; `None` when the contents are complete already (the
+    /// compositor then treats this commit as implicitly synchronized), and
+    /// a release is asked for either way. Other modes: must be `None` (the
+    /// fence is in the dma-buf, or the CPU wrote an shm buffer).
     ///
     /// [`Error::BufferBusy`] if the compositor still holds the buffer (or
     /// its release fence has not been waited for): a buffer is never
@@ -392,10 +394,15 @@ impl Surface {
     /// buffer `id`, then (explicit sync) until its release fence signals;
     /// the buffer is then [`BufferState::Free`].
     pub fn wait_release(&mut self, id: BufferId) -> Result<()> {
+        self.wait_release_within(id, self.timeout)
+    }
+
+    /// [`Surface::wait_release`] bounded by `timeout` instead.
+    pub fn wait_release_within(&mut self, id: BufferId, timeout: Duration) -> Result<()> {
         self.buffer(id)?;
         let mode = self.mode;
         let explicit = mode == SyncMode::ExplicitSync;
-        self.wait_until("the buffer's release", |s| {
+        self.wait_until_within("the buffer's release", timeout, |s| {
             let b = &s.buffers[id.0];
             match b.state {
                 BufferState::WithCompositor => {
@@ -404,7 +411,6 @@ impl Surface {
                 _ => true,
             }
         })?;
-        let timeout = self.timeout;
         let b = self.buffer(id)?;
         if let BufferState::WithCompositor = b.state {
             b.state = match b.release_fence.take().flatten() {
@@ -439,7 +445,16 @@ impl Surface {
     }
 
     fn wait_until(&mut self, what: &'static str, done: impl Fn(&State) -> bool) -> Result<()> {
-        let deadline = Deadline::after(Some(self.timeout));
+        self.wait_until_within(what, self.timeout, done)
+    }
+
+    fn wait_until_within(
+        &mut self,
+        what: &'static str,
+        timeout: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<()> {
+        let deadline = Deadline::after(Some(timeout));
         loop {
             self.queue.flush().map_err(Error::wayland)?;
             self.dispatch_pending()?;
@@ -456,10 +471,7 @@ impl Surface {
                         errno,
                     })?;
             if !ready {
-                return Err(Error::Timeout {
-                    what,
-                    timeout: self.timeout,
-                });
+                return Err(Error::Timeout { what, timeout });
             }
             guard.read().map_err(Error::wayland)?;
         }

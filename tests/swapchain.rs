@@ -1,0 +1,122 @@
+//! The Vulkan swapchain on Wayland against weston 14 (headless, gl
+//! renderer): lavapipe-exported images the compositor imports (zero
+//! copy), cleared on the GPU, presented with the best sync weston offers
+//! and with the lower one forced; the Khronos validation layer is on and
+//! weston's output is read back.
+
+mod common;
+
+use std::time::Duration;
+
+use ash::vk;
+use common::vk::Gpu;
+use common::weston::{capture, Weston};
+use common::{need, LONG};
+use winsys::format::Fourcc;
+use winsys::vulkan::image::color_range;
+use winsys::wayland::swapchain::{BufferPath, ImageState, Swapchain, SwapchainConfig};
+use winsys::wayland::{self, sync::SyncMode};
+
+/// `frames` frames, each cleared to a grey of its own, through a
+/// swapchain in `sync` (None: the best); returns the last grey's byte.
+/// Checks that weston shows the last one at the centre of its output.
+fn clear_frames(gpu: &Gpu, weston: &Weston, sync: Option<SyncMode>, frames: u32) -> (SyncMode, u8) {
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.sync = sync;
+    config.timeout = Duration::from_secs(20);
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    // On weston's own device (vgem), through GBM, imported into lavapipe:
+    // weston 14's llvmpipe crashes on lavapipe's udmabuf exports.
+    assert_eq!(
+        chain.buffer_path(),
+        &BufferPath::CompositorDevice {
+            driver: "vgem".into()
+        }
+    );
+    let mut last = 0;
+    for frame in 0..frames {
+        let i = chain.acquire(LONG * 4).unwrap();
+        assert_eq!(chain.state(i), ImageState::Acquired);
+        let mut job = gpu.device.submission().unwrap();
+        job.timeout(Some(LONG * 4));
+        chain.begin(&mut job, i).unwrap();
+        last = 0x30 + frame as u8 * 8;
+        let v = last as f32 / 255.0;
+        let color = vk::ClearColorValue {
+            float32: [v, v, v, 1.0],
+        };
+        // SAFETY: the submission's command buffer is recording; the image
+        // is the swapchain's, kept alive by the submission (begin).
+        unsafe {
+            gpu.device.raw().cmd_clear_color_image(
+                job.cmd(),
+                chain.image(i).raw(),
+                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                &color,
+                &[color_range()],
+            )
+        };
+        chain.present(i, job).unwrap();
+        assert_eq!(chain.state(i), ImageState::Queued);
+        // Out of turn: a queued image cannot be begun or presented again.
+        let mut again = gpu.device.submission().unwrap();
+        assert!(matches!(
+            chain.begin(&mut again, i),
+            Err(wayland::Error::ImageState { .. })
+        ));
+        drop(again);
+        chain.wait_shown().unwrap();
+    }
+    assert!(chain.frames_shown() >= frames as u64);
+    // Read back while the window is still up (dropping the swapchain
+    // destroys the surface).
+    assert_centre_shows(weston, last);
+    (chain.sync_mode(), last)
+}
+
+fn assert_centre_shows(weston: &Weston, byte: u8) {
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let shot = capture(&conn).unwrap();
+    let got = shot.pixel(shot.width / 2, shot.height / 2) & 0x00ff_ffff;
+    let want = u32::from_le_bytes([byte, byte, byte, 0]);
+    println!("weston shows {got:#08x} at the centre (want {want:#08x})");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn gpu_cleared_frames_reach_weston_with_the_best_sync_and_zero_copy() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let (mode, _) = clear_frames(&gpu, &weston, None, 10);
+    println!("swapchain presented with {mode}");
+    // lavapipe exports SYNC_FD: explicit sync with weston.
+    let expect = if gpu.device.sync_fd_support().semaphore_export {
+        SyncMode::ExplicitSync
+    } else {
+        SyncMode::Implicit
+    };
+    assert_eq!(mode, expect);
+}
+
+#[test]
+fn forced_implicit_sync_presents_too() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let (mode, _) = clear_frames(&gpu, &weston, Some(SyncMode::Implicit), 8);
+    assert_eq!(mode, SyncMode::Implicit);
+}
+
+#[test]
+fn a_mode_the_compositor_lacks_is_refused_with_the_reason() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.sync = Some(SyncMode::DrmSyncobj);
+    let err = Swapchain::new(&gpu.device, &conn, &config).err().unwrap();
+    assert!(
+        matches!(err, wayland::Error::Unavailable(ref u) if u.mode == SyncMode::DrmSyncobj),
+        "{err}"
+    );
+}

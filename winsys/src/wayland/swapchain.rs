@@ -1,0 +1,402 @@
+//! A Vulkan swapchain on a Wayland surface (features `wayland` + `vulkan`):
+//! images the compositor imports as dma-bufs (zero-copy), frames handed
+//! over with the best sync the compositor and the machine allow.
+//!
+//! One frame:
+//!
+//! ```no_run
+//! # fn demo(device: &winsys::vulkan::Device, conn: &wayland_client::Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use winsys::format::Fourcc;
+//! use winsys::wayland::swapchain::{Swapchain, SwapchainConfig};
+//!
+//! let config = SwapchainConfig::new(256, 256, Fourcc::XRGB8888);
+//! let mut chain = Swapchain::new(device, conn, &config)?;
+//! let frame = chain.acquire(Duration::from_secs(1))?;   // a free image
+//! let mut job = device.submission()?;
+//! chain.begin(&mut job, frame)?;                        // waits for its release, takes it
+//! // ... record rendering into chain.image(frame) (TRANSFER_DST_OPTIMAL) ...
+//! chain.present(frame, job)?;                           // hands it back, signals, commits
+//! # Ok(()) }
+//! ```
+//!
+//! Each image is [`ImageState::Free`], [`ImageState::Acquired`] by the app
+//! or [`ImageState::Queued`] at the compositor; the transitions are checked
+//! ([`Error::ImageState`]), and an image is never written before the
+//! compositor released it (and, with explicit sync, before its release
+//! fence signalled: the GPU waits for it). Every wait is bounded.
+
+use std::time::Duration;
+
+use ash::vk;
+use wayland_client::Connection;
+
+use super::surface::{BufferId, Surface};
+use super::sync::{self, Abilities, SyncMode};
+use super::{probe, Error, Result};
+use crate::dmabuf::{Access, Dmabuf};
+use crate::format::{Fourcc, Modifier};
+use crate::vulkan::{Device, Image, Pending, Submission};
+
+/// What the app asks of a swapchain.
+#[derive(Debug, Clone)]
+pub struct SwapchainConfig {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The DRM format of the images.
+    pub format: Fourcc,
+    /// Number of images (at least 2).
+    pub image_count: usize,
+    /// Force a sync mode (`None`: the best available).
+    pub sync: Option<SyncMode>,
+    /// How the app uses the images (transfer destination is always added:
+    /// `begin` leaves images in `TRANSFER_DST_OPTIMAL`).
+    pub usage: vk::ImageUsageFlags,
+    /// Bound on every wait for the compositor or the GPU.
+    pub timeout: Duration,
+    /// The window title.
+    pub title: String,
+}
+
+impl SwapchainConfig {
+    /// Three images, the best sync mode, 5 s bounds.
+    pub fn new(width: u32, height: u32, format: Fourcc) -> Self {
+        SwapchainConfig {
+            width,
+            height,
+            format,
+            image_count: 3,
+            sync: None,
+            usage: vk::ImageUsageFlags::TRANSFER_DST,
+            timeout: Duration::from_secs(5),
+            title: "winsys".into(),
+        }
+    }
+}
+
+/// Where an image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageState {
+    /// Neither the app nor the compositor has it.
+    Free,
+    /// The app has it (after [`Swapchain::acquire`]).
+    Acquired,
+    /// Presented; the compositor may read it until it releases it.
+    Queued,
+}
+
+/// How the images reach the compositor; both are zero-copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BufferPath {
+    /// Allocated with GBM on the device the compositor's feedback names
+    /// (so it surely imports them) and imported into Vulkan.
+    CompositorDevice {
+        /// That device's driver.
+        driver: String,
+    },
+    /// Vulkan allocates and exports the images as dma-bufs, which the
+    /// compositor imports (without the `gbm` feature, or when GBM cannot
+    /// allocate on the compositor's device).
+    VulkanExport,
+}
+
+struct SwapImage {
+    image: Image,
+    dmabuf: Dmabuf,
+    buffer: BufferId,
+    state: ImageState,
+    /// The last submission that rendered it (its objects stay alive).
+    pending: Option<Pending>,
+}
+
+/// A swapchain: see the [module docs](self).
+pub struct Swapchain {
+    device: Device,
+    surface: Surface,
+    images: Vec<SwapImage>,
+    mode: SyncMode,
+    path: BufferPath,
+    /// Presentation order of the queued images (oldest first).
+    queue: Vec<usize>,
+    frames: u64,
+}
+
+impl Swapchain {
+    /// Probe the compositor behind `conn`, choose the sync mode, allocate
+    /// the images (exported by `device`, with a modifier both sides take)
+    /// and offer them to the compositor.
+    pub fn new(device: &Device, conn: &Connection, config: &SwapchainConfig) -> Result<Self> {
+        if config.image_count < 2 {
+            return Err(Error::Wayland("a swapchain needs at least 2 images".into()));
+        }
+        let report = probe(conn, config.timeout)?;
+        let offer = report.offer();
+        let sync_fd = device.sync_fd_support();
+        let can = Abilities {
+            // drm-syncobj presentation is not implemented yet.
+            timeline_syncobj: false,
+            sync_file: sync_fd.semaphore_export,
+            dmabuf: device.extensions().dmabuf_images(),
+        };
+        let mode = sync::choose(&offer, &can, config.sync)?;
+        if mode == SyncMode::Shm || mode == SyncMode::DrmSyncobj {
+            return Err(Error::Wayland(format!(
+                "the Vulkan swapchain does not present with {mode} yet"
+            )));
+        }
+        // The modifiers the compositor takes for the format, in its order
+        // of preference (v3: its format list).
+        let offered: Vec<Modifier> = match &report.feedback {
+            Some(Ok(fb)) => fb.modifiers(config.format),
+            Some(Err(e)) => return Err(Error::Feedback(e.clone())),
+            None => report
+                .formats_v3
+                .iter()
+                .filter(|(f, _)| *f == config.format)
+                .map(|(_, m)| *m)
+                .collect(),
+        };
+        let modifiers: Vec<Modifier> = offered
+            .into_iter()
+            .filter(|m| *m != Modifier::INVALID)
+            .collect();
+        if modifiers.is_empty() {
+            return Err(Error::Wayland(format!(
+                "the compositor takes no explicit modifier for {}",
+                config.format
+            )));
+        }
+        let usage = config.usage | vk::ImageUsageFlags::TRANSFER_DST;
+        let target = match &report.feedback {
+            Some(Ok(fb)) => fb
+                .pick(|f, m| f == config.format && m == Modifier::LINEAR)
+                .map(|(t, _, _)| t.target_device)
+                .or(Some(fb.main_device)),
+            _ => None,
+        };
+        let (allocated, path) = allocate(device, config, target, &modifiers, usage)?;
+        let mut surface = Surface::new(conn, &config.title, mode, config.timeout)?;
+        let mut images = Vec::with_capacity(config.image_count);
+        for (image, dmabuf) in allocated {
+            let buffer = surface.add_dmabuf(&dmabuf)?;
+            images.push(SwapImage {
+                image,
+                dmabuf,
+                buffer,
+                state: ImageState::Free,
+                pending: None,
+            });
+        }
+        Ok(Swapchain {
+            device: device.clone(),
+            surface,
+            images,
+            mode,
+            path,
+            queue: Vec::new(),
+            frames: 0,
+        })
+    }
+
+    /// The sync mode in use.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    /// How the images reach the compositor.
+    pub fn buffer_path(&self) -> &BufferPath {
+        &self.path
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Whether there are no images (never).
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Image `index`.
+    pub fn image(&self, index: usize) -> &Image {
+        &self.images[index].image
+    }
+
+    /// The dma-buf behind image `index`.
+    pub fn dmabuf(&self, index: usize) -> &Dmabuf {
+        &self.images[index].dmabuf
+    }
+
+    /// Where image `index` is.
+    pub fn state(&self, index: usize) -> ImageState {
+        self.images[index].state
+    }
+
+    /// Frames presented and called back by the compositor.
+    pub fn frames_shown(&self) -> u64 {
+        self.surface.frames_done()
+    }
+
+    /// A free image for the app: one never queued, or else the oldest
+    /// queued one once the compositor released it (at most `timeout`;
+    /// [`Error::Timeout`] otherwise, never a hang).
+    pub fn acquire(&mut self, timeout: Duration) -> Result<usize> {
+        let index = match self.images.iter().position(|i| i.state == ImageState::Free) {
+            Some(i) => i,
+            None => {
+                let oldest = *self.queue.first().ok_or(Error::ImageState {
+                    index: 0,
+                    state: ImageState::Acquired,
+                    wanted: "an image to acquire (all are with the app)",
+                })?;
+                self.surface
+                    .wait_release_within(self.images[oldest].buffer, timeout)?;
+                self.queue.remove(0);
+                self.images[oldest].state = ImageState::Free;
+                oldest
+            }
+        };
+        self.images[index].state = ImageState::Acquired;
+        Ok(index)
+    }
+
+    /// Start using image `index` in `job`: its previous release is waited
+    /// for on the GPU (explicit: the release fence; implicit: the dma-buf's
+    /// fences), and it is taken from the compositor into
+    /// `TRANSFER_DST_OPTIMAL`.
+    pub fn begin(&mut self, job: &mut Submission<'_>, index: usize) -> Result<()> {
+        self.expect(index, ImageState::Acquired, "begin")?;
+        let img = &mut self.images[index];
+        job.wait_for_dmabuf(&img.dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
+            .map_err(vk_err)?;
+        img.image
+            .cmd_acquire(
+                job,
+                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            )
+            .map_err(vk_err)
+    }
+
+    /// Hand image `index` back to the compositor: release it in `job`,
+    /// submit `job` with the signal the sync mode needs, and commit.
+    pub fn present(&mut self, index: usize, mut job: Submission<'_>) -> Result<()> {
+        self.expect(index, ImageState::Acquired, "present")?;
+        let mode = self.mode;
+        let img = &mut self.images[index];
+        img.image
+            .cmd_release(
+                &mut job,
+                vk::PipelineStageFlags::ALL_COMMANDS,
+                vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::COLOR_ATTACHMENT_WRITE,
+            )
+            .map_err(vk_err)?;
+        let acquire = match mode {
+            SyncMode::ExplicitSync => {
+                job.signal_sync_file();
+                let mut pending = job.submit().map_err(vk_err)?;
+                let fence = pending.take_sync_file();
+                img.pending = Some(pending);
+                fence
+            }
+            _ => {
+                // Implicit: the work's completion becomes a write fence in
+                // the dma-buf, which the compositor's reads wait for.
+                job.signal_dmabuf(&img.dmabuf, Access::Write);
+                img.pending = Some(job.submit().map_err(vk_err)?);
+                None
+            }
+        };
+        self.surface.present(img.buffer, acquire)?;
+        img.state = ImageState::Queued;
+        self.queue.push(index);
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Wait (bounded) until the compositor has shown every frame presented.
+    pub fn wait_shown(&mut self) -> Result<()> {
+        self.surface.wait_frame()
+    }
+
+    fn expect(&self, index: usize, state: ImageState, wanted: &'static str) -> Result<()> {
+        let img = self.images.get(index).ok_or(Error::ImageState {
+            index,
+            state: ImageState::Free,
+            wanted: "an image index of this swapchain",
+        })?;
+        if img.state != state {
+            return Err(Error::ImageState {
+                index,
+                state: img.state,
+                wanted,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Swapchain {
+    fn drop(&mut self) {
+        // The compositor may still read queued images: wait (bounded) for
+        // their release before the images go; a compositor that never
+        // releases them costs a timeout, not a use-after-free (the wl_buffer
+        // is destroyed first, and the dma-buf memory lives on in the
+        // compositor's own import).
+        for &i in &self.queue {
+            let _ = self.surface.wait_release(self.images[i].buffer);
+        }
+        self.device.collect();
+    }
+}
+
+/// The images: on the compositor's device `target` through GBM where the
+/// feature and the device allow (LINEAR), else exported by Vulkan.
+fn allocate(
+    device: &Device,
+    config: &SwapchainConfig,
+    target: Option<u64>,
+    modifiers: &[Modifier],
+    usage: vk::ImageUsageFlags,
+) -> Result<(Vec<(Image, Dmabuf)>, BufferPath)> {
+    #[cfg(feature = "gbm")]
+    if let Some(dev) = target.and_then(|t| crate::device::DrmDevice::open_dev_t(t).ok()) {
+        let driver = dev.driver().to_string();
+        drop(dev);
+        if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::find(Some(&driver)) {
+            let mut out = Vec::with_capacity(config.image_count);
+            for _ in 0..config.image_count {
+                let dmabuf = gbm
+                    .allocate(
+                        config.width,
+                        config.height,
+                        config.format,
+                        &[Modifier::LINEAR],
+                        crate::alloc::gbm::Usage::RENDERING,
+                    )
+                    .map_err(|e| Error::Wayland(format!("GBM on {driver}: {e}")))?;
+                let image = device.import_dmabuf(&dmabuf, usage).map_err(vk_err)?;
+                out.push((image, dmabuf));
+            }
+            return Ok((out, BufferPath::CompositorDevice { driver }));
+        }
+    }
+    let _ = target;
+    let mut out = Vec::with_capacity(config.image_count);
+    for _ in 0..config.image_count {
+        out.push(
+            device
+                .export_image(config.width, config.height, config.format, modifiers, usage)
+                .map_err(vk_err)?,
+        );
+    }
+    Ok((out, BufferPath::VulkanExport))
+}
+
+fn vk_err(e: crate::vulkan::Error) -> Error {
+    Error::Vulkan(Box::new(e))
+}
