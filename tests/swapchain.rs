@@ -14,16 +14,31 @@ use common::weston::{capture, Weston};
 use common::{need, LONG};
 use winsys::format::Fourcc;
 use winsys::vulkan::image::color_range;
-use winsys::wayland::swapchain::{BufferPath, ImageState, Swapchain, SwapchainConfig};
+use winsys::wayland::swapchain::{BufferPath, ImageState, PresentMode, Swapchain, SwapchainConfig};
 use winsys::wayland::{self, sync::SyncMode};
 
 /// `frames` frames, each cleared to a grey of its own, through a
 /// swapchain in `sync` (None: the best); returns the last grey's byte.
 /// Checks that weston shows the last one at the centre of its output.
 fn clear_frames(gpu: &Gpu, weston: &Weston, sync: Option<SyncMode>, frames: u32) -> (SyncMode, u8) {
-    let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
     config.sync = sync;
+    run_frames(gpu, weston, &config, frames, true).0
+}
+
+/// The frame loop: with `wait_each`, the test waits for every frame to be
+/// shown; without, the swapchain's own pacing is all there is. Returns the
+/// sync mode, the last grey, and the swapchain's counters (presented,
+/// shown, missed callbacks).
+fn run_frames(
+    gpu: &Gpu,
+    weston: &Weston,
+    config: &SwapchainConfig,
+    frames: u32,
+    wait_each: bool,
+) -> ((SyncMode, u8), (u64, u64, u64)) {
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut config = config.clone();
     config.timeout = Duration::from_secs(20);
     let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
     // On weston's own device (vgem), through GBM, imported into lavapipe:
@@ -66,13 +81,21 @@ fn clear_frames(gpu: &Gpu, weston: &Weston, sync: Option<SyncMode>, frames: u32)
             Err(wayland::Error::ImageState { .. })
         ));
         drop(again);
-        chain.wait_shown().unwrap();
+        if wait_each {
+            chain.wait_shown().unwrap();
+        }
     }
-    assert!(chain.frames_shown() >= frames as u64);
+    let counters = (
+        chain.frames_presented(),
+        chain.frames_shown(),
+        chain.missed_callbacks(),
+    );
+    chain.wait_shown().unwrap();
+    assert!(chain.frames_shown() >= 1);
     // Read back while the window is still up (dropping the swapchain
     // destroys the surface).
     assert_centre_shows(weston, last);
-    (chain.sync_mode(), last)
+    ((chain.sync_mode(), last), counters)
 }
 
 fn assert_centre_shows(weston: &Weston, byte: u8) {
@@ -119,4 +142,25 @@ fn a_mode_the_compositor_lacks_is_refused_with_the_reason() {
         matches!(err, wayland::Error::Unavailable(ref u) if u.mode == SyncMode::DrmSyncobj),
         "{err}"
     );
+}
+
+#[test]
+fn fifo_waits_for_each_frame_to_be_shown_and_mailbox_presents_them_all() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.present_mode = PresentMode::Fifo;
+    config.fifo_patience = Duration::from_secs(10);
+    let (_, (presented, shown, missed)) = run_frames(&gpu, &weston, &config, 8, false);
+    println!("FIFO: {presented} presented, {shown} shown before the last, {missed} missed");
+    assert_eq!(presented, 8);
+    // Each present waited for the previous frame's callback.
+    assert!(shown >= 7, "{shown} shown");
+    assert_eq!(missed, 0);
+
+    config.present_mode = PresentMode::Mailbox;
+    let (_, (presented, shown, missed)) = run_frames(&gpu, &weston, &config, 8, false);
+    println!("MAILBOX: {presented} presented, {shown} shown before the last, {missed} missed");
+    assert_eq!(presented, 8);
+    assert_eq!(missed, 0);
 }

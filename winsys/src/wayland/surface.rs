@@ -390,6 +390,19 @@ impl Surface {
         self.wait_until("a frame callback", |s| s.frames_done >= target)
     }
 
+    /// Like [`Surface::wait_frame`], but at most `patience`, and a callback
+    /// that does not come in time (a hidden or occluded window gets none)
+    /// is `Ok(false)`, not an error: FIFO pacing must never block a render
+    /// thread without bound.
+    pub fn wait_frame_within(&mut self, patience: Duration) -> Result<bool> {
+        let target = self.frames_asked;
+        match self.wait_until_within("a frame callback", patience, |s| s.frames_done >= target) {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Wait (at most the surface's timeout) until the compositor released
     /// buffer `id`, then (explicit sync) until its release fence signals;
     /// the buffer is then [`BufferState::Free`].

@@ -38,6 +38,20 @@ use crate::dmabuf::{Access, Dmabuf};
 use crate::format::{Fourcc, Modifier};
 use crate::vulkan::{Device, Image, Pending, Submission};
 
+/// How presented frames are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentMode {
+    /// Every frame is shown: a present waits for the compositor's frame
+    /// callback of the previous one (after submitting the new frame's GPU
+    /// work, so rendering overlaps composition) — at most
+    /// [`SwapchainConfig::fifo_patience`], after which it goes on (a hidden
+    /// window gets no callbacks; its render thread must not hang).
+    Fifo,
+    /// Present at once; a newer frame replaces one the compositor has not
+    /// shown yet (the compositor releases the replaced buffer).
+    Mailbox,
+}
+
 /// What the app asks of a swapchain.
 #[derive(Debug, Clone)]
 pub struct SwapchainConfig {
@@ -56,6 +70,11 @@ pub struct SwapchainConfig {
     pub usage: vk::ImageUsageFlags,
     /// Bound on every wait for the compositor or the GPU.
     pub timeout: Duration,
+    /// Frame pacing.
+    pub present_mode: PresentMode,
+    /// FIFO: how long a present waits for the previous frame's callback
+    /// before going on without it.
+    pub fifo_patience: Duration,
     /// The window title.
     pub title: String,
 }
@@ -71,6 +90,8 @@ impl SwapchainConfig {
             sync: None,
             usage: vk::ImageUsageFlags::TRANSFER_DST,
             timeout: Duration::from_secs(5),
+            present_mode: PresentMode::Fifo,
+            fifo_patience: Duration::from_secs(1),
             title: "winsys".into(),
         }
     }
@@ -121,6 +142,9 @@ pub struct Swapchain {
     /// Presentation order of the queued images (oldest first).
     queue: Vec<usize>,
     frames: u64,
+    present_mode: PresentMode,
+    fifo_patience: Duration,
+    missed_callbacks: u64,
 }
 
 impl Swapchain {
@@ -197,6 +221,9 @@ impl Swapchain {
             path,
             queue: Vec::new(),
             frames: 0,
+            present_mode: config.present_mode,
+            fifo_patience: config.fifo_patience,
+            missed_callbacks: 0,
         })
     }
 
@@ -238,6 +265,22 @@ impl Swapchain {
     /// Frames presented and called back by the compositor.
     pub fn frames_shown(&self) -> u64 {
         self.surface.frames_done()
+    }
+
+    /// Frames presented so far.
+    pub fn frames_presented(&self) -> u64 {
+        self.frames
+    }
+
+    /// FIFO presents that went on without the previous frame's callback
+    /// (the window was hidden or the compositor slow past the patience).
+    pub fn missed_callbacks(&self) -> u64 {
+        self.missed_callbacks
+    }
+
+    /// The pacing.
+    pub fn present_mode(&self) -> PresentMode {
+        self.present_mode
     }
 
     /// A free image for the app: one never queued, or else the oldest
@@ -311,6 +354,14 @@ impl Swapchain {
                 None
             }
         };
+        if self.present_mode == PresentMode::Fifo && self.frames > 0 {
+            // The new frame's GPU work is submitted; now wait (bounded) until
+            // the previous one has been shown.
+            if !self.surface.wait_frame_within(self.fifo_patience)? {
+                self.missed_callbacks += 1;
+            }
+        }
+        let img = &mut self.images[index];
         self.surface.present(img.buffer, acquire)?;
         img.state = ImageState::Queued;
         self.queue.push(index);
