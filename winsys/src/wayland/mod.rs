@@ -114,3 +114,40 @@ impl Error {
 
 /// Result of the Wayland side.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Dispatch `queue`'s events into `state` until `done` holds, reading the
+/// socket only while it has data within `timeout` ([`Error::Timeout`]
+/// naming `what` otherwise): the one bounded wait every part of the
+/// Wayland side uses, so no compositor can hang a caller.
+pub(crate) fn dispatch_until<S>(
+    queue: &mut wayland_client::EventQueue<S>,
+    state: &mut S,
+    what: &'static str,
+    timeout: Duration,
+    done: impl Fn(&S) -> bool,
+) -> Result<()> {
+    let deadline = crate::sync::Deadline::after(Some(timeout));
+    loop {
+        queue.flush().map_err(Error::wayland)?;
+        queue.dispatch_pending(state).map_err(Error::dispatch)?;
+        if done(state) {
+            return Ok(());
+        }
+        let Some(guard) = queue.prepare_read() else {
+            continue;
+        };
+        let ready = crate::sync::poll_ready(
+            guard.connection_fd(),
+            rustix::event::PollFlags::IN,
+            deadline.remaining(),
+        )
+        .map_err(|errno| Error::Io {
+            op: "poll(wayland socket)",
+            errno,
+        })?;
+        if !ready {
+            return Err(Error::Timeout { what, timeout });
+        }
+        guard.read().map_err(Error::wayland)?;
+    }
+}

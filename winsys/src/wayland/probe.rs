@@ -6,7 +6,6 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rustix::event::PollFlags;
 use wayland_client::protocol::{wl_callback, wl_registry};
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
@@ -155,30 +154,13 @@ fn roundtrip(
 ) -> Result<()> {
     let target = state.synced + 1;
     conn.display().sync(&queue.handle(), ());
-    let deadline = Deadline::after(Some(timeout));
-    loop {
-        queue.flush().map_err(Error::wayland)?;
-        queue.dispatch_pending(state).map_err(Error::dispatch)?;
-        if state.synced >= target {
-            return Ok(());
-        }
-        let Some(guard) = queue.prepare_read() else {
-            continue;
-        };
-        let ready =
-            crate::sync::poll_ready(guard.connection_fd(), PollFlags::IN, deadline.remaining())
-                .map_err(|e| Error::Io {
-                    op: "poll(wayland socket)",
-                    errno: e,
-                })?;
-        if !ready {
-            return Err(Error::Timeout {
-                what: "the compositor's answer (wl_display.sync)",
-                timeout,
-            });
-        }
-        guard.read().map_err(Error::wayland)?;
-    }
+    super::dispatch_until(
+        queue,
+        state,
+        "the compositor's answer (wl_display.sync)",
+        timeout,
+        |s| s.synced >= target,
+    )
 }
 
 impl Dispatch<wl_registry::WlRegistry, ()> for Probe {

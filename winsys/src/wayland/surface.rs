@@ -27,7 +27,6 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use rustix::event::PollFlags;
 use wayland_client::protocol::{
     wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
 };
@@ -467,27 +466,8 @@ impl Surface {
         timeout: Duration,
         done: impl Fn(&State) -> bool,
     ) -> Result<()> {
-        let deadline = Deadline::after(Some(timeout));
-        loop {
-            self.queue.flush().map_err(Error::wayland)?;
-            self.dispatch_pending()?;
-            if done(&self.state) {
-                return Ok(());
-            }
-            let Some(guard) = self.queue.prepare_read() else {
-                continue;
-            };
-            let ready =
-                crate::sync::poll_ready(guard.connection_fd(), PollFlags::IN, deadline.remaining())
-                    .map_err(|errno| Error::Io {
-                        op: "poll(wayland socket)",
-                        errno,
-                    })?;
-            if !ready {
-                return Err(Error::Timeout { what, timeout });
-            }
-            guard.read().map_err(Error::wayland)?;
-        }
+        super::dispatch_until(&mut self.queue, &mut self.state, what, timeout, done)?;
+        self.check_failed()
     }
 }
 
@@ -509,30 +489,13 @@ fn roundtrip(
 ) -> Result<()> {
     let target = state.synced + 1;
     conn.display().sync(&queue.handle(), ());
-    let deadline = Deadline::after(Some(timeout));
-    loop {
-        queue.flush().map_err(Error::wayland)?;
-        queue.dispatch_pending(state).map_err(Error::dispatch)?;
-        if state.synced >= target {
-            return Ok(());
-        }
-        let Some(guard) = queue.prepare_read() else {
-            continue;
-        };
-        let ready =
-            crate::sync::poll_ready(guard.connection_fd(), PollFlags::IN, deadline.remaining())
-                .map_err(|errno| Error::Io {
-                    op: "poll(wayland socket)",
-                    errno,
-                })?;
-        if !ready {
-            return Err(Error::Timeout {
-                what: "the compositor's answer (wl_display.sync)",
-                timeout,
-            });
-        }
-        guard.read().map_err(Error::wayland)?;
-    }
+    super::dispatch_until(
+        queue,
+        state,
+        "the compositor's answer (wl_display.sync)",
+        timeout,
+        |s| s.synced >= target,
+    )
 }
 
 impl Dispatch<wl_registry::WlRegistry, ()> for State {
