@@ -89,4 +89,6 @@ pub fn pread_all(fd: &OwnedFd, len: usize, offset: u64) -> Vec<u8> {
 pub mod vk;
 
 #[cfg(feature = "wayland")]
+pub mod mutter;
+#[cfg(feature = "wayland")]
 pub mod weston;

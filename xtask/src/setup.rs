@@ -30,6 +30,12 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "libvulkan1",
     "vulkan-tools",
     "weston",
+    // mutter 48 headless (linux-dmabuf v3, implicit sync, wp_fifo_v1) and
+    // the session bus it needs (dbus-run-session); debootstrap does not
+    // resolve dconf's `default-dbus-session-bus` by itself.
+    "mutter",
+    "dbus",
+    "dbus-user-session",
     "wayland-utils",
     "kmod",
     "libegl-mesa0",
