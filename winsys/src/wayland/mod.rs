@@ -97,6 +97,9 @@ pub enum Error {
     /// The compositor's feedback was malformed.
     #[error(transparent)]
     Feedback(#[from] feedback::FeedbackError),
+    /// A CPU access to an image's dma-buf failed (the wl_shm copy).
+    #[error(transparent)]
+    Dmabuf(#[from] crate::dmabuf::Error),
     /// The sync mode asked for is not available.
     #[error(transparent)]
     Unavailable(#[from] sync::Unavailable),

@@ -108,9 +108,13 @@ pub enum ImageState {
     Queued,
 }
 
-/// How the images reach the compositor; both are zero-copy.
+/// How the images reach the compositor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BufferPath {
+    /// The compositor takes no dma-bufs ([`SyncMode::Shm`]): each frame is
+    /// copied once, on the CPU, from the image's dma-buf into a wl_shm
+    /// buffer of its own.
+    ShmCopy,
     /// Allocated with GBM on the device the compositor's feedback names
     /// (so it surely imports them) and imported into Vulkan.
     CompositorDevice {
@@ -141,6 +145,7 @@ pub struct Swapchain {
     path: BufferPath,
     /// Presentation order of the queued images (oldest first).
     queue: Vec<usize>,
+    timeout: Duration,
     frames: u64,
     present_mode: PresentMode,
     fifo_patience: Duration,
@@ -165,14 +170,21 @@ impl Swapchain {
             dmabuf: device.extensions().dmabuf_images(),
         };
         let mode = sync::choose(&offer, &can, config.sync)?;
-        if mode == SyncMode::Shm || mode == SyncMode::DrmSyncobj {
+        if mode == SyncMode::DrmSyncobj {
             return Err(Error::Wayland(format!(
                 "the Vulkan swapchain does not present with {mode} yet"
             )));
         }
+        if mode == SyncMode::Shm && config.format != Fourcc::XRGB8888 {
+            return Err(Error::Wayland(format!(
+                "the wl_shm path copies XRGB8888 images, not {}",
+                config.format
+            )));
+        }
         // The modifiers the compositor takes for the format, in its order
-        // of preference (v3: its format list).
+        // of preference (v3: its format list); wl_shm: any linear one.
         let offered: Vec<Modifier> = match &report.feedback {
+            _ if mode == SyncMode::Shm => vec![Modifier::LINEAR],
             Some(Ok(fb)) => fb.modifiers(config.format),
             Some(Err(e)) => return Err(Error::Feedback(e.clone())),
             None => report
@@ -194,17 +206,21 @@ impl Swapchain {
         }
         let usage = config.usage | vk::ImageUsageFlags::TRANSFER_DST;
         let target = match &report.feedback {
+            _ if mode == SyncMode::Shm => None,
             Some(Ok(fb)) => fb
                 .pick(|f, m| f == config.format && m == Modifier::LINEAR)
                 .map(|(t, _, _)| t.target_device)
                 .or(Some(fb.main_device)),
             _ => None,
         };
-        let (allocated, path) = allocate(device, config, target, &modifiers, usage)?;
+        let (allocated, path) = allocate(device, config, mode, target, &modifiers, usage)?;
         let mut surface = Surface::new(conn, &config.title, mode, config.timeout)?;
         let mut images = Vec::with_capacity(config.image_count);
         for (image, dmabuf) in allocated {
-            let buffer = surface.add_dmabuf(&dmabuf)?;
+            let buffer = match mode {
+                SyncMode::Shm => surface.add_shm(config.width, config.height)?,
+                _ => surface.add_dmabuf(&dmabuf)?,
+            };
             images.push(SwapImage {
                 image,
                 dmabuf,
@@ -220,6 +236,7 @@ impl Swapchain {
             mode,
             path,
             queue: Vec::new(),
+            timeout: config.timeout,
             frames: 0,
             present_mode: config.present_mode,
             fifo_patience: config.fifo_patience,
@@ -339,6 +356,23 @@ impl Swapchain {
             )
             .map_err(vk_err)?;
         let acquire = match mode {
+            SyncMode::Shm => {
+                // Wait (bounded) for the rendering, then the one copy:
+                // through a read guard on the image's dma-buf, rows packed,
+                // into the image's wl_shm buffer.
+                let pending = job.submit().map_err(vk_err)?;
+                pending.wait(Some(self.timeout)).map_err(vk_err)?;
+                img.pending = Some(pending);
+                let d = &img.dmabuf;
+                let row = d.width() as usize * 4;
+                let mut bytes = vec![0u8; row * d.height() as usize];
+                let map = d.map(Access::Read)?;
+                map.read(Some(self.timeout))?
+                    .read_rows(0, &mut bytes, row)?;
+                drop(map);
+                self.surface.write_shm(img.buffer, &bytes)?;
+                None
+            }
             SyncMode::ExplicitSync => {
                 job.signal_sync_file();
                 let mut pending = job.submit().map_err(vk_err)?;
@@ -406,10 +440,12 @@ impl Drop for Swapchain {
 }
 
 /// The images: on the compositor's device `target` through GBM where the
-/// feature and the device allow (LINEAR), else exported by Vulkan.
+/// feature and the device allow (LINEAR), else exported by Vulkan (which
+/// is also what the wl_shm copy reads from).
 fn allocate(
     device: &Device,
     config: &SwapchainConfig,
+    mode: SyncMode,
     target: Option<u64>,
     modifiers: &[Modifier],
     usage: vk::ImageUsageFlags,
@@ -438,6 +474,7 @@ fn allocate(
     }
     let _ = target;
     let mut out = Vec::with_capacity(config.image_count);
+    let shm = mode == SyncMode::Shm;
     for _ in 0..config.image_count {
         out.push(
             device
@@ -445,7 +482,14 @@ fn allocate(
                 .map_err(vk_err)?,
         );
     }
-    Ok((out, BufferPath::VulkanExport))
+    Ok((
+        out,
+        if shm {
+            BufferPath::ShmCopy
+        } else {
+            BufferPath::VulkanExport
+        },
+    ))
 }
 
 fn vk_err(e: crate::vulkan::Error) -> Error {
