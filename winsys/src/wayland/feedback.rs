@@ -68,43 +68,35 @@ impl FormatTable {
         Ok(FormatTable { entries })
     }
 
-    /// Read the table from the fd the compositor sent (mapped read-only
-    /// and private, as the protocol requires, copied, unmapped).
+    /// Read the table from the fd the compositor sent. It is read with
+    /// `pread` into our own memory, not mapped: the compositor owns the fd
+    /// and could shrink it under a mapping (SIGBUS). A table larger than
+    /// 16-bit indices can reach (65536 entries) is refused.
     pub fn from_fd(fd: impl AsFd, size: u32) -> Result<Self, FeedbackError> {
+        const MAX: usize = 65536 * 16;
         let len = size as usize;
-        if len == 0 {
-            return Ok(FormatTable::default());
-        }
         if !len.is_multiple_of(16) {
             return Err(FeedbackError::TableSize(len));
         }
-        let st = rustix::fs::fstat(&fd).map_err(|e| FeedbackError::TableMap(e.to_string()))?;
-        if (st.st_size as u64) < len as u64 {
+        if len > MAX {
             return Err(FeedbackError::TableMap(format!(
-                "the fd has {} bytes, the event says {len}",
-                st.st_size
+                "{len} bytes: more than 16-bit indices can name ({MAX})"
             )));
         }
-        // SAFETY: a fresh private read-only mapping at a kernel-chosen
-        // address of `len` bytes, which the file has (checked above); it
-        // is only read through a raw-pointer copy below and unmapped before
-        // returning, so no reference into it escapes.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::PRIVATE,
-                &fd,
-                0,
-            )
-        }
-        .map_err(|e| FeedbackError::TableMap(e.to_string()))?;
         let mut copy = vec![0u8; len];
-        // SAFETY: `ptr` maps `len` readable bytes; `copy` is separate memory.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), copy.as_mut_ptr(), len) };
-        // SAFETY: exactly the mapping made above, unmapped once.
-        let _ = unsafe { rustix::mm::munmap(ptr, len) };
+        let mut at = 0;
+        while at < len {
+            match rustix::io::pread(&fd, &mut copy[at..], at as u64) {
+                Ok(0) => {
+                    return Err(FeedbackError::TableMap(format!(
+                        "the fd has {at} bytes, the event says {len}"
+                    )))
+                }
+                Ok(n) => at += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(FeedbackError::TableMap(e.to_string())),
+            }
+        }
         Self::parse(&copy)
     }
 
@@ -376,10 +368,15 @@ mod tests {
         assert_eq!(b.done(), Err(FeedbackError::NoTable));
         let mut b = builder_with_table();
         assert_eq!(b.done(), Err(FeedbackError::NoMainDevice));
-        // A table fd smaller than the size claimed is refused, not mapped.
+        // A table fd smaller than the size claimed, or larger than 16-bit
+        // indices reach, is refused.
         let memfd = rustix::fs::memfd_create("short", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         assert!(matches!(
             FormatTable::from_fd(&memfd, 32),
+            Err(FeedbackError::TableMap(_))
+        ));
+        assert!(matches!(
+            FormatTable::from_fd(&memfd, 65537 * 16),
             Err(FeedbackError::TableMap(_))
         ));
     }

@@ -136,6 +136,10 @@ pub(crate) fn dispatch_until<S>(
         if done(state) {
             return Ok(());
         }
+        // Checked here too: a busy socket keeps poll() ready past the end.
+        if deadline.passed() {
+            return Err(Error::Timeout { what, timeout });
+        }
         let Some(guard) = queue.prepare_read() else {
             continue;
         };

@@ -95,6 +95,7 @@ pub struct Surface {
     surface: wl_surface::WlSurface,
     _xdg_surface: xdg_surface::XdgSurface,
     _toplevel: xdg_toplevel::XdgToplevel,
+    wm: xdg_wm_base::XdgWmBase,
     dmabuf: Option<dmabuf_v1::ZwpLinuxDmabufV1>,
     shm: Option<wl_shm::WlShm>,
     surface_sync: Option<surface_sync_v1::ZwpLinuxSurfaceSynchronizationV1>,
@@ -185,6 +186,7 @@ impl Surface {
             surface,
             _xdg_surface: xdg,
             _toplevel: toplevel,
+            wm,
             dmabuf,
             shm,
             surface_sync,
@@ -227,7 +229,6 @@ impl Surface {
             &self.qh,
             id,
         );
-        params.destroy();
         self.state.buffers.push(Buffer {
             wl,
             state: BufferState::Free,
@@ -236,8 +237,11 @@ impl Surface {
             dmabuf: true,
             shm: None,
         });
-        // A refusal arrives as a `failed` event or a protocol error.
-        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        // A refusal arrives as a `failed` event (on the live params object)
+        // or a protocol error.
+        let answered = roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout);
+        params.destroy();
+        answered?;
         self.check_failed()?;
         Ok(id)
     }
@@ -346,20 +350,19 @@ impl Surface {
             return Err(Error::BufferBusy(id.0));
         }
         match (mode, acquire, b.dmabuf) {
-            (SyncMode::ExplicitSync, Some(fence), true) => {
-                let sync = self.surface_sync.as_ref().expect("bound for explicit sync");
-                sync.set_acquire_fence(fence.as_fd());
-                sync.get_release(&qh, id);
-            }
-            (SyncMode::ExplicitSync, None, _) => {
-                return Err(Error::Wayland(
-                    "explicit sync needs an acquire fence per commit".into(),
-                ))
-            }
-            (SyncMode::ExplicitSync, Some(_), false) => {
+            (SyncMode::ExplicitSync, _, false) => {
                 return Err(Error::Wayland(
                     "explicit sync needs a dma-buf buffer".into(),
                 ))
+            }
+            (SyncMode::ExplicitSync, fence, true) => {
+                let sync = self.surface_sync.as_ref().expect("bound for explicit sync");
+                // No fence: the contents are complete; this commit is then
+                // implicitly synchronized. A release is asked for either way.
+                if let Some(fence) = fence {
+                    sync.set_acquire_fence(fence.as_fd());
+                }
+                sync.get_release(&qh, id);
             }
             (_, Some(_), _) => {
                 return Err(Error::Wayland(format!(
@@ -439,6 +442,14 @@ impl Surface {
         Ok(())
     }
 
+    /// Take the buffer off the window (attach nothing, commit): the
+    /// compositor then releases the buffer it showed.
+    pub fn detach(&mut self) -> Result<()> {
+        self.surface.attach(None, 0, 0);
+        self.surface.commit();
+        self.queue.flush().map_err(Error::wayland)
+    }
+
     /// Frames the compositor has called back for.
     pub fn frames_done(&self) -> u64 {
         self.state.frames_done
@@ -473,10 +484,19 @@ impl Surface {
 
 impl Drop for Surface {
     fn drop(&mut self) {
+        // Role objects before the surface (wl_surface v6: defunct_role_object),
+        // and the wm_base too, so no ping goes unanswered on a connection
+        // that outlives this surface.
+        if let Some(sync) = &self.surface_sync {
+            sync.destroy();
+        }
+        self._toplevel.destroy();
+        self._xdg_surface.destroy();
         for b in &self.state.buffers {
             b.wl.destroy();
         }
         self.surface.destroy();
+        self.wm.destroy();
         let _ = self.conn.flush();
     }
 }

@@ -312,6 +312,15 @@ impl Swapchain {
                     state: ImageState::Acquired,
                     wanted: "an image to acquire (all are with the app)",
                 })?;
+                if self.queue.len() == 1 {
+                    // The only queued image is on screen: the compositor
+                    // releases it only when another is presented.
+                    return Err(Error::ImageState {
+                        index: oldest,
+                        state: ImageState::Queued,
+                        wanted: "an acquire (the others are with the app: present one first)",
+                    });
+                }
                 self.surface
                     .wait_release_within(self.images[oldest].buffer, timeout)?;
                 self.queue.remove(0);
@@ -427,11 +436,11 @@ impl Swapchain {
 
 impl Drop for Swapchain {
     fn drop(&mut self) {
-        // The compositor may still read queued images: wait (bounded) for
-        // their release before the images go; a compositor that never
-        // releases them costs a timeout, not a use-after-free (the wl_buffer
-        // is destroyed first, and the dma-buf memory lives on in the
-        // compositor's own import).
+        // The compositor may still read queued images: take the shown one
+        // off the window, then wait (bounded) for every release before the
+        // images go. A compositor that never releases costs the timeout;
+        // the dma-buf memory lives on in its own import either way.
+        let _ = self.surface.detach();
         for &i in &self.queue {
             let _ = self.surface.wait_release(self.images[i].buffer);
         }
@@ -451,25 +460,34 @@ fn allocate(
     usage: vk::ImageUsageFlags,
 ) -> Result<(Vec<(Image, Dmabuf)>, BufferPath)> {
     #[cfg(feature = "gbm")]
-    if let Some(dev) = target.and_then(|t| crate::device::DrmDevice::open_dev_t(t).ok()) {
+    if let Some(dev) = target
+        .filter(|_| modifiers.contains(&Modifier::LINEAR))
+        .and_then(|t| crate::device::DrmDevice::open_dev_t(t).ok())
+    {
         let driver = dev.driver().to_string();
         drop(dev);
         if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::find(Some(&driver)) {
-            let mut out = Vec::with_capacity(config.image_count);
-            for _ in 0..config.image_count {
-                let dmabuf = gbm
-                    .allocate(
-                        config.width,
-                        config.height,
-                        config.format,
-                        &[Modifier::LINEAR],
-                        crate::alloc::gbm::Usage::RENDERING,
-                    )
-                    .map_err(|e| Error::Wayland(format!("GBM on {driver}: {e}")))?;
-                let image = device.import_dmabuf(&dmabuf, usage).map_err(vk_err)?;
-                out.push((image, dmabuf));
+            let on_gbm = || -> Option<Vec<(Image, Dmabuf)>> {
+                let mut out = Vec::with_capacity(config.image_count);
+                for _ in 0..config.image_count {
+                    let dmabuf = gbm
+                        .allocate(
+                            config.width,
+                            config.height,
+                            config.format,
+                            &[Modifier::LINEAR],
+                            crate::alloc::gbm::Usage::RENDERING,
+                        )
+                        .ok()?;
+                    let image = device.import_dmabuf(&dmabuf, usage).ok()?;
+                    out.push((image, dmabuf));
+                }
+                Some(out)
+            };
+            // Where GBM or the import fails, Vulkan's own export below.
+            if let Some(out) = on_gbm() {
+                return Ok((out, BufferPath::CompositorDevice { driver }));
             }
-            return Ok((out, BufferPath::CompositorDevice { driver }));
         }
     }
     let _ = target;

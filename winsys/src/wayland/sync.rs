@@ -94,6 +94,8 @@ pub fn check(mode: SyncMode, offer: &Offer, can: &Abilities) -> Result<(), Unava
     let missing = |why| Err(Unavailable { mode, why });
     let dmabuf = |then: Result<(), Unavailable>| match (offer.linux_dmabuf, can.dmabuf) {
         (None, _) => missing("the compositor offers no zwp_linux_dmabuf_v1"),
+        // create_immed needs v2, modifiers v3.
+        (Some(v), _) if v < 3 => missing("zwp_linux_dmabuf_v1 below version 3 (no modifiers)"),
         (Some(_), false) => missing("the client cannot render into shareable dma-bufs"),
         (Some(_), true) => then,
     };
@@ -169,6 +171,12 @@ mod tests {
         let pixman = offer(false, false, false, true);
         assert_eq!(choose(&pixman, &ALL_CAN, None), Ok(SyncMode::Shm));
         assert!(choose(&offer(false, false, false, false), &ALL_CAN, None).is_err());
+        // linux-dmabuf v2: no modifiers, so wl_shm.
+        let old = Offer {
+            linux_dmabuf: Some(2),
+            ..mutter
+        };
+        assert_eq!(choose(&old, &ALL_CAN, None), Ok(SyncMode::Shm));
     }
 
     #[test]
