@@ -220,3 +220,31 @@ fn mutter_shows_swapchain_frames_through_forced_wl_shm() {
     println!("mutter: {} frames shown", chain.frames_shown());
     assert!(chain.frames_shown() >= 4);
 }
+
+#[test]
+fn images_of_the_configured_size_are_not_suboptimal() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut config = SwapchainConfig::new(256, 256, Fourcc::XRGB8888);
+    config.timeout = Duration::from_secs(20);
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    assert_eq!(chain.configured_size().unwrap(), Some((256, 256)));
+    assert!(!chain.suboptimal().unwrap());
+    // Two images out of three with the app: the third, on screen, cannot
+    // be acquired before another is presented — an error at once, not a
+    // wait.
+    let a = chain.acquire(LONG).unwrap();
+    let mut job = gpu.device.submission().unwrap();
+    chain.begin(&mut job, a).unwrap();
+    chain.present(a, job).unwrap();
+    let b = chain.acquire(LONG).unwrap();
+    let c = chain.acquire(LONG).unwrap();
+    assert_ne!(b, c);
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        chain.acquire(LONG),
+        Err(wayland::Error::ImageState { .. })
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+}

@@ -80,6 +80,8 @@ struct State {
     globals: Vec<(u32, String, u32)>,
     synced: u32,
     configured: bool,
+    /// The size the compositor last asked for (0 = the client's choice).
+    size: (i32, i32),
     closed: bool,
     frames_done: u64,
     buffers: Vec<Buffer>,
@@ -455,6 +457,16 @@ impl Surface {
         self.state.frames_done
     }
 
+    /// The size the compositor last configured the window to, if it named
+    /// one (`None`: the client chooses).
+    pub fn configured_size(&mut self) -> Result<Option<(u32, u32)>> {
+        self.dispatch_pending()?;
+        Ok(match self.state.size {
+            (w, h) if w > 0 && h > 0 => Some((w as u32, h as u32)),
+            _ => None,
+        })
+    }
+
     /// Whether the compositor asked to close the window.
     pub fn closed(&self) -> bool {
         self.state.closed
@@ -624,8 +636,10 @@ impl Dispatch<xdg_toplevel::XdgToplevel, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let xdg_toplevel::Event::Close = event {
-            state.closed = true;
+        match event {
+            xdg_toplevel::Event::Close => state.closed = true,
+            xdg_toplevel::Event::Configure { width, height, .. } => state.size = (width, height),
+            _ => {}
         }
     }
 }

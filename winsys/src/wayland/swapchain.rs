@@ -284,6 +284,23 @@ impl Swapchain {
         self.surface.frames_done()
     }
 
+    /// Whether the images no longer fit the window: the compositor
+    /// configured a size other than theirs (a resize, or a fullscreen or
+    /// maximized state). Frames still present; an app recreates the
+    /// swapchain at the size [`Swapchain::configured_size`] gives.
+    pub fn suboptimal(&mut self) -> Result<bool> {
+        let (w, h) = (
+            self.images[0].dmabuf.width(),
+            self.images[0].dmabuf.height(),
+        );
+        Ok(self.surface.configured_size()?.is_some_and(|s| s != (w, h)))
+    }
+
+    /// The size the compositor last configured the window to, if any.
+    pub fn configured_size(&mut self) -> Result<Option<(u32, u32)>> {
+        self.surface.configured_size()
+    }
+
     /// Frames presented so far.
     pub fn frames_presented(&self) -> u64 {
         self.frames
