@@ -15,6 +15,7 @@ use common::weston::{capture, Weston};
 use common::{need, LONG};
 use winsys::format::Fourcc;
 use winsys::vulkan::image::color_range;
+use winsys::vulkan::Submission;
 use winsys::wayland::swapchain::{BufferPath, ImageState, PresentMode, Swapchain, SwapchainConfig};
 use winsys::wayland::{self, sync::SyncMode};
 
@@ -60,21 +61,7 @@ fn run_frames(
         job.timeout(Some(LONG * 4));
         chain.begin(&mut job, i).unwrap();
         last = 0x30 + frame as u8 * 8;
-        let v = last as f32 / 255.0;
-        let color = vk::ClearColorValue {
-            float32: [v, v, v, 1.0],
-        };
-        // SAFETY: the submission's command buffer is recording; the image
-        // is the swapchain's, kept alive by the submission (begin).
-        unsafe {
-            gpu.device.raw().cmd_clear_color_image(
-                job.cmd(),
-                chain.image(i).raw(),
-                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-                &color,
-                &[color_range()],
-            )
-        };
+        record_clear(gpu, &chain, &job, i, last);
         chain.present(i, job).unwrap();
         assert_eq!(chain.state(i), ImageState::Queued);
         // Out of turn: a queued image cannot be begun or presented again.
@@ -99,6 +86,26 @@ fn run_frames(
     // destroys the surface).
     assert_centre_shows(weston, last);
     ((chain.sync_mode(), last), counters)
+}
+
+/// Record a clear of swapchain image `i` (begun in `job`) to the grey
+/// `byte` on every channel.
+fn record_clear(gpu: &Gpu, chain: &Swapchain, job: &Submission<'_>, i: usize, byte: u8) {
+    let v = byte as f32 / 255.0;
+    let color = vk::ClearColorValue {
+        float32: [v, v, v, 1.0],
+    };
+    // SAFETY: the submission's command buffer is recording; the image is
+    // the swapchain's, kept alive by the submission (begin).
+    unsafe {
+        gpu.device.raw().cmd_clear_color_image(
+            job.cmd(),
+            chain.image(i).raw(),
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            &color,
+            &[color_range()],
+        )
+    };
 }
 
 fn assert_centre_shows(weston: &Weston, byte: u8) {
@@ -199,21 +206,7 @@ fn mutter_shows_swapchain_frames_through_forced_wl_shm() {
         let i = chain.acquire(LONG * 6).unwrap();
         let mut job = gpu.device.submission().unwrap();
         chain.begin(&mut job, i).unwrap();
-        let v = (0x40 + frame * 8) as f32 / 255.0;
-        let color = vk::ClearColorValue {
-            float32: [v, v, v, 1.0],
-        };
-        // SAFETY: recording command buffer; the image is kept alive by the
-        // submission (begin).
-        unsafe {
-            gpu.device.raw().cmd_clear_color_image(
-                job.cmd(),
-                chain.image(i).raw(),
-                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-                &color,
-                &[color_range()],
-            )
-        };
+        record_clear(&gpu, &chain, &job, i, 0x40 + frame as u8 * 8);
         chain.present(i, job).unwrap();
     }
     chain.wait_shown().unwrap();

@@ -118,6 +118,79 @@ impl Error {
 /// Result of the Wayland side.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The registry's globals and the count of answered `wl_display.sync`s:
+/// the part of every event state here that talks to the registry.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) globals: Vec<GlobalInfo>,
+    pub(crate) synced: u32,
+}
+
+impl Registry {
+    /// A `wl_registry` event.
+    pub(crate) fn on_registry(&mut self, event: wayland_client::protocol::wl_registry::Event) {
+        use wayland_client::protocol::wl_registry::Event;
+        match event {
+            Event::Global {
+                name,
+                interface,
+                version,
+            } => self.globals.push(GlobalInfo {
+                name,
+                interface,
+                version,
+            }),
+            Event::GlobalRemove { name } => self.globals.retain(|g| g.name != name),
+            _ => {}
+        }
+    }
+
+    /// A `wl_callback` event of a `wl_display.sync`.
+    pub(crate) fn on_sync(&mut self, event: wayland_client::protocol::wl_callback::Event) {
+        if let wayland_client::protocol::wl_callback::Event::Done { .. } = event {
+            self.synced += 1;
+        }
+    }
+
+    /// `(name, version)` of `interface`, the version capped at `max`.
+    pub(crate) fn global(&self, interface: &str, max: u32) -> Option<(u32, u32)> {
+        self.globals
+            .iter()
+            .find(|g| g.interface == interface)
+            .map(|g| (g.name, g.version.min(max)))
+    }
+}
+
+/// An event state with a [`Registry`].
+pub(crate) trait HasRegistry {
+    fn registry(&self) -> &Registry;
+}
+
+/// `wl_display.sync`, then dispatch until its callback fires, at most
+/// `timeout`: a compositor that stops answering is a typed error, not a
+/// hang.
+pub(crate) fn roundtrip<S>(
+    conn: &wayland_client::Connection,
+    queue: &mut wayland_client::EventQueue<S>,
+    state: &mut S,
+    timeout: Duration,
+) -> Result<()>
+where
+    S: HasRegistry
+        + wayland_client::Dispatch<wayland_client::protocol::wl_callback::WlCallback, ()>
+        + 'static,
+{
+    let target = state.registry().synced + 1;
+    conn.display().sync(&queue.handle(), ());
+    dispatch_until(
+        queue,
+        state,
+        "the compositor's answer (wl_display.sync)",
+        timeout,
+        |s: &S| s.registry().synced >= target,
+    )
+}
+
 /// Dispatch `queue`'s events into `state` until `done` holds, reading the
 /// socket only while it has data within `timeout` ([`Error::Timeout`]
 /// naming `what` otherwise): the one bounded wait every part of the

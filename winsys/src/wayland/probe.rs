@@ -14,7 +14,7 @@ use wayland_protocols::wp::linux_dmabuf::zv1::client::{
 
 use super::feedback::{Feedback, FeedbackBuilder, FeedbackError};
 use super::sync::Offer;
-use super::{Error, Result};
+use super::{roundtrip, Error, HasRegistry, Registry, Result};
 use crate::format::{Fourcc, Modifier};
 use crate::sync::Deadline;
 
@@ -92,8 +92,7 @@ impl Report {
 /// The probe's event state.
 #[derive(Default)]
 struct Probe {
-    globals: Vec<GlobalInfo>,
-    synced: u32,
+    reg: Registry,
     builder: FeedbackBuilder,
     feedback: Option<std::result::Result<Feedback, FeedbackError>>,
     formats_v3: Vec<(Fourcc, Modifier)>,
@@ -108,14 +107,8 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     let mut state = Probe::default();
     let registry = conn.display().get_registry(&qh, ());
     roundtrip(conn, &mut queue, &mut state, timeout)?;
-    let dmabuf = state
-        .globals
-        .iter()
-        .find(|g| g.interface == "zwp_linux_dmabuf_v1")
-        .cloned();
-    if let Some(g) = dmabuf {
-        let version = g.version.min(5);
-        let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(g.name, version, &qh, ());
+    if let Some((name, version)) = state.reg.global("zwp_linux_dmabuf_v1", 5) {
+        let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(name, version, &qh, ());
         if version >= 4 {
             let fb = proxy.get_default_feedback(&qh, ());
             let deadline = Deadline::after(Some(timeout));
@@ -137,30 +130,16 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     }
     conn.flush().map_err(Error::wayland)?;
     Ok(Report {
-        globals: state.globals,
+        globals: state.reg.globals,
         feedback: state.feedback,
         formats_v3: state.formats_v3,
     })
 }
 
-/// `wl_display.sync` and dispatch until its callback fires, at most
-/// `timeout`; a compositor that stops answering is a typed error, not a
-/// hang.
-fn roundtrip(
-    conn: &Connection,
-    queue: &mut EventQueue<Probe>,
-    state: &mut Probe,
-    timeout: Duration,
-) -> Result<()> {
-    let target = state.synced + 1;
-    conn.display().sync(&queue.handle(), ());
-    super::dispatch_until(
-        queue,
-        state,
-        "the compositor's answer (wl_display.sync)",
-        timeout,
-        |s| s.synced >= target,
-    )
+impl HasRegistry for Probe {
+    fn registry(&self) -> &Registry {
+        &self.reg
+    }
 }
 
 impl Dispatch<wl_registry::WlRegistry, ()> for Probe {
@@ -172,19 +151,7 @@ impl Dispatch<wl_registry::WlRegistry, ()> for Probe {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        match event {
-            wl_registry::Event::Global {
-                name,
-                interface,
-                version,
-            } => state.globals.push(GlobalInfo {
-                name,
-                interface,
-                version,
-            }),
-            wl_registry::Event::GlobalRemove { name } => state.globals.retain(|g| g.name != name),
-            _ => {}
-        }
+        state.reg.on_registry(event);
     }
 }
 
@@ -197,9 +164,7 @@ impl Dispatch<wl_callback::WlCallback, ()> for Probe {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let wl_callback::Event::Done { .. } = event {
-            state.synced += 1;
-        }
+        state.reg.on_sync(event);
     }
 }
 

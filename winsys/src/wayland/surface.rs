@@ -42,7 +42,7 @@ use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::{
 use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
 use super::sync::SyncMode;
-use super::{Error, Result};
+use super::{roundtrip, Error, HasRegistry, Registry, Result};
 use crate::dmabuf::Dmabuf;
 use crate::sync::{Deadline, SyncFile};
 
@@ -77,8 +77,7 @@ struct Buffer {
 
 #[derive(Default)]
 struct State {
-    globals: Vec<(u32, String, u32)>,
-    synced: u32,
+    reg: Registry,
     configured: bool,
     /// The size the compositor last asked for (0 = the client's choice).
     size: (i32, i32),
@@ -117,13 +116,7 @@ impl Surface {
         let mut state = State::default();
         let registry = conn.display().get_registry(&qh, ());
         roundtrip(conn, &mut queue, &mut state, timeout)?;
-        let global = |state: &State, name: &'static str, max: u32| {
-            state
-                .globals
-                .iter()
-                .find(|(_, i, _)| i == name)
-                .map(|&(n, _, v)| (n, v.min(max)))
-        };
+        let global = |state: &State, name: &'static str, max: u32| state.reg.global(name, max);
         let need = |g: Option<(u32, u32)>, name: &'static str| g.ok_or(Error::MissingGlobal(name));
         let (n, v) = need(global(&state, "wl_compositor", 4), "wl_compositor")?;
         let compositor: wl_compositor::WlCompositor = registry.bind(n, v, &qh, ());
@@ -513,21 +506,10 @@ impl Drop for Surface {
     }
 }
 
-fn roundtrip(
-    conn: &Connection,
-    queue: &mut EventQueue<State>,
-    state: &mut State,
-    timeout: Duration,
-) -> Result<()> {
-    let target = state.synced + 1;
-    conn.display().sync(&queue.handle(), ());
-    super::dispatch_until(
-        queue,
-        state,
-        "the compositor's answer (wl_display.sync)",
-        timeout,
-        |s| s.synced >= target,
-    )
+impl HasRegistry for State {
+    fn registry(&self) -> &Registry {
+        &self.reg
+    }
 }
 
 impl Dispatch<wl_registry::WlRegistry, ()> for State {
@@ -539,14 +521,7 @@ impl Dispatch<wl_registry::WlRegistry, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let wl_registry::Event::Global {
-            name,
-            interface,
-            version,
-        } = event
-        {
-            state.globals.push((name, interface, version));
-        }
+        state.reg.on_registry(event);
     }
 }
 
@@ -560,9 +535,7 @@ impl Dispatch<wl_callback::WlCallback, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let wl_callback::Event::Done { .. } = event {
-            state.synced += 1;
-        }
+        state.reg.on_sync(event);
     }
 }
 
