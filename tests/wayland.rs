@@ -18,16 +18,9 @@ use winsys::wayland::{self, sync, sync::Abilities, sync::SyncMode};
 
 const PROBE: Duration = Duration::from_secs(20);
 
-/// The tests of this binary run one at a time: one counts fds, and each
-/// weston wants the CPUs.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn weston_gl_offers_feedback_on_a_device_of_this_machine_and_explicit_sync() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let report = wayland::probe(&conn, PROBE).unwrap();
@@ -89,7 +82,7 @@ fn weston_gl_offers_feedback_on_a_device_of_this_machine_and_explicit_sync() {
 
 #[test]
 fn weston_pixman_has_no_linux_dmabuf_so_shm_is_chosen() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let weston = need!(Weston::start("pixman"), "weston (pixman renderer)");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let report = wayland::probe(&conn, PROBE).unwrap();
@@ -107,7 +100,7 @@ fn weston_pixman_has_no_linux_dmabuf_so_shm_is_chosen() {
 
 #[test]
 fn a_missing_compositor_is_a_typed_error_not_a_hang() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let t = std::time::Instant::now();
     let err = wayland::connect(Some("/nonexistent/winsys-no-compositor")).unwrap_err();
     assert!(matches!(err, wayland::Error::Connect { .. }), "{err}");
@@ -190,7 +183,7 @@ fn assert_centre_shows(weston: &Weston, byte: u8) {
 
 #[test]
 fn explicit_sync_frames_reach_weston_with_their_acquire_fences() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let vgem = need!(Vgem::open(), "vgem");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
@@ -206,7 +199,7 @@ fn explicit_sync_frames_reach_weston_with_their_acquire_fences() {
 
 #[test]
 fn implicit_sync_frames_reach_weston_with_fences_in_the_dmabuf() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let vgem = need!(Vgem::open(), "vgem");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
@@ -221,7 +214,7 @@ fn implicit_sync_frames_reach_weston_with_fences_in_the_dmabuf() {
 
 #[test]
 fn shm_frames_reach_a_compositor_without_linux_dmabuf() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let weston = need!(Weston::start("pixman"), "weston (pixman renderer)");
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     assert!(Surface::new(&conn, "no dmabuf", SyncMode::Implicit, PROBE).is_err());
@@ -251,7 +244,7 @@ fn shm_frames_reach_a_compositor_without_linux_dmabuf() {
 
 #[test]
 fn a_compositor_killed_mid_run_is_a_typed_error_within_a_second_and_leaks_nothing() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let fds_before = common::open_fds();
@@ -283,7 +276,7 @@ fn a_compositor_killed_mid_run_is_a_typed_error_within_a_second_and_leaks_nothin
 
 #[test]
 fn mutter_offers_v3_formats_implicit_sync_and_fifo_and_shows_shm_frames() {
-    let _turn = one_at_a_time();
+    let _turn = common::one_at_a_time();
     let mutter = need!(Mutter::start(), "mutter (headless)");
     let conn = wayland::connect(Some(&mutter.socket)).unwrap();
     let report = wayland::probe(&conn, PROBE).unwrap();

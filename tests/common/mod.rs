@@ -92,3 +92,10 @@ pub mod vk;
 pub mod mutter;
 #[cfg(feature = "wayland")]
 pub mod weston;
+
+/// Serializes the tests of a binary that start compositors: two at once
+/// slow each other past their timeouts under TCG.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -188,6 +188,8 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ("test udmabuf", "*", &[Udmabuf]),
     // The swapchain needs lavapipe's dma-buf images.
     ("test swapchain", "*", &[LavapipeDmabuf]),
+    // So does the cube through winsys (and each test runs it too).
+    ("test cube", "*", &[LavapipeDmabuf]),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

@@ -46,11 +46,20 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "busybox-static",
 ];
 
+/// Packages installed afterwards from Debian forky (testing), only these
+/// and what they need that trixie's versions cannot satisfy (apt pins
+/// forky below trixie): sway 1.12 (wlroots 0.20), the one compositor on
+/// this bed with `wp_linux_drm_syncobj_manager_v1`. The mirror's forky
+/// Release file may be past its Valid-Until date; that is accepted for
+/// this one source (`check-valid-until=no`).
+pub const GUEST_FORKY_PACKAGES: &[&str] = &["sway"];
+
 /// Minimum versions the guest root must provide: (what, package, major, minor).
 const GUEST_MINIMUMS: &[(&str, &str, u64, u64)] = &[
     ("Mesa GBM", "libgbm1", 25, 0),
     ("Mesa lavapipe", "mesa-vulkan-drivers", 25, 0),
     ("weston", "weston", 14, 0),
+    ("sway (drm-syncobj)", "sway", 1, 12),
 ];
 
 /// Minimum guest kernel (vgem, udmabuf, system heap, dma-buf sync_file ioctls).
@@ -422,6 +431,8 @@ pub struct RootStamp {
     pub variant: String,
     /// The `--include` list.
     pub packages: Vec<String>,
+    /// Installed from forky afterwards.
+    pub forky: Vec<String>,
 }
 
 impl RootStamp {
@@ -432,6 +443,7 @@ impl RootStamp {
             suite: GUEST_SUITE.into(),
             variant: "minbase".into(),
             packages: GUEST_PACKAGES.iter().map(|s| s.to_string()).collect(),
+            forky: GUEST_FORKY_PACKAGES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -600,6 +612,65 @@ fn remove_tree(dir: &Path) -> Result<()> {
     run_checked(privileged("rm").args(["-rf", "--one-file-system"]).arg(dir))
 }
 
+/// Installs `packages` into the root at `root` from Debian forky, pinned
+/// below trixie so that only what they need comes from forky; the forky
+/// source stays in the root (disabled by the pin for everything else).
+fn install_from_forky(root: &Path, mirror: &str, packages: &[String], log: &Path) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let t = Instant::now();
+    step!(
+        "guest root: {} from forky (accepting its Release file past Valid-Until; log: {})",
+        packages.join(", "),
+        log.display()
+    );
+    let etc = root.join("etc/apt");
+    fs::write(
+        etc.join("sources.list.d/forky.list"),
+        format!("deb [check-valid-until=no] {mirror} forky main\n"),
+    )?;
+    fs::create_dir_all(etc.join("preferences.d"))?;
+    fs::write(
+        etc.join("preferences.d/forky"),
+        "Package: *\nPin: release n=forky\nPin-Priority: 100\n",
+    )?;
+    let _ = fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"));
+    let log_file = || -> Result<fs::File> { Ok(fs::OpenOptions::new().append(true).open(log)?) };
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = privileged("chroot")
+            .arg(root)
+            .args([
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "-q",
+                "-y",
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file()?)
+            .stderr(log_file()?)
+            .status()
+            .map_err(|e| err(format!("cannot run chroot apt-get: {e}")))?;
+        if !status.success() {
+            bail!(
+                "apt-get {} in the guest root failed ({status}); see {}",
+                args.join(" "),
+                log.display()
+            );
+        }
+        Ok(())
+    };
+    apt(&["update"])?;
+    let mut install = vec!["install", "--no-install-recommends", "-t", "forky"];
+    install.extend(packages.iter().map(String::as_str));
+    apt(&install)?;
+    apt(&["clean"])?;
+    step!("forky packages installed in {}", fmt_duration(t.elapsed()));
+    Ok(())
+}
+
 /// Makes sure `CACHE/guest-root` is a complete guest root with the wanted
 /// stamp; otherwise debootstraps a new one into `guest-root.tmp` and renames
 /// it into place (so an interrupted build is redone, never used).
@@ -654,6 +725,7 @@ pub fn ensure_guest_root(cache: &Path) -> Result<GuestRoot> {
         bail!("debootstrap failed ({status}); see {}", log.display());
     }
     step!("debootstrap done in {}", fmt_duration(t.elapsed()));
+    install_from_forky(&tmp, &mirror, &want.forky, &log)?;
     // Downloaded .debs are not needed any more (~hundreds of MB).
     if let Ok(entries) = fs::read_dir(tmp.join("var/cache/apt/archives")) {
         for e in entries.flatten() {

@@ -118,6 +118,8 @@ pub struct PhysicalDeviceInfo {
     pub name: String,
     /// The driver (`VK_DRIVER_ID_*`).
     pub driver: vk::DriverId,
+    /// The driver's `driverInfo`, e.g. `Mesa 25.0.7-2+deb13u1 (LLVM 19.1.7)`.
+    pub driver_info: String,
     /// Vulkan version the device supports.
     pub api_version: u32,
     /// The interop extensions it has.
@@ -149,7 +151,57 @@ impl fmt::Display for PhysicalDeviceInfo {
     }
 }
 
-type Messages = Mutex<Vec<String>>;
+/// What the validation messenger collected, and the message IDs it
+/// excuses (known driver bugs of the devices opened, see [`DRIVER_BUGS`]).
+#[derive(Default)]
+struct Collected {
+    errors: Vec<String>,
+    excused: Vec<&'static DriverBug>,
+}
+
+type Messages = Mutex<Collected>;
+
+/// A validation error that is a driver's bug, not the app's.
+#[derive(Debug)]
+pub(crate) struct DriverBug {
+    /// The layer's message ID name.
+    pub(crate) vuid: &'static str,
+    /// The driver with the bug.
+    pub(crate) driver: vk::DriverId,
+    /// The first Mesa `(major, minor)` without it.
+    pub(crate) fixed_in_mesa: (u64, u64),
+    /// What is wrong.
+    pub(crate) why: &'static str,
+}
+
+/// Known driver bugs that make the validation layer report errors where
+/// there are none; excused only on the devices that have them.
+pub(crate) const DRIVER_BUGS: &[DriverBug] = &[DriverBug {
+    vuid: "VUID-VkImageViewCreateInfo-None-02273",
+    driver: vk::DriverId::MESA_LLVMPIPE,
+    fixed_in_mesa: (26, 1),
+    why: "lavapipe fills only VkDrmFormatModifierPropertiesListEXT, not the List2 \
+          the layer reads, so DRM-modifier images seem to have no format features \
+          (lvp_GetPhysicalDeviceFormatProperties2, Mesa 25.0)",
+}];
+
+/// `(major, minor)` of a Mesa `driverInfo` (`Mesa 25.0.7-2+deb13u1 ...`).
+pub(crate) fn mesa_version(driver_info: &str) -> Option<(u64, u64)> {
+    let v = driver_info.strip_prefix("Mesa ")?;
+    let mut it = v.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The bugs of [`DRIVER_BUGS`] that a device with `driver` and
+/// `driver_info` has.
+pub(crate) fn driver_bugs(driver: vk::DriverId, driver_info: &str) -> Vec<&'static DriverBug> {
+    DRIVER_BUGS
+        .iter()
+        .filter(|b| {
+            b.driver == driver && mesa_version(driver_info).is_some_and(|v| v < b.fixed_in_mesa)
+        })
+        .collect()
+}
 
 struct Debug {
     loader: ext::debug_utils::Instance,
@@ -195,17 +247,28 @@ unsafe extern "system" fn on_debug_message(
 ) -> vk::Bool32 {
     // SAFETY: the layer passes valid callback data for this call, and
     // `user` is the Box<Messages> that lives as long as the messenger.
-    let (message, errors) = unsafe {
+    let (message, id, errors) = unsafe {
         let message = (*data)
             .message_as_c_str()
             .map(|m| m.to_string_lossy().into_owned())
             .unwrap_or_default();
-        (message, &*(user as *const Messages))
+        let id = (*data)
+            .message_id_name_as_c_str()
+            .map(|m| m.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (message, id, &*(user as *const Messages))
     };
     if severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::ERROR) {
-        eprintln!("vulkan validation error: {message}");
         if let Ok(mut e) = errors.lock() {
-            e.push(message);
+            if let Some(bug) = e.excused.iter().find(|b| b.vuid == id) {
+                eprintln!(
+                    "vulkan validation: excused ({:?} bug before Mesa {}.{}: {}): {message}",
+                    bug.driver, bug.fixed_in_mesa.0, bug.fixed_in_mesa.1, bug.why
+                );
+            } else {
+                eprintln!("vulkan validation error: {message}");
+                e.errors.push(message);
+            }
         }
     } else if severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::WARNING) {
         eprintln!("vulkan validation warning: {message}");
@@ -335,7 +398,7 @@ impl Instance {
     /// validation).
     pub fn take_validation_errors(&self) -> Vec<String> {
         match &self.shared.debug {
-            Some(d) => std::mem::take(&mut *lock(&d.errors)),
+            Some(d) => std::mem::take(&mut lock(&d.errors).errors),
             None => Vec::new(),
         }
     }
@@ -386,6 +449,10 @@ impl Instance {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let driver_id = driver.driver_id;
+        let driver_info = driver
+            .driver_info_as_c_str()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (primary_node, render_node) = if extensions.physical_device_drm {
             (
                 (drm.has_primary != 0).then_some((drm.primary_major, drm.primary_minor)),
@@ -398,6 +465,7 @@ impl Instance {
             handle,
             name,
             driver: driver_id,
+            driver_info,
             api_version: props.api_version,
             extensions,
             primary_node,
@@ -842,6 +910,14 @@ impl Device {
                 info.name
             )));
         }
+        if let Some(d) = &instance.shared.debug {
+            let mut c = lock(&d.errors);
+            for bug in driver_bugs(info.driver, &info.driver_info) {
+                if !c.excused.iter().any(|b| std::ptr::eq(*b, bug)) {
+                    c.excused.push(bug);
+                }
+            }
+        }
         if info.api_version < vk::API_VERSION_1_2 {
             return Err(Error::MissingExtensions {
                 device: info.name,
@@ -1039,6 +1115,21 @@ fn sync_fd_support(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_bugs_are_excused_only_before_their_fix() {
+        assert_eq!(
+            mesa_version("Mesa 25.0.7-2+deb13u1 (LLVM 19.1.7)"),
+            Some((25, 0))
+        );
+        assert_eq!(mesa_version("Mesa 26.1.0-rc1"), Some((26, 1)));
+        assert_eq!(mesa_version("NVIDIA 550.1"), None);
+        let lvp = vk::DriverId::MESA_LLVMPIPE;
+        assert_eq!(driver_bugs(lvp, "Mesa 25.0.7").len(), 1);
+        assert!(driver_bugs(lvp, "Mesa 26.1.0").is_empty());
+        assert!(driver_bugs(lvp, "").is_empty());
+        assert!(driver_bugs(vk::DriverId::MESA_RADV, "Mesa 25.0.7").is_empty());
+    }
 
     #[test]
     fn missing_lists_exactly_the_absent_extensions() {

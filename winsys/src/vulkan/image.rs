@@ -824,7 +824,9 @@ impl Image {
     }
 
     /// A 2D color view of the whole image (alpha forced to one for `X`
-    /// formats, except in storage views, which must not swizzle).
+    /// formats, except for images usable as storage or attachments, whose
+    /// views must not swizzle: their padding channel holds what is
+    /// written).
     ///
     /// A multi-planar YCbCr image needs a sampler YCbCr conversion for its
     /// view, which winsys does not make: refused with
@@ -835,7 +837,10 @@ impl Image {
                 format: self.mapping.fourcc,
             });
         }
-        let components = if self.usage.contains(vk::ImageUsageFlags::STORAGE) {
+        let unswizzled = vk::ImageUsageFlags::STORAGE
+            | vk::ImageUsageFlags::COLOR_ATTACHMENT
+            | vk::ImageUsageFlags::INPUT_ATTACHMENT;
+        let components = if self.usage.intersects(unswizzled) {
             vk::ComponentMapping::default()
         } else {
             self.mapping.components()

@@ -32,6 +32,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 
 pub mod feedback;
+pub mod presentation;
 mod probe;
 pub mod surface;
 #[cfg(feature = "vulkan")]
@@ -202,6 +203,21 @@ pub(crate) fn dispatch_until<S>(
     timeout: Duration,
     done: impl Fn(&S) -> bool,
 ) -> Result<()> {
+    dispatch_until_or(queue, state, what, timeout, done, None)
+}
+
+/// [`dispatch_until`], also done when `extra` becomes readable (an
+/// eventfd of a syncobj point): the compositor's messages (a protocol
+/// error, its death) are still read while waiting for it.
+pub(crate) fn dispatch_until_or<S>(
+    queue: &mut wayland_client::EventQueue<S>,
+    state: &mut S,
+    what: &'static str,
+    timeout: Duration,
+    done: impl Fn(&S) -> bool,
+    extra: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<()> {
+    use rustix::event::{PollFd, PollFlags};
     let deadline = crate::sync::Deadline::after(Some(timeout));
     loop {
         queue.flush().map_err(Error::wayland)?;
@@ -216,18 +232,41 @@ pub(crate) fn dispatch_until<S>(
         let Some(guard) = queue.prepare_read() else {
             continue;
         };
-        let ready = crate::sync::poll_ready(
-            guard.connection_fd(),
-            rustix::event::PollFlags::IN,
-            deadline.remaining(),
-        )
-        .map_err(|errno| Error::Io {
-            op: "poll(wayland socket)",
-            errno,
-        })?;
-        if !ready {
+        let socket = guard.connection_fd();
+        let mut fds = vec![PollFd::new(&socket, PollFlags::IN)];
+        if let Some(fd) = &extra {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        // No limit (Duration::MAX) polls in hour-long steps.
+        let hour = Duration::from_secs(3600);
+        let left = deadline.remaining().unwrap_or(hour).min(hour);
+        let spec = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        match rustix::event::poll(&mut fds, Some(&spec)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => {
+                return Err(Error::Io {
+                    op: "poll(wayland socket)",
+                    errno,
+                })
+            }
+        }
+        let socket_ready = !fds[0].revents().is_empty();
+        let extra_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        drop(fds);
+        if socket_ready {
+            guard.read().map_err(Error::wayland)?;
+        } else {
+            drop(guard);
+        }
+        if extra_ready {
+            queue.dispatch_pending(state).map_err(Error::dispatch)?;
+            return Ok(());
+        }
+        if !socket_ready && deadline.passed() {
             return Err(Error::Timeout { what, timeout });
         }
-        guard.read().map_err(Error::wayland)?;
     }
 }

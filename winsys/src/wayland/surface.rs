@@ -20,7 +20,13 @@
 //!   `wl_buffer.release` the compositor's reads are in the dma-buf's fences.
 //! - [`SyncMode::Shm`]: `wl_buffer.release` alone.
 //!
-//! [`SyncMode::DrmSyncobj`] is not here yet.
+//! - [`SyncMode::DrmSyncobj`]: the client's timelines are handed over
+//!   once ([`Surface::add_timeline`]); every commit names an acquire point
+//!   (signalled by the rendering) and a release point
+//!   ([`Surface::present_with_points`]); the buffer is free again when the
+//!   release point signals (an eventfd on it, polled with the socket; a
+//!   blocking bounded wait before Linux 6.6) — `wl_buffer.release` is
+//!   undefined in this mode and not waited for.
 //!
 //! [`Dmabuf::attach_fence`]: crate::dmabuf::Dmabuf::attach_fence
 
@@ -34,6 +40,11 @@ use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1 as params_v1, zwp_linux_dmabuf_v1 as dmabuf_v1,
 };
+use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
+    wp_linux_drm_syncobj_manager_v1 as syncobj_manager_v1,
+    wp_linux_drm_syncobj_surface_v1 as syncobj_surface_v1,
+    wp_linux_drm_syncobj_timeline_v1 as syncobj_timeline_v1,
+};
 use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::{
     zwp_linux_buffer_release_v1 as release_v1,
     zwp_linux_explicit_synchronization_v1 as explicit_v1,
@@ -41,14 +52,20 @@ use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::{
 };
 use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
+use super::presentation::{Presentation, PresentationStats};
 use super::sync::SyncMode;
 use super::{roundtrip, Error, HasRegistry, Registry, Result};
 use crate::dmabuf::Dmabuf;
 use crate::sync::{Deadline, SyncFile};
+use crate::sync::{Syncobj, WaitFor};
 
 /// A buffer of a [`Surface`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BufferId(usize);
+
+/// A timeline handed to the compositor ([`Surface::add_timeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimelineId(usize);
 
 /// Where a buffer is.
 #[derive(Debug)]
@@ -71,6 +88,8 @@ struct Buffer {
     /// (`Some(None)`: immediate release).
     release_fence: Option<Option<SyncFile>>,
     dmabuf: bool,
+    /// drm-syncobj: the release point of the last commit.
+    release_point: Option<(TimelineId, u64)>,
     /// wl_shm: the pool's memfd and the bytes of the buffer.
     shm: Option<(OwnedFd, usize)>,
 }
@@ -87,19 +106,38 @@ struct State {
     failed: Option<String>,
 }
 
-/// A toplevel window presenting buffers in one [`SyncMode`].
+/// The window a [`Surface`] made for itself.
+struct Role {
+    wm: xdg_wm_base::XdgWmBase,
+    xdg: xdg_surface::XdgSurface,
+    toplevel: xdg_toplevel::XdgToplevel,
+}
+
+enum Target<'a> {
+    Toplevel(&'a str),
+    Existing(&'a wl_surface::WlSurface),
+}
+
+/// A window presenting buffers in one [`SyncMode`]: a toplevel of its own,
+/// or the app's surface.
 pub struct Surface {
     conn: Connection,
     queue: EventQueue<State>,
     state: State,
     qh: QueueHandle<State>,
     surface: wl_surface::WlSurface,
-    _xdg_surface: xdg_surface::XdgSurface,
-    _toplevel: xdg_toplevel::XdgToplevel,
-    wm: xdg_wm_base::XdgWmBase,
+    /// Our own toplevel (`None`: the app's surface, its role is the app's).
+    role: Option<Role>,
     dmabuf: Option<dmabuf_v1::ZwpLinuxDmabufV1>,
     shm: Option<wl_shm::WlShm>,
     surface_sync: Option<surface_sync_v1::ZwpLinuxSurfaceSynchronizationV1>,
+    /// drm-syncobj: the manager and this surface's syncobj object.
+    syncobj: Option<(
+        syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1,
+        syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
+    )>,
+    timelines: Vec<(Syncobj, syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1)>,
+    presentation: Option<Presentation>,
     mode: SyncMode,
     timeout: Duration,
     frames_asked: u64,
@@ -111,6 +149,28 @@ impl Surface {
     /// absent) and configured by the compositor; every wait for the
     /// compositor is bounded by `timeout`.
     pub fn new(conn: &Connection, title: &str, mode: SyncMode, timeout: Duration) -> Result<Self> {
+        Self::build(conn, Target::Toplevel(title), mode, timeout)
+    }
+
+    /// Present into the app's own `surface` (of `conn`), whose role (a
+    /// toplevel, a subsurface, ...) and configure events stay the app's:
+    /// [`Surface::configured_size`] is then `None`, and the app resizes.
+    /// The surface must outlive this `Surface`, which never destroys it.
+    pub fn for_surface(
+        conn: &Connection,
+        surface: &wl_surface::WlSurface,
+        mode: SyncMode,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Self::build(conn, Target::Existing(surface), mode, timeout)
+    }
+
+    fn build(
+        conn: &Connection,
+        target: Target<'_>,
+        mode: SyncMode,
+        timeout: Duration,
+    ) -> Result<Self> {
         let mut queue: EventQueue<State> = conn.new_event_queue();
         let qh = queue.handle();
         let mut state = State::default();
@@ -118,10 +178,6 @@ impl Surface {
         roundtrip(conn, &mut queue, &mut state, timeout)?;
         let global = |state: &State, name: &'static str, max: u32| state.reg.global(name, max);
         let need = |g: Option<(u32, u32)>, name: &'static str| g.ok_or(Error::MissingGlobal(name));
-        let (n, v) = need(global(&state, "wl_compositor", 4), "wl_compositor")?;
-        let compositor: wl_compositor::WlCompositor = registry.bind(n, v, &qh, ());
-        let (n, v) = need(global(&state, "xdg_wm_base", 2), "xdg_wm_base")?;
-        let wm: xdg_wm_base::XdgWmBase = registry.bind(n, v, &qh, ());
         let dmabuf = match mode {
             SyncMode::Shm => None,
             _ => {
@@ -140,55 +196,97 @@ impl Surface {
             None if mode == SyncMode::Shm => return Err(Error::MissingGlobal("wl_shm")),
             None => None,
         };
-        let surface = compositor.create_surface(&qh, ());
-        let surface_sync = match mode {
+        let explicit = match mode {
             SyncMode::ExplicitSync => {
                 let (n, v) = need(
                     global(&state, "zwp_linux_explicit_synchronization_v1", 2),
                     "zwp_linux_explicit_synchronization_v1",
                 )?;
-                let ex: explicit_v1::ZwpLinuxExplicitSynchronizationV1 =
-                    registry.bind(n, v, &qh, ());
-                Some(ex.get_synchronization(&surface, &qh, ()))
-            }
-            SyncMode::DrmSyncobj => {
-                return Err(Error::Wayland(
-                    "drm-syncobj presentation is not implemented yet".into(),
-                ))
+                Some(
+                    registry.bind::<explicit_v1::ZwpLinuxExplicitSynchronizationV1, _, _>(
+                        n,
+                        v,
+                        &qh,
+                        (),
+                    ),
+                )
             }
             _ => None,
         };
-        let xdg = wm.get_xdg_surface(&surface, &qh, ());
-        let toplevel = xdg.get_toplevel(&qh, ());
-        toplevel.set_title(title.into());
-        surface.commit();
-        let deadline = Deadline::after(Some(timeout));
-        while !state.configured {
-            let left = deadline.remaining().unwrap_or(timeout);
-            if left.is_zero() {
-                return Err(Error::Timeout {
-                    what: "the first xdg_surface.configure",
-                    timeout,
-                });
+        let syncobj_manager = match mode {
+            SyncMode::DrmSyncobj => {
+                let (n, v) = need(
+                    global(&state, "wp_linux_drm_syncobj_manager_v1", 1),
+                    "wp_linux_drm_syncobj_manager_v1",
+                )?;
+                Some(
+                    registry.bind::<syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1, _, _>(
+                        n,
+                        v,
+                        &qh,
+                        (),
+                    ),
+                )
             }
-            roundtrip(conn, &mut queue, &mut state, left)?;
+            _ => None,
+        };
+        let (surface, role) = match target {
+            Target::Existing(surface) => (surface.clone(), None),
+            Target::Toplevel(title) => {
+                let (n, v) = need(global(&state, "wl_compositor", 4), "wl_compositor")?;
+                let compositor: wl_compositor::WlCompositor = registry.bind(n, v, &qh, ());
+                let (n, v) = need(global(&state, "xdg_wm_base", 2), "xdg_wm_base")?;
+                let wm: xdg_wm_base::XdgWmBase = registry.bind(n, v, &qh, ());
+                let surface = compositor.create_surface(&qh, ());
+                let xdg = wm.get_xdg_surface(&surface, &qh, ());
+                let toplevel = xdg.get_toplevel(&qh, ());
+                toplevel.set_title(title.into());
+                (surface, Some(Role { wm, xdg, toplevel }))
+            }
+        };
+        let surface_sync = explicit.map(|ex| ex.get_synchronization(&surface, &qh, ()));
+        let syncobj = syncobj_manager.map(|m| {
+            let s = m.get_surface(&surface, &qh, ());
+            (m, s)
+        });
+        if role.is_some() {
+            surface.commit();
+            let deadline = Deadline::after(Some(timeout));
+            while !state.configured {
+                let left = deadline.remaining().unwrap_or(timeout);
+                if left.is_zero() {
+                    return Err(Error::Timeout {
+                        what: "the first xdg_surface.configure",
+                        timeout,
+                    });
+                }
+                roundtrip(conn, &mut queue, &mut state, left)?;
+            }
         }
+        let presentation = Presentation::new(conn, &surface, timeout)?;
         Ok(Surface {
             conn: conn.clone(),
             queue,
             state,
             qh,
             surface,
-            _xdg_surface: xdg,
-            _toplevel: toplevel,
-            wm,
+            role,
             dmabuf,
             shm,
             surface_sync,
+            syncobj,
+            timelines: Vec::new(),
+            presentation,
             mode,
             timeout,
             frames_asked: 0,
         })
+    }
+
+    /// What `wp_presentation` said about the frames presented so far
+    /// (`None`: the compositor offers no `wp_presentation`).
+    pub fn presentation(&mut self) -> Result<Option<PresentationStats>> {
+        self.presentation.as_mut().map(|p| p.stats()).transpose()
     }
 
     /// The sync mode.
@@ -230,6 +328,7 @@ impl Surface {
             released: false,
             release_fence: None,
             dmabuf: true,
+            release_point: None,
             shm: None,
         });
         // A refusal arrives as a `failed` event (on the live params object)
@@ -274,6 +373,7 @@ impl Surface {
             released: false,
             release_fence: None,
             dmabuf: false,
+            release_point: None,
             shm: Some((memfd, size)),
         });
         Ok(id)
@@ -330,8 +430,9 @@ impl Surface {
     /// Explicit sync: `acquire` is the fence the compositor waits for
     /// before reading; `None` when the contents are complete already (the
     /// compositor then treats this commit as implicitly synchronized), and
-    /// a release is asked for either way. Other modes: must be `None` (the
-    /// fence is in the dma-buf, or the CPU wrote an shm buffer).
+    /// a release is asked for either way. Implicit sync and wl_shm: must be
+    /// `None` (the fence is in the dma-buf, or the CPU wrote an shm
+    /// buffer). drm-syncobj: use [`Surface::present_with_points`].
     ///
     /// [`Error::BufferBusy`] if the compositor still holds the buffer (or
     /// its release fence has not been waited for): a buffer is never
@@ -345,6 +446,11 @@ impl Surface {
             return Err(Error::BufferBusy(id.0));
         }
         match (mode, acquire, b.dmabuf) {
+            (SyncMode::DrmSyncobj, _, _) => {
+                return Err(Error::Wayland(
+                    "drm-syncobj commits carry timeline points: present_with_points".into(),
+                ))
+            }
             (SyncMode::ExplicitSync, _, false) => {
                 return Err(Error::Wayland(
                     "explicit sync needs a dma-buf buffer".into(),
@@ -366,14 +472,92 @@ impl Surface {
             }
             (_, None, _) => {}
         }
+        self.commit_buffer(id, None)
+    }
+
+    /// Hand `timeline` (a syncobj with timeline points) to the compositor
+    /// (`wp_linux_drm_syncobj_manager_v1.import_timeline`) for
+    /// [`Surface::present_with_points`]. A timeline the compositor refuses
+    /// is a protocol error, reported here.
+    pub fn add_timeline(&mut self, timeline: Syncobj) -> Result<TimelineId> {
+        let (manager, _) = self.syncobj.as_ref().ok_or(Error::Wayland(
+            "timelines are for drm-syncobj surfaces".into(),
+        ))?;
+        let fd = timeline
+            .export()
+            .map_err(|e| Error::Wayland(e.to_string()))?;
+        let proxy = manager.import_timeline(fd.as_fd(), &self.qh, ());
+        drop(fd);
+        self.timelines.push((timeline, proxy));
+        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        self.check_failed()?;
+        Ok(TimelineId(self.timelines.len() - 1))
+    }
+
+    /// The syncobj behind `id`.
+    pub fn timeline(&self, id: TimelineId) -> Option<&Syncobj> {
+        self.timelines.get(id.0).map(|(t, _)| t)
+    }
+
+    /// drm-syncobj: show buffer `id` once `acquire` on `timeline` signals;
+    /// the compositor signals `release` on it when done with the buffer
+    /// (`acquire < release`; each must be a point not used before).
+    pub fn present_with_points(
+        &mut self,
+        id: BufferId,
+        timeline: TimelineId,
+        acquire: u64,
+        release: u64,
+    ) -> Result<()> {
+        self.dispatch_pending()?;
+        let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
+            "timeline points are for drm-syncobj surfaces".into(),
+        ))?;
+        let (_, proxy) = self
+            .timelines
+            .get(timeline.0)
+            .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))?;
+        if acquire >= release {
+            return Err(Error::Wayland(format!(
+                "acquire point {acquire} must come before release point {release}"
+            )));
+        }
+        let b = self
+            .state
+            .buffers
+            .get(id.0)
+            .ok_or(Error::Wayland(format!("no buffer {}", id.0)))?;
+        if !matches!(b.state, BufferState::Free) {
+            return Err(Error::BufferBusy(id.0));
+        }
+        if !b.dmabuf {
+            return Err(Error::Wayland("drm-syncobj needs a dma-buf buffer".into()));
+        }
+        let split = |p: u64| ((p >> 32) as u32, p as u32);
+        let (hi, lo) = split(acquire);
+        sync.set_acquire_point(proxy, hi, lo);
+        let (hi, lo) = split(release);
+        sync.set_release_point(proxy, hi, lo);
+        self.commit_buffer(id, Some((timeline, release)))
+    }
+
+    fn commit_buffer(
+        &mut self,
+        id: BufferId,
+        release_point: Option<(TimelineId, u64)>,
+    ) -> Result<()> {
         let b = self.buffer(id)?;
         b.state = BufferState::WithCompositor;
         b.released = false;
         b.release_fence = None;
+        b.release_point = release_point;
         let wl = b.wl.clone();
         self.surface.attach(Some(&wl), 0, 0);
         self.surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
         self.surface.frame(&self.qh, FrameCallback);
+        if let Some(p) = &mut self.presentation {
+            p.request()?;
+        }
         self.frames_asked += 1;
         self.surface.commit();
         self.queue.flush().map_err(Error::wayland)?;
@@ -409,7 +593,12 @@ impl Surface {
 
     /// [`Surface::wait_release`] bounded by `timeout` instead.
     pub fn wait_release_within(&mut self, id: BufferId, timeout: Duration) -> Result<()> {
-        self.buffer(id)?;
+        let b = self.buffer(id)?;
+        if let (BufferState::WithCompositor, Some((t, point))) = (&b.state, b.release_point) {
+            self.wait_point(t, point, timeout)?;
+            self.buffer(id)?.state = BufferState::Free;
+            return Ok(());
+        }
         let mode = self.mode;
         let explicit = mode == SyncMode::ExplicitSync;
         self.wait_until_within("the buffer's release", timeout, |s| {
@@ -435,6 +624,40 @@ impl Surface {
             b.state = BufferState::Free;
         }
         Ok(())
+    }
+
+    /// Wait (at most `timeout`) until `point` of timeline `t` signals,
+    /// reading the compositor's messages meanwhile: an eventfd on the
+    /// point polled with the socket, or (before Linux 6.6) a bounded
+    /// blocking wait for the point.
+    fn wait_point(&mut self, t: TimelineId, point: u64, timeout: Duration) -> Result<()> {
+        let what = "the buffer's release point";
+        let timeline = &self.timelines[t.0].0;
+        match timeline.eventfd(point, WaitFor::Signaled) {
+            Ok(efd) => {
+                super::dispatch_until_or(
+                    &mut self.queue,
+                    &mut self.state,
+                    what,
+                    timeout,
+                    |s| s.failed.is_some(),
+                    Some(efd.as_fd()),
+                )?;
+                self.check_failed()?;
+                // Readable means signalled; a timeout already returned.
+                Ok(())
+            }
+            Err(_) => {
+                self.dispatch_pending()?;
+                self.timelines[t.0]
+                    .0
+                    .wait(point, WaitFor::SubmittedThenSignaled, Some(timeout))
+                    .map_err(|e| match e {
+                        crate::sync::Error::Timeout { .. } => Error::Timeout { what, timeout },
+                        e => Error::Wayland(e.to_string()),
+                    })
+            }
+        }
     }
 
     /// Take the buffer off the window (attach nothing, commit): the
@@ -495,13 +718,25 @@ impl Drop for Surface {
         if let Some(sync) = &self.surface_sync {
             sync.destroy();
         }
-        self._toplevel.destroy();
-        self._xdg_surface.destroy();
+        if let Some((manager, sync)) = &self.syncobj {
+            sync.destroy();
+            for (_, t) in &self.timelines {
+                t.destroy();
+            }
+            manager.destroy();
+        }
+        self.presentation = None;
+        if let Some(role) = &self.role {
+            role.toplevel.destroy();
+            role.xdg.destroy();
+        }
         for b in &self.state.buffers {
             b.wl.destroy();
         }
-        self.surface.destroy();
-        self.wm.destroy();
+        if let Some(role) = &self.role {
+            self.surface.destroy();
+            role.wm.destroy();
+        }
         let _ = self.conn.flush();
     }
 }
@@ -684,5 +919,8 @@ no_events!(
     wl_shm_pool::WlShmPool,
     dmabuf_v1::ZwpLinuxDmabufV1,
     explicit_v1::ZwpLinuxExplicitSynchronizationV1,
-    surface_sync_v1::ZwpLinuxSurfaceSynchronizationV1
+    surface_sync_v1::ZwpLinuxSurfaceSynchronizationV1,
+    syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1,
+    syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
+    syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1
 );

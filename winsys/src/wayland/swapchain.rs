@@ -29,8 +29,10 @@
 use std::time::Duration;
 
 use ash::vk;
+use wayland_client::protocol::wl_surface::WlSurface;
 use wayland_client::Connection;
 
+use super::presentation::PresentationStats;
 use super::surface::{BufferId, Surface};
 use super::sync::{self, Abilities, SyncMode};
 use super::{probe, Error, Result};
@@ -155,8 +157,71 @@ pub struct Swapchain {
 impl Swapchain {
     /// Probe the compositor behind `conn`, choose the sync mode, allocate
     /// the images (exported by `device`, with a modifier both sides take)
-    /// and offer them to the compositor.
+    /// and offer them to the compositor, in a toplevel window of the
+    /// swapchain's own (titled [`SwapchainConfig::title`]).
     pub fn new(device: &Device, conn: &Connection, config: &SwapchainConfig) -> Result<Self> {
+        Self::create(device, conn, None, config)
+    }
+
+    /// Like [`Swapchain::new`], but presenting into the app's own
+    /// `surface` of `conn` (its role and configure events stay the app's,
+    /// which resizes by recreating the swapchain). The surface must
+    /// outlive the swapchain.
+    pub fn for_surface(
+        device: &Device,
+        conn: &Connection,
+        surface: &WlSurface,
+        config: &SwapchainConfig,
+    ) -> Result<Self> {
+        Self::create(device, conn, Some(surface), config)
+    }
+
+    /// Like [`Swapchain::for_surface`], from the raw handles that windowing
+    /// libraries (winit, SDL) give and `ash-window` takes: libwayland's
+    /// `wl_display` and `wl_surface` pointers (feature
+    /// `raw-window-handle`). The swapchain talks on its own event queue of
+    /// that display.
+    ///
+    /// # Safety
+    ///
+    /// `display` and `window` must be Wayland handles whose `wl_display`
+    /// and `wl_surface` stay valid until the swapchain is dropped, and the
+    /// surface must belong to that display.
+    #[cfg(feature = "raw-window-handle")]
+    pub unsafe fn from_raw_handles(
+        device: &Device,
+        display: raw_window_handle::RawDisplayHandle,
+        window: raw_window_handle::RawWindowHandle,
+        config: &SwapchainConfig,
+    ) -> Result<Self> {
+        use raw_window_handle::{RawDisplayHandle, RawWindowHandle};
+        use wayland_client::backend::{Backend, ObjectId};
+        use wayland_client::Proxy;
+        let (RawDisplayHandle::Wayland(d), RawWindowHandle::Wayland(w)) = (display, window) else {
+            return Err(Error::Wayland(
+                "the raw handles are not a Wayland display and surface".into(),
+            ));
+        };
+        // SAFETY: the caller guarantees the wl_display lives as long as
+        // the swapchain (which holds the backend); a guest backend never
+        // closes it.
+        let backend = unsafe { Backend::from_foreign_display(d.display.as_ptr().cast()) };
+        let conn = Connection::from_backend(backend);
+        // SAFETY: the caller guarantees a live wl_surface of that display;
+        // from_ptr checks the proxy's interface.
+        let id = unsafe { ObjectId::from_ptr(WlSurface::interface(), w.surface.as_ptr().cast()) }
+            .map_err(|_| Error::Wayland("the raw window handle is not a wl_surface".into()))?;
+        let surface = WlSurface::from_id(&conn, id)
+            .map_err(|_| Error::Wayland("the raw window handle is not a wl_surface".into()))?;
+        Self::create(device, &conn, Some(&surface), config)
+    }
+
+    fn create(
+        device: &Device,
+        conn: &Connection,
+        window: Option<&WlSurface>,
+        config: &SwapchainConfig,
+    ) -> Result<Self> {
         if config.image_count < 2 {
             return Err(Error::Wayland("a swapchain needs at least 2 images".into()));
         }
@@ -214,7 +279,10 @@ impl Swapchain {
             _ => None,
         };
         let (allocated, path) = allocate(device, config, mode, target, &modifiers, usage)?;
-        let mut surface = Surface::new(conn, &config.title, mode, config.timeout)?;
+        let mut surface = match window {
+            Some(w) => Surface::for_surface(conn, w, mode, config.timeout)?,
+            None => Surface::new(conn, &config.title, mode, config.timeout)?,
+        };
         let mut images = Vec::with_capacity(config.image_count);
         for (image, dmabuf) in allocated {
             let buffer = match mode {
@@ -301,6 +369,13 @@ impl Swapchain {
         self.surface.configured_size()
     }
 
+    /// What the compositor's `wp_presentation` feedback said about the
+    /// frames presented so far: counts and latency from commit to
+    /// presentation (`None`: no `wp_presentation`).
+    pub fn presentation(&mut self) -> Result<Option<PresentationStats>> {
+        self.surface.presentation()
+    }
+
     /// Frames presented so far.
     pub fn frames_presented(&self) -> u64 {
         self.frames
@@ -354,17 +429,34 @@ impl Swapchain {
     /// fences), and it is taken from the compositor into
     /// `TRANSFER_DST_OPTIMAL`.
     pub fn begin(&mut self, job: &mut Submission<'_>, index: usize) -> Result<()> {
+        self.begin_with(
+            job,
+            index,
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::AccessFlags::TRANSFER_WRITE,
+        )
+    }
+
+    /// [`Swapchain::begin`] for another first use: the image arrives in
+    /// `layout`, ready for `access` at `stage` (e.g. a render pass:
+    /// `COLOR_ATTACHMENT_OPTIMAL`, `COLOR_ATTACHMENT_OUTPUT`,
+    /// `COLOR_ATTACHMENT_WRITE`). Whatever layout the image is in when it
+    /// is presented, the hand-over to the compositor follows it.
+    pub fn begin_with(
+        &mut self,
+        job: &mut Submission<'_>,
+        index: usize,
+        layout: vk::ImageLayout,
+        stage: vk::PipelineStageFlags,
+        access: vk::AccessFlags,
+    ) -> Result<()> {
         self.expect(index, ImageState::Acquired, "begin")?;
         let img = &mut self.images[index];
-        job.wait_for_dmabuf(&img.dmabuf, Access::Write, vk::PipelineStageFlags::TRANSFER)
+        job.wait_for_dmabuf(&img.dmabuf, Access::Write, stage)
             .map_err(vk_err)?;
         img.image
-            .cmd_acquire(
-                job,
-                vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::AccessFlags::TRANSFER_WRITE,
-            )
+            .cmd_acquire(job, layout, stage, access)
             .map_err(vk_err)
     }
 

@@ -1,0 +1,340 @@
+//! A spinning cube presented to a Wayland compositor, through winsys
+//! (`--wsi winsys`, the default) or through the driver's own
+//! `VK_KHR_wayland_surface` (`--wsi mesa`), in one binary so the two can be
+//! compared on the same compositor, size and present mode.
+//!
+//! The app opens its own toplevel window and hands it to either WSI as raw
+//! handles, as winit or SDL apps do (winsys:
+//! `Swapchain::from_raw_handles`; Mesa: `ash_window::create_surface`).
+//! Rendering is identical: one render pass drawing the six faces back to
+//! front (`render.rs`).
+//!
+//! ```text
+//! cargo run --example cube --features raw-window-handle,vulkan,gbm -- \
+//!     --frames 300 --size 256x256 --present-mode fifo --sync auto --wsi winsys
+//! ```
+//!
+//! Flags:
+//! - `--frames N` (default 300), `--size WxH` (default 256x256);
+//! - `--present-mode fifo|mailbox` (default fifo);
+//! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
+//! - `--wsi winsys|mesa` (default winsys);
+//! - `--validation`: the Khronos validation layer, its errors fail the run;
+//! - `--json`: the figures as one JSON object on the last line.
+//!
+//! It prints the sync mode and buffer path used, frames per second, CPU
+//! time per frame (all threads, including the driver's) and the latency
+//! from commit to presentation that the compositor's `wp_presentation`
+//! feedback reports.
+
+mod mesa;
+mod render;
+mod window;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ash::vk;
+use winsys::format::Fourcc;
+use winsys::vulkan::{Device, Instance};
+use winsys::wayland::presentation::PresentationStats;
+use winsys::wayland::swapchain::{PresentMode, Swapchain, SwapchainConfig};
+use winsys::wayland::sync::SyncMode;
+
+use render::Renderer;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Frame pacing (the modes both WSIs share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fifo,
+    Mailbox,
+}
+
+/// The command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub frames: u64,
+    pub width: u32,
+    pub height: u32,
+    pub present_mode: Mode,
+    pub sync: Option<SyncMode>,
+    pub mesa: bool,
+    pub validation: bool,
+    pub json: bool,
+    pub timeout: Duration,
+}
+
+const USAGE: &str = "usage: cube [--frames N] [--size WxH] [--present-mode fifo|mailbox] \
+[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json]";
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
+    let mut args = Args {
+        frames: 300,
+        width: 256,
+        height: 256,
+        present_mode: Mode::Fifo,
+        sync: None,
+        mesa: false,
+        validation: false,
+        json: false,
+        timeout: Duration::from_secs(5),
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--frames" => args.frames = value()?.parse()?,
+            "--size" => {
+                let v = value()?;
+                let (w, h) = v.split_once('x').ok_or("--size takes WxH, e.g. 256x256")?;
+                args.width = w.parse()?;
+                args.height = h.parse()?;
+                if args.width == 0 || args.height == 0 {
+                    return Err("--size must not be empty".into());
+                }
+            }
+            "--present-mode" => {
+                args.present_mode = match value()?.as_str() {
+                    "fifo" => Mode::Fifo,
+                    "mailbox" => Mode::Mailbox,
+                    other => return Err(format!("unknown present mode {other}\n{USAGE}").into()),
+                }
+            }
+            "--sync" => {
+                let v = value()?;
+                args.sync = match v.as_str() {
+                    "auto" => None,
+                    name => Some(
+                        SyncMode::from_name(name)
+                            .ok_or_else(|| format!("unknown sync mode {name}\n{USAGE}"))?,
+                    ),
+                }
+            }
+            "--wsi" => {
+                args.mesa = match value()?.as_str() {
+                    "winsys" => false,
+                    "mesa" => true,
+                    other => return Err(format!("unknown WSI {other}\n{USAGE}").into()),
+                }
+            }
+            "--validation" => args.validation = true,
+            "--json" => args.json = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
+        }
+    }
+    if args.mesa && args.sync.is_some() {
+        return Err("--sync chooses winsys's sync mode; Mesa's WSI chooses its own".into());
+    }
+    Ok(args)
+}
+
+/// What a run measured.
+pub struct Frames {
+    start: Instant,
+    cpu_start: Duration,
+    pub presented: u64,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub presentation: Option<PresentationStats>,
+    pub sync: String,
+    pub path: String,
+}
+
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+impl Frames {
+    pub fn start(_: &Args) -> Frames {
+        Frames {
+            start: Instant::now(),
+            cpu_start: cpu_time(),
+            presented: 0,
+            wall: Duration::ZERO,
+            cpu: Duration::ZERO,
+            presentation: None,
+            sync: String::new(),
+            path: String::new(),
+        }
+    }
+
+    /// The animation time of the next frame: a fixed step per frame, so
+    /// every run shows the same sequence of frames.
+    pub fn t(&self) -> f32 {
+        self.presented as f32 / 60.0
+    }
+
+    pub fn finish(&mut self) {
+        self.wall = self.start.elapsed();
+        self.cpu = cpu_time() - self.cpu_start;
+    }
+}
+
+fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
+    let instance = if args.validation {
+        Instance::with_validation()?
+    } else {
+        Instance::new()?
+    };
+    let device = Device::open(&instance)?;
+    let (display, handle) = window.raw_handles()?;
+    let mut config = SwapchainConfig::new(args.width, args.height, Fourcc::XRGB8888);
+    config.usage = vk::ImageUsageFlags::COLOR_ATTACHMENT;
+    config.sync = args.sync;
+    config.timeout = args.timeout;
+    config.present_mode = match args.present_mode {
+        Mode::Fifo => PresentMode::Fifo,
+        Mode::Mailbox => PresentMode::Mailbox,
+    };
+    // SAFETY: the window (its wl_display and wl_surface) outlives the
+    // swapchain, which is dropped at the end of this function.
+    let mut chain = unsafe { Swapchain::from_raw_handles(&device, display, handle, &config) }?;
+    let views = (0..chain.len())
+        .map(|i| chain.image(i).create_view())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let raw_views: Vec<vk::ImageView> = views.iter().map(|v| v.raw()).collect();
+    let extent = chain.image(0).extent();
+    // SAFETY: the handles are the winsys device's own; the views outlive
+    // the renderer (dropped first, below).
+    let renderer = unsafe {
+        Renderer::new(
+            instance.raw(),
+            device.info().handle(),
+            device.raw(),
+            chain.image(0).vk_format().format,
+            extent,
+            &raw_views,
+            vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
+            vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
+        )
+    }?;
+    let mut frames = Frames::start(args);
+    for _ in 0..args.frames {
+        if !window.pump()? {
+            break;
+        }
+        let index = chain.acquire(args.timeout)?;
+        let mut job = device.submission()?;
+        chain.begin_with(
+            &mut job,
+            index,
+            vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
+            vk::PipelineStageFlags::COLOR_ATTACHMENT_OUTPUT,
+            vk::AccessFlags::COLOR_ATTACHMENT_WRITE,
+        )?;
+        job.uses(&views[index])?;
+        // SAFETY: the job's command buffer records on the renderer's
+        // device; begin_with left the image in COLOR_ATTACHMENT_OPTIMAL.
+        unsafe { renderer.record(job.cmd(), index, frames.t()) };
+        chain.present(index, job)?;
+        frames.presented += 1;
+    }
+    frames.finish();
+    // The last answers come within a refresh or two.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Some(stats) = chain.presentation()? {
+        frames.presentation = Some(stats);
+        if stats.outstanding() == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    frames.sync = chain.sync_mode().to_string();
+    frames.path = format!("{:?}", chain.buffer_path());
+    device.wait_idle()?;
+    drop(renderer);
+    drop(views);
+    drop(chain);
+    instance.check_validation()?;
+    Ok(frames)
+}
+
+fn report(args: &Args, f: &Frames) {
+    let wsi = if args.mesa { "mesa" } else { "winsys" };
+    let secs = f.wall.as_secs_f64();
+    let fps = if secs > 0.0 {
+        f.presented as f64 / secs
+    } else {
+        0.0
+    };
+    let cpu_ms = if f.presented > 0 {
+        f.cpu.as_secs_f64() * 1e3 / f.presented as f64
+    } else {
+        0.0
+    };
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let p = f.presentation;
+    println!(
+        "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}",
+        f.sync, f.path, args.present_mode, args.width, args.height
+    );
+    println!(
+        "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame",
+        f.presented
+    );
+    match p {
+        Some(p) => println!(
+            "cube: presentation: {} presented ({} zero-copy), {} discarded, latency mean {} ms, max {:.1} ms",
+            p.presented,
+            p.zero_copy,
+            p.discarded,
+            ms(p.mean_latency()).map_or("?".into(), |m| format!("{m:.1}")),
+            p.latency_max.as_secs_f64() * 1e3
+        ),
+        None => println!("cube: presentation: the compositor offers no wp_presentation"),
+    }
+    if args.json {
+        let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
+        println!(
+            "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
+\"width\":{},\"height\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
+\"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
+\"latency_mean_ms\":{},\"latency_max_ms\":{}}}",
+            f.sync,
+            f.path.replace('"', "'"),
+            args.present_mode,
+            args.width,
+            args.height,
+            f.presented,
+            p.map_or("null".into(), |p| p.presented.to_string()),
+            p.map_or("null".into(), |p| p.discarded.to_string()),
+            p.map_or("null".into(), |p| p.zero_copy.to_string()),
+            opt(p.and_then(|p| ms(p.mean_latency()))),
+            opt(p.map(|p| p.latency_max.as_secs_f64() * 1e3)),
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cube: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = || -> Result<Frames> {
+        let mut window = window::Window::open("winsys cube")?;
+        if args.mesa {
+            mesa::run(&args, &mut window)
+        } else {
+            run_winsys(&args, &mut window)
+        }
+    };
+    match run() {
+        Ok(frames) => {
+            report(&args, &frames);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cube: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
