@@ -1,5 +1,6 @@
-//! `examples/cube` against real compositors, through winsys and through
-//! Mesa's own WSI, in every sync mode each compositor offers: frames
+//! `examples/cube` against real compositors (weston, mutter, sway),
+//! through winsys and through Mesa's own WSI, in every sync mode each
+//! compositor offers and every lower one forced: frames
 //! presented and called back by `wp_presentation`, and (weston) the
 //! output read back: the clear colour at the corner, only the clear colour
 //! and exact face colours anywhere, several faces visible.
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::mutter::Mutter;
 use common::need;
+use common::sway::Sway;
 use common::weston::{capture, Weston};
 
 /// The example's clear colour and face colours as `0xRRGGBB`
@@ -204,5 +206,20 @@ fn cube_on_mutter_through_winsys_shm_and_mesa() {
     let f = run(&mutter.socket, 30, &["--sync", "shm"]);
     assert_eq!(f.get("sync"), "shm");
     let f = run(&mutter.socket, 30, &["--wsi", "mesa"]);
+    assert_eq!(f.get("wsi"), "mesa");
+}
+
+#[test]
+fn cube_on_sway_through_drm_syncobj_implicit_shm_and_mesa() {
+    let _one = common::one_at_a_time();
+    let sway = need!(Sway::start(), "sway 1.12 on virtio-gpu");
+    let f = run(&sway.socket, 30, &[]);
+    assert_eq!(f.get("sync"), "syncobj");
+    assert!(f.get("path").contains("virtio_gpu"), "{}", f.get("path"));
+    let f = run(&sway.socket, 30, &["--sync", "implicit"]);
+    assert_eq!(f.get("sync"), "implicit");
+    let f = run(&sway.socket, 30, &["--sync", "shm"]);
+    assert_eq!(f.get("sync"), "shm");
+    let f = run(&sway.socket, 30, &["--wsi", "mesa"]);
     assert_eq!(f.get("wsi"), "mesa");
 }

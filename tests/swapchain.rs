@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ash::vk;
 use common::mutter::Mutter;
+use common::sway::Sway;
 use common::vk::Gpu;
 use common::weston::{capture, Weston};
 use common::{need, LONG};
@@ -240,4 +241,56 @@ fn images_of_the_configured_size_are_not_suboptimal() {
         Err(wayland::Error::ImageState { .. })
     ));
     assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+/// `frames` cleared frames through a swapchain on `sway` in `sync`; the
+/// sync mode, buffer path and counters.
+fn sway_frames(gpu: &Gpu, sway: &Sway, sync: Option<SyncMode>, frames: u32) -> Swapchain {
+    let conn = wayland::connect(Some(&sway.socket)).unwrap();
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.sync = sync;
+    config.timeout = Duration::from_secs(20);
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    for frame in 0..frames {
+        // From the fourth frame on, each acquire waits for the release
+        // point of an image shown before.
+        let i = chain.acquire(LONG * 4).unwrap();
+        let mut job = gpu.device.submission().unwrap();
+        job.timeout(Some(LONG * 4));
+        chain.begin(&mut job, i).unwrap();
+        record_clear(gpu, &chain, &job, i, 0x30 + frame as u8 * 8);
+        chain.present(i, job).unwrap();
+    }
+    chain.wait_shown().unwrap();
+    chain
+}
+
+#[test]
+fn sway_takes_frames_on_drm_syncobj_timelines_and_implicitly() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let sway = need!(Sway::start(), "sway 1.12 on virtio-gpu");
+    // Allocated where sway's feedback says (virtio_gpu, through GBM on its
+    // card node): sway refuses vgem buffers.
+    let on_virtio = BufferPath::CompositorDevice {
+        driver: "virtio_gpu".into(),
+    };
+    let mut chain = sway_frames(&gpu, &sway, None, 8);
+    assert_eq!(chain.sync_mode(), SyncMode::DrmSyncobj);
+    assert_eq!(chain.buffer_path(), &on_virtio);
+    let p = chain
+        .presentation()
+        .unwrap()
+        .expect("sway offers wp_presentation");
+    println!(
+        "drm-syncobj: {} presented, {} shown, presentation {p:?}",
+        chain.frames_presented(),
+        chain.frames_shown()
+    );
+    assert!(chain.frames_shown() >= 7, "{} shown", chain.frames_shown());
+    drop(chain);
+
+    let chain = sway_frames(&gpu, &sway, Some(SyncMode::Implicit), 6);
+    assert_eq!(chain.sync_mode(), SyncMode::Implicit);
+    assert_eq!(chain.buffer_path(), &on_virtio);
+    assert!(chain.frames_shown() >= 5, "{} shown", chain.frames_shown());
 }

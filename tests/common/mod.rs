@@ -91,6 +91,8 @@ pub mod vk;
 #[cfg(feature = "wayland")]
 pub mod mutter;
 #[cfg(feature = "wayland")]
+pub mod sway;
+#[cfg(feature = "wayland")]
 pub mod weston;
 
 /// Serializes the tests of a binary that start compositors: two at once

@@ -21,12 +21,6 @@ use super::LONG;
 pub struct Gpu {
     pub instance: Instance,
     pub device: Device,
-    /// Lavapipe 25.0 leaves `VkDrmFormatModifierPropertiesList2EXT` empty
-    /// while `VkDrmFormatModifierPropertiesListEXT` lists the features (both
-    /// queried here); the layer reads the former, so it reports "no format
-    /// features" for every DRM-modifier image. Only those messages are
-    /// dropped, and only when the driver is seen to have this bug.
-    empty_list2: bool,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -46,17 +40,9 @@ impl Gpu {
     fn after(turn: MutexGuard<'static, ()>) -> Result<Gpu, winsys::vulkan::Error> {
         let instance = Instance::with_validation()?;
         let device = Device::open(&instance)?;
-        let empty_list2 = list2_is_empty_but_list1_is_not(&device);
-        if empty_list2 {
-            println!(
-                "note: {} leaves DrmFormatModifierPropertiesList2EXT empty",
-                device.info().name
-            );
-        }
         Ok(Gpu {
             instance,
             device,
-            empty_list2,
             _turn: turn,
         })
     }
@@ -67,41 +53,12 @@ fn turn() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn list2_is_empty_but_list1_is_not(device: &Device) -> bool {
-    let format = vk::Format::R8G8B8A8_UNORM;
-    let mut list2 = vk::DrmFormatModifierPropertiesList2EXT::default();
-    let mut props = vk::FormatProperties2::default().push_next(&mut list2);
-    // SAFETY: a counting query with valid output structs.
-    unsafe {
-        device
-            .instance()
-            .raw()
-            .get_physical_device_format_properties2(device.info().handle(), format, &mut props)
-    };
-    let list1 = device.modifiers(Fourcc::ABGR8888).unwrap_or_default();
-    list2.drm_format_modifier_count == 0 && list1.iter().any(|m| !m.features.is_empty())
-}
-
-fn is_list2_false_positive(message: &str) -> bool {
-    message.contains("VK_IMAGE_TILING_DRM_FORMAT_MODIFIER_EXT")
-        && (message.contains("VkFormatFeatureFlags2(0)")
-            || message.contains("has no supported format features"))
-}
-
 impl Drop for Gpu {
     fn drop(&mut self) {
         let _ = self.device.wait_idle();
-        let mut errors = self.instance.take_validation_errors();
-        if self.empty_list2 {
-            let before = errors.len();
-            errors.retain(|m| !is_list2_false_positive(m));
-            if before > errors.len() {
-                println!(
-                    "note: dropped {} list2 false positive(s)",
-                    before - errors.len()
-                );
-            }
-        }
+        // (Reports the driver's own bugs cause are excused by the
+        // instance: see winsys::vulkan::Instance::with_validation.)
+        let errors = self.instance.take_validation_errors();
         if !thread::panicking() {
             assert!(errors.is_empty(), "validation errors: {errors:#?}");
         }

@@ -33,11 +33,13 @@ use wayland_client::protocol::wl_surface::WlSurface;
 use wayland_client::Connection;
 
 use super::presentation::PresentationStats;
-use super::surface::{BufferId, Surface};
+use super::surface::{BufferId, Surface, TimelineId};
 use super::sync::{self, Abilities, SyncMode};
 use super::{probe, Error, Result};
+use crate::device::{DrmDevice, NodeKind};
 use crate::dmabuf::{Access, Dmabuf};
 use crate::format::{Fourcc, Modifier};
+use crate::sync::Syncobj;
 use crate::vulkan::{Device, Image, Pending, Submission};
 
 /// How presented frames are paced.
@@ -136,6 +138,10 @@ struct SwapImage {
     state: ImageState,
     /// The last submission that rendered it (its objects stay alive).
     pending: Option<Pending>,
+    /// drm-syncobj: its timeline at the compositor, and the last point
+    /// used on it.
+    timeline: Option<TimelineId>,
+    point: u64,
 }
 
 /// A swapchain: see the [module docs](self).
@@ -228,18 +234,16 @@ impl Swapchain {
         let report = probe(conn, config.timeout)?;
         let offer = report.offer();
         let sync_fd = device.sync_fd_support();
+        // Only looked for when the compositor takes timelines.
+        let timelines = offer
+            .drm_syncobj
+            .and_then(|_| timeline_device(report.feedback.as_ref().and_then(|f| f.as_ref().ok())));
         let can = Abilities {
-            // drm-syncobj presentation is not implemented yet.
-            timeline_syncobj: false,
+            timeline_syncobj: timelines.is_some(),
             sync_file: sync_fd.semaphore_export,
             dmabuf: device.extensions().dmabuf_images(),
         };
         let mode = sync::choose(&offer, &can, config.sync)?;
-        if mode == SyncMode::DrmSyncobj {
-            return Err(Error::Wayland(format!(
-                "the Vulkan swapchain does not present with {mode} yet"
-            )));
-        }
         if mode == SyncMode::Shm && config.format != Fourcc::XRGB8888 {
             return Err(Error::Wayland(format!(
                 "the wl_shm path copies XRGB8888 images, not {}",
@@ -289,12 +293,23 @@ impl Swapchain {
                 SyncMode::Shm => surface.add_shm(config.width, config.height)?,
                 _ => surface.add_dmabuf(&dmabuf)?,
             };
+            // drm-syncobj: a timeline per image (release points of one
+            // timeline must not be shared between buffers).
+            let timeline = match (&timelines, mode) {
+                (Some(dev), SyncMode::DrmSyncobj) => {
+                    let t = Syncobj::new(dev).map_err(|e| Error::Wayland(e.to_string()))?;
+                    Some(surface.add_timeline(t)?)
+                }
+                _ => None,
+            };
             images.push(SwapImage {
                 image,
                 dmabuf,
                 buffer,
                 state: ImageState::Free,
                 pending: None,
+                timeline,
+                point: 0,
             });
         }
         Ok(Swapchain {
@@ -473,7 +488,33 @@ impl Swapchain {
                 vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::COLOR_ATTACHMENT_WRITE,
             )
             .map_err(vk_err)?;
+        let mut points = None;
         let acquire = match mode {
+            SyncMode::DrmSyncobj => {
+                // The acquire point carries the rendering's completion;
+                // the compositor signals the release point after it.
+                job.signal_sync_file();
+                let mut pending = job.submit().map_err(vk_err)?;
+                let fence = pending.take_sync_file();
+                img.pending = Some(pending);
+                let t = img
+                    .timeline
+                    .expect("a timeline per image in drm-syncobj mode");
+                let (a, r) = (img.point + 1, img.point + 2);
+                img.point = r;
+                let timeline = self
+                    .surface
+                    .timeline(t)
+                    .expect("the surface's own timeline");
+                match fence {
+                    Some(f) => timeline.import_sync_file(a, &f),
+                    // Already complete.
+                    None => timeline.signal(a),
+                }
+                .map_err(|e| Error::Wayland(e.to_string()))?;
+                points = Some((t, a, r));
+                None
+            }
             SyncMode::Shm => {
                 // Wait (bounded) for the rendering, then the one copy:
                 // through a read guard on the image's dma-buf, rows packed,
@@ -514,7 +555,10 @@ impl Swapchain {
             }
         }
         let img = &mut self.images[index];
-        self.surface.present(img.buffer, acquire)?;
+        match points {
+            Some((t, a, r)) => self.surface.present_with_points(img.buffer, t, a, r)?,
+            None => self.surface.present(img.buffer, acquire)?,
+        }
         img.state = ImageState::Queued;
         self.queue.push(index);
         self.frames += 1;
@@ -555,6 +599,31 @@ impl Drop for Swapchain {
         }
         self.device.collect();
     }
+}
+
+/// A render node with timeline syncobjs for the drm-syncobj timelines:
+/// the compositor's main device's driver first, then any.
+fn timeline_device(
+    feedback: Option<&super::feedback::Feedback>,
+) -> Option<std::sync::Arc<DrmDevice>> {
+    let nodes = DrmDevice::list();
+    let main_driver = feedback.and_then(|f| {
+        nodes
+            .iter()
+            .find(|n| n.dev == f.main_device)
+            .map(|n| n.driver.clone())
+    });
+    let mut render: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Render)
+        .collect();
+    render.sort_by_key(|n| Some(&n.driver) != main_driver.as_ref());
+    render.iter().find_map(|n| {
+        DrmDevice::open(&n.path)
+            .ok()
+            .filter(|d| d.has_syncobj_timeline())
+            .map(std::sync::Arc::new)
+    })
 }
 
 /// The images: on the compositor's device `target` through GBM where the
