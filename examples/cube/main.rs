@@ -20,7 +20,10 @@
 //! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
-//! - `--json`: the figures as one JSON object on the last line.
+//! - `--json`: the figures as one JSON object on the last line;
+//! - `--weston`: start a headless weston (gl renderer, kiosk shell, output
+//!   of the cube's size) of its own and present there (the test bed and
+//!   `cargo xtask demo` run it so).
 //!
 //! It prints the sync mode and buffer path used, frames per second, CPU
 //! time per frame (all threads, including the driver's) and the latency
@@ -63,11 +66,12 @@ pub struct Args {
     pub mesa: bool,
     pub validation: bool,
     pub json: bool,
+    pub own_weston: bool,
     pub timeout: Duration,
 }
 
 const USAGE: &str = "usage: cube [--frames N] [--size WxH] [--present-mode fifo|mailbox] \
-[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json]";
+[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json] [--weston]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -79,6 +83,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         mesa: false,
         validation: false,
         json: false,
+        own_weston: false,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -123,6 +128,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--validation" => args.validation = true,
             "--json" => args.json = true,
+            "--weston" => args.own_weston = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
@@ -141,8 +147,47 @@ pub struct Frames {
     pub wall: Duration,
     pub cpu: Duration,
     pub presentation: Option<PresentationStats>,
+    /// Resident set size (KiB) when the frames began and ended.
+    pub rss_kib: (u64, u64),
+    /// Heap in use (KiB) when the frames began and ended.
+    pub heap_kib: (u64, u64),
     pub sync: String,
     pub path: String,
+}
+
+/// glibc's `struct mallinfo2`.
+#[repr(C)]
+struct Mallinfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+extern "C" {
+    fn mallinfo2() -> Mallinfo2;
+}
+
+/// Heap bytes allocated and not freed, in KiB (glibc `mallinfo2`: every
+/// arena plus mmapped chunks).
+fn heap_kib() -> u64 {
+    // SAFETY: mallinfo2 takes nothing and returns a plain struct.
+    let m = unsafe { mallinfo2() };
+    ((m.uordblks + m.hblkhd) / 1024) as u64
+}
+
+/// This process's resident set size in KiB (/proc/self/statm).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * rustix::param::page_size() as u64 / 1024)
 }
 
 fn cpu_time() -> Duration {
@@ -159,6 +204,8 @@ impl Frames {
             wall: Duration::ZERO,
             cpu: Duration::ZERO,
             presentation: None,
+            rss_kib: (rss_kib(), 0),
+            heap_kib: (heap_kib(), 0),
             sync: String::new(),
             path: String::new(),
         }
@@ -173,6 +220,8 @@ impl Frames {
     pub fn finish(&mut self) {
         self.wall = self.start.elapsed();
         self.cpu = cpu_time() - self.cpu_start;
+        self.rss_kib.1 = rss_kib();
+        self.heap_kib.1 = heap_kib();
     }
 }
 
@@ -255,6 +304,64 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     Ok(frames)
 }
 
+/// A headless weston of the cube's own (`--weston`), stopped on drop.
+struct OwnWeston {
+    child: std::process::Child,
+    socket: String,
+}
+
+impl OwnWeston {
+    fn start(width: u32, height: u32) -> Result<OwnWeston> {
+        let runtime =
+            std::env::var_os("XDG_RUNTIME_DIR").ok_or("--weston needs XDG_RUNTIME_DIR")?;
+        let socket = format!("winsys-cube-{}", std::process::id());
+        let log = std::path::Path::new(&runtime).join(format!("{socket}.log"));
+        eprintln!(
+            "cube: starting weston (headless, gl renderer, {width}x{height}) on {socket}, log {}",
+            log.display()
+        );
+        let out = std::fs::File::create(&log)?;
+        let child = std::process::Command::new("weston")
+            .args([
+                "--backend=headless",
+                "--renderer=gl",
+                "--shell=kiosk",
+                "--idle-time=0",
+                &format!("--socket={socket}"),
+                &format!("--width={width}"),
+                &format!("--height={height}"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start weston: {e}"))?;
+        let weston = OwnWeston { child, socket };
+        let start = Instant::now();
+        loop {
+            if let Ok(conn) = winsys::wayland::connect(Some(&weston.socket)) {
+                if winsys::wayland::probe(&conn, Duration::from_secs(10)).is_ok() {
+                    eprintln!("cube: weston up after {:.1?}", start.elapsed());
+                    return Ok(weston);
+                }
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(
+                    format!("weston did not come up in 60 s (log: {})", log.display()).into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for OwnWeston {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn report(args: &Args, f: &Frames) {
     let wsi = if args.mesa { "mesa" } else { "winsys" };
     let secs = f.wall.as_secs_f64();
@@ -275,8 +382,8 @@ fn report(args: &Args, f: &Frames) {
         f.sync, f.path, args.present_mode, args.width, args.height
     );
     println!(
-        "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame",
-        f.presented
+        "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame, RSS {} -> {} KiB, heap in use {} -> {} KiB",
+        f.presented, f.rss_kib.0, f.rss_kib.1, f.heap_kib.0, f.heap_kib.1
     );
     match p {
         Some(p) => println!(
@@ -320,7 +427,13 @@ fn main() -> ExitCode {
         }
     };
     let run = || -> Result<Frames> {
-        let mut window = window::Window::open("winsys cube")?;
+        let weston = if args.own_weston {
+            Some(OwnWeston::start(args.width, args.height)?)
+        } else {
+            None
+        };
+        let mut window =
+            window::Window::open(weston.as_ref().map(|w| w.socket.as_str()), "winsys cube")?;
         if args.mesa {
             mesa::run(&args, &mut window)
         } else {

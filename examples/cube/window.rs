@@ -33,10 +33,10 @@ pub struct Window {
 }
 
 impl Window {
-    /// Connect (WAYLAND_DISPLAY) and open a toplevel titled `title`,
-    /// waiting (at most 10 s) for its first configure.
-    pub fn open(title: &str) -> Result<Self> {
-        let conn = Connection::connect_to_env()?;
+    /// Connect (to `display`, else WAYLAND_DISPLAY) and open a toplevel
+    /// titled `title`, waiting (at most 10 s) for its first configure.
+    pub fn open(display: Option<&str>, title: &str) -> Result<Self> {
+        let conn = winsys::wayland::connect(display)?;
         let mut queue = conn.new_event_queue();
         let qh = queue.handle();
         let mut state = State::default();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::accel::{self, Accel};
 use crate::cargo::{self, Built, HostRun, Want, Workspace};
 use crate::kernels;
+use crate::libtest::Kind;
 use crate::oldkernel::{self, OldKernel};
 use crate::plan::{Binary, Plan, Results};
 use crate::setup::{self, GuestRoot, Venv};
@@ -403,10 +404,25 @@ fn plan_for(
                 name: b.name.clone(),
                 kind: b.kind,
                 path: b.path.clone(),
-                args: args.iter().map(|s| s.to_string()).collect(),
+                args: match (b.kind, example_args(&b.name)) {
+                    (Kind::Example, Some(own)) => own,
+                    _ => args,
+                }
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
                 expect_filtered: None,
             })
             .collect(),
+    }
+}
+
+/// Examples that need arguments in the VM: the cube presents to a
+/// headless weston of its own.
+fn example_args(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "example cube" => Some(&["--weston", "--frames", "120", "--validation"]),
+        _ => None,
     }
 }
 
@@ -614,16 +630,34 @@ fn exit_code(ok: bool) -> ExitCode {
 
 /// `cargo xtask bench`: the benchmarks (release) in the VM; they write
 /// `target/bench/results.json`.
-pub fn cmd_bench(opts: &Opts) -> Result<ExitCode> {
+pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
     let ws = cargo::workspace()?;
     let out_dir = ws.target_dir.join("bench");
     fs::create_dir_all(&out_dir)?;
     let out = out_dir.join("results.json");
     let _ = fs::remove_file(&out);
+    // The presentation bench runs the cube example, in release too.
+    step!("building the examples (release) for the presentation bench");
+    cargo::build(
+        &ws,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "winsys",
+            "--examples",
+            "--all-features",
+        ],
+        Want::Examples,
+    )?;
+    let mut cargo_args = vec!["bench", "-p", "winsys", "--all-features", "--no-run"];
+    if let Some(n) = name {
+        cargo_args.extend(["--bench", n]);
+    }
     let mut report = run_built_in_vm(
         opts,
         "benchmarks",
-        &["bench", "-p", "winsys", "--all-features", "--no-run"],
+        &cargo_args,
         Want::Benches,
         &["--bench"],
         vec![(

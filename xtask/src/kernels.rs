@@ -190,6 +190,7 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ("test swapchain", "*", &[LavapipeDmabuf]),
     // So does the cube through winsys (and each test runs it too).
     ("test cube", "*", &[LavapipeDmabuf]),
+    ("example cube", "*", &[LavapipeDmabuf]),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

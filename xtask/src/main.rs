@@ -34,8 +34,8 @@ commands:
                   and examples, run them all in one VM, print a summary
   demo            the main job: install the test bed if needed, boot the VM
                   and run every example there (devices required)
-  bench           build the benchmarks (release) and run them in the VM; they
-                  write target/bench/results.json
+  bench [NAME]    build the benchmarks (release) and run them (or only NAME:
+                  core, present) in the VM; they write target/bench/results.json
   setup           only install / check the test bed (host packages, virtme-ng,
                   guest root, KVM probe)
   vm [-- CMD...]  boot the VM with the project mounted and run CMD (drivers
@@ -135,8 +135,14 @@ fn real_main() -> Result<ExitCode> {
             host::cmd_test(&opts)
         }
         "bench" => {
+            // `cargo xtask bench [NAME] [options]`: NAME picks one bench
+            // (core, present).
+            let (name, rest) = match rest.split_first() {
+                Some((n, r)) if !n.starts_with('-') => (Some(n.as_str()), r),
+                _ => (None, rest),
+            };
             parse_opts(rest, &mut opts)?;
-            host::cmd_bench(&opts)
+            host::cmd_bench(&opts, name)
         }
         "demo" => {
             parse_opts(rest, &mut opts)?;

@@ -38,6 +38,8 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "dbus-user-session",
     "wayland-utils",
     "kmod",
+    // The presentation bench counts system calls per frame.
+    "strace",
     "libegl-mesa0",
     "vulkan-validationlayers",
     "udev",

@@ -129,6 +129,12 @@ impl Presentation {
     /// Ask for feedback on the surface's next commit; call it just before
     /// that commit (the request time is the start of the latency).
     pub fn request(&mut self) -> Result<()> {
+        // Answers that arrived meanwhile (read from the socket while the
+        // surface's own queue waited) are taken now, so a long run that
+        // never asks for the stats does not pile them up.
+        self.queue
+            .dispatch_pending(&mut self.state)
+            .map_err(Error::dispatch)?;
         let asked = self.state.clock.map(rustix::time::clock_gettime);
         self.wp.feedback(&self.surface, &self.qh, Asked(asked));
         self.state.stats.requested += 1;

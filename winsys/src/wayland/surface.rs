@@ -37,6 +37,7 @@ use wayland_client::protocol::{
     wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
 };
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
+use wayland_protocols::wp::fifo::v1::client::{wp_fifo_manager_v1, wp_fifo_v1};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1 as params_v1, zwp_linux_dmabuf_v1 as dmabuf_v1,
 };
@@ -137,6 +138,8 @@ pub struct Surface {
         syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
     )>,
     timelines: Vec<(Syncobj, syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1)>,
+    /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
+    fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
     presentation: Option<Presentation>,
     mode: SyncMode,
     timeout: Duration,
@@ -276,6 +279,7 @@ impl Surface {
             surface_sync,
             syncobj,
             timelines: Vec::new(),
+            fifo: None,
             presentation,
             mode,
             timeout,
@@ -494,6 +498,35 @@ impl Surface {
         Ok(TimelineId(self.timelines.len() - 1))
     }
 
+    /// Pace commits with `wp_fifo_v1` when the compositor offers it: each
+    /// commit waits in the compositor for the previous one to be shown
+    /// (`wait_barrier`) and sets a barrier of its own (`set_barrier`), so
+    /// no content update is skipped and the client never blocks on a
+    /// frame callback (a hidden surface still gets its commits applied).
+    /// Whether it is offered (the app then paces with frame callbacks).
+    pub fn use_fifo(&mut self) -> Result<bool> {
+        if self.fifo.is_some() {
+            return Ok(true);
+        }
+        let Some((name, version)) = self.state.reg.global("wp_fifo_manager_v1", 1) else {
+            return Ok(false);
+        };
+        let registry = self.conn.display().get_registry(&self.qh, ());
+        let manager: wp_fifo_manager_v1::WpFifoManagerV1 =
+            registry.bind(name, version, &self.qh, ());
+        let fifo = manager.get_fifo(&self.surface, &self.qh, ());
+        self.fifo = Some((manager, fifo));
+        // A surface another party already paces is a protocol error: found
+        // here, not at the first commit.
+        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        Ok(true)
+    }
+
+    /// Whether commits are paced by `wp_fifo_v1` ([`Surface::use_fifo`]).
+    pub fn fifo(&self) -> bool {
+        self.fifo.is_some()
+    }
+
     /// The syncobj behind `id`.
     pub fn timeline(&self, id: TimelineId) -> Option<&Syncobj> {
         self.timelines.get(id.0).map(|(t, _)| t)
@@ -555,6 +588,10 @@ impl Surface {
         self.surface.attach(Some(&wl), 0, 0);
         self.surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
         self.surface.frame(&self.qh, FrameCallback);
+        if let Some((_, fifo)) = &self.fifo {
+            fifo.wait_barrier();
+            fifo.set_barrier();
+        }
         if let Some(p) = &mut self.presentation {
             p.request()?;
         }
@@ -726,6 +763,10 @@ impl Drop for Surface {
             manager.destroy();
         }
         self.presentation = None;
+        if let Some((manager, fifo)) = &self.fifo {
+            fifo.destroy();
+            manager.destroy();
+        }
         if let Some(role) = &self.role {
             role.toplevel.destroy();
             role.xdg.destroy();
@@ -922,5 +963,7 @@ no_events!(
     surface_sync_v1::ZwpLinuxSurfaceSynchronizationV1,
     syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1,
     syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
-    syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1
+    syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
+    wp_fifo_manager_v1::WpFifoManagerV1,
+    wp_fifo_v1::WpFifoV1
 );

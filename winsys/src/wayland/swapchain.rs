@@ -45,11 +45,14 @@ use crate::vulkan::{Device, Image, Pending, Submission};
 /// How presented frames are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresentMode {
-    /// Every frame is shown: a present waits for the compositor's frame
-    /// callback of the previous one (after submitting the new frame's GPU
-    /// work, so rendering overlaps composition) — at most
-    /// [`SwapchainConfig::fifo_patience`], after which it goes on (a hidden
-    /// window gets no callbacks; its render thread must not hang).
+    /// Every frame is shown. With `wp_fifo_v1` (when offered) the
+    /// compositor holds each commit until the previous one is shown, and
+    /// the app is paced by image releases alone. Otherwise a present waits
+    /// for the compositor's frame callback of the previous one (after
+    /// submitting the new frame's GPU work, so rendering overlaps
+    /// composition) — at most [`SwapchainConfig::fifo_patience`], after
+    /// which it goes on (a hidden window gets no callbacks; its render
+    /// thread must not hang).
     Fifo,
     /// Present at once; a newer frame replaces one the compositor has not
     /// shown yet (the compositor releases the replaced buffer).
@@ -287,6 +290,9 @@ impl Swapchain {
             Some(w) => Surface::for_surface(conn, w, mode, config.timeout)?,
             None => Surface::new(conn, &config.title, mode, config.timeout)?,
         };
+        if config.present_mode == PresentMode::Fifo {
+            surface.use_fifo()?;
+        }
         let mut images = Vec::with_capacity(config.image_count);
         for (image, dmabuf) in allocated {
             let buffer = match mode {
@@ -405,6 +411,12 @@ impl Swapchain {
     /// The pacing.
     pub fn present_mode(&self) -> PresentMode {
         self.present_mode
+    }
+
+    /// Whether FIFO pacing is the compositor's (`wp_fifo_v1`) rather than
+    /// frame callbacks.
+    pub fn fifo_protocol(&self) -> bool {
+        self.surface.fifo()
     }
 
     /// A free image for the app: one never queued, or else the oldest
@@ -547,7 +559,7 @@ impl Swapchain {
                 None
             }
         };
-        if self.present_mode == PresentMode::Fifo && self.frames > 0 {
+        if self.present_mode == PresentMode::Fifo && !self.surface.fifo() && self.frames > 0 {
             // The new frame's GPU work is submitted; now wait (bounded) until
             // the previous one has been shown.
             if !self.surface.wait_frame_within(self.fifo_patience)? {

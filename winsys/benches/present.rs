@@ -1,0 +1,353 @@
+//! Presentation benchmark: `examples/cube` through winsys against the same
+//! cube through Mesa's own WSI (`--wsi mesa`), on the same compositor,
+//! size, present mode and frame count, in one run.
+//!
+//! Rows (each winsys's figure over Mesa's in the same run, runs
+//! interleaved winsys / Mesa / Mesa / winsys, figures averaged):
+//! frames per second, CPU time per frame (all the process's threads,
+//! the driver's included), latency from commit to presentation
+//! (`wp_presentation`), and system calls per presented frame (a separate,
+//! shorter run under `strace -f -c`, which slows a process down).
+//!
+//! Compositors: weston 14 (gl renderer; FIFO and MAILBOX) and mutter 48
+//! (FIFO through `wp_fifo_v1`), at 256x256 and 1920x1080. Under TCG a
+//! 1080p lavapipe frame takes about a second: the frame counts are sized to
+//! keep the whole run within about a quarter of an hour.
+//!
+//! Run in the VM with `cargo xtask bench present` (needs the cube built in
+//! release: xtask does it). The rows are appended to
+//! `$WINSYS_BENCH_OUT` (default `target/bench/results.json`).
+
+#[path = "../../tests/common/mutter.rs"]
+mod mutter;
+#[path = "../../tests/common/weston.rs"]
+#[allow(dead_code)]
+mod weston;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// One cube run's figures.
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    fps: f64,
+    cpu_ms: f64,
+    latency_ms: Option<f64>,
+}
+
+/// A result row, as `core.rs` writes them.
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: f64,
+    ratio: f64,
+    goal: &'static str,
+}
+
+fn cube_binary() -> PathBuf {
+    // target/release/deps/present-<hash> -> target/release/examples/cube
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let cube = profile.join("examples").join("cube");
+    assert!(
+        cube.exists(),
+        "{} is missing: cargo build --release --examples --all-features",
+        cube.display()
+    );
+    cube
+}
+
+fn field(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Run the cube; its figures (panics on failure: a bench row must not be
+/// made of a broken run).
+fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Figures {
+    let out = Command::new(cube)
+        .args(args)
+        .arg("--json")
+        .env("WAYLAND_DISPLAY", socket)
+        .output()
+        .expect("run the cube");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cube {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = stdout.lines().last().unwrap_or_default();
+    Figures {
+        fps: field(json, "fps").expect("fps"),
+        cpu_ms: field(json, "cpu_ms_per_frame").expect("cpu"),
+        latency_ms: field(json, "latency_mean_ms"),
+    }
+}
+
+/// System calls per presented frame of a `frames`-frame cube run, counted
+/// by `strace -f -c` (all threads).
+fn syscalls_per_frame(cube: &Path, socket: &str, args: &[&str], frames: u32) -> Option<f64> {
+    let summary = std::env::temp_dir().join(format!("winsys-strace-{}", std::process::id()));
+    let n = frames.to_string();
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&summary)
+        .arg(cube)
+        .args(args)
+        .args(["--frames", &n])
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    let text = std::fs::read_to_string(&summary).ok()?;
+    let _ = std::fs::remove_file(&summary);
+    if !status.success() {
+        return None;
+    }
+    // The last line: "100.00 <secs> <usecs/call> <calls> <errors> total".
+    let total = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with("total"))?;
+    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
+    Some(calls / f64::from(frames))
+}
+
+fn mean(a: Figures, b: Figures) -> Figures {
+    Figures {
+        fps: (a.fps + b.fps) / 2.0,
+        cpu_ms: (a.cpu_ms + b.cpu_ms) / 2.0,
+        latency_ms: a.latency_ms.zip(b.latency_ms).map(|(x, y)| (x + y) / 2.0),
+    }
+}
+
+/// The rows of one configuration: winsys and Mesa interleaved.
+fn compare(
+    cube: &Path,
+    socket: &str,
+    what: &str,
+    args: &[&str],
+    frames: u32,
+    goal_fps: &'static str,
+    rows: &mut Vec<Row>,
+) {
+    let n = frames.to_string();
+    let mut common = vec!["--frames", n.as_str()];
+    common.extend_from_slice(args);
+    let with = |wsi: &'static str| {
+        let mut a = common.clone();
+        a.extend_from_slice(&["--wsi", wsi]);
+        a
+    };
+    let t = Instant::now();
+    let w1 = run_cube(cube, socket, &with("winsys"));
+    let m1 = run_cube(cube, socket, &with("mesa"));
+    let m2 = run_cube(cube, socket, &with("mesa"));
+    let w2 = run_cube(cube, socket, &with("winsys"));
+    let (w, m) = (mean(w1, w2), mean(m1, m2));
+    println!("{what}: winsys {w:?}, mesa {m:?} ({:.1?})", t.elapsed());
+    let row = |name: &str, unit: &'static str, v: f64, b: f64, goal: &'static str| Row {
+        name: format!("cube {what}: {name}"),
+        value: v,
+        unit,
+        baseline: format!("Mesa's WSI ({name})"),
+        baseline_value: b,
+        ratio: if b > 0.0 { v / b } else { f64::NAN },
+        goal,
+    };
+    rows.push(row(
+        "frames per second, winsys",
+        "fps",
+        w.fps,
+        m.fps,
+        goal_fps,
+    ));
+    rows.push(row(
+        "CPU time per frame, winsys",
+        "ms",
+        w.cpu_ms,
+        m.cpu_ms,
+        "-",
+    ));
+    if let (Some(wl), Some(ml)) = (w.latency_ms, m.latency_ms) {
+        rows.push(row(
+            "commit-to-presentation latency, winsys",
+            "ms",
+            wl,
+            ml,
+            "-",
+        ));
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test` runs benches without --bench: nothing to do.
+        return;
+    }
+    let started = Instant::now();
+    let cube = cube_binary();
+    let mut rows = Vec::new();
+    const SMALL: &str = "256x256";
+    const LARGE: &str = "1920x1080";
+
+    {
+        let weston = weston::Weston::start("gl").expect("weston (gl)");
+        let s = weston.socket.as_str();
+        compare(
+            &cube,
+            s,
+            "weston FIFO 256x256",
+            &["--size", SMALL],
+            120,
+            ">= 1.0",
+            &mut rows,
+        );
+        compare(
+            &cube,
+            s,
+            "weston MAILBOX 256x256",
+            &["--size", SMALL, "--present-mode", "mailbox"],
+            120,
+            ">= 1.0",
+            &mut rows,
+        );
+        compare(
+            &cube,
+            s,
+            "weston FIFO 1920x1080",
+            &["--size", LARGE],
+            12,
+            ">= 1.5",
+            &mut rows,
+        );
+        compare(
+            &cube,
+            s,
+            "weston MAILBOX 1920x1080",
+            &["--size", LARGE, "--present-mode", "mailbox"],
+            12,
+            ">= 1.0",
+            &mut rows,
+        );
+        for wsi in ["winsys", "mesa"] {
+            let per = syscalls_per_frame(&cube, s, &["--size", SMALL, "--wsi", wsi], 60);
+            println!("syscalls per frame, weston FIFO 256x256, {wsi}: {per:?}");
+            if let Some(per) = per {
+                rows.push(Row {
+                    name: format!("cube weston FIFO 256x256: syscalls per frame, {wsi}"),
+                    value: per,
+                    unit: "calls",
+                    baseline: "-".into(),
+                    baseline_value: f64::NAN,
+                    ratio: f64::NAN,
+                    goal: "-",
+                });
+            }
+        }
+    }
+    {
+        // mutter's llvmpipe crashes on a second imported dma-buf here: its
+        // winsys rows are the one-copy wl_shm path (as Mesa's are).
+        let mutter = mutter::Mutter::start().expect("mutter");
+        let s = mutter.socket.as_str();
+        compare(
+            &cube,
+            s,
+            "mutter FIFO (wp_fifo_v1) 256x256",
+            &["--size", SMALL, "--sync", "shm"],
+            120,
+            ">= 1.0",
+            &mut rows,
+        );
+        compare(
+            &cube,
+            s,
+            "mutter FIFO (wp_fifo_v1) 1920x1080",
+            &["--size", LARGE, "--sync", "shm"],
+            12,
+            ">= 1.5",
+            &mut rows,
+        );
+    }
+    // Pair the two syscall rows into one with a ratio.
+    if let (Some(w), Some(m)) = (
+        rows.iter()
+            .position(|r| r.name.ends_with("syscalls per frame, winsys")),
+        rows.iter()
+            .position(|r| r.name.ends_with("syscalls per frame, mesa")),
+    ) {
+        let (wv, mv) = (rows[w].value, rows[m].value);
+        rows[w].baseline = "Mesa's WSI (syscalls per frame)".into();
+        rows[w].baseline_value = mv;
+        rows[w].ratio = wv / mv;
+        rows.remove(m);
+    }
+
+    println!(
+        "\n{:<72} {:>9} {:>9} {:>7} {:>7}",
+        "benchmark", "value", "baseline", "ratio", "goal"
+    );
+    for r in &rows {
+        println!(
+            "{:<72} {:>9.2} {:>9.2} {:>7.3} {:>7}",
+            r.name, r.value, r.baseline_value, r.ratio, r.goal
+        );
+    }
+    append_rows(&rows);
+    println!("presentation bench done in {:.1?}", started.elapsed());
+}
+
+/// Append `rows` to the JSON array at `$WINSYS_BENCH_OUT` (another bench
+/// of the same run may have written it first).
+fn append_rows(rows: &[Row]) {
+    let out = std::env::var_os("WINSYS_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/bench/results.json"
+            ))
+        });
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.6}")
+        } else {
+            "null".into()
+        }
+    };
+    let entries: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "  {{\"name\": \"{}\", \"value\": {}, \"unit\": \"{}\", \"baseline\": \"{}\", \"baseline_value\": {}, \"ratio\": {}, \"goal\": \"{}\"}}",
+                r.name.replace('"', "'"),
+                num(r.value),
+                r.unit,
+                r.baseline.replace('"', "'"),
+                num(r.baseline_value),
+                num(r.ratio),
+                r.goal
+            )
+        })
+        .collect();
+    let existing = std::fs::read_to_string(&out).unwrap_or_default();
+    let body = existing.trim().trim_end_matches(']').trim_end();
+    let json = if body.starts_with('[') && body.len() > 1 {
+        format!("{body},\n{}\n]\n", entries.join(",\n"))
+    } else {
+        format!("[\n{}\n]\n", entries.join(",\n"))
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("create the bench output directory");
+    }
+    std::fs::write(&out, json).expect("write the bench results");
+    println!("wrote {}", out.display());
+}
