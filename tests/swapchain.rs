@@ -177,6 +177,24 @@ fn fifo_waits_for_each_frame_to_be_shown_and_mailbox_presents_them_all() {
 }
 
 #[test]
+fn immediate_asks_weston_for_tearing_updates_and_presents() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let conn = wayland::connect(Some(&weston.socket)).unwrap();
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.present_mode = PresentMode::Immediate;
+    config.timeout = Duration::from_secs(20);
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    // weston 14 offers wp_tearing_control_manager_v1.
+    assert!(chain.tearing());
+    assert!(!chain.fifo_protocol());
+    present_frames(&gpu, &mut chain, 8);
+    chain.wait_shown().unwrap();
+    assert_eq!(chain.frames_presented(), 8);
+    assert_eq!(chain.missed_callbacks(), 0);
+}
+
+#[test]
 fn without_linux_dmabuf_the_swapchain_copies_into_wl_shm() {
     let gpu = need!(Gpu::new(), "Vulkan with validation");
     let weston = need!(Weston::start("pixman"), "weston (pixman renderer)");

@@ -16,7 +16,10 @@
 //!
 //! Flags:
 //! - `--frames N` (default 300), `--size WxH` (default 256x256);
-//! - `--present-mode fifo|mailbox` (default fifo);
+//! - `--images N`: swapchain images (default 3; Mesa's WSI may raise it
+//!   to its minimum);
+//! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
+//!   the compositor for tearing updates where it offers tearing control);
 //! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
@@ -53,12 +56,14 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 pub enum Mode {
     Fifo,
     Mailbox,
+    Immediate,
 }
 
 /// The command line.
 #[derive(Debug, Clone)]
 pub struct Args {
     pub frames: u64,
+    pub images: u32,
     pub width: u32,
     pub height: u32,
     pub present_mode: Mode,
@@ -70,12 +75,14 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-const USAGE: &str = "usage: cube [--frames N] [--size WxH] [--present-mode fifo|mailbox] \
+const USAGE: &str =
+    "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
 [--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json] [--weston]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
         frames: 300,
+        images: 3,
         width: 256,
         height: 256,
         present_mode: Mode::Fifo,
@@ -93,6 +100,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         };
         match flag.as_str() {
             "--frames" => args.frames = value()?.parse()?,
+            "--images" => {
+                args.images = value()?.parse()?;
+                if args.images < 2 {
+                    return Err("--images must be at least 2".into());
+                }
+            }
             "--size" => {
                 let v = value()?;
                 let (w, h) = v.split_once('x').ok_or("--size takes WxH, e.g. 256x256")?;
@@ -106,6 +119,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
                 args.present_mode = match value()?.as_str() {
                     "fifo" => Mode::Fifo,
                     "mailbox" => Mode::Mailbox,
+                    "immediate" => Mode::Immediate,
                     other => return Err(format!("unknown present mode {other}\n{USAGE}").into()),
                 }
             }
@@ -153,6 +167,7 @@ pub struct Frames {
     pub heap_kib: (u64, u64),
     pub sync: String,
     pub path: String,
+    pub images: usize,
 }
 
 /// glibc's `struct mallinfo2`.
@@ -208,6 +223,7 @@ impl Frames {
             heap_kib: (heap_kib(), 0),
             sync: String::new(),
             path: String::new(),
+            images: 0,
         }
     }
 
@@ -235,11 +251,13 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     let (display, handle) = window.raw_handles()?;
     let mut config = SwapchainConfig::new(args.width, args.height, Fourcc::XRGB8888);
     config.usage = vk::ImageUsageFlags::COLOR_ATTACHMENT;
+    config.image_count = args.images as usize;
     config.sync = args.sync;
     config.timeout = args.timeout;
     config.present_mode = match args.present_mode {
         Mode::Fifo => PresentMode::Fifo,
         Mode::Mailbox => PresentMode::Mailbox,
+        Mode::Immediate => PresentMode::Immediate,
     };
     // SAFETY: the window (its wl_display and wl_surface) outlives the
     // swapchain, which is dropped at the end of this function.
@@ -296,6 +314,7 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     }
     frames.sync = chain.sync_mode().to_string();
     frames.path = format!("{:?}", chain.buffer_path());
+    frames.images = chain.len();
     device.wait_idle()?;
     drop(renderer);
     drop(views);
@@ -378,8 +397,8 @@ fn report(args: &Args, f: &Frames) {
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     let p = f.presentation;
     println!(
-        "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}",
-        f.sync, f.path, args.present_mode, args.width, args.height
+        "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}, {} images",
+        f.sync, f.path, args.present_mode, args.width, args.height, f.images
     );
     println!(
         "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame, RSS {} -> {} KiB, heap in use {} -> {} KiB",
@@ -400,12 +419,13 @@ fn report(args: &Args, f: &Frames) {
         let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
         println!(
             "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
-\"width\":{},\"height\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
+\"images\":{},\"width\":{},\"height\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
 \"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
 \"latency_mean_ms\":{},\"latency_max_ms\":{}}}",
             f.sync,
             f.path.replace('"', "'"),
             args.present_mode,
+            f.images,
             args.width,
             args.height,
             f.presented,

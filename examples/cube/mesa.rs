@@ -125,11 +125,12 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let present_mode = match args.present_mode {
         Mode::Fifo => vk::PresentModeKHR::FIFO,
         Mode::Mailbox => vk::PresentModeKHR::MAILBOX,
+        Mode::Immediate => vk::PresentModeKHR::IMMEDIATE,
     };
     if !modes.contains(&present_mode) {
         return Err(format!("Mesa's WSI offers no {present_mode:?} here ({modes:?})").into());
     }
-    let mut count = 3.max(caps.min_image_count);
+    let mut count = args.images.max(caps.min_image_count);
     if caps.max_image_count > 0 {
         count = count.min(caps.max_image_count);
     }
@@ -315,6 +316,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         return Err(format!("{errors} validation errors").into());
     }
     frames.sync = "driver".into();
+    frames.images = images.len();
     frames.path = format!("VK_KHR_swapchain, {:?}", format.format);
     Ok(frames)
 }

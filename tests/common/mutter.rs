@@ -23,6 +23,11 @@ impl Mutter {
     /// Start `dbus-run-session -- mutter --headless --wayland --no-x11`
     /// with a 256x256 virtual monitor; return once it answers.
     pub fn start() -> Result<Mutter, String> {
+        Self::start_sized(256, 256)
+    }
+
+    /// [`Mutter::start`] with a `width` x `height` virtual monitor.
+    pub fn start_sized(width: u32, height: u32) -> Result<Mutter, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
@@ -42,7 +47,7 @@ impl Mutter {
                 "--wayland",
                 "--no-x11",
                 "--virtual-monitor",
-                "256x256",
+                &format!("{width}x{height}"),
                 &format!("--wayland-display={socket}"),
             ])
             .stdin(Stdio::null())

@@ -20,8 +20,15 @@ pub struct Weston {
 
 impl Weston {
     /// Start weston headless with `renderer` (`gl` or `pixman`) and the
-    /// kiosk shell; return once it answers with its shell's global.
+    /// kiosk shell, output 256x256; return once it answers with its
+    /// shell's global.
     pub fn start(renderer: &str) -> Result<Weston, String> {
+        Self::start_sized(renderer, 256, 256)
+    }
+
+    /// [`Weston::start`] with a `width` x `height` output (the kiosk shell
+    /// makes windows fullscreen: a client's buffers must not be larger).
+    pub fn start_sized(renderer: &str, width: u32, height: u32) -> Result<Weston, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
@@ -40,8 +47,8 @@ impl Weston {
                 &format!("--socket={socket}"),
                 "--idle-time=0",
                 "--shell=kiosk",
-                "--width=256",
-                "--height=256",
+                &format!("--width={width}"),
+                &format!("--height={height}"),
                 // Lets any client capture the output (weston_capture_v1
                 // answers "unauthorized" otherwise).
                 "--debug",

@@ -19,6 +19,7 @@
 //! `$WINSYS_BENCH_OUT` (default `target/bench/results.json`).
 
 #[path = "../../tests/common/mutter.rs"]
+#[allow(dead_code)]
 mod mutter;
 #[path = "../../tests/common/weston.rs"]
 #[allow(dead_code)]
@@ -67,9 +68,9 @@ fn field(json: &str, key: &str) -> Option<f64> {
     rest[..end].trim().parse().ok()
 }
 
-/// Run the cube; its figures (panics on failure: a bench row must not be
-/// made of a broken run).
-fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Figures {
+/// Run the cube; its figures, or why it failed (a bench row is never made
+/// of a broken run).
+fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Result<Figures, String> {
     let out = Command::new(cube)
         .args(args)
         .arg("--json")
@@ -77,17 +78,17 @@ fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Figures {
         .output()
         .expect("run the cube");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "cube {args:?} failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json = stdout.lines().last().unwrap_or_default();
-    Figures {
-        fps: field(json, "fps").expect("fps"),
-        cpu_ms: field(json, "cpu_ms_per_frame").expect("cpu"),
-        latency_ms: field(json, "latency_mean_ms"),
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        return Err(format!("cube {args:?} failed: {last}"));
     }
+    let json = stdout.lines().last().unwrap_or_default();
+    Ok(Figures {
+        fps: field(json, "fps").ok_or("no fps")?,
+        cpu_ms: field(json, "cpu_ms_per_frame").ok_or("no cpu_ms_per_frame")?,
+        latency_ms: field(json, "latency_mean_ms"),
+    })
 }
 
 /// System calls per presented frame of a `frames`-frame cube run, counted
@@ -128,15 +129,19 @@ fn mean(a: Figures, b: Figures) -> Figures {
     }
 }
 
-/// The rows of one configuration: winsys and Mesa interleaved.
+/// The rows of one configuration: winsys and Mesa interleaved (`args` for
+/// both, `winsys_only` for winsys's runs).
+#[allow(clippy::too_many_arguments)]
 fn compare(
     cube: &Path,
     socket: &str,
     what: &str,
-    args: &[&str],
+    args: &[&'static str],
+    winsys_only: &[&'static str],
     frames: u32,
     goal_fps: &'static str,
     rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
 ) {
     let n = frames.to_string();
     let mut common = vec!["--frames", n.as_str()];
@@ -144,17 +149,30 @@ fn compare(
     let with = |wsi: &'static str| {
         let mut a = common.clone();
         a.extend_from_slice(&["--wsi", wsi]);
+        if wsi == "winsys" {
+            a.extend_from_slice(winsys_only);
+        }
         a
     };
     let t = Instant::now();
-    let w1 = run_cube(cube, socket, &with("winsys"));
-    let m1 = run_cube(cube, socket, &with("mesa"));
-    let m2 = run_cube(cube, socket, &with("mesa"));
-    let w2 = run_cube(cube, socket, &with("winsys"));
-    let (w, m) = (mean(w1, w2), mean(m1, m2));
+    let runs = (|| -> Result<_, String> {
+        let w1 = run_cube(cube, socket, &with("winsys"))?;
+        let m1 = run_cube(cube, socket, &with("mesa"))?;
+        let m2 = run_cube(cube, socket, &with("mesa"))?;
+        let w2 = run_cube(cube, socket, &with("winsys"))?;
+        Ok((mean(w1, w2), mean(m1, m2)))
+    })();
+    let (w, m) = match runs {
+        Ok(r) => r,
+        Err(e) => {
+            println!("{what}: FAILED: {e}");
+            failures.push(format!("{what}: {e}"));
+            return;
+        }
+    };
     println!("{what}: winsys {w:?}, mesa {m:?} ({:.1?})", t.elapsed());
     let row = |name: &str, unit: &'static str, v: f64, b: f64, goal: &'static str| Row {
-        name: format!("cube {what}: {name}"),
+        name: format!("cube {what}: {name}, winsys"),
         value: v,
         unit,
         baseline: format!("Mesa's WSI ({name})"),
@@ -195,86 +213,101 @@ fn main() {
     let started = Instant::now();
     let cube = cube_binary();
     let mut rows = Vec::new();
+    let mut failures = Vec::new();
     const SMALL: &str = "256x256";
     const LARGE: &str = "1920x1080";
 
-    {
-        let weston = weston::Weston::start("gl").expect("weston (gl)");
+    // Each size on an output of its own size (weston's kiosk shell makes
+    // the window fullscreen; a larger buffer is a protocol error).
+    for (size, (w, h), frames, fifo_goal) in [
+        (SMALL, (256, 256), 120, ">= 1.0"),
+        (LARGE, (1920, 1080), 12, ">= 1.5"),
+    ] {
+        let weston = weston::Weston::start_sized("gl", w, h).expect("weston (gl)");
         let s = weston.socket.as_str();
+        let base = ["--size", size, "--images", "4"];
         compare(
             &cube,
             s,
-            "weston FIFO 256x256",
-            &["--size", SMALL],
-            120,
+            &format!("weston FIFO {size}"),
+            &base,
+            &[],
+            frames,
+            fifo_goal,
+            &mut rows,
+            &mut failures,
+        );
+        let mut mailbox = base.to_vec();
+        mailbox.extend(["--present-mode", "mailbox"]);
+        compare(
+            &cube,
+            s,
+            &format!("weston MAILBOX {size}"),
+            &mailbox,
+            &[],
+            frames,
             ">= 1.0",
             &mut rows,
+            &mut failures,
         );
-        compare(
-            &cube,
-            s,
-            "weston MAILBOX 256x256",
-            &["--size", SMALL, "--present-mode", "mailbox"],
-            120,
-            ">= 1.0",
-            &mut rows,
-        );
-        compare(
-            &cube,
-            s,
-            "weston FIFO 1920x1080",
-            &["--size", LARGE],
-            12,
-            ">= 1.5",
-            &mut rows,
-        );
-        compare(
-            &cube,
-            s,
-            "weston MAILBOX 1920x1080",
-            &["--size", LARGE, "--present-mode", "mailbox"],
-            12,
-            ">= 1.0",
-            &mut rows,
-        );
-        for wsi in ["winsys", "mesa"] {
-            let per = syscalls_per_frame(&cube, s, &["--size", SMALL, "--wsi", wsi], 60);
-            println!("syscalls per frame, weston FIFO 256x256, {wsi}: {per:?}");
-            if let Some(per) = per {
-                rows.push(Row {
-                    name: format!("cube weston FIFO 256x256: syscalls per frame, {wsi}"),
-                    value: per,
-                    unit: "calls",
-                    baseline: "-".into(),
-                    baseline_value: f64::NAN,
-                    ratio: f64::NAN,
-                    goal: "-",
-                });
+        if size == SMALL {
+            // The same with winsys forced to implicit sync: what explicit
+            // sync costs on this bed (weston waits for llvmpipe to finish
+            // each composition before it hands out a release fence).
+            compare(
+                &cube,
+                s,
+                &format!("weston FIFO {size} (winsys implicit)"),
+                &base,
+                &["--sync", "implicit"],
+                frames,
+                "-",
+                &mut rows,
+                &mut failures,
+            );
+            compare(
+                &cube,
+                s,
+                &format!("weston MAILBOX {size} (winsys implicit)"),
+                &mailbox,
+                &["--sync", "implicit"],
+                frames,
+                "-",
+                &mut rows,
+                &mut failures,
+            );
+            for wsi in ["winsys", "mesa"] {
+                let mut a = base.to_vec();
+                a.extend(["--wsi", wsi]);
+                let per = syscalls_per_frame(&cube, s, &a, 60);
+                println!("syscalls per frame, weston FIFO {size}, {wsi}: {per:?}");
+                if let Some(per) = per {
+                    rows.push(Row {
+                        name: format!("cube weston FIFO {size}: syscalls per frame, {wsi}"),
+                        value: per,
+                        unit: "calls",
+                        baseline: "-".into(),
+                        baseline_value: f64::NAN,
+                        ratio: f64::NAN,
+                        goal: "-",
+                    });
+                }
             }
         }
-    }
-    {
+        drop(weston);
         // mutter's llvmpipe crashes on a second imported dma-buf here: its
         // winsys rows are the one-copy wl_shm path (as Mesa's are).
-        let mutter = mutter::Mutter::start().expect("mutter");
-        let s = mutter.socket.as_str();
+        let mutter = mutter::Mutter::start_sized(w, h).expect("mutter");
         compare(
             &cube,
-            s,
-            "mutter FIFO (wp_fifo_v1) 256x256",
-            &["--size", SMALL, "--sync", "shm"],
-            120,
-            ">= 1.0",
+            mutter.socket.as_str(),
+            &format!("mutter FIFO (wp_fifo_v1) {size}"),
+            &base,
+            &["--sync", "shm"],
+            frames,
+            fifo_goal,
             &mut rows,
-        );
-        compare(
-            &cube,
-            s,
-            "mutter FIFO (wp_fifo_v1) 1920x1080",
-            &["--size", LARGE, "--sync", "shm"],
-            12,
-            ">= 1.5",
-            &mut rows,
+            &mut failures,
         );
     }
     // Pair the two syscall rows into one with a ratio.
@@ -303,6 +336,13 @@ fn main() {
     }
     append_rows(&rows);
     println!("presentation bench done in {:.1?}", started.elapsed());
+    if !failures.is_empty() {
+        eprintln!("failed configurations (no rows):");
+        for f in &failures {
+            eprintln!("  {f}");
+        }
+        std::process::exit(1);
+    }
 }
 
 /// Append `rows` to the JSON array at `$WINSYS_BENCH_OUT` (another bench

@@ -51,6 +51,9 @@ use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::{
     zwp_linux_explicit_synchronization_v1 as explicit_v1,
     zwp_linux_surface_synchronization_v1 as surface_sync_v1,
 };
+use wayland_protocols::wp::tearing_control::v1::client::{
+    wp_tearing_control_manager_v1 as tearing_manager_v1, wp_tearing_control_v1 as tearing_v1,
+};
 use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
 use super::presentation::{Presentation, PresentationStats};
@@ -114,6 +117,7 @@ struct Role {
     toplevel: xdg_toplevel::XdgToplevel,
 }
 
+#[derive(Clone, Copy)]
 enum Target<'a> {
     Toplevel(&'a str),
     Existing(&'a wl_surface::WlSurface),
@@ -140,6 +144,11 @@ pub struct Surface {
     timelines: Vec<(Syncobj, syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1)>,
     /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
     fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
+    /// The `async` presentation hint, once [`Surface::allow_tearing`] set it.
+    tearing: Option<(
+        tearing_manager_v1::WpTearingControlManagerV1,
+        tearing_v1::WpTearingControlV1,
+    )>,
     presentation: Option<Presentation>,
     mode: SyncMode,
     timeout: Duration,
@@ -174,6 +183,14 @@ impl Surface {
         mode: SyncMode,
         timeout: Duration,
     ) -> Result<Self> {
+        if let Target::Existing(surface) = target {
+            use wayland_client::Proxy;
+            if surface.backend().upgrade().as_ref() != Some(&conn.backend()) {
+                return Err(Error::Wayland(
+                    "the wl_surface belongs to another connection (or is gone)".into(),
+                ));
+            }
+        }
         let mut queue: EventQueue<State> = conn.new_event_queue();
         let qh = queue.handle();
         let mut state = State::default();
@@ -280,6 +297,7 @@ impl Surface {
             syncobj,
             timelines: Vec::new(),
             fifo: None,
+            tearing: None,
             presentation,
             mode,
             timeout,
@@ -520,6 +538,34 @@ impl Surface {
         // here, not at the first commit.
         roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
         Ok(true)
+    }
+
+    /// Ask the compositor to show this surface's updates at once, tearing
+    /// allowed (`wp_tearing_control_v1`, hint `async`), when it offers
+    /// that; whether it does. (A hint: the compositor may still wait for
+    /// vblank.)
+    pub fn allow_tearing(&mut self) -> Result<bool> {
+        if self.tearing.is_some() {
+            return Ok(true);
+        }
+        let Some((name, version)) = self.state.reg.global("wp_tearing_control_manager_v1", 1)
+        else {
+            return Ok(false);
+        };
+        let registry = self.conn.display().get_registry(&self.qh, ());
+        let manager: tearing_manager_v1::WpTearingControlManagerV1 =
+            registry.bind(name, version, &self.qh, ());
+        let control = manager.get_tearing_control(&self.surface, &self.qh, ());
+        control.set_presentation_hint(tearing_v1::PresentationHint::Async);
+        self.tearing = Some((manager, control));
+        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        Ok(true)
+    }
+
+    /// Whether the `async` presentation hint is set
+    /// ([`Surface::allow_tearing`]).
+    pub fn tearing(&self) -> bool {
+        self.tearing.is_some()
     }
 
     /// Whether commits are paced by `wp_fifo_v1` ([`Surface::use_fifo`]).
@@ -767,6 +813,10 @@ impl Drop for Surface {
             fifo.destroy();
             manager.destroy();
         }
+        if let Some((manager, control)) = &self.tearing {
+            control.destroy();
+            manager.destroy();
+        }
         if let Some(role) = &self.role {
             role.toplevel.destroy();
             role.xdg.destroy();
@@ -965,5 +1015,7 @@ no_events!(
     syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
     syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
     wp_fifo_manager_v1::WpFifoManagerV1,
-    wp_fifo_v1::WpFifoV1
+    wp_fifo_v1::WpFifoV1,
+    tearing_manager_v1::WpTearingControlManagerV1,
+    tearing_v1::WpTearingControlV1
 );

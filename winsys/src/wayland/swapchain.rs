@@ -57,6 +57,10 @@ pub enum PresentMode {
     /// Present at once; a newer frame replaces one the compositor has not
     /// shown yet (the compositor releases the replaced buffer).
     Mailbox,
+    /// Like [`PresentMode::Mailbox`], and the compositor is asked to show
+    /// each frame at once, tearing allowed (`wp_tearing_control_v1` hint
+    /// `async`, where offered: [`Swapchain::tearing`]).
+    Immediate,
 }
 
 /// What the app asks of a swapchain.
@@ -290,8 +294,14 @@ impl Swapchain {
             Some(w) => Surface::for_surface(conn, w, mode, config.timeout)?,
             None => Surface::new(conn, &config.title, mode, config.timeout)?,
         };
-        if config.present_mode == PresentMode::Fifo {
-            surface.use_fifo()?;
+        match config.present_mode {
+            PresentMode::Fifo => {
+                surface.use_fifo()?;
+            }
+            PresentMode::Immediate => {
+                surface.allow_tearing()?;
+            }
+            PresentMode::Mailbox => {}
         }
         let mut images = Vec::with_capacity(config.image_count);
         for (image, dmabuf) in allocated {
@@ -411,6 +421,13 @@ impl Swapchain {
     /// The pacing.
     pub fn present_mode(&self) -> PresentMode {
         self.present_mode
+    }
+
+    /// Whether the compositor was asked to show frames at once, tearing
+    /// allowed ([`PresentMode::Immediate`] on a compositor with
+    /// `wp_tearing_control_manager_v1`).
+    pub fn tearing(&self) -> bool {
+        self.surface.tearing()
     }
 
     /// Whether FIFO pacing is the compositor's (`wp_fifo_v1`) rather than
