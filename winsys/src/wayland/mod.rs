@@ -31,6 +31,51 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 
+/// [`HasRegistry`] and the `wl_registry` / `wl_display.sync` events for
+/// an event state whose `reg` field is its [`Registry`]: the same three
+/// impls every state here needs.
+macro_rules! registry_state {
+    ($state:ty) => {
+        impl $crate::wayland::HasRegistry for $state {
+            fn registry(&self) -> &$crate::wayland::Registry {
+                &self.reg
+            }
+        }
+
+        impl wayland_client::Dispatch<wayland_client::protocol::wl_registry::WlRegistry, ()>
+            for $state
+        {
+            fn event(
+                state: &mut Self,
+                _: &wayland_client::protocol::wl_registry::WlRegistry,
+                event: wayland_client::protocol::wl_registry::Event,
+                _: &(),
+                _: &wayland_client::Connection,
+                _: &wayland_client::QueueHandle<Self>,
+            ) {
+                state.reg.on_registry(event);
+            }
+        }
+
+        /// `wl_display.sync` callbacks carry `()`.
+        impl wayland_client::Dispatch<wayland_client::protocol::wl_callback::WlCallback, ()>
+            for $state
+        {
+            fn event(
+                state: &mut Self,
+                _: &wayland_client::protocol::wl_callback::WlCallback,
+                event: wayland_client::protocol::wl_callback::Event,
+                _: &(),
+                _: &wayland_client::Connection,
+                _: &wayland_client::QueueHandle<Self>,
+            ) {
+                state.reg.on_sync(event);
+            }
+        }
+    };
+}
+pub(crate) use registry_state;
+
 pub mod feedback;
 pub mod presentation;
 mod probe;

@@ -30,13 +30,13 @@
 use std::time::Duration;
 
 use rustix::time::{ClockId, Timespec};
-use wayland_client::protocol::{wl_callback, wl_registry, wl_surface};
+use wayland_client::protocol::wl_surface;
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::presentation_time::client::{
     wp_presentation, wp_presentation_feedback as feedback,
 };
 
-use super::{roundtrip, Error, HasRegistry, Registry, Result};
+use super::{roundtrip, Error, Registry, Result};
 
 /// What the compositor said about the frames asked about so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,34 +249,4 @@ impl Dispatch<wp_presentation::WpPresentation, ()> for State {
     }
 }
 
-impl HasRegistry for State {
-    fn registry(&self) -> &Registry {
-        &self.reg
-    }
-}
-
-impl Dispatch<wl_registry::WlRegistry, ()> for State {
-    fn event(
-        state: &mut Self,
-        _: &wl_registry::WlRegistry,
-        event: wl_registry::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_registry(event);
-    }
-}
-
-impl Dispatch<wl_callback::WlCallback, ()> for State {
-    fn event(
-        state: &mut Self,
-        _: &wl_callback::WlCallback,
-        event: wl_callback::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_sync(event);
-    }
-}
+super::registry_state!(State);

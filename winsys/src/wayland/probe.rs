@@ -6,7 +6,6 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wayland_client::protocol::{wl_callback, wl_registry};
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_dmabuf_feedback_v1 as feedback_v1, zwp_linux_dmabuf_v1 as dmabuf_v1,
@@ -14,7 +13,7 @@ use wayland_protocols::wp::linux_dmabuf::zv1::client::{
 
 use super::feedback::{Feedback, FeedbackBuilder, FeedbackError};
 use super::sync::Offer;
-use super::{roundtrip, Error, HasRegistry, Registry, Result};
+use super::{roundtrip, Error, Registry, Result};
 use crate::format::{Fourcc, Modifier};
 use crate::sync::Deadline;
 
@@ -136,38 +135,6 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     })
 }
 
-impl HasRegistry for Probe {
-    fn registry(&self) -> &Registry {
-        &self.reg
-    }
-}
-
-impl Dispatch<wl_registry::WlRegistry, ()> for Probe {
-    fn event(
-        state: &mut Self,
-        _: &wl_registry::WlRegistry,
-        event: wl_registry::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_registry(event);
-    }
-}
-
-impl Dispatch<wl_callback::WlCallback, ()> for Probe {
-    fn event(
-        state: &mut Self,
-        _: &wl_callback::WlCallback,
-        event: wl_callback::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_sync(event);
-    }
-}
-
 impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for Probe {
     fn event(
         state: &mut Self,
@@ -219,3 +186,5 @@ impl Dispatch<feedback_v1::ZwpLinuxDmabufFeedbackV1, ()> for Probe {
         }
     }
 }
+
+super::registry_state!(Probe);

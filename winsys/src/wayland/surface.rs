@@ -34,7 +34,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use wayland_client::protocol::{
-    wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
+    wl_buffer, wl_callback, wl_compositor, wl_shm, wl_shm_pool, wl_surface,
 };
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::fifo::v1::client::{wp_fifo_manager_v1, wp_fifo_v1};
@@ -58,7 +58,7 @@ use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_ba
 
 use super::presentation::{Presentation, PresentationStats};
 use super::sync::SyncMode;
-use super::{roundtrip, Error, HasRegistry, Registry, Result};
+use super::{roundtrip, Error, Registry, Result};
 use crate::dmabuf::Dmabuf;
 use crate::sync::{Deadline, SyncFile};
 use crate::sync::{Syncobj, WaitFor};
@@ -832,39 +832,6 @@ impl Drop for Surface {
     }
 }
 
-impl HasRegistry for State {
-    fn registry(&self) -> &Registry {
-        &self.reg
-    }
-}
-
-impl Dispatch<wl_registry::WlRegistry, ()> for State {
-    fn event(
-        state: &mut Self,
-        _: &wl_registry::WlRegistry,
-        event: wl_registry::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_registry(event);
-    }
-}
-
-/// `wl_display.sync` callbacks carry `()`; frame callbacks [`FrameCallback`].
-impl Dispatch<wl_callback::WlCallback, ()> for State {
-    fn event(
-        state: &mut Self,
-        _: &wl_callback::WlCallback,
-        event: wl_callback::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        state.reg.on_sync(event);
-    }
-}
-
 /// User data of frame callbacks (told apart from sync callbacks).
 struct FrameCallback;
 
@@ -1019,3 +986,5 @@ no_events!(
     tearing_manager_v1::WpTearingControlManagerV1,
     tearing_v1::WpTearingControlV1
 );
+
+super::registry_state!(State);
