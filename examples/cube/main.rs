@@ -24,6 +24,7 @@
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
 //! - `--json`: the figures as one JSON object on the last line;
+//! - `--timeout SECS`: the bound on every wait (default 5);
 //! - `--weston`: start a headless weston (gl renderer, kiosk shell, output
 //!   of the cube's size) of its own and present there (the test bed and
 //!   `cargo xtask demo` run it so).
@@ -77,7 +78,7 @@ pub struct Args {
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json] [--weston]";
+[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -142,6 +143,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--validation" => args.validation = true,
             "--json" => args.json = true,
+            "--timeout" => args.timeout = Duration::from_secs_f64(value()?.parse()?),
             "--weston" => args.own_weston = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),

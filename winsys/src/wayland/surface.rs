@@ -709,6 +709,38 @@ impl Surface {
         Ok(())
     }
 
+    /// Like [`Surface::wait_release_within`], but the release fence (explicit
+    /// sync) is handed to the caller instead of waited for on the CPU: the
+    /// buffer is free once the compositor released it, and the caller
+    /// must make its next write wait for the returned fence (e.g. a GPU
+    /// semaphore wait), so that the CPU need not block on the compositor's
+    /// GPU work.
+    pub fn take_release_within(
+        &mut self,
+        id: BufferId,
+        timeout: Duration,
+    ) -> Result<Option<SyncFile>> {
+        let b = self.buffer(id)?;
+        if b.release_point.is_some() || self.mode != SyncMode::ExplicitSync {
+            self.wait_release_within(id, timeout)?;
+            return Ok(None);
+        }
+        self.wait_until_within("the buffer's release", timeout, |s| {
+            let b = &s.buffers[id.0];
+            match b.state {
+                BufferState::WithCompositor => b.released && b.release_fence.is_some(),
+                _ => true,
+            }
+        })?;
+        let b = self.buffer(id)?;
+        let fence = match std::mem::replace(&mut b.state, BufferState::Free) {
+            BufferState::WithCompositor => b.release_fence.take().flatten(),
+            BufferState::Releasing(f) => Some(f),
+            BufferState::Free => None,
+        };
+        Ok(fence)
+    }
+
     /// Wait (at most `timeout`) until `point` of timeline `t` signals,
     /// reading the compositor's messages meanwhile: an eventfd on the
     /// point polled with the socket, or (before Linux 6.6) a bounded

@@ -24,7 +24,9 @@
 //! or [`ImageState::Queued`] at the compositor; the transitions are checked
 //! ([`Error::ImageState`]), and an image is never written before the
 //! compositor released it (and, with explicit sync, before its release
-//! fence signalled: the GPU waits for it). Every wait is bounded.
+//! fence signalled: the rendering [`Swapchain::begin`] starts waits for it
+//! on the GPU, so the app's thread does not block on the compositor's GPU
+//! work). Every wait is bounded.
 
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ use super::{probe, Error, Result};
 use crate::device::{DrmDevice, NodeKind};
 use crate::dmabuf::{Access, Dmabuf};
 use crate::format::{Fourcc, Modifier};
-use crate::sync::Syncobj;
+use crate::sync::{SyncFile, Syncobj};
 use crate::vulkan::{Device, Image, Pending, Submission};
 
 /// How presented frames are paced.
@@ -149,6 +151,9 @@ struct SwapImage {
     /// used on it.
     timeline: Option<TimelineId>,
     point: u64,
+    /// Explicit sync: the compositor's release fence, which the next
+    /// rendering waits for on the GPU ([`Swapchain::begin_with`]).
+    release: Option<SyncFile>,
 }
 
 /// A swapchain: see the [module docs](self).
@@ -326,6 +331,7 @@ impl Swapchain {
                 pending: None,
                 timeline,
                 point: 0,
+                release: None,
             });
         }
         Ok(Swapchain {
@@ -457,8 +463,11 @@ impl Swapchain {
                         wanted: "an acquire (the others are with the app: present one first)",
                     });
                 }
-                self.surface
-                    .wait_release_within(self.images[oldest].buffer, timeout)?;
+                // Explicit sync: the release fence is waited for by the
+                // next rendering (on the GPU), not here.
+                self.images[oldest].release = self
+                    .surface
+                    .take_release_within(self.images[oldest].buffer, timeout)?;
                 self.queue.remove(0);
                 self.images[oldest].state = ImageState::Free;
                 oldest
@@ -497,6 +506,9 @@ impl Swapchain {
     ) -> Result<()> {
         self.expect(index, ImageState::Acquired, "begin")?;
         let img = &mut self.images[index];
+        if let Some(fence) = img.release.take() {
+            job.wait_for_sync_file(fence, stage).map_err(vk_err)?;
+        }
         job.wait_for_dmabuf(&img.dmabuf, Access::Write, stage)
             .map_err(vk_err)?;
         img.image
