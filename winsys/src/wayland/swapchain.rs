@@ -631,12 +631,17 @@ impl Swapchain {
 impl Drop for Swapchain {
     fn drop(&mut self) {
         // The compositor may still read queued images: take the shown one
-        // off the window, then wait (bounded) for every release before the
-        // images go. A compositor that never releases costs the timeout;
-        // the dma-buf memory lives on in its own import either way.
+        // off the window, then wait (bounded) for the releases of the
+        // others before the images go. The one shown last is not waited
+        // for: a compositor may keep its texture until the surface is
+        // destroyed (weston's gl renderer does, for dma-bufs), and the
+        // dma-buf's memory lives on in the compositor's own import anyway.
         let _ = self.surface.detach();
+        let shown = self.queue.last().copied();
         for &i in &self.queue {
-            let _ = self.surface.wait_release(self.images[i].buffer);
+            if Some(i) != shown {
+                let _ = self.surface.wait_release(self.images[i].buffer);
+            }
         }
         self.device.collect();
     }
