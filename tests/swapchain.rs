@@ -240,6 +240,7 @@ fn images_of_the_configured_size_are_not_suboptimal() {
     let conn = wayland::connect(Some(&weston.socket)).unwrap();
     let mut config = SwapchainConfig::new(256, 256, Fourcc::XRGB8888);
     config.timeout = Duration::from_secs(20);
+    config.image_count = 3;
     let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
     assert_eq!(chain.configured_size().unwrap(), Some((256, 256)));
     assert!(!chain.suboptimal().unwrap());
@@ -269,7 +270,7 @@ fn sway_frames(gpu: &Gpu, sway: &Sway, sync: Option<SyncMode>, frames: u32) -> S
     config.sync = sync;
     config.timeout = Duration::from_secs(20);
     let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
-    // From the fourth frame on, each acquire waits for the release (point)
+    // From the fifth frame on (4 images), each acquire waits for the release (point)
     // of an image shown before.
     present_frames(gpu, &mut chain, frames);
     chain.wait_shown().unwrap();
@@ -484,4 +485,59 @@ fn sway_takes_frames_on_drm_syncobj_timelines_and_implicitly() {
     assert_eq!(chain.sync_mode(), SyncMode::Implicit);
     assert_eq!(chain.buffer_path(), &on_virtio);
     assert!(chain.frames_shown() >= 5, "{} shown", chain.frames_shown());
+}
+
+/// Present until the swapchain fails; the error and how long after `t0`.
+fn present_until_error(gpu: &Gpu, chain: &mut Swapchain) -> (wayland::Error, Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let step = (|| -> Result<(), wayland::Error> {
+            let i = chain.acquire(LONG)?;
+            let mut job = gpu.device.submission().unwrap();
+            chain.begin(&mut job, i)?;
+            record_clear(gpu, chain, &job, i, 0x50);
+            chain.present(i, job)?;
+            chain.wait_shown()
+        })();
+        if let Err(e) = step {
+            return (e, t.elapsed());
+        }
+        assert!(t.elapsed() < LONG * 2, "the swapchain never noticed");
+    }
+}
+
+#[test]
+fn a_killed_compositor_fails_the_swapchain_within_a_second_in_explicit_and_syncobj_modes() {
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    // Explicit sync on weston, drm-syncobj on sway (the release wait polls
+    // the socket together with the release point's eventfd).
+    for (name, want) in [
+        ("weston", SyncMode::ExplicitSync),
+        ("sway", SyncMode::DrmSyncobj),
+    ] {
+        let fds_before = common::open_fds();
+        {
+            let (socket, compositor): (String, Box<dyn std::any::Any>) = if name == "weston" {
+                let w = need!(Weston::start("gl"), "weston (gl renderer)");
+                (w.socket.clone(), Box::new(w))
+            } else {
+                let s = need!(Sway::start(), "sway 1.12 on virtio-gpu");
+                (s.socket.clone(), Box::new(s))
+            };
+            let conn = wayland::connect(Some(&socket)).unwrap();
+            let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+            config.timeout = Duration::from_secs(20);
+            let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+            assert_eq!(chain.sync_mode(), want);
+            present_frames(&gpu, &mut chain, 4);
+            chain.wait_shown().unwrap();
+            drop(compositor); // SIGKILL, reaped
+            let (err, took) = present_until_error(&gpu, &mut chain);
+            println!("{name} ({want}) killed: {err} after {took:?}");
+            assert!(took < Duration::from_secs(1), "took {took:?}");
+            drop(chain);
+        }
+        gpu.device.wait_idle().unwrap();
+        assert_eq!(common::open_fds(), fds_before, "fds leaked ({name})");
+    }
 }

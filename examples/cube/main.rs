@@ -16,8 +16,8 @@
 //!
 //! Flags:
 //! - `--frames N` (default 300), `--size WxH` (default 256x256);
-//! - `--images N`: swapchain images (default 3; Mesa's WSI may raise it
-//!   to its minimum);
+//! - `--images N`: swapchain images (default 4, what Mesa's Wayland WSI
+//!   asks at least; it may raise a lower count to that);
 //! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
 //!   the compositor for tearing updates where it offers tearing control);
 //! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
@@ -83,7 +83,7 @@ const USAGE: &str =
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
         frames: 300,
-        images: 3,
+        images: 4,
         width: 256,
         height: 256,
         present_mode: Mode::Fifo,
