@@ -899,18 +899,21 @@ impl Device {
                 info.name
             )));
         }
-        if let Some(d) = &instance.shared.debug {
-            if info.extensions.image_drm_format_modifier
-                && modifier_list2_is_empty(raw_instance, info.handle)
-            {
-                lock(&d.errors).empty_modifier_list2 = true;
-            }
-        }
         if info.api_version < vk::API_VERSION_1_2 {
             return Err(Error::MissingExtensions {
                 device: info.name,
                 missing: vec!["Vulkan 1.2"],
             });
+        }
+        // VkDrmFormatModifierPropertiesList2EXT is core-adjacent to format
+        // features 2 (Vulkan 1.3): only probed where the chain is valid.
+        if let Some(d) = &instance.shared.debug {
+            if info.extensions.image_drm_format_modifier
+                && info.api_version >= vk::API_VERSION_1_3
+                && modifier_list2_is_empty(raw_instance, info.handle)
+            {
+                lock(&d.errors).empty_modifier_list2 = true;
+            }
         }
         // SAFETY: plain queries on a live physical device.
         let families =

@@ -264,6 +264,9 @@ pub(crate) fn dispatch_until_or<S>(
 ) -> Result<()> {
     use rustix::event::{PollFd, PollFlags};
     let deadline = crate::sync::Deadline::after(Some(timeout));
+    // The socket is read at least once, so a zero timeout still sees what
+    // has arrived.
+    let mut first = true;
     loop {
         queue.flush().map_err(Error::wayland)?;
         queue.dispatch_pending(state).map_err(Error::dispatch)?;
@@ -271,9 +274,10 @@ pub(crate) fn dispatch_until_or<S>(
             return Ok(());
         }
         // Checked here too: a busy socket keeps poll() ready past the end.
-        if deadline.passed() {
+        if deadline.passed() && !first {
             return Err(Error::Timeout { what, timeout });
         }
+        first = false;
         let Some(guard) = queue.prepare_read() else {
             continue;
         };

@@ -141,7 +141,12 @@ pub struct Surface {
         syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1,
         syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
     )>,
-    timelines: Vec<(Syncobj, syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1)>,
+    /// Each timeline, its proxy, and the highest point used on it so far.
+    timelines: Vec<(
+        Syncobj,
+        syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
+        u64,
+    )>,
     /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
     fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
     /// The `async` presentation hint, once [`Surface::allow_tearing`] set it.
@@ -366,8 +371,13 @@ impl Surface {
     /// pool; fill it with [`Surface::write_shm`].
     pub fn add_shm(&mut self, width: u32, height: u32) -> Result<BufferId> {
         let shm = self.shm.as_ref().ok_or(Error::MissingGlobal("wl_shm"))?;
-        let stride = width as usize * 4;
-        let size = stride * height as usize;
+        let too_big = || Error::Wayland(format!("a {width}x{height} wl_shm buffer is too large"));
+        let stride = i32::try_from(u64::from(width) * 4).map_err(|_| too_big())?;
+        let size = i32::try_from(i64::from(stride) * i64::from(height)).map_err(|_| too_big())?;
+        let (w, h) = (width as i32, height as i32);
+        if width == 0 || height == 0 {
+            return Err(Error::Wayland("an empty wl_shm buffer".into()));
+        }
         let memfd = rustix::fs::memfd_create("winsys-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|errno| Error::Io {
                 op: "memfd_create",
@@ -377,17 +387,9 @@ impl Surface {
             op: "ftruncate(shm pool)",
             errno,
         })?;
-        let pool = shm.create_pool(memfd.as_fd(), size as i32, &self.qh, ());
+        let pool = shm.create_pool(memfd.as_fd(), size, &self.qh, ());
         let id = BufferId(self.state.buffers.len());
-        let wl = pool.create_buffer(
-            0,
-            width as i32,
-            height as i32,
-            stride as i32,
-            wl_shm::Format::Xrgb8888,
-            &self.qh,
-            id,
-        );
+        let wl = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
         pool.destroy();
         self.state.buffers.push(Buffer {
             wl,
@@ -396,7 +398,7 @@ impl Surface {
             release_fence: None,
             dmabuf: false,
             release_point: None,
-            shm: Some((memfd, size)),
+            shm: Some((memfd, size as usize)),
         });
         Ok(id)
     }
@@ -510,7 +512,7 @@ impl Surface {
             .map_err(|e| Error::Wayland(e.to_string()))?;
         let proxy = manager.import_timeline(fd.as_fd(), &self.qh, ());
         drop(fd);
-        self.timelines.push((timeline, proxy));
+        self.timelines.push((timeline, proxy, 0));
         roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
         self.check_failed()?;
         Ok(TimelineId(self.timelines.len() - 1))
@@ -575,7 +577,7 @@ impl Surface {
 
     /// The syncobj behind `id`.
     pub fn timeline(&self, id: TimelineId) -> Option<&Syncobj> {
-        self.timelines.get(id.0).map(|(t, _)| t)
+        self.timelines.get(id.0).map(|(t, _, _)| t)
     }
 
     /// drm-syncobj: show buffer `id` once `acquire` on `timeline` signals;
@@ -592,13 +594,15 @@ impl Surface {
         let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
             "timeline points are for drm-syncobj surfaces".into(),
         ))?;
-        let (_, proxy) = self
+        let (_, proxy, last) = self
             .timelines
             .get(timeline.0)
             .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))?;
-        if acquire >= release {
+        // Points only go up: a reused or lower release point could count as
+        // signalled before the compositor is done.
+        if acquire >= release || acquire <= *last {
             return Err(Error::Wayland(format!(
-                "acquire point {acquire} must come before release point {release}"
+                "points {acquire} (acquire) < {release} (release) must be new: the timeline is at {last}"
             )));
         }
         let b = self
@@ -617,6 +621,7 @@ impl Surface {
         sync.set_acquire_point(proxy, hi, lo);
         let (hi, lo) = split(release);
         sync.set_release_point(proxy, hi, lo);
+        self.timelines[timeline.0].2 = release;
         self.commit_buffer(id, Some((timeline, release)))
     }
 
@@ -632,7 +637,12 @@ impl Surface {
         b.release_point = release_point;
         let wl = b.wl.clone();
         self.surface.attach(Some(&wl), 0, 0);
-        self.surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
+        if wayland_client::Proxy::version(&self.surface) >= 4 {
+            self.surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
+        } else {
+            // An app's surface bound below v4 (no damage_buffer).
+            self.surface.damage(0, 0, i32::MAX, i32::MAX);
+        }
         self.surface.frame(&self.qh, FrameCallback);
         if let Some((_, fifo)) = &self.fifo {
             fifo.wait_barrier();
@@ -775,8 +785,16 @@ impl Surface {
         }
     }
 
+    /// Whether the window is this surface's own toplevel (not the app's
+    /// `wl_surface`).
+    pub fn owns_window(&self) -> bool {
+        self.role.is_some()
+    }
+
     /// Take the buffer off the window (attach nothing, commit): the
-    /// compositor then releases the buffer it showed.
+    /// compositor then releases the buffer it showed. On a toplevel this
+    /// unmaps it (the app's own surface would have to be configured
+    /// again before its next buffer: see [`Surface::owns_window`]).
     pub fn detach(&mut self) -> Result<()> {
         self.surface.attach(None, 0, 0);
         self.surface.commit();
@@ -835,7 +853,7 @@ impl Drop for Surface {
         }
         if let Some((manager, sync)) = &self.syncobj {
             sync.destroy();
-            for (_, t) in &self.timelines {
+            for (_, t, _) in &self.timelines {
                 t.destroy();
             }
             manager.destroy();

@@ -206,8 +206,10 @@ impl Swapchain {
     /// # Safety
     ///
     /// `display` and `window` must be Wayland handles whose `wl_display`
-    /// and `wl_surface` stay valid until the swapchain is dropped, and the
-    /// surface must belong to that display.
+    /// and `wl_surface` stay valid until the swapchain is dropped; the
+    /// `wl_display` must come from the libwayland-client this process
+    /// loads (the one winsys dlopens), and the surface must belong to that
+    /// display (which cannot be checked here).
     #[cfg(feature = "raw-window-handle")]
     pub unsafe fn from_raw_handles(
         device: &Device,
@@ -373,16 +375,20 @@ impl Swapchain {
     }
 
     /// Image `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below [`Swapchain::len`].
     pub fn image(&self, index: usize) -> &Image {
         &self.images[index].image
     }
 
-    /// The dma-buf behind image `index`.
+    /// The dma-buf behind image `index` (panics like [`Swapchain::image`]).
     pub fn dmabuf(&self, index: usize) -> &Dmabuf {
         &self.images[index].dmabuf
     }
 
-    /// Where image `index` is.
+    /// Where image `index` is (panics like [`Swapchain::image`]).
     pub fn state(&self, index: usize) -> ImageState {
         self.images[index].state
     }
@@ -525,6 +531,13 @@ impl Swapchain {
         self.expect(index, ImageState::Acquired, "present")?;
         let mode = self.mode;
         let img = &mut self.images[index];
+        // A release fence `begin` did not take (no begin, or another
+        // submission): this job waits for it, so the image is never written
+        // while the compositor may read it.
+        if let Some(fence) = img.release.take() {
+            job.wait_for_sync_file(fence, vk::PipelineStageFlags::ALL_COMMANDS)
+                .map_err(vk_err)?;
+        }
         img.image
             .cmd_release(
                 &mut job,
@@ -639,7 +652,12 @@ impl Drop for Swapchain {
         // for: a compositor may keep its texture until the surface is
         // destroyed (weston's gl renderer does, for dma-bufs), and the
         // dma-buf's memory lives on in the compositor's own import anyway.
-        let _ = self.surface.detach();
+        // The app's own surface is not detached: that would unmap its
+        // toplevel, and the app's next swapchain would have to configure
+        // it again.
+        if self.surface.owns_window() {
+            let _ = self.surface.detach();
+        }
         let shown = self.queue.last().copied();
         for &i in &self.queue {
             if Some(i) != shown {
