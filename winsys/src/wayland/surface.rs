@@ -34,7 +34,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use wayland_client::protocol::{
-    wl_buffer, wl_callback, wl_compositor, wl_shm, wl_shm_pool, wl_surface,
+    wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
 };
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::fifo::v1::client::{wp_fifo_manager_v1, wp_fifo_v1};
@@ -131,6 +131,8 @@ pub struct Surface {
     state: State,
     qh: QueueHandle<State>,
     surface: wl_surface::WlSurface,
+    /// The registry the globals were bound from (later binds reuse it).
+    registry: wl_registry::WlRegistry,
     /// Our own toplevel (`None`: the app's surface, its role is the app's).
     role: Option<Role>,
     dmabuf: Option<dmabuf_v1::ZwpLinuxDmabufV1>,
@@ -295,6 +297,7 @@ impl Surface {
             state,
             qh,
             surface,
+            registry,
             role,
             dmabuf,
             shm,
@@ -531,9 +534,8 @@ impl Surface {
         let Some((name, version)) = self.state.reg.global("wp_fifo_manager_v1", 1) else {
             return Ok(false);
         };
-        let registry = self.conn.display().get_registry(&self.qh, ());
         let manager: wp_fifo_manager_v1::WpFifoManagerV1 =
-            registry.bind(name, version, &self.qh, ());
+            self.registry.bind(name, version, &self.qh, ());
         let fifo = manager.get_fifo(&self.surface, &self.qh, ());
         self.fifo = Some((manager, fifo));
         // A surface another party already paces is a protocol error: found
@@ -554,9 +556,8 @@ impl Surface {
         else {
             return Ok(false);
         };
-        let registry = self.conn.display().get_registry(&self.qh, ());
         let manager: tearing_manager_v1::WpTearingControlManagerV1 =
-            registry.bind(name, version, &self.qh, ());
+            self.registry.bind(name, version, &self.qh, ());
         let control = manager.get_tearing_control(&self.surface, &self.qh, ());
         control.set_presentation_hint(tearing_v1::PresentationHint::Async);
         self.tearing = Some((manager, control));
