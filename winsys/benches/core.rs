@@ -16,11 +16,15 @@
 //! Prints a table and writes `target/bench/results.json` (or
 //! `$WINSYS_BENCH_OUT`). Run in the VM with `cargo xtask bench`.
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+use report::Row;
 
 use winsys::alloc::udmabuf::Udmabuf;
 use winsys::alloc::vgem::Vgem;
@@ -38,18 +42,6 @@ macro_rules! raw {
         // (its own buffer, its own syncobjs) and adopts returned fds once.
         unsafe { $ioctl.call_unchecked($fd, $arg) }.unwrap()
     };
-}
-
-/// One result row.
-struct Row {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    baseline: String,
-    baseline_value: f64,
-    /// value / baseline_value.
-    ratio: f64,
-    goal: &'static str,
 }
 
 /// Median seconds per iteration of `f`, over `rounds` rounds of `iters`.
@@ -355,10 +347,6 @@ fn timeline_round_trip(rows: &mut Vec<Row>) {
     });
 }
 
-fn json_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 fn main() {
     // `cargo test --benches` runs bench targets without `--bench`: nothing to
     // measure then.
@@ -384,44 +372,8 @@ fn main() {
         vulkan_benches::submission(&mut rows);
     }
 
-    println!();
-    println!(
-        "{:<68} {:>12} {:>12} {:>8} {:>8}",
-        "benchmark", "value", "baseline", "ratio", "goal"
-    );
-    for r in &rows {
-        println!(
-            "{:<68} {:>7.3} {:<4} {:>7.3} {:<4} {:>8.3} {:>8}",
-            r.name, r.value, r.unit, r.baseline_value, r.unit, r.ratio, r.goal
-        );
-    }
-    let out = std::env::var_os("WINSYS_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/bench/results.json"
-            ))
-        });
-    let mut json = String::from("[\n");
-    for (i, r) in rows.iter().enumerate() {
-        json += &format!(
-            "  {{\"name\": \"{}\", \"value\": {:.6}, \"unit\": \"{}\", \"baseline\": \"{}\", \"baseline_value\": {:.6}, \"ratio\": {:.4}, \"goal\": \"{}\"}}{}\n",
-            json_escape(&r.name),
-            r.value,
-            r.unit,
-            json_escape(&r.baseline),
-            r.baseline_value,
-            r.ratio,
-            r.goal,
-            if i + 1 < rows.len() { "," } else { "" }
-        );
-    }
-    json += "]\n";
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).expect("create bench output dir");
-    }
-    std::fs::write(&out, json).expect("write results.json");
+    report::print_table(&rows);
+    let out = report::write(&rows);
     println!("\nwrote {} ({:.1?})", out.display(), started.elapsed());
 }
 

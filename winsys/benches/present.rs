@@ -18,6 +18,9 @@
 //! release: xtask does it). The rows are appended to
 //! `$WINSYS_BENCH_OUT` (default `target/bench/results.json`).
 
+#[path = "common/report.rs"]
+mod report;
+
 #[path = "../../tests/common/mutter.rs"]
 #[allow(dead_code)]
 mod mutter;
@@ -26,6 +29,8 @@ mod mutter;
 mod weston;
 
 use std::path::{Path, PathBuf};
+
+use report::Row;
 use std::process::Command;
 use std::time::Instant;
 
@@ -35,17 +40,6 @@ struct Figures {
     fps: f64,
     cpu_ms: f64,
     latency_ms: Option<f64>,
-}
-
-/// A result row, as `core.rs` writes them.
-struct Row {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    baseline: String,
-    baseline_value: f64,
-    ratio: f64,
-    goal: &'static str,
 }
 
 fn cube_binary() -> PathBuf {
@@ -307,17 +301,9 @@ fn main() {
         rows.remove(m);
     }
 
-    println!(
-        "\n{:<72} {:>9} {:>9} {:>7} {:>7}",
-        "benchmark", "value", "baseline", "ratio", "goal"
-    );
-    for r in &rows {
-        println!(
-            "{:<72} {:>9.2} {:>9.2} {:>7.3} {:>7}",
-            r.name, r.value, r.baseline_value, r.ratio, r.goal
-        );
-    }
-    append_rows(&rows);
+    report::print_table(&rows);
+    let out = report::write(&rows);
+    println!("wrote {}", out.display());
     println!("presentation bench done in {:.1?}", started.elapsed());
     if !failures.is_empty() {
         eprintln!("failed configurations (no rows):");
@@ -326,51 +312,4 @@ fn main() {
         }
         std::process::exit(1);
     }
-}
-
-/// Append `rows` to the JSON array at `$WINSYS_BENCH_OUT` (another bench
-/// of the same run may have written it first).
-fn append_rows(rows: &[Row]) {
-    let out = std::env::var_os("WINSYS_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/bench/results.json"
-            ))
-        });
-    let num = |v: f64| {
-        if v.is_finite() {
-            format!("{v:.6}")
-        } else {
-            "null".into()
-        }
-    };
-    let entries: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "  {{\"name\": \"{}\", \"value\": {}, \"unit\": \"{}\", \"baseline\": \"{}\", \"baseline_value\": {}, \"ratio\": {}, \"goal\": \"{}\"}}",
-                r.name.replace('"', "'"),
-                num(r.value),
-                r.unit,
-                r.baseline.replace('"', "'"),
-                num(r.baseline_value),
-                num(r.ratio),
-                r.goal
-            )
-        })
-        .collect();
-    let existing = std::fs::read_to_string(&out).unwrap_or_default();
-    let body = existing.trim().trim_end_matches(']').trim_end();
-    let json = if body.starts_with('[') && body.len() > 1 {
-        format!("{body},\n{}\n]\n", entries.join(",\n"))
-    } else {
-        format!("[\n{}\n]\n", entries.join(",\n"))
-    };
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).expect("create the bench output directory");
-    }
-    std::fs::write(&out, json).expect("write the bench results");
-    println!("wrote {}", out.display());
 }
