@@ -34,6 +34,7 @@
 //! | [`format`](mod@format) | fourcc codes, modifiers and plane layouts |
 //! | `vulkan` | (feature `vulkan`) images over dma-bufs, semaphores <-> sync_files |
 //! | `wayland` | (feature `wayland`) what a compositor offers: globals, dma-buf feedback, the sync mode |
+//! | `server` | (feature `server`) a compositor's blocks: params checks, acquire gate, release tracker, feedback table |
 //!
 //! ## Example: a reader waits for a writer's fence
 //!
@@ -64,6 +65,8 @@ pub mod device;
 pub mod dmabuf;
 mod fd;
 pub mod format;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sync;
 pub mod uapi;
 #[cfg(feature = "vulkan")]

@@ -105,6 +105,11 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
         &[DmabufSyncFile],
     ),
     (
+        "test fallback",
+        "implicit_release_falls_back_to_a_fence_to_wait_for",
+        &[DmabufSyncFile],
+    ),
+    (
         "test map",
         "bad_planes_ranges_and_row_buffers_are_typed_errors",
         &[Udmabuf],
@@ -184,6 +189,50 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
         "test syncobj",
         "virtio_gpu_reports_timeline_syncobjs",
         &[VirtioGpuSyncobj],
+    ),
+    // The compositor's blocks: sync_files come from vgem fences exported
+    // with the 6.0 ioctl; timelines live on virtio_gpu; the gate waits on
+    // a point through the 6.6 eventfd. The implicit gate and the params
+    // checks run on 5.10 too (its fallback: epoll over the dma-bufs).
+    (
+        "test server",
+        "explicit_release_sends_the_merged_fence_exactly_once",
+        &[DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "fence_gate_follows_the_clients_acquire_fence",
+        &[DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "implicit_gate_snapshot_ignores_writes_attached_after_the_commit",
+        &[DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "implicit_release_makes_the_clients_next_write_wait_for_the_reads",
+        &[DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "materialized_implicit_gate_opens_at_once_and_hands_the_fence_on",
+        &[DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "release_into_a_timeline_point_waits_for_every_use",
+        &[VirtioGpuSyncobj, SyncobjEventfd, DmabufSyncFile],
+    ),
+    (
+        "test server",
+        "release_without_uses_signals_the_point_at_once_and_drop_still_releases",
+        &[VirtioGpuSyncobj],
+    ),
+    (
+        "test server",
+        "timeline_gate_opens_when_the_point_materializes_or_signals",
+        &[VirtioGpuSyncobj, SyncobjEventfd, DmabufSyncFile],
     ),
     ("test udmabuf", "*", &[Udmabuf]),
     // The swapchain needs lavapipe's dma-buf images.

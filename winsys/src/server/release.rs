@@ -1,0 +1,228 @@
+//! The release tracker: every use the compositor makes of a client's
+//! buffer, and exactly one release when the buffer is replaced or dropped.
+//!
+//! Each use (a render pass that sampled the buffer, a scanout) is a
+//! sync_file that signals when that use is over; the tracker merges them
+//! into one. When the buffer's commit is replaced, [`ReleaseTracker::release`]
+//! (or dropping the tracker) delivers the release the client asked for:
+//!
+//! | client's sync | delivered as |
+//! |---|---|
+//! | drm-syncobj release point | the merged fence imported at the point (temporary syncobj + transfer), or the point signaled from the CPU when there was no use |
+//! | explicit-sync v1 | the callback gets [`Release::AfterFence`] (send `fenced_release`) or [`Release::Now`] (`immediate_release`) |
+//! | implicit | the merged fence imported into the dma-buf as a READ fence, so the client's next write waits for it, then the callback gets [`Release::Now`] (send `wl_buffer.release`); on kernels without the import, [`Release::AfterFence`]: send it once the fence signals |
+//!
+//! The tracker owns its release: no path drops it. A tracker dropped
+//! without [`ReleaseTracker::release`] delivers on drop; a failed import
+//! into a timeline falls back to waiting for the fence (bounded by
+//! [`FALLBACK_WAIT`]) and signaling the point from the CPU.
+//!
+//! ```no_run
+//! use winsys::server::release::{Release, ReleaseTo, ReleaseTracker};
+//! # fn buffer() -> winsys::dmabuf::Dmabuf { unimplemented!() }
+//! # fn render_done() -> winsys::sync::SyncFile { unimplemented!() }
+//!
+//! let mut tracker = ReleaseTracker::new(ReleaseTo::Implicit {
+//!     dmabuf: buffer(),
+//!     then: Box::new(|release| match release {
+//!         Release::Now => { /* wl_buffer.release */ }
+//!         Release::AfterFence(fence) => { /* poll it, then wl_buffer.release */ }
+//!     }),
+//! });
+//! tracker.add_use(render_done())?;
+//! // ...the client commits another buffer:
+//! tracker.release()?;
+//! # Ok::<(), winsys::server::Error>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Error, Result};
+use crate::dmabuf::{Access, Dmabuf};
+use crate::sync::{SyncFile, Syncobj};
+
+/// How long a release whose fence cannot be imported waits for it on the
+/// CPU before signaling anyway (an error path only).
+pub const FALLBACK_WAIT: Duration = Duration::from_secs(1);
+
+/// What the compositor tells the client, through its callback.
+#[derive(Debug)]
+pub enum Release {
+    /// The client may reuse the buffer now.
+    Now,
+    /// The client may reuse the buffer once this fence signals.
+    AfterFence(SyncFile),
+}
+
+/// The compositor's way of sending a [`Release`] (its protocol objects).
+pub type Deliver = Box<dyn FnOnce(Release) + Send>;
+
+/// Where the release goes.
+pub enum ReleaseTo {
+    /// `wp_linux_drm_syncobj_v1`: the commit's release point (the client's
+    /// timeline imported on the compositor's DRM device).
+    Timeline {
+        /// The timeline.
+        timeline: Arc<Syncobj>,
+        /// The point.
+        point: u64,
+    },
+    /// `zwp_linux_explicit_synchronization_v1` (or any fence-taking
+    /// protocol): the callback sends `fenced_release` or `immediate_release`.
+    Fence(Deliver),
+    /// Implicit sync: reads go into the dma-buf, then the callback sends
+    /// `wl_buffer.release`.
+    Implicit {
+        /// The client's buffer.
+        dmabuf: Dmabuf,
+        /// Sends the release.
+        then: Deliver,
+    },
+}
+
+impl fmt::Debug for ReleaseTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReleaseTo::Timeline { timeline, point } => f
+                .debug_struct("Timeline")
+                .field("timeline", timeline)
+                .field("point", point)
+                .finish(),
+            ReleaseTo::Fence(_) => f.write_str("Fence(..)"),
+            ReleaseTo::Implicit { dmabuf, .. } => {
+                f.debug_struct("Implicit").field("dmabuf", dmabuf).finish()
+            }
+        }
+    }
+}
+
+/// How a release went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Nothing was left to wait for: the point was signaled, or the
+    /// callback got [`Release::Now`] with no fence imported.
+    Immediately,
+    /// The merged fence went into the client's timeline point or dma-buf.
+    FenceImported,
+    /// The callback got [`Release::AfterFence`].
+    FenceSent,
+    /// A timeline import failed: the fence was waited for (at most
+    /// [`FALLBACK_WAIT`]) and the point signaled from the CPU.
+    CpuFallback,
+}
+
+/// One buffer commit's uses and its release.
+#[derive(Debug)]
+#[must_use = "dropping the tracker releases the buffer at once"]
+pub struct ReleaseTracker {
+    to: Option<ReleaseTo>,
+    uses: Option<SyncFile>,
+    count: usize,
+}
+
+impl ReleaseTracker {
+    /// Track a committed buffer whose release goes to `to`.
+    pub fn new(to: ReleaseTo) -> Self {
+        ReleaseTracker {
+            to: Some(to),
+            uses: None,
+            count: 0,
+        }
+    }
+
+    /// Record a use that is over when `fence` signals (merged with the
+    /// earlier ones into one sync_file).
+    pub fn add_use(&mut self, fence: SyncFile) -> Result<()> {
+        self.uses = Some(match self.uses.take() {
+            None => fence,
+            Some(prev) => prev.merge(&fence, "winsys-release")?,
+        });
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Uses recorded so far.
+    pub fn uses(&self) -> usize {
+        self.count
+    }
+
+    /// Deliver the release now (the buffer was replaced or its surface
+    /// went away).
+    pub fn release(mut self) -> Result<Delivered> {
+        self.deliver()
+    }
+
+    fn deliver(&mut self) -> Result<Delivered> {
+        let Some(to) = self.to.take() else {
+            return Err(Error::Invalid("the release was delivered already".into()));
+        };
+        let uses = self.uses.take();
+        match to {
+            ReleaseTo::Timeline { timeline, point } => match uses {
+                None => {
+                    timeline.signal(point)?;
+                    Ok(Delivered::Immediately)
+                }
+                Some(fence) => match timeline.import_sync_file(point, &fence) {
+                    Ok(()) => Ok(Delivered::FenceImported),
+                    Err(import) => {
+                        let waited = fence.wait(Some(FALLBACK_WAIT));
+                        timeline.signal(point)?;
+                        match waited {
+                            Ok(()) => Ok(Delivered::CpuFallback),
+                            Err(_) => Err(import.into()),
+                        }
+                    }
+                },
+            },
+            ReleaseTo::Fence(send) => Ok(match uses {
+                None => {
+                    send(Release::Now);
+                    Delivered::Immediately
+                }
+                Some(fence) => {
+                    send(Release::AfterFence(fence));
+                    Delivered::FenceSent
+                }
+            }),
+            ReleaseTo::Implicit { dmabuf, then } => {
+                let Some(fence) = uses else {
+                    then(Release::Now);
+                    return Ok(Delivered::Immediately);
+                };
+                let sync_file_ioctls =
+                    crate::sync::probe::dmabuf_sync_file(dmabuf.planes()[0].fd());
+                let imported = if sync_file_ioctls {
+                    match dmabuf.import_sync_file(&fence, Access::Read) {
+                        Ok(()) => true,
+                        Err(crate::dmabuf::Error::Unsupported { .. }) => false,
+                        Err(e) => {
+                            // Still release: the client waits for the fence.
+                            then(Release::AfterFence(fence));
+                            return Err(e.into());
+                        }
+                    }
+                } else {
+                    false
+                };
+                if imported {
+                    then(Release::Now);
+                    Ok(Delivered::FenceImported)
+                } else {
+                    then(Release::AfterFence(fence));
+                    Ok(Delivered::FenceSent)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ReleaseTracker {
+    fn drop(&mut self) {
+        if self.to.is_some() {
+            let _ = self.deliver();
+        }
+    }
+}
