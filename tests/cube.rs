@@ -16,11 +16,6 @@ use common::need;
 use common::sway::Sway;
 use common::weston::{capture, Weston};
 
-/// The example's clear colour and face colours as `0xRRGGBB`
-/// (examples/cube/render.rs).
-const CLEAR: u32 = 0x102040;
-const FACES: [u32; 6] = [0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff];
-
 fn cube_binary() -> PathBuf {
     // target/<profile>/deps/cube-<hash> -> target/<profile>/examples/cube
     let exe = std::env::current_exe().unwrap();
@@ -142,33 +137,9 @@ fn assert_weston_shows_the_cube(weston: &Weston, args: &[&str]) {
         }
         std::thread::sleep(Duration::from_millis(500));
         let shot = capture(&conn).unwrap();
-        let mut faces = [0u32; 6];
-        let mut stray = None;
-        for y in 0..shot.height {
-            for x in 0..shot.width {
-                let p = shot.pixel(x, y) & 0xffffff;
-                match FACES.iter().position(|&f| f == p) {
-                    Some(i) => faces[i] += 1,
-                    None if p == CLEAR => {}
-                    None => stray = stray.or(Some((x, y, p))),
-                }
-            }
-        }
-        let corners = [
-            (0, 0),
-            (shot.width - 1, 0),
-            (0, shot.height - 1),
-            (shot.width - 1, shot.height - 1),
-        ];
-        let visible = faces.iter().filter(|&&n| n > 0).count();
-        last = format!("faces {faces:?}, stray pixel {stray:?}");
-        if visible >= 2
-            && stray.is_none()
-            && corners
-                .iter()
-                .all(|&(x, y)| shot.pixel(x, y) & 0xffffff == CLEAR)
-        {
-            break Some(faces);
+        match common::cube_frame(shot.width, shot.height, |x, y| shot.pixel(x, y)) {
+            Ok(faces) => break Some(faces),
+            Err(what) => last = what,
         }
     };
     let _ = child.kill();

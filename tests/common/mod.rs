@@ -88,6 +88,8 @@ pub fn pread_all(fd: &OwnedFd, len: usize, offset: u64) -> Vec<u8> {
 #[cfg(all(feature = "vulkan", feature = "gbm"))]
 pub mod vk;
 
+#[cfg(all(feature = "server", feature = "wayland"))]
+pub mod compositor;
 #[cfg(feature = "wayland")]
 pub mod mutter;
 #[cfg(feature = "wayland")]
@@ -100,4 +102,50 @@ pub mod weston;
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cube example's clear colour and face colours as `0xRRGGBB`
+/// (examples/cube/render.rs).
+pub const CUBE_CLEAR: u32 = 0x102040;
+/// See [`CUBE_CLEAR`].
+pub const CUBE_FACES: [u32; 6] = [0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff];
+
+/// Whether a `width` x `height` picture (`pixel(x, y)` as 0xRRGGBB) is a
+/// cube frame: only the clear colour and exact face colours, the clear
+/// colour at the corners, at least two faces. `Ok(face pixel counts)` or
+/// what was wrong.
+pub fn cube_frame(
+    width: u32,
+    height: u32,
+    pixel: impl Fn(u32, u32) -> u32,
+) -> Result<[u32; 6], String> {
+    let mut faces = [0u32; 6];
+    let mut stray = None;
+    for y in 0..height {
+        for x in 0..width {
+            let p = pixel(x, y) & 0xffffff;
+            match CUBE_FACES.iter().position(|&f| f == p) {
+                Some(i) => faces[i] += 1,
+                None if p == CUBE_CLEAR => {}
+                None => stray = stray.or(Some((x, y, p))),
+            }
+        }
+    }
+    let corners = [
+        (0, 0),
+        (width - 1, 0),
+        (0, height - 1),
+        (width - 1, height - 1),
+    ];
+    let visible = faces.iter().filter(|&&n| n > 0).count();
+    let corners_clear = corners
+        .iter()
+        .all(|&(x, y)| pixel(x, y) & 0xffffff == CUBE_CLEAR);
+    if visible >= 2 && stray.is_none() && corners_clear {
+        Ok(faces)
+    } else {
+        Err(format!(
+            "faces {faces:?}, stray pixel {stray:?}, corners clear: {corners_clear}"
+        ))
+    }
 }

@@ -240,6 +240,8 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     // So does the cube through winsys (and each test runs it too).
     ("test cube", "*", &[LavapipeDmabuf]),
     ("example cube", "*", &[LavapipeDmabuf]),
+    // The reference compositor imports client dma-bufs into lavapipe.
+    ("test compositor", "*", &[LavapipeDmabuf]),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

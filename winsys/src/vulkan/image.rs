@@ -644,12 +644,18 @@ impl Device {
             dedicated_info = vk::MemoryDedicatedAllocateInfo::default().image(image);
             info = info.push_next(&mut dedicated_info);
         }
+        let identity = crate::dmabuf::DmabufId::of(&dup).ok();
         // SAFETY: the import takes a dma-buf fd of at least `req.size`
         // bytes; on success Vulkan owns the fd, so it is released below.
-        let mem = unsafe { self.shared.raw.allocate_memory(&info, None) }
-            .map_err(Error::vk("vkAllocateMemory(import dma-buf)"))?;
-        let _owned_by_vulkan = dup.into_raw_fd();
-        Ok(mem)
+        let result = unsafe { self.shared.raw.allocate_memory(&info, None) };
+        let raw = dup.into_raw_fd();
+        match result {
+            Ok(mem) => Ok(mem), // Vulkan owns `raw` now.
+            Err(e) => {
+                close_if_still_ours(raw, identity);
+                Err(Error::vk("vkAllocateMemory(import dma-buf)")(e))
+            }
+        }
     }
 
     /// Allocate an image Vulkan can share: the driver picks one of
@@ -1016,5 +1022,23 @@ pub fn color_range() -> vk::ImageSubresourceRange {
         level_count: 1,
         base_array_layer: 0,
         layer_count: 1,
+    }
+}
+
+/// After a failed import, close `raw` if it is still the dma-buf it was.
+///
+/// The spec leaves the fd with the caller when an import fails, but
+/// lavapipe 25 (`lvp_AllocateMemory`) closes it anyway. Closing it again
+/// could close an fd another thread has opened since under the same
+/// number, so it is closed only if it still refers to the same dma-buf
+/// (`fstat` identity); otherwise it is left alone.
+fn close_if_still_ours(raw: std::os::fd::RawFd, identity: Option<crate::dmabuf::DmabufId>) {
+    // SAFETY: the borrow lives only for this `fstat` (DmabufId::of), which
+    // answers EBADF for a closed number and touches no memory through it.
+    let now = crate::dmabuf::DmabufId::of(unsafe { BorrowedFd::borrow_raw(raw) }).ok();
+    if identity.is_some() && now == identity {
+        // SAFETY: `raw` is open and is the dup made above, which nothing
+        // else owns (the failed import did not take it).
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
     }
 }

@@ -1,0 +1,449 @@
+//! `examples/compositor`, the reference compositor over `winsys::server`,
+//! with clients no one here wrote (weston's demo clients, vkcube through
+//! Mesa's WSI) and the winsys cube in every sync mode: frames presented,
+//! the output PNG showing their content, a late fence holding only its own
+//! client, every protocol error posted, every release delivered.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::compositor::{Compositor, Png};
+use common::{controllable_fence, need, LONG};
+use winsys::alloc::vgem::Vgem;
+use winsys::device::{DrmDevice, NodeKind};
+use winsys::format::Fourcc;
+use winsys::wayland::surface::Surface;
+use winsys::wayland::sync::SyncMode;
+
+/// The compositor's background (examples/compositor/gpu.rs).
+const BACKGROUND: u32 = 0x203040;
+
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+fn spawn(socket: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client")
+}
+
+/// Share of the output's pixels in `x0..x1` that are not the background.
+fn covered(png: &Png, x0: u32, x1: u32) -> f64 {
+    let mut n = 0;
+    for y in 0..png.height {
+        for x in x0..x1.min(png.width) {
+            n += (png.pixel(x, y) != BACKGROUND) as u32;
+        }
+    }
+    n as f64 / ((x1.min(png.width) - x0) * png.height) as f64
+}
+
+/// Distinct colours in the output.
+fn colours(png: &Png) -> usize {
+    let mut all: Vec<u32> = (0..png.height)
+        .flat_map(|y| (0..png.width).map(move |x| (x, y)))
+        .map(|(x, y)| png.pixel(x, y))
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all.len()
+}
+
+/// Wait until the output satisfies `ok`; the last reason otherwise.
+fn wait_output(c: &Compositor, timeout: Duration, ok: impl Fn(&Png) -> Result<(), String>) {
+    let t = Instant::now();
+    let mut last = "no PNG yet".to_string();
+    while t.elapsed() < timeout {
+        if let Some(png) = c.output() {
+            match ok(&png) {
+                Ok(()) => return,
+                Err(why) => last = why,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the output never showed it: {last}\n{}", c.log_text());
+}
+
+/// Run a foreign client until the compositor applied `commits` more
+/// commits and its output shows it; then stop it and see its surface go.
+fn foreign_client(
+    c: &mut Compositor,
+    what: &str,
+    program: &str,
+    args: &[&str],
+    commits: u64,
+    min_colours: usize,
+) {
+    let before = c.stats().unwrap_or_default();
+    let mut child = spawn(&c.socket, program, args);
+    let s = c
+        .wait_stats(Duration::from_secs(60), |s| {
+            s.applied >= before.applied + commits
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    println!("{what}: {s:?}");
+    wait_output(c, Duration::from_secs(30), |png| {
+        let cover = covered(png, 0, png.width);
+        let n = colours(png);
+        if cover > 0.5 && n >= min_colours {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: {:.0}% covered, {n} colours",
+                cover * 100.0
+            ))
+        }
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    println!("{what} said:\n{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_stats(LONG * 4, |s| s.surfaces == 0)
+        .unwrap_or_else(|e| panic!("{what} left a surface: {e}"));
+    assert!(c.alive());
+}
+
+/// vgem's card node: weston-simple-dmabuf-egl allocates there (the render
+/// nodes fail on this bed).
+fn vgem_card() -> Option<String> {
+    DrmDevice::list()
+        .into_iter()
+        .find(|n| n.driver == "vgem" && n.kind == NodeKind::Primary)
+        .map(|n| n.path.display().to_string())
+}
+
+#[test]
+fn foreign_clients_present_through_shm_and_dmabuf() {
+    let _one = common::one_at_a_time();
+    let mut c = need!(Compositor::start(&[]), "the reference compositor");
+    foreign_client(
+        &mut c,
+        "weston-simple-shm",
+        "weston-simple-shm",
+        &[],
+        20,
+        16,
+    );
+    foreign_client(
+        &mut c,
+        "vkcube (Mesa WSI)",
+        "vkcube",
+        &["--wsi", "wayland"],
+        20,
+        16,
+    );
+    let card = vgem_card().expect("vgem card node");
+    let releases = c.stats().unwrap_or_default().releases;
+    foreign_client(
+        &mut c,
+        "weston-simple-dmabuf-egl",
+        "weston-simple-dmabuf-egl",
+        &["--drm-render-node", &card],
+        20,
+        2,
+    );
+    let s = c.stats().unwrap();
+    assert!(s.releases >= releases + 19, "dma-buf releases: {s:?}");
+    assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+}
+
+/// Run the cube for `frames` frames; the `presented` figure it printed.
+fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> String {
+    let n = frames.to_string();
+    let mut all = vec!["--frames", &n, "--json", "--validation"];
+    all.extend_from_slice(args);
+    let out = Command::new(example("cube"))
+        .args(&all)
+        .env("WAYLAND_DISPLAY", &c.socket)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("cube {all:?}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "the cube failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log_text()
+    );
+    let json = stdout.lines().last().expect("figures").to_string();
+    let presented = json
+        .split("\"presented\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("presented");
+    assert_eq!(presented, n, "every frame presented: {json}");
+    json
+}
+
+/// Run the cube until the output shows a cube frame.
+fn cube_is_shown(c: &Compositor, args: &[&str], env: &[(&str, &str)]) {
+    let mut all = vec!["--frames", "100000"];
+    all.extend_from_slice(args);
+    let mut child = Command::new(example("cube"))
+        .args(&all)
+        .env("WAYLAND_DISPLAY", &c.socket)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_output(c, Duration::from_secs(60), |png| {
+        common::cube_frame(png.width, png.height, |x, y| png.pixel(x, y)).map(|faces| {
+            println!("the output shows a cube frame: face pixels {faces:?}");
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_cube_presents_in_every_sync_mode() {
+    let _one = common::one_at_a_time();
+    let c = need!(Compositor::start(&[]), "the reference compositor");
+    // By default the best mode on offer: drm-syncobj (virtio_gpu timelines).
+    let json = cube(&c, 30, &[], &[]);
+    assert!(json.contains("\"sync\":\"syncobj\""), "{json}");
+    for mode in ["explicit", "implicit", "shm"] {
+        let json = cube(&c, 30, &["--sync", mode], &[]);
+        assert!(json.contains(&format!("\"sync\":\"{mode}\"")), "{json}");
+    }
+    cube_is_shown(&c, &[], &[]);
+    cube_is_shown(&c, &["--sync", "shm"], &[]);
+    let s = c.stats().unwrap();
+    assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+}
+
+#[test]
+fn implicit_clients_composite_without_the_sync_file_ioctls() {
+    let _one = common::one_at_a_time();
+    // As on a kernel before 6.0: gates poll the dma-bufs, releases wait.
+    let old = [(winsys::sync::probe::DISABLE_DMABUF_SYNC_FILE_ENV, "1")];
+    let c = need!(Compositor::start(&old), "the reference compositor");
+    cube(&c, 30, &["--sync", "implicit"], &old);
+    cube_is_shown(&c, &["--sync", "implicit"], &old);
+}
+
+#[test]
+fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() {
+    let _one = common::one_at_a_time();
+    let c = need!(Compositor::start(&[]), "the reference compositor");
+    let vgem = need!(Vgem::open(), "vgem");
+    // Warm up: one cube run, so that the fd count below is steady.
+    cube(&c, 10, &["--sync", "explicit"], &[]);
+    c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
+    let fds_before = c.open_fds();
+
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let mut late = Surface::new(&conn, "late", SyncMode::ExplicitSync, LONG).unwrap();
+    let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
+    let id = late.add_dmabuf(buf.dmabuf()).unwrap();
+    // A GPU job that does not end (vgem's fences give up after 10 s).
+    let (_b, never, fence) = controllable_fence(&vgem);
+    let t = Instant::now();
+    late.present(id, Some(fence)).unwrap();
+    let s = c.wait_stats(LONG, |s| s.held == 1).unwrap();
+    println!("held: {s:?}");
+
+    // Another client presents meanwhile, every frame.
+    cube(&c, 30, &["--sync", "explicit"], &[]);
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "the late fence may have timed out"
+    );
+    let s = c.stats().unwrap();
+    assert_eq!(s.held, 1, "the late commit is still held: {s:?}");
+    println!(
+        "event loop's longest stall with a late client: {:.1} ms",
+        s.longest_stall_ms
+    );
+    assert!(s.longest_stall_ms < 1000.0, "the loop blocked: {s:?}");
+
+    // The late client goes with its commit pending: its release is
+    // delivered, nothing of it stays behind.
+    let releases = s.releases;
+    drop(late);
+    drop(conn);
+    let s = c
+        .wait_stats(LONG, |s| s.surfaces == 0 && s.held == 0)
+        .unwrap();
+    assert!(
+        s.releases > releases,
+        "no release for the held commit: {s:?}"
+    );
+    let t = Instant::now();
+    while c.open_fds() > fds_before && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.open_fds(), fds_before, "fds left in the compositor");
+    never.signal().unwrap();
+}
+
+/// Raw protocol clients that break the rules.
+mod bad {
+    use std::os::fd::AsFd;
+
+    use wayland_client::globals::{registry_queue_init, GlobalListContents};
+    use wayland_client::protocol::{wl_buffer, wl_compositor, wl_registry, wl_surface};
+    use wayland_client::{delegate_noop, Connection, Dispatch, QueueHandle};
+    use wayland_protocols::wp::linux_dmabuf::zv1::client::{
+        zwp_linux_buffer_params_v1 as params, zwp_linux_dmabuf_v1 as dmabuf,
+    };
+    use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
+        wp_linux_drm_syncobj_manager_v1 as manager,
+        wp_linux_drm_syncobj_surface_v1 as sync_surface,
+        wp_linux_drm_syncobj_timeline_v1 as timeline,
+    };
+
+    pub struct S;
+
+    impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for S {
+        fn event(
+            _: &mut Self,
+            _: &wl_registry::WlRegistry,
+            _: wl_registry::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+    delegate_noop!(S: ignore dmabuf::ZwpLinuxDmabufV1);
+    delegate_noop!(S: ignore params::ZwpLinuxBufferParamsV1);
+    delegate_noop!(S: ignore wl_buffer::WlBuffer);
+    delegate_noop!(S: wl_compositor::WlCompositor);
+    delegate_noop!(S: ignore wl_surface::WlSurface);
+    delegate_noop!(S: manager::WpLinuxDrmSyncobjManagerV1);
+    delegate_noop!(S: sync_surface::WpLinuxDrmSyncobjSurfaceV1);
+    delegate_noop!(S: timeline::WpLinuxDrmSyncobjTimelineV1);
+
+    /// What a misbehaving client does, given its globals.
+    pub type Misdeed = dyn Fn(&wayland_client::globals::GlobalList, &QueueHandle<S>, &super::Vgem);
+
+    /// Connect, misbehave, roundtrip: the protocol error the compositor
+    /// posted, as (interface, code).
+    pub fn error_for(socket: &str, vgem: &super::Vgem, misdeed: &Misdeed) -> (String, u32) {
+        let conn = winsys::wayland::connect(Some(socket)).unwrap();
+        let (globals, mut queue) = registry_queue_init::<S>(&conn).unwrap();
+        misdeed(&globals, &queue.handle(), vgem);
+        let r = queue.roundtrip(&mut S);
+        assert!(r.is_err(), "no protocol error");
+        let e = conn.protocol_error().expect("a protocol error");
+        (e.object_interface, e.code)
+    }
+
+    pub fn dmabuf_params(
+        g: &wayland_client::globals::GlobalList,
+        qh: &QueueHandle<S>,
+    ) -> params::ZwpLinuxBufferParamsV1 {
+        let d: dmabuf::ZwpLinuxDmabufV1 = g.bind(qh, 4..=5, ()).unwrap();
+        d.create_params(qh, ())
+    }
+
+    pub fn fd(vgem: &super::Vgem) -> std::os::fd::OwnedFd {
+        let b = vgem.create(64, 64, super::Fourcc::XRGB8888).unwrap();
+        b.dmabuf().planes()[0].fd().try_clone_to_owned().unwrap()
+    }
+
+    pub fn plane_idx(
+        g: &wayland_client::globals::GlobalList,
+        qh: &QueueHandle<S>,
+        vgem: &super::Vgem,
+    ) {
+        dmabuf_params(g, qh).add(fd(vgem).as_fd(), 5, 0, 256, 0, 0);
+    }
+
+    pub fn out_of_bounds(
+        g: &wayland_client::globals::GlobalList,
+        qh: &QueueHandle<S>,
+        vgem: &super::Vgem,
+    ) {
+        let p = dmabuf_params(g, qh);
+        p.add(fd(vgem).as_fd(), 0, 256, 256, 0, 0);
+        p.create_immed(
+            64,
+            64,
+            super::Fourcc::XRGB8888.0,
+            params::Flags::empty(),
+            qh,
+            (),
+        );
+    }
+
+    pub fn no_acquire_point(
+        g: &wayland_client::globals::GlobalList,
+        qh: &QueueHandle<S>,
+        vgem: &super::Vgem,
+    ) {
+        let p = dmabuf_params(g, qh);
+        p.add(fd(vgem).as_fd(), 0, 0, 256, 0, 0);
+        let buffer = p.create_immed(
+            64,
+            64,
+            super::Fourcc::XRGB8888.0,
+            params::Flags::empty(),
+            qh,
+            (),
+        );
+        let c: wl_compositor::WlCompositor = g.bind(qh, 4..=6, ()).unwrap();
+        let surface = c.create_surface(qh, ());
+        let m: manager::WpLinuxDrmSyncobjManagerV1 = g.bind(qh, 1..=1, ()).unwrap();
+        let _sync = m.get_surface(&surface, qh, ());
+        surface.attach(Some(&buffer), 0, 0);
+        surface.commit();
+    }
+}
+
+#[test]
+fn protocol_errors_reach_the_client_and_the_compositor_goes_on() {
+    use winsys::server::params::code as params;
+    use winsys::server::syncobj::code as syncobj;
+    let _one = common::one_at_a_time();
+    let mut c = need!(Compositor::start(&[]), "the reference compositor");
+    let vgem = need!(Vgem::open(), "vgem");
+    let cases: [(&str, &bad::Misdeed, &str, u32); 3] = [
+        (
+            "plane 5",
+            &bad::plane_idx,
+            "zwp_linux_buffer_params_v1",
+            params::PLANE_IDX,
+        ),
+        (
+            "offset a row in",
+            &bad::out_of_bounds,
+            "zwp_linux_buffer_params_v1",
+            params::OUT_OF_BOUNDS,
+        ),
+        (
+            "no acquire point",
+            &bad::no_acquire_point,
+            "wp_linux_drm_syncobj_surface_v1",
+            syncobj::NO_ACQUIRE_POINT,
+        ),
+    ];
+    for (what, misdeed, interface, code) in cases {
+        let got = bad::error_for(&c.socket, &vgem, misdeed);
+        println!("{what}: {got:?}");
+        assert_eq!(got, (interface.to_string(), code), "{what}");
+    }
+    assert!(c.alive());
+    let s = c
+        .wait_stats(LONG, |s| s.protocol_errors >= 3 && s.surfaces == 0)
+        .unwrap();
+    assert_eq!(s.protocol_errors, 3, "{s:?}");
+    // Others are served as before.
+    cube(&c, 10, &["--sync", "explicit"], &[]);
+}
