@@ -294,10 +294,13 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
 
 /// Raw protocol clients that break the rules.
 mod bad {
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::Arc;
 
-    use wayland_client::globals::{registry_queue_init, GlobalListContents};
-    use wayland_client::protocol::{wl_buffer, wl_compositor, wl_registry, wl_surface};
+    use wayland_client::globals::{registry_queue_init, GlobalList, GlobalListContents};
+    use wayland_client::protocol::{
+        wl_buffer, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
+    };
     use wayland_client::{delegate_noop, Connection, Dispatch, QueueHandle};
     use wayland_protocols::wp::linux_dmabuf::zv1::client::{
         zwp_linux_buffer_params_v1 as params, zwp_linux_dmabuf_v1 as dmabuf,
@@ -307,6 +310,9 @@ mod bad {
         wp_linux_drm_syncobj_surface_v1 as sync_surface,
         wp_linux_drm_syncobj_timeline_v1 as timeline,
     };
+    use winsys::device::{DrmDevice, NodeKind};
+    use winsys::format::Fourcc;
+    use winsys::sync::Syncobj;
 
     pub struct S;
 
@@ -326,113 +332,300 @@ mod bad {
     delegate_noop!(S: ignore wl_buffer::WlBuffer);
     delegate_noop!(S: wl_compositor::WlCompositor);
     delegate_noop!(S: ignore wl_surface::WlSurface);
+    delegate_noop!(S: ignore wl_shm::WlShm);
+    delegate_noop!(S: wl_shm_pool::WlShmPool);
     delegate_noop!(S: manager::WpLinuxDrmSyncobjManagerV1);
     delegate_noop!(S: sync_surface::WpLinuxDrmSyncobjSurfaceV1);
     delegate_noop!(S: timeline::WpLinuxDrmSyncobjTimelineV1);
 
-    /// What a misbehaving client does, given its globals.
-    pub type Misdeed = dyn Fn(&wayland_client::globals::GlobalList, &QueueHandle<S>, &super::Vgem);
+    /// What a misbehaving client has: its globals, queue, a vgem.
+    pub struct Ctx<'a> {
+        pub g: &'a GlobalList,
+        pub qh: &'a QueueHandle<S>,
+        pub vgem: &'a super::Vgem,
+    }
+
+    /// What a misbehaving client does.
+    pub type Misdeed = fn(&Ctx<'_>);
 
     /// Connect, misbehave, roundtrip: the protocol error the compositor
     /// posted, as (interface, code).
-    pub fn error_for(socket: &str, vgem: &super::Vgem, misdeed: &Misdeed) -> (String, u32) {
+    pub fn error_for(socket: &str, vgem: &super::Vgem, misdeed: Misdeed) -> (String, u32) {
         let conn = winsys::wayland::connect(Some(socket)).unwrap();
         let (globals, mut queue) = registry_queue_init::<S>(&conn).unwrap();
-        misdeed(&globals, &queue.handle(), vgem);
+        misdeed(&Ctx {
+            g: &globals,
+            qh: &queue.handle(),
+            vgem,
+        });
         let r = queue.roundtrip(&mut S);
         assert!(r.is_err(), "no protocol error");
         let e = conn.protocol_error().expect("a protocol error");
         (e.object_interface, e.code)
     }
 
-    pub fn dmabuf_params(
-        g: &wayland_client::globals::GlobalList,
-        qh: &QueueHandle<S>,
-    ) -> params::ZwpLinuxBufferParamsV1 {
-        let d: dmabuf::ZwpLinuxDmabufV1 = g.bind(qh, 4..=5, ()).unwrap();
-        d.create_params(qh, ())
+    fn params(c: &Ctx<'_>) -> params::ZwpLinuxBufferParamsV1 {
+        let d: dmabuf::ZwpLinuxDmabufV1 = c.g.bind(c.qh, 4..=5, ()).unwrap();
+        d.create_params(c.qh, ())
     }
 
-    pub fn fd(vgem: &super::Vgem) -> std::os::fd::OwnedFd {
-        let b = vgem.create(64, 64, super::Fourcc::XRGB8888).unwrap();
+    /// A 64x64 XRGB8888 vgem dma-buf (stride 256, 16 KiB).
+    fn fd(c: &Ctx<'_>) -> OwnedFd {
+        let b = c.vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
         b.dmabuf().planes()[0].fd().try_clone_to_owned().unwrap()
     }
 
-    pub fn plane_idx(
-        g: &wayland_client::globals::GlobalList,
-        qh: &QueueHandle<S>,
-        vgem: &super::Vgem,
-    ) {
-        dmabuf_params(g, qh).add(fd(vgem).as_fd(), 5, 0, 256, 0, 0);
+    fn immed(
+        p: &params::ZwpLinuxBufferParamsV1,
+        c: &Ctx<'_>,
+        w: i32,
+        format: Fourcc,
+    ) -> wl_buffer::WlBuffer {
+        p.create_immed(w, 64, format.0, params::Flags::empty(), c.qh, ())
     }
 
-    pub fn out_of_bounds(
-        g: &wayland_client::globals::GlobalList,
-        qh: &QueueHandle<S>,
-        vgem: &super::Vgem,
-    ) {
-        let p = dmabuf_params(g, qh);
-        p.add(fd(vgem).as_fd(), 0, 256, 256, 0, 0);
-        p.create_immed(
-            64,
-            64,
-            super::Fourcc::XRGB8888.0,
-            params::Flags::empty(),
-            qh,
-            (),
-        );
+    fn good_buffer(c: &Ctx<'_>) -> wl_buffer::WlBuffer {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+        immed(&p, c, 64, Fourcc::XRGB8888)
     }
 
-    pub fn no_acquire_point(
-        g: &wayland_client::globals::GlobalList,
-        qh: &QueueHandle<S>,
-        vgem: &super::Vgem,
+    pub fn already_used(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+        immed(&p, c, 64, Fourcc::XRGB8888);
+        immed(&p, c, 64, Fourcc::XRGB8888);
+    }
+    pub fn plane_idx(c: &Ctx<'_>) {
+        params(c).add(fd(c).as_fd(), 5, 0, 256, 0, 0);
+    }
+    pub fn plane_set(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+    }
+    pub fn incomplete(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 64, 0, 0);
+        immed(&p, c, 64, Fourcc::NV12);
+    }
+    pub fn invalid_format(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+        immed(&p, c, 64, Fourcc::ABGR16161616F);
+    }
+    pub fn invalid_dimensions(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 0, 256, 0, 0);
+        immed(&p, c, 0, Fourcc::XRGB8888);
+    }
+    pub fn out_of_bounds(c: &Ctx<'_>) {
+        let p = params(c);
+        p.add(fd(c).as_fd(), 0, 256, 256, 0, 0);
+        immed(&p, c, 64, Fourcc::XRGB8888);
+    }
+    pub fn invalid_wl_buffer(c: &Ctx<'_>) {
+        let memfd =
+            rustix::fs::memfd_create("not-a-dmabuf", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&memfd, 1 << 16).unwrap();
+        let p = params(c);
+        p.add(memfd.as_fd(), 0, 0, 256, 0, 0);
+        immed(&p, c, 64, Fourcc::XRGB8888);
+    }
+
+    fn timeline_fd() -> OwnedFd {
+        let dev = Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).unwrap());
+        Syncobj::new(&dev).unwrap().export().unwrap()
+    }
+
+    /// A surface with a syncobj surface, its timeline and a dma-buf buffer.
+    fn synced(
+        c: &Ctx<'_>,
+    ) -> (
+        wl_surface::WlSurface,
+        sync_surface::WpLinuxDrmSyncobjSurfaceV1,
+        timeline::WpLinuxDrmSyncobjTimelineV1,
+        wl_buffer::WlBuffer,
     ) {
-        let p = dmabuf_params(g, qh);
-        p.add(fd(vgem).as_fd(), 0, 0, 256, 0, 0);
-        let buffer = p.create_immed(
-            64,
-            64,
-            super::Fourcc::XRGB8888.0,
-            params::Flags::empty(),
-            qh,
-            (),
-        );
-        let c: wl_compositor::WlCompositor = g.bind(qh, 4..=6, ()).unwrap();
-        let surface = c.create_surface(qh, ());
-        let m: manager::WpLinuxDrmSyncobjManagerV1 = g.bind(qh, 1..=1, ()).unwrap();
-        let _sync = m.get_surface(&surface, qh, ());
+        let buffer = good_buffer(c);
+        let comp: wl_compositor::WlCompositor = c.g.bind(c.qh, 4..=6, ()).unwrap();
+        let surface = comp.create_surface(c.qh, ());
+        let m: manager::WpLinuxDrmSyncobjManagerV1 = c.g.bind(c.qh, 1..=1, ()).unwrap();
+        let sync = m.get_surface(&surface, c.qh, ());
+        let tl = m.import_timeline(timeline_fd().as_fd(), c.qh, ());
+        (surface, sync, tl, buffer)
+    }
+
+    pub fn no_acquire_point(c: &Ctx<'_>) {
+        let (surface, sync, tl, buffer) = synced(c);
+        sync.set_release_point(&tl, 0, 2);
         surface.attach(Some(&buffer), 0, 0);
         surface.commit();
+    }
+    pub fn no_release_point(c: &Ctx<'_>) {
+        let (surface, sync, tl, buffer) = synced(c);
+        sync.set_acquire_point(&tl, 0, 1);
+        surface.attach(Some(&buffer), 0, 0);
+        surface.commit();
+    }
+    pub fn no_buffer(c: &Ctx<'_>) {
+        let (surface, sync, tl, _) = synced(c);
+        sync.set_acquire_point(&tl, 0, 1);
+        sync.set_release_point(&tl, 0, 2);
+        surface.commit();
+    }
+    pub fn conflicting_points(c: &Ctx<'_>) {
+        let (surface, sync, tl, buffer) = synced(c);
+        sync.set_acquire_point(&tl, 0, 2);
+        sync.set_release_point(&tl, 0, 2);
+        surface.attach(Some(&buffer), 0, 0);
+        surface.commit();
+    }
+    pub fn unsupported_buffer(c: &Ctx<'_>) {
+        let (surface, sync, tl, _) = synced(c);
+        let shm: wl_shm::WlShm = c.g.bind(c.qh, 1..=1, ()).unwrap();
+        let memfd = rustix::fs::memfd_create("shm", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&memfd, 64 * 64 * 4).unwrap();
+        let pool = shm.create_pool(memfd.as_fd(), 64 * 64 * 4, c.qh, ());
+        let buffer = pool.create_buffer(0, 64, 64, 256, wl_shm::Format::Xrgb8888, c.qh, ());
+        sync.set_acquire_point(&tl, 0, 1);
+        sync.set_release_point(&tl, 0, 2);
+        surface.attach(Some(&buffer), 0, 0);
+        surface.commit();
+    }
+    pub fn surface_exists(c: &Ctx<'_>) {
+        let (surface, _sync, _, _) = synced(c);
+        let m: manager::WpLinuxDrmSyncobjManagerV1 = c.g.bind(c.qh, 1..=1, ()).unwrap();
+        m.get_surface(&surface, c.qh, ());
+    }
+    pub fn invalid_timeline(c: &Ctx<'_>) {
+        let m: manager::WpLinuxDrmSyncobjManagerV1 = c.g.bind(c.qh, 1..=1, ()).unwrap();
+        let memfd =
+            rustix::fs::memfd_create("not-a-syncobj", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        m.import_timeline(memfd.as_fd(), c.qh, ());
+    }
+
+    /// Random `add` / `create` sequences (a small xorshift generator, so a
+    /// failing seed can be replayed): each connection must end in a
+    /// created buffer, a `failed` event or a protocol error, never in a
+    /// crash.
+    pub fn garbage(socket: &str, vgem: &super::Vgem, seed: u64) {
+        let mut x = seed | 1;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let conn = winsys::wayland::connect(Some(socket)).unwrap();
+        let (globals, mut queue) = registry_queue_init::<S>(&conn).unwrap();
+        let c = Ctx {
+            g: &globals,
+            qh: &queue.handle(),
+            vgem,
+        };
+        let p = params(&c);
+        for _ in 0..next(4) {
+            let offset = [0, 4, 256, 16384, u32::MAX][next(5) as usize];
+            let stride = [0, 64, 256, 4096, u32::MAX][next(5) as usize];
+            let modifier = [0u64, 1 << 56 | 2, (1 << 56) - 1][next(3) as usize];
+            p.add(
+                fd(&c).as_fd(),
+                next(6) as u32,
+                offset,
+                stride,
+                (modifier >> 32) as u32,
+                modifier as u32,
+            );
+        }
+        let format = [
+            Fourcc::XRGB8888,
+            Fourcc::ARGB8888,
+            Fourcc::NV12,
+            Fourcc(next(u32::MAX as u64) as u32),
+        ][next(4) as usize];
+        let size = [-1, 0, 1, 64, 65, i32::MAX][next(6) as usize];
+        let flags = params::Flags::from_bits_retain(next(16) as u32);
+        if next(2) == 0 {
+            p.create_immed(size, 64, format.0, flags, c.qh, ());
+        } else {
+            p.create(size, 64, format.0, flags);
+        }
+        let _ = queue.roundtrip(&mut S);
     }
 }
 
 #[test]
-fn protocol_errors_reach_the_client_and_the_compositor_goes_on() {
+fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_compositor() {
     use winsys::server::params::code as params;
     use winsys::server::syncobj::code as syncobj;
     let _one = common::one_at_a_time();
     let mut c = need!(Compositor::start(&[]), "the reference compositor");
     let vgem = need!(Vgem::open(), "vgem");
-    let cases: [(&str, &bad::Misdeed, &str, u32); 3] = [
+    const PARAMS: &str = "zwp_linux_buffer_params_v1";
+    const SURFACE: &str = "wp_linux_drm_syncobj_surface_v1";
+    const MANAGER: &str = "wp_linux_drm_syncobj_manager_v1";
+    let cases: [(&str, bad::Misdeed, &str, u32); 15] = [
         (
-            "plane 5",
-            &bad::plane_idx,
-            "zwp_linux_buffer_params_v1",
-            params::PLANE_IDX,
+            "already_used",
+            bad::already_used,
+            PARAMS,
+            params::ALREADY_USED,
+        ),
+        ("plane_idx", bad::plane_idx, PARAMS, params::PLANE_IDX),
+        ("plane_set", bad::plane_set, PARAMS, params::PLANE_SET),
+        ("incomplete", bad::incomplete, PARAMS, params::INCOMPLETE),
+        (
+            "invalid_format",
+            bad::invalid_format,
+            PARAMS,
+            params::INVALID_FORMAT,
         ),
         (
-            "offset a row in",
-            &bad::out_of_bounds,
-            "zwp_linux_buffer_params_v1",
+            "invalid_dimensions",
+            bad::invalid_dimensions,
+            PARAMS,
+            params::INVALID_DIMENSIONS,
+        ),
+        (
+            "out_of_bounds",
+            bad::out_of_bounds,
+            PARAMS,
             params::OUT_OF_BOUNDS,
         ),
         (
-            "no acquire point",
-            &bad::no_acquire_point,
-            "wp_linux_drm_syncobj_surface_v1",
+            "invalid_wl_buffer",
+            bad::invalid_wl_buffer,
+            PARAMS,
+            params::INVALID_WL_BUFFER,
+        ),
+        (
+            "no_acquire_point",
+            bad::no_acquire_point,
+            SURFACE,
             syncobj::NO_ACQUIRE_POINT,
         ),
+        (
+            "no_release_point",
+            bad::no_release_point,
+            SURFACE,
+            syncobj::NO_RELEASE_POINT,
+        ),
+        ("no_buffer", bad::no_buffer, SURFACE, syncobj::NO_BUFFER),
+        (
+            "conflicting_points",
+            bad::conflicting_points,
+            SURFACE,
+            syncobj::CONFLICTING_POINTS,
+        ),
+        (
+            "unsupported_buffer",
+            bad::unsupported_buffer,
+            SURFACE,
+            syncobj::UNSUPPORTED_BUFFER,
+        ),
+        ("surface_exists", bad::surface_exists, MANAGER, 0),
+        ("invalid_timeline", bad::invalid_timeline, MANAGER, 1),
     ];
     for (what, misdeed, interface, code) in cases {
         let got = bad::error_for(&c.socket, &vgem, misdeed);
@@ -441,9 +634,26 @@ fn protocol_errors_reach_the_client_and_the_compositor_goes_on() {
     }
     assert!(c.alive());
     let s = c
-        .wait_stats(LONG, |s| s.protocol_errors >= 3 && s.surfaces == 0)
+        .wait_stats(LONG, |s| {
+            s.protocol_errors >= cases.len() as u64 && s.surfaces == 0
+        })
         .unwrap();
-    assert_eq!(s.protocol_errors, 3, "{s:?}");
+    assert_eq!(s.protocol_errors, cases.len() as u64, "{s:?}");
+    let fds = c.open_fds();
+    for seed in 1..=200u64 {
+        bad::garbage(&c.socket, &vgem, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        assert!(
+            c.alive(),
+            "the compositor died on garbage seed {seed}:\n{}",
+            c.log_text()
+        );
+    }
+    c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
+    let t = Instant::now();
+    while c.open_fds() > fds && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.open_fds(), fds, "garbage left fds in the compositor");
     // Others are served as before.
     cube(&c, 10, &["--sync", "explicit"], &[]);
 }
