@@ -366,3 +366,48 @@ fn gates_and_trackers_leave_no_fd_behind() {
     }
     assert_eq!(common::open_fds(), before);
 }
+
+#[test]
+fn use_points_are_taken_in_once_they_materialize() {
+    let dev = need!(virtio(), "virtio_gpu render node");
+    let vgem = need!(Vgem::open(), "vgem");
+    let release_tl = Arc::new(Syncobj::new(&dev).unwrap());
+    let render_tl = Arc::new(Syncobj::new(&dev).unwrap());
+    let mut tracker = ReleaseTracker::new(ReleaseTo::Timeline {
+        timeline: release_tl.clone(),
+        point: 5,
+    });
+    // The compositor's render timeline: point 1 is not submitted yet.
+    tracker.add_use_point(render_tl.clone(), 1).unwrap();
+    assert!(!tracker.is_materialized().unwrap());
+    let fd = tracker.materialized_fd().expect("an fd to poll");
+    assert!(!readable(fd, SHORT));
+    let (_buf, gpu, render_done) = controllable_fence(&vgem);
+    render_tl.import_sync_file(1, &render_done).unwrap();
+    assert!(readable(tracker.materialized_fd().unwrap(), LONG));
+    assert!(tracker.is_materialized().unwrap());
+    assert!(tracker.materialized_fd().is_none());
+    let t = std::time::Instant::now();
+    assert_eq!(tracker.release().unwrap(), Delivered::FenceImported);
+    assert!(t.elapsed() < SHORT * 4, "a materialized release waited");
+    release_tl.wait(5, WaitFor::Available, Some(LONG)).unwrap();
+    assert_ne!(release_tl.query().unwrap(), 5, "released before the render");
+    gpu.signal().unwrap();
+    release_tl.wait(5, WaitFor::Signaled, Some(LONG)).unwrap();
+
+    // A point never submitted: the release waits a bounded time, then
+    // goes out without it (nothing lost, nothing hung).
+    let mut tracker = ReleaseTracker::new(ReleaseTo::Timeline {
+        timeline: release_tl.clone(),
+        point: 6,
+    });
+    tracker.add_use_point(render_tl.clone(), 10).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(tracker.release().unwrap(), Delivered::Immediately);
+    let waited = t.elapsed();
+    assert!(
+        waited >= winsys::server::release::FALLBACK_WAIT && waited < LONG,
+        "{waited:?}"
+    );
+    assert_eq!(release_tl.query().unwrap(), 6);
+}

@@ -257,17 +257,20 @@ impl Drop for Output {
 }
 
 /// The format + modifier pairs the device imports for copying out
-/// (what the feedback's tranche offers).
+/// (what the feedback's tranche offers): one-plane XRGB8888 / ARGB8888.
 pub fn importable(device: &Device) -> Vec<(Fourcc, Modifier)> {
-    let mut out = Vec::new();
-    for format in [Fourcc::XRGB8888, Fourcc::ARGB8888] {
-        for m in device.modifiers(format).unwrap_or_default() {
-            if m.planes == 1 && m.features.contains(vk::FormatFeatureFlags::TRANSFER_SRC) {
-                out.push((format, m.modifier));
-            }
-        }
-    }
-    out
+    let formats = [Fourcc::XRGB8888, Fourcc::ARGB8888];
+    let copyable = vk::FormatFeatureFlags::TRANSFER_SRC;
+    winsys::server::feedback::vulkan_importable(device, &formats, copyable)
+        .into_iter()
+        .filter(|&(f, m)| {
+            device
+                .modifiers(f)
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.modifier == m && i.planes == 1)
+        })
+        .collect()
 }
 
 /// Packed XRGB8888 (little-endian B, G, R, X) -> RGB8 for the PNG.

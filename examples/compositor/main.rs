@@ -20,7 +20,13 @@
 //!
 //! ```text
 //! compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation]
+//!            [--exit-after SECS] [--run PROGRAM ARGS...]
 //! ```
+//!
+//! `--run` starts a client on the compositor's socket once it listens and
+//! exits with the client's status when it is done (a program next to this
+//! one, like `cube`, is found there first); `--exit-after` stops it after
+//! that long. Without either it runs until killed.
 //!
 //! Every second it prints a stats line: frames, commits applied and held,
 //! releases delivered, protocol errors sent, and the event loop's longest
@@ -76,10 +82,11 @@ struct Args {
     refresh: u32,
     png: Option<PathBuf>,
     validation: bool,
+    exit_after: Option<Duration>,
+    run: Vec<String>,
 }
 
-const USAGE: &str =
-    "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation]";
+const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--run PROGRAM ARGS...]";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -89,6 +96,8 @@ fn parse_args() -> Result<Args, Error> {
         refresh: 60,
         png: None,
         validation: false,
+        exit_after: None,
+        run: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -106,6 +115,13 @@ fn parse_args() -> Result<Args, Error> {
             "--refresh" => args.refresh = value()?.parse::<u32>()?.max(1),
             "--png" => args.png = Some(value()?.into()),
             "--validation" => args.validation = true,
+            "--exit-after" => args.exit_after = Some(Duration::from_secs_f64(value()?.parse()?)),
+            "--run" => {
+                args.run = it.by_ref().collect();
+                if args.run.is_empty() {
+                    return Err(format!("--run needs a program\n{USAGE}").into());
+                }
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -241,6 +257,7 @@ pub struct State {
     stats: Stats,
     png: Option<PathBuf>,
     last_png: Option<Instant>,
+    png_writer: Option<std::thread::JoinHandle<()>>,
     refresh: Duration,
 }
 
@@ -550,7 +567,7 @@ impl State {
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
             if due {
                 self.last_png = Some(Instant::now());
-                write_png(path, &self.output);
+                self.png_writer = Some(write_png(path, &self.output));
             }
         }
     }
@@ -653,7 +670,7 @@ fn read_shm(shm: &ShmBuffer) -> Option<Content> {
 /// Write the output as a PNG on a thread of its own (encoding is slow under
 /// TCG and must not stall the event loop); written to a temporary file and
 /// renamed, so readers never see half a file.
-fn write_png(path: &std::path::Path, output: &Output) {
+fn write_png(path: &std::path::Path, output: &Output) -> std::thread::JoinHandle<()> {
     let (path, width, height) = (path.to_path_buf(), output.width, output.height);
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -675,7 +692,7 @@ fn write_png(path: &std::path::Path, output: &Output) {
         if let Err(e) = write() {
             println!("compositor: cannot write {}: {e}", path.display());
         }
-    });
+    })
 }
 
 struct ClientState;
@@ -797,6 +814,7 @@ fn run() -> Result<(), Error> {
         stats: Stats::default(),
         png: args.png.clone(),
         last_png: None,
+        png_writer: None,
         refresh,
     };
 
@@ -816,6 +834,26 @@ fn run() -> Result<(), Error> {
             it_value: period,
         },
     )?;
+    let started = Instant::now();
+    let mut client = match args.run.split_first() {
+        None => None,
+        Some((program, rest)) => {
+            let beside = std::env::current_exe()?.with_file_name(program);
+            let path = if beside.exists() {
+                beside
+            } else {
+                PathBuf::from(program)
+            };
+            println!("compositor: running {} {}", path.display(), rest.join(" "));
+            Some(
+                std::process::Command::new(&path)
+                    .args(rest)
+                    .env("WAYLAND_DISPLAY", &args.socket)
+                    .spawn()
+                    .map_err(|e| format!("cannot run {}: {e}", path.display()))?,
+            )
+        }
+    };
     let mut last_stats = Instant::now();
     let mut last_line = String::new();
     let mut gate_fds_changed;
@@ -880,6 +918,36 @@ fn run() -> Result<(), Error> {
         display.flush_clients()?;
         let stall = woke.elapsed();
         state.stats.longest_stall = state.stats.longest_stall.max(stall);
+        let client_done = match client.as_mut() {
+            Some(c) => c.try_wait()?,
+            None => None,
+        };
+        let time_up = args.exit_after.is_some_and(|t| started.elapsed() >= t);
+        if client_done.is_some() || time_up {
+            if let Some(w) = state.png_writer.take() {
+                let _ = w.join();
+            }
+            if let (Some(path), Some(_)) = (&state.png, state.last_png) {
+                let _ = write_png(path, &state.output).join();
+                println!("compositor: output written to {}", path.display());
+            }
+            let s = &state.stats;
+            println!(
+                "compositor: done after {:.1?}: frames={} applied={} releases={} protocol_errors={} longest_stall_ms={:.1}",
+                started.elapsed(),
+                s.frames,
+                s.applied,
+                s.releases,
+                s.protocol_errors,
+                s.longest_stall.as_secs_f64() * 1000.0
+            );
+            return match client_done {
+                Some(status) if !status.success() => {
+                    Err(format!("the client failed: {status}").into())
+                }
+                _ => Ok(()),
+            };
+        }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
             let s = &state.stats;

@@ -47,7 +47,6 @@ macro_rules! raw {
     };
 }
 
-
 fn frame_copies(rows: &mut Vec<Row>) {
     let (w, h) = (3840u32, 2160u32);
     let udmabuf = Udmabuf::open().expect("/dev/udmabuf");

@@ -142,14 +142,17 @@ fn longest_stall(vgem: &Vgem, late: Duration, gate: bool) -> Duration {
     let mut last_tick = Instant::now();
     let mut stall = Duration::ZERO;
     let mut applied = false;
-    let mut g = gate.then(|| {
-        AcquireGate::new(buf.dmabuf(), Acquire::Implicit, ReadyWhen::Signaled).unwrap()
-    });
+    let mut g = gate
+        .then(|| AcquireGate::new(buf.dmabuf(), Acquire::Implicit, ReadyWhen::Signaled).unwrap());
     // Run until the commit applied and 20 ms more.
     while !applied || start.elapsed() < late + Duration::from_millis(20) {
         if !applied && !gate {
             // The blocking compositor: the commit came, it waits for it.
-            buf.dmabuf().implicit_fence(Access::Read).unwrap().wait(None).unwrap();
+            buf.dmabuf()
+                .implicit_fence(Access::Read)
+                .unwrap()
+                .wait(None)
+                .unwrap();
             applied = true;
         }
         let gate_fd = g.as_ref().filter(|_| !applied).map(|g| g.fd());

@@ -422,6 +422,15 @@ fn plan_for(
 fn example_args(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "example cube" => Some(&["--weston", "--frames", "120", "--validation"]),
+        // The reference compositor with the cube as its client.
+        "example compositor" => Some(&[
+            "--validation",
+            "--run",
+            "cube",
+            "--frames",
+            "60",
+            "--validation",
+        ]),
         _ => None,
     }
 }

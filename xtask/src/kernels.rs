@@ -231,6 +231,11 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ),
     (
         "test server",
+        "use_points_are_taken_in_once_they_materialize",
+        &[VirtioGpuSyncobj, SyncobjEventfd, DmabufSyncFile],
+    ),
+    (
+        "test server",
         "timeline_gate_opens_when_the_point_materializes_or_signals",
         &[VirtioGpuSyncobj, SyncobjEventfd, DmabufSyncFile],
     ),
@@ -242,6 +247,7 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ("example cube", "*", &[LavapipeDmabuf]),
     // The reference compositor imports client dma-bufs into lavapipe.
     ("test compositor", "*", &[LavapipeDmabuf]),
+    ("example compositor", "*", &[LavapipeDmabuf]),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

@@ -114,6 +114,7 @@ impl FeedbackBuilder {
         pairs: impl IntoIterator<Item = (Fourcc, Modifier)>,
     ) -> &mut Self {
         let mut indices = Vec::new();
+        let mut named = std::collections::HashSet::new();
         for pair in pairs {
             let i = match self.index.get(&pair) {
                 Some(i) => *i,
@@ -127,7 +128,7 @@ impl FeedbackBuilder {
                     i
                 }
             };
-            if !indices.contains(&i) {
+            if named.insert(i) {
                 indices.push(i);
             }
         }
@@ -185,6 +186,41 @@ fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd> {
     )
     .map_err(os("fcntl(F_ADD_SEALS)"))?;
     Ok(fd)
+}
+
+/// The format + modifier pairs `device` can import with every feature in
+/// `needs` (what a compositor compositing with it offers in its main
+/// tranche), in the order of `formats`, each format's modifiers in the
+/// driver's order.
+///
+/// ```no_run
+/// use winsys::format::Fourcc;
+/// use winsys::server::feedback::{vulkan_importable, FeedbackBuilder, TrancheFlags};
+/// use winsys::vulkan::{ash::vk, Device, Instance};
+///
+/// let device = Device::open(&Instance::new()?)?;
+/// let pairs = vulkan_importable(&device, &[Fourcc::XRGB8888], vk::FormatFeatureFlags::SAMPLED_IMAGE);
+/// let mut b = FeedbackBuilder::new(0xe280);
+/// b.tranche(0xe280, TrancheFlags::empty(), pairs);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "vulkan")]
+pub fn vulkan_importable(
+    device: &crate::vulkan::Device,
+    formats: &[Fourcc],
+    needs: ash::vk::FormatFeatureFlags,
+) -> Vec<(Fourcc, Modifier)> {
+    formats
+        .iter()
+        .flat_map(|&format| {
+            device
+                .modifiers(format)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(move |m| m.features.contains(needs))
+                .map(move |m| (format, m.modifier))
+        })
+        .collect()
 }
 
 /// Feedback ready to send: a sealed table and its tranches.

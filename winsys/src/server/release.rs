@@ -2,8 +2,11 @@
 //! buffer, and exactly one release when the buffer is replaced or dropped.
 //!
 //! Each use (a render pass that sampled the buffer, a scanout) is a
-//! sync_file that signals when that use is over; the tracker merges them
-//! into one. When the buffer's commit is replaced, [`ReleaseTracker::release`]
+//! sync_file that signals when that use is over, or a timeline point that
+//! may not have a fence yet ([`ReleaseTracker::add_use_point`]); the
+//! tracker merges them into one fence. A point is taken in once it has
+//! materialized: poll [`ReleaseTracker::materialized_fd`] and release once
+//! [`ReleaseTracker::is_materialized`] holds, and the release never waits. When the buffer's commit is replaced, [`ReleaseTracker::release`]
 //! (or dropping the tracker) delivers the release the client asked for:
 //!
 //! | client's sync | delivered as |
@@ -39,9 +42,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use super::{Error, Result};
 use crate::dmabuf::{Access, Dmabuf};
-use crate::sync::{SyncFile, Syncobj};
+use crate::sync::{SyncFile, Syncobj, WaitFor};
 
 /// How long a release whose fence cannot be imported waits for it on the
 /// CPU before signaling anyway (an error path only).
@@ -120,6 +125,10 @@ pub struct ReleaseTracker {
     to: Option<ReleaseTo>,
     uses: Option<SyncFile>,
     count: usize,
+    /// Uses on timeline points without a fence yet, and an eventfd for
+    /// the first of them.
+    points: Vec<(Arc<Syncobj>, u64)>,
+    waiting: Option<OwnedFd>,
 }
 
 impl ReleaseTracker {
@@ -129,18 +138,53 @@ impl ReleaseTracker {
             to: Some(to),
             uses: None,
             count: 0,
+            points: Vec::new(),
+            waiting: None,
         }
     }
 
     /// Record a use that is over when `fence` signals (merged with the
     /// earlier ones into one sync_file).
     pub fn add_use(&mut self, fence: SyncFile) -> Result<()> {
-        self.uses = Some(match self.uses.take() {
-            None => fence,
-            Some(prev) => prev.merge(&fence, "winsys-release")?,
-        });
+        self.merge(fence)?;
         self.count += 1;
         Ok(())
+    }
+
+    /// Record a use that is over when `point` of `timeline` signals (the
+    /// compositor's own render timeline, say), whether or not the point
+    /// has a fence yet.
+    pub fn add_use_point(&mut self, timeline: Arc<Syncobj>, point: u64) -> Result<()> {
+        self.count += 1;
+        self.points.push((timeline, point));
+        self.is_materialized()?;
+        Ok(())
+    }
+
+    /// Whether every use has a fence (no point is still waiting for its
+    /// submission): then [`ReleaseTracker::release`] does not wait.
+    pub fn is_materialized(&mut self) -> Result<bool> {
+        let mut still = Vec::new();
+        for (timeline, point) in std::mem::take(&mut self.points) {
+            match timeline.export_sync_file(point) {
+                Ok(fence) => self.merge(fence)?,
+                Err(crate::sync::Error::PointNotSubmitted { .. }) => still.push((timeline, point)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.points = still;
+        self.waiting = match self.points.first() {
+            None => None,
+            Some((timeline, point)) => Some(timeline.eventfd(*point, WaitFor::Available)?),
+        };
+        Ok(self.points.is_empty())
+    }
+
+    /// An fd that polls readable when the first outstanding point has a
+    /// fence (`DRM_IOCTL_SYNCOBJ_EVENTFD`); `None` when nothing is
+    /// outstanding. Call [`ReleaseTracker::is_materialized`] on wake-up.
+    pub fn materialized_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.waiting.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Uses recorded so far.
@@ -148,8 +192,21 @@ impl ReleaseTracker {
         self.count
     }
 
+    /// Merge `fence` into the uses; on failure the earlier uses stay.
+    fn merge(&mut self, fence: SyncFile) -> Result<()> {
+        let merged = match &self.uses {
+            None => fence,
+            Some(prev) => prev.merge(&fence, "winsys-release")?,
+        };
+        self.uses = Some(merged);
+        Ok(())
+    }
+
     /// Deliver the release now (the buffer was replaced or its surface
-    /// went away).
+    /// went away). A use point without a fence yet is waited for on the
+    /// CPU, each at most [`FALLBACK_WAIT`] (a point never submitted is then
+    /// left out); release once [`ReleaseTracker::is_materialized`] holds to
+    /// never wait.
     pub fn release(mut self) -> Result<Delivered> {
         self.deliver()
     }
@@ -158,6 +215,22 @@ impl ReleaseTracker {
         let Some(to) = self.to.take() else {
             return Err(Error::Invalid("the release was delivered already".into()));
         };
+        for (timeline, point) in std::mem::take(&mut self.points) {
+            if timeline
+                .wait(point, WaitFor::Available, Some(FALLBACK_WAIT))
+                .is_ok()
+            {
+                if let Ok(fence) = timeline.export_sync_file(point) {
+                    if let Ok(copy) = fence.try_clone() {
+                        if self.merge(copy).is_err() {
+                            // Cannot merge it: wait for it here instead.
+                            let _ = fence.wait(Some(FALLBACK_WAIT));
+                        }
+                    }
+                }
+            }
+        }
+        self.waiting = None;
         let uses = self.uses.take();
         match to {
             ReleaseTo::Timeline { timeline, point } => match uses {
