@@ -248,6 +248,12 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     // The reference compositor imports client dma-bufs into lavapipe.
     ("test compositor", "*", &[LavapipeDmabuf]),
     ("example compositor", "*", &[LavapipeDmabuf]),
+    // The swapchain `winsys info` creates needs lavapipe's dma-buf images.
+    (
+        "test tool",
+        "info_names_what_the_compositor_offers_and_what_a_swapchain_gets",
+        &[LavapipeDmabuf],
+    ),
     // The acquire sync_file is a vgem fence exported from the dma-buf.
     (
         "test wayland",

@@ -1,0 +1,162 @@
+//! The `winsys` tool: `winsys info` (text and `--json`) reports what the
+//! machine really has — checked against what the test bed's kernels are
+//! declared to have (xtask/src/kernels.rs) and against a live weston.
+
+mod common;
+
+use std::process::Command;
+
+use common::need;
+use common::weston::Weston;
+use serde_json::Value;
+
+fn winsys() -> std::path::PathBuf {
+    // target/<profile>/deps/tool-<hash> -> target/<profile>/winsys
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("winsys");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// `winsys info --json` with `WAYLAND_DISPLAY` as given.
+fn info_json(display: Option<&str>) -> Value {
+    let mut cmd = Command::new(winsys());
+    cmd.args(["info", "--json"]);
+    match display {
+        Some(d) => cmd.env("WAYLAND_DISPLAY", d),
+        None => cmd.env_remove("WAYLAND_DISPLAY"),
+    };
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "winsys info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+/// Whether the running kernel is declared to lack `feature`.
+fn lacks(feature: &str) -> bool {
+    std::env::var("WINSYS_KERNEL_LACKS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|f| f == feature)
+}
+
+#[test]
+fn info_reports_the_kernel_devices_and_drivers_as_probed() {
+    if !common::devices_required() && winsys::device::DrmDevice::list().is_empty() {
+        println!("SKIP: no DRM device");
+        return;
+    }
+    let r = info_json(None);
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    let k = &r["kernel"];
+    let uname = rustix::system::uname();
+    assert_eq!(k["release"], uname.release().to_string_lossy().as_ref());
+    assert_eq!(
+        k["dmabuf_sync_file_ioctls"],
+        Value::Bool(!lacks("dmabuf_sync_file"))
+    );
+    // 5.10 has neither the ioctl nor a node with syncobjs to ask on.
+    if lacks("syncobj_eventfd") {
+        assert_ne!(k["syncobj_eventfd"], true, "{k}");
+    } else {
+        assert_eq!(k["syncobj_eventfd"], true, "{k}");
+    }
+
+    let nodes = r["drm_nodes"].as_array().unwrap();
+    let render = |driver: &str| {
+        nodes
+            .iter()
+            .find(|n| n["driver"] == driver && n["kind"] == "render")
+            .unwrap_or_else(|| panic!("no {driver} render node in {nodes:?}"))
+    };
+    assert_eq!(render("vgem")["syncobj"], false);
+    let virtio = render("virtio_gpu");
+    assert_eq!(virtio["syncobj_timeline"], !lacks("virtio_gpu_syncobj"));
+    assert_eq!(virtio["prime_export"], true);
+
+    let e = &r["exporters"];
+    assert_eq!(e["vgem"]["allocates"], true);
+    assert_eq!(e["udmabuf"]["present"] == true, !lacks("udmabuf"), "{e}");
+    let heaps = e["dma_heaps"].as_array().unwrap();
+    assert_eq!(
+        heaps
+            .iter()
+            .any(|h| h["name"] == "system" && h["allocates"] == true),
+        !lacks("dma_heap"),
+        "{e}"
+    );
+
+    // GBM: the vgem card node allocates and imports a foreign dma-buf.
+    let gbm = r["gbm"].as_array().unwrap();
+    let vgem_card = gbm
+        .iter()
+        .find(|g| g["driver"] == "vgem" && g["node"].as_str().unwrap().contains("card"))
+        .expect("GBM on vgem's card node");
+    assert_eq!(vgem_card["allocates_xrgb8888"], true, "{vgem_card}");
+    assert!(
+        vgem_card["imports_foreign"]
+            .as_str()
+            .unwrap()
+            .starts_with("yes"),
+        "{vgem_card}"
+    );
+
+    let vk = r["vulkan"].as_array().expect("Vulkan devices");
+    let lvp = vk
+        .iter()
+        .find(|d| d["name"].as_str().unwrap().contains("llvmpipe"))
+        .expect("lavapipe");
+    assert_eq!(
+        lvp["dmabuf_import_export"],
+        !lacks("lavapipe_dmabuf"),
+        "{lvp}"
+    );
+    assert_eq!(r["wayland"], "WAYLAND_DISPLAY is not set");
+}
+
+#[test]
+fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let r = info_json(Some(&weston.socket));
+    let w = &r["wayland"];
+    println!("{}", serde_json::to_string_pretty(w).unwrap());
+    let globals: Vec<&str> = w["globals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert!(globals.contains(&"zwp_linux_dmabuf_v1 v5"), "{globals:?}");
+    let offered: Vec<&str> = w["sync_offered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["explicit-sync", "implicit", "wl_shm"]);
+    let main = w["dmabuf_feedback"]["main_device"].as_str().unwrap();
+    assert!(main.contains("vgem"), "{main}");
+    assert_eq!(w["winsys_swapchain"]["sync_mode"], "explicit", "{w}");
+    assert!(w["presentation"].is_number());
+
+    // The text form says the same in an outline.
+    let out = Command::new(winsys())
+        .arg("info")
+        .env("WAYLAND_DISPLAY", &weston.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("kernel:"), "{text}");
+    assert!(text.contains("sync_mode"), "{text}");
+    assert!(text.contains("explicit"), "{text}");
+}

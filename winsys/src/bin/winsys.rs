@@ -1,0 +1,656 @@
+//! `winsys`: what this machine can share, and how.
+//!
+//! ```text
+//! winsys info [--json]
+//! ```
+//!
+//! `info` probes, never guesses from version numbers: the kernel's dma-buf
+//! sync_file ioctls (asked on a real dma-buf) and syncobj eventfd; every
+//! DRM node (driver, kind, `dev_t`, syncobj / timeline / PRIME caps); the
+//! exporters (udmabuf and its size limit, each dma-heap, each tried); GBM
+//! per node (backend, which common formats it allocates, a real
+//! allocation, a real import of a foreign dma-buf); Vulkan per physical
+//! device (interop extensions present and missing, SYNC_FD import and
+//! export, modifiers per format); and, when `WAYLAND_DISPLAY` is set, the
+//! compositor (globals, dma-buf feedback tranches, the sync protocols, FIFO,
+//! presentation) and the sync mode and buffer path a winsys swapchain
+//! actually gets there (a 64x64 swapchain is created to find out).
+//!
+//! A readable outline by default; `--json` for machines (the same data).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use winsys::alloc::gbm::{GbmAllocator, Usage};
+use winsys::alloc::heap::DmaHeap;
+use winsys::alloc::udmabuf::Udmabuf;
+use winsys::alloc::vgem::Vgem;
+use winsys::alloc::Allocator;
+use winsys::device::{DrmDevice, NodeKind};
+use winsys::dmabuf::Dmabuf;
+use winsys::format::{Fourcc, Modifier};
+use winsys::sync::probe;
+
+/// A JSON value, and the outline the text output is.
+#[derive(Debug, Clone)]
+enum J {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl From<bool> for J {
+    fn from(b: bool) -> J {
+        J::Bool(b)
+    }
+}
+impl From<&str> for J {
+    fn from(s: &str) -> J {
+        J::Str(s.into())
+    }
+}
+impl From<String> for J {
+    fn from(s: String) -> J {
+        J::Str(s)
+    }
+}
+impl From<u64> for J {
+    fn from(n: u64) -> J {
+        J::Num(n as f64)
+    }
+}
+impl From<u32> for J {
+    fn from(n: u32) -> J {
+        J::Num(n as f64)
+    }
+}
+impl<T: Into<J>> From<Option<T>> for J {
+    fn from(o: Option<T>) -> J {
+        o.map_or(J::Null, Into::into)
+    }
+}
+impl<T: Into<J>> From<Vec<T>> for J {
+    fn from(v: Vec<T>) -> J {
+        J::Arr(v.into_iter().map(Into::into).collect())
+    }
+}
+
+/// An object built field by field.
+#[derive(Default)]
+struct Obj(Vec<(String, J)>);
+
+impl Obj {
+    fn set(mut self, key: &str, value: impl Into<J>) -> Self {
+        self.0.push((key.into(), value.into()));
+        self
+    }
+    fn j(self) -> J {
+        J::Obj(self.0)
+    }
+}
+
+/// The outcome of trying something: `true`, or the reason it failed.
+fn tried<T, E: std::fmt::Display>(r: Result<T, E>) -> J {
+    match r {
+        Ok(_) => J::Bool(true),
+        Err(e) => J::Str(format!("no: {e}")),
+    }
+}
+
+fn json(v: &J, out: &mut String, indent: usize) {
+    let pad = |n| "  ".repeat(n);
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => {
+            let _ = write!(out, "{}", *n as i64);
+        }
+        J::Num(n) => {
+            let _ = write!(out, "{n}");
+        }
+        J::Str(s) => {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c if (c as u32) < 0x20 => {
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        J::Arr(items) if items.is_empty() => out.push_str("[]"),
+        J::Arr(items) => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                json(item, out, indent + 1);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        J::Obj(fields) if fields.is_empty() => out.push_str("{}"),
+        J::Obj(fields) => {
+            out.push_str("{\n");
+            for (i, (k, item)) in fields.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                json(&J::Str(k.clone()), out, indent + 1);
+                out.push_str(": ");
+                json(item, out, indent + 1);
+                out.push_str(if i + 1 < fields.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+    }
+}
+
+/// A scalar as text; `None` for arrays and objects.
+fn scalar(v: &J) -> Option<String> {
+    Some(match v {
+        J::Null => "-".into(),
+        J::Bool(true) => "yes".into(),
+        J::Bool(false) => "no".into(),
+        J::Num(n) if n.fract() == 0.0 => format!("{}", *n as i64),
+        J::Num(n) => format!("{n:.3}"),
+        J::Str(s) => s.clone(),
+        J::Arr(items) if items.iter().all(|i| scalar(i).is_some()) => {
+            if items.is_empty() {
+                "-".into()
+            } else {
+                items
+                    .iter()
+                    .filter_map(scalar)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The readable outline: nested keys indented, lists of objects as
+/// numbered entries.
+fn text(v: &J, out: &mut String, indent: usize) {
+    let pad = "  ".repeat(indent);
+    match v {
+        J::Obj(fields) => {
+            let width = fields
+                .iter()
+                .filter(|(_, v)| scalar(v).is_some())
+                .map(|(k, _)| k.len())
+                .max()
+                .unwrap_or(0);
+            for (k, item) in fields {
+                match scalar(item) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}{k:width$}  {s}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        text(item, out, indent + 1);
+                    }
+                }
+            }
+        }
+        J::Arr(items) => {
+            for item in items {
+                match scalar(item) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}- {s}");
+                    }
+                    None => {
+                        let mut inner = String::new();
+                        text(item, &mut inner, indent + 1);
+                        // The first line of an entry carries the dash.
+                        let body = inner.trim_start();
+                        let _ = write!(out, "{pad}- {body}");
+                    }
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other).unwrap_or_default());
+        }
+    }
+}
+
+/// A small dma-buf from the first exporter that works (udmabuf, the
+/// system heap, vgem), to ask the kernel about dma-buf ioctls.
+fn any_dmabuf() -> Option<(Dmabuf, &'static str)> {
+    let f = Fourcc::XRGB8888;
+    if let Ok(b) = Udmabuf::open().and_then(|u| u.allocate(16, 16, f)) {
+        return Some((b, "udmabuf"));
+    }
+    if let Ok(b) = DmaHeap::open_system().and_then(|h| h.allocate(16, 16, f)) {
+        return Some((b, "dma-heap system"));
+    }
+    let vgem = Vgem::open().ok()?;
+    let buf = vgem.create(16, 16, f).ok()?;
+    Some((buf.dmabuf().clone(), "vgem"))
+}
+
+fn kernel() -> J {
+    let uts = rustix::system::uname();
+    let release = uts.release().to_string_lossy().into_owned();
+    let (sync_file, asked_on) = match any_dmabuf() {
+        Some((b, from)) => (
+            J::Bool(probe::dmabuf_sync_file(b.planes()[0].fd())),
+            J::from(from),
+        ),
+        None => (J::from("unknown: no dma-buf exporter to ask on"), J::Null),
+    };
+    let eventfd = DrmDevice::list()
+        .into_iter()
+        .filter(|n| n.kind == NodeKind::Render)
+        .filter_map(|n| DrmDevice::open(&n.path).ok())
+        .find(|d| d.has_syncobj())
+        .map(|d| probe::syncobj_eventfd(&d));
+    Obj::default()
+        .set("release", release)
+        .set("dmabuf_sync_file_ioctls", sync_file)
+        .set("dmabuf_sync_file_asked_on", asked_on)
+        .set(
+            "syncobj_eventfd",
+            eventfd.map_or(J::from("unknown: no DRM node with syncobjs"), J::Bool),
+        )
+        .set(
+            "implicit_sync_path",
+            match probe::dmabuf_sync_file_cached() {
+                Some(false) => "fallback: poll() on dma-bufs, CPU waits (kernel before 6.0)",
+                Some(true) => "sync_file export/import",
+                None => "unknown",
+            },
+        )
+        .j()
+}
+
+fn drm_nodes() -> J {
+    let nodes: Vec<J> = DrmDevice::list()
+        .into_iter()
+        .map(|n| {
+            let kind = match n.kind {
+                NodeKind::Primary => "primary",
+                NodeKind::Render => "render",
+            };
+            let mut o = Obj::default()
+                .set("path", n.path.display().to_string())
+                .set("driver", n.driver.clone())
+                .set("kind", kind)
+                .set(
+                    "dev_t",
+                    format!(
+                        "{:#x} ({}:{})",
+                        n.dev,
+                        rustix::fs::major(n.dev),
+                        rustix::fs::minor(n.dev)
+                    ),
+                );
+            // Primary nodes are not opened: that could make us DRM master.
+            if n.kind == NodeKind::Render {
+                match DrmDevice::open(&n.path) {
+                    Ok(d) => {
+                        let prime = d.cap(winsys::uapi::drm::DRM_CAP_PRIME).unwrap_or(0);
+                        o = o
+                            .set("syncobj", d.has_syncobj())
+                            .set("syncobj_timeline", d.has_syncobj_timeline())
+                            .set(
+                                "syncobj_eventfd",
+                                d.has_syncobj() && probe::syncobj_eventfd(&d),
+                            )
+                            .set("prime_import", prime & 1 != 0)
+                            .set("prime_export", prime & 2 != 0);
+                    }
+                    Err(e) => o = o.set("error", e.to_string()),
+                }
+            }
+            o.j()
+        })
+        .collect();
+    J::Arr(nodes)
+}
+
+fn exporters() -> J {
+    let f = Fourcc::XRGB8888;
+    let limit = std::fs::read_to_string("/sys/module/udmabuf/parameters/size_limit_mb")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let udmabuf = match Udmabuf::open() {
+        Ok(u) => Obj::default()
+            .set("present", true)
+            .set("size_limit_mib", limit)
+            .set("allocates", tried(u.allocate(64, 64, f))),
+        Err(e) => Obj::default().set("present", J::from(format!("no: {e}"))),
+    };
+    let mut heaps = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/dev/dma_heap") {
+        let mut names: Vec<String> = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let r = DmaHeap::open(&name).and_then(|h| h.allocate(64, 64, f));
+            heaps.push(
+                Obj::default()
+                    .set("name", name)
+                    .set("allocates", tried(r))
+                    .j(),
+            );
+        }
+    }
+    let vgem = match Vgem::open() {
+        Ok(v) => Obj::default()
+            .set("present", true)
+            .set("allocates", tried(v.create(64, 64, f))),
+        Err(e) => Obj::default().set("present", J::from(format!("no: {e}"))),
+    };
+    Obj::default()
+        .set("udmabuf", udmabuf.j())
+        .set("dma_heaps", J::Arr(heaps))
+        .set("vgem", vgem.j())
+        .j()
+}
+
+const FORMATS: [Fourcc; 5] = [
+    Fourcc::XRGB8888,
+    Fourcc::ARGB8888,
+    Fourcc::ABGR8888,
+    Fourcc::RGB565,
+    Fourcc::NV12,
+];
+
+fn gbm() -> J {
+    // A foreign dma-buf to import: from an exporter other than GBM.
+    let foreign = any_dmabuf();
+    let nodes: Vec<J> = DrmDevice::list()
+        .into_iter()
+        .map(|n| {
+            let o = Obj::default()
+                .set("node", n.path.display().to_string())
+                .set("driver", n.driver.clone());
+            match GbmAllocator::open(&n.path) {
+                Err(e) => o.set("opens", J::from(format!("no: {e}"))).j(),
+                Ok(g) => {
+                    let formats: Vec<J> = FORMATS
+                        .iter()
+                        .filter(|f| g.supports(**f, Usage::RENDERING))
+                        .map(|f| J::from(f.to_string()))
+                        .collect();
+                    let import = match &foreign {
+                        Some((b, from)) => match g.import(b, Usage::RENDERING) {
+                            Ok(_) => J::from(format!("yes (a {from} dma-buf)")),
+                            Err(e) => J::from(format!("no: {e}")),
+                        },
+                        None => J::from("unknown: no foreign dma-buf"),
+                    };
+                    o.set("opens", true)
+                        .set("backend", g.backend_name().to_string())
+                        .set("renders", J::Arr(formats))
+                        .set(
+                            "allocates_xrgb8888",
+                            tried(g.allocate(
+                                64,
+                                64,
+                                Fourcc::XRGB8888,
+                                &[Modifier::LINEAR, Modifier::INVALID],
+                                Usage::RENDERING,
+                            )),
+                        )
+                        .set("imports_foreign", import)
+                        .j()
+                }
+            }
+        })
+        .collect();
+    J::Arr(nodes)
+}
+
+fn vulkan() -> J {
+    use winsys::vulkan::{Device, Instance};
+    let instance = match Instance::new() {
+        Ok(i) => i,
+        Err(e) => return J::from(format!("no Vulkan: {e}")),
+    };
+    let infos = match instance.physical_devices() {
+        Ok(i) => i,
+        Err(e) => return J::from(format!("cannot list devices: {e}")),
+    };
+    let devices: Vec<J> = infos
+        .into_iter()
+        .map(|info| {
+            let v = info.api_version;
+            let mut o = Obj::default()
+                .set("name", info.name.clone())
+                .set("driver", info.driver_info.clone())
+                .set(
+                    "api",
+                    format!(
+                        "{}.{}.{}",
+                        ash::vk::api_version_major(v),
+                        ash::vk::api_version_minor(v),
+                        ash::vk::api_version_patch(v)
+                    ),
+                )
+                .set(
+                    "render_node",
+                    info.render_node.map(|(a, b)| format!("{a}:{b}")),
+                )
+                .set(
+                    "interop_extensions",
+                    info.extensions
+                        .present()
+                        .iter()
+                        .map(|c| c.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>(),
+                )
+                .set("missing", info.extensions.missing())
+                .set("dmabuf_import_export", info.extensions.dmabuf_images());
+            match Device::open_physical(&instance, info) {
+                Err(e) => o = o.set("opens", J::from(format!("no: {e}"))),
+                Ok(device) => {
+                    let s = device.sync_fd_support();
+                    o = o
+                        .set("semaphore_sync_fd_import", s.semaphore_import)
+                        .set("semaphore_sync_fd_export", s.semaphore_export)
+                        .set("fence_sync_fd_import", s.fence_import)
+                        .set("fence_sync_fd_export", s.fence_export);
+                    let mods: Vec<J> = FORMATS
+                        .iter()
+                        .map(|f| {
+                            let list = device
+                                .modifiers(*f)
+                                .map(|m| {
+                                    m.iter()
+                                        .map(|i| format!("{} ({} plane)", i.modifier, i.planes))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                })
+                                .unwrap_or_else(|e| format!("- ({e})"));
+                            Obj::default()
+                                .set("format", f.to_string())
+                                .set("modifiers", if list.is_empty() { "-".into() } else { list })
+                                .j()
+                        })
+                        .collect();
+                    o = o.set("modifiers", J::Arr(mods));
+                }
+            }
+            o.j()
+        })
+        .collect();
+    J::Arr(devices)
+}
+
+fn wayland() -> J {
+    use winsys::wayland::swapchain::{Swapchain, SwapchainConfig};
+    let Some(display) = std::env::var_os("WAYLAND_DISPLAY") else {
+        return J::from("WAYLAND_DISPLAY is not set");
+    };
+    let display = display.to_string_lossy().into_owned();
+    let conn = match winsys::wayland::connect(Some(&display)) {
+        Ok(c) => c,
+        Err(e) => return J::from(format!("cannot connect to {display}: {e}")),
+    };
+    let report = match winsys::wayland::probe(&conn, Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(e) => return J::from(format!("{display} did not answer: {e}")),
+    };
+    let globals: Vec<J> = report
+        .globals
+        .iter()
+        .map(|g| J::from(format!("{} v{}", g.interface, g.version)))
+        .collect();
+    let feedback = match &report.feedback {
+        None => J::from("none (linux-dmabuf below version 4)"),
+        Some(Err(e)) => J::from(format!("malformed: {e}")),
+        Some(Ok(fb)) => {
+            let tranches: Vec<J> = fb
+                .tranches
+                .iter()
+                .map(|t| {
+                    let node = DrmDevice::open_dev_t(t.target_device)
+                        .map(|d| format!("{} ({})", d.path().display(), d.driver()))
+                        .unwrap_or_else(|_| format!("{:#x}", t.target_device));
+                    let mut formats: Vec<String> = Vec::new();
+                    for (f, m) in &t.formats {
+                        formats.push(format!("{f}:{m}"));
+                    }
+                    Obj::default()
+                        .set("target_device", node)
+                        .set("scanout", t.scanout)
+                        .set("pairs", t.formats.len() as u64)
+                        .set("formats", formats)
+                        .j()
+                })
+                .collect();
+            let main = DrmDevice::open_dev_t(fb.main_device)
+                .map(|d| format!("{} ({})", d.path().display(), d.driver()))
+                .unwrap_or_else(|_| format!("{:#x}", fb.main_device));
+            Obj::default()
+                .set("main_device", main)
+                .set("tranches", J::Arr(tranches))
+                .j()
+        }
+    };
+    let offer = report.offer();
+    let mut sync = Vec::new();
+    if offer.drm_syncobj.is_some() {
+        sync.push("drm-syncobj");
+    }
+    if offer.explicit_sync.is_some() {
+        sync.push("explicit-sync");
+    }
+    if offer.linux_dmabuf.is_some() {
+        sync.push("implicit");
+    }
+    if offer.shm.is_some() {
+        sync.push("wl_shm");
+    }
+    // What a winsys swapchain really gets here.
+    let swapchain =
+        match winsys::vulkan::Instance::new().and_then(|i| winsys::vulkan::Device::open(&i)) {
+            Err(e) => J::from(format!("no Vulkan device: {e}")),
+            Ok(device) => {
+                let config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+                match Swapchain::new(&device, &conn, &config) {
+                    Ok(chain) => Obj::default()
+                        .set("sync_mode", chain.sync_mode().to_string())
+                        .set("buffer_path", format!("{:?}", chain.buffer_path()))
+                        .set("images", chain.len() as u64)
+                        .set("fifo_protocol", chain.fifo_protocol())
+                        .j(),
+                    Err(e) => J::from(format!("cannot create one: {e}")),
+                }
+            }
+        };
+    Obj::default()
+        .set("display", display)
+        .set("globals", globals)
+        .set("dmabuf_feedback", feedback)
+        .set("sync_offered", sync)
+        .set("fifo_v1", report.version("wp_fifo_manager_v1"))
+        .set(
+            "commit_timing_v1",
+            report.version("wp_commit_timing_manager_v1"),
+        )
+        .set("presentation", report.version("wp_presentation"))
+        .set(
+            "tearing_control",
+            report.version("wp_tearing_control_manager_v1"),
+        )
+        .set("winsys_swapchain", swapchain)
+        .j()
+}
+
+fn info(as_json: bool) {
+    let step = |what: &str| {
+        if !as_json {
+            eprintln!("winsys info: probing {what}...");
+        }
+    };
+    step("the kernel");
+    let k = kernel();
+    step("DRM nodes");
+    let d = drm_nodes();
+    step("exporters");
+    let e = exporters();
+    step("GBM");
+    let g = gbm();
+    step("Vulkan");
+    let v = vulkan();
+    step("Wayland");
+    let w = wayland();
+    let report = Obj::default()
+        .set("kernel", k)
+        .set("drm_nodes", d)
+        .set("exporters", e)
+        .set("gbm", g)
+        .set("vulkan", v)
+        .set("wayland", w)
+        .j();
+    let mut out = String::new();
+    if as_json {
+        json(&report, &mut out, 0);
+        out.push('\n');
+    } else {
+        text(&report, &mut out, 0);
+    }
+    print!("{out}");
+    if DrmDevice::list().is_empty() && any_dmabuf().is_none() {
+        eprintln!(
+            "winsys: this machine has no dma-buf device at all: no /dev/dri node, no \
+             /dev/udmabuf, no /dev/dma_heap (modules vgem, udmabuf, a GPU driver). \
+             To see winsys work here anyway, run `cargo xtask demo` in its repository: \
+             it boots a VM test bed with them."
+        );
+    }
+}
+
+const USAGE: &str = "usage: winsys info [--json]";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["info"] => info(false),
+        ["info", "--json"] | ["--json", "info"] => info(true),
+        ["--help"] | ["-h"] | ["help"] => println!("{USAGE}"),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
