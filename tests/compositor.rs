@@ -20,16 +20,6 @@ use winsys::wayland::sync::SyncMode;
 /// The compositor's background (examples/compositor/gpu.rs).
 const BACKGROUND: u32 = 0x203040;
 
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
-
 fn spawn(socket: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Child {
     Command::new(program)
         .args(args)
@@ -165,7 +155,7 @@ fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> Str
     let n = frames.to_string();
     let mut all = vec!["--frames", &n, "--json", "--validation"];
     all.extend_from_slice(args);
-    let out = Command::new(example("cube"))
+    let out = Command::new(common::built("examples", "cube"))
         .args(&all)
         .env("WAYLAND_DISPLAY", &c.socket)
         .envs(env.iter().copied())
@@ -193,7 +183,7 @@ fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> Str
 fn cube_is_shown(c: &Compositor, args: &[&str], env: &[(&str, &str)]) {
     let mut all = vec!["--frames", "100000"];
     all.extend_from_slice(args);
-    let mut child = Command::new(example("cube"))
+    let mut child = Command::new(common::built("examples", "cube"))
         .args(&all)
         .env("WAYLAND_DISPLAY", &c.socket)
         .envs(env.iter().copied())

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,21 +15,8 @@ use common::need;
 use common::sway::Sway;
 use common::weston::{capture, Weston};
 
-fn cube_binary() -> PathBuf {
-    // target/<profile>/deps/cube-<hash> -> target/<profile>/examples/cube
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap();
-    let bin = profile.join("examples").join("cube");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the examples (cargo test builds them)",
-        bin.display()
-    );
-    bin
-}
-
 fn spawn(socket: &str, args: &[&str]) -> Child {
-    Command::new(cube_binary())
+    Command::new(common::built("examples", "cube"))
         .args(args)
         .env("WAYLAND_DISPLAY", socket)
         .stdout(Stdio::piped())

@@ -10,21 +10,9 @@ use common::need;
 use common::weston::Weston;
 use serde_json::Value;
 
-fn winsys() -> std::path::PathBuf {
-    // target/<profile>/deps/tool-<hash> -> target/<profile>/winsys
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("winsys");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test builds it",
-        bin.display()
-    );
-    bin
-}
-
 /// `winsys info --json` with `WAYLAND_DISPLAY` as given.
 fn info_json(display: Option<&str>) -> Value {
-    let mut cmd = Command::new(winsys());
+    let mut cmd = Command::new(common::built("", "winsys"));
     cmd.args(["info", "--json"]);
     match display {
         Some(d) => cmd.env("WAYLAND_DISPLAY", d),
@@ -148,7 +136,7 @@ fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
     assert!(w["presentation"].is_number());
 
     // The text form says the same in an outline.
-    let out = Command::new(winsys())
+    let out = Command::new(common::built("", "winsys"))
         .arg("info")
         .env("WAYLAND_DISPLAY", &weston.socket)
         .output()

@@ -48,20 +48,61 @@ fn send_feedback(state: &State, fb: &feedback_v1::ZwpLinuxDmabufFeedbackV1) {
     fb.done();
 }
 
-// ---- wl_compositor, wl_surface, wl_region, wl_callback ----
-
-impl GlobalDispatch<wl_compositor::WlCompositor, ()> for State {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<wl_compositor::WlCompositor>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
+/// Objects whose requests ask nothing of the compositor (destructors,
+/// hints it does not use).
+macro_rules! ignore_requests {
+    ($($iface:ty => $data:ty),+ $(,)?) => {$(
+        impl Dispatch<$iface, $data> for State {
+            fn request(
+                _: &mut Self,
+                _: &Client,
+                _: &$iface,
+                _: <$iface as Resource>::Request,
+                _: &$data,
+                _: &DisplayHandle,
+                _: &mut DataInit<'_, Self>,
+            ) {
+            }
+        }
+    )+};
 }
+
+/// Globals whose bind only makes the object.
+macro_rules! plain_globals {
+    ($($iface:ty),+ $(,)?) => {$(
+        impl GlobalDispatch<$iface, ()> for State {
+            fn bind(
+                _: &mut Self,
+                _: &DisplayHandle,
+                _: &Client,
+                resource: New<$iface>,
+                _: &(),
+                init: &mut DataInit<'_, Self>,
+            ) {
+                init.init(resource, ());
+            }
+        }
+    )+};
+}
+
+ignore_requests!(
+    wl_region::WlRegion => (),
+    wl_callback::WlCallback => (),
+    wl_buffer::WlBuffer => Buffer,
+    feedback_v1::ZwpLinuxDmabufFeedbackV1 => (),
+    syncobj_timeline::WpLinuxDrmSyncobjTimelineV1 => Timeline,
+    buffer_release::ZwpLinuxBufferReleaseV1 => (),
+    wp_presentation_feedback::WpPresentationFeedback => (),
+);
+
+plain_globals!(
+    wl_compositor::WlCompositor,
+    xdg_wm_base::XdgWmBase,
+    syncobj_manager::WpLinuxDrmSyncobjManagerV1,
+    explicit_v1::ZwpLinuxExplicitSynchronizationV1,
+);
+
+// ---- wl_compositor, wl_surface, wl_region, wl_callback ----
 
 impl Dispatch<wl_compositor::WlCompositor, ()> for State {
     fn request(
@@ -83,32 +124,6 @@ impl Dispatch<wl_compositor::WlCompositor, ()> for State {
             }
             _ => {}
         }
-    }
-}
-
-impl Dispatch<wl_region::WlRegion, ()> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wl_region::WlRegion,
-        _: wl_region::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
-impl Dispatch<wl_callback::WlCallback, ()> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wl_callback::WlCallback,
-        _: wl_callback::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
     }
 }
 
@@ -249,33 +264,7 @@ impl Dispatch<wl_shm_pool::WlShmPool, Arc<ShmPool>> for State {
     }
 }
 
-impl Dispatch<wl_buffer::WlBuffer, Buffer> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wl_buffer::WlBuffer,
-        _: wl_buffer::Request,
-        _: &Buffer,
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
 // ---- xdg-shell ----
-
-impl GlobalDispatch<xdg_wm_base::XdgWmBase, ()> for State {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<xdg_wm_base::XdgWmBase>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
-}
 
 impl Dispatch<xdg_wm_base::XdgWmBase, ()> for State {
     fn request(
@@ -391,19 +380,6 @@ impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for State {
     }
 }
 
-impl Dispatch<feedback_v1::ZwpLinuxDmabufFeedbackV1, ()> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &feedback_v1::ZwpLinuxDmabufFeedbackV1,
-        _: feedback_v1::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
 impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, Mutex<Params<OwnedFd>>> for State {
     fn request(
         state: &mut Self,
@@ -500,19 +476,6 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, Mutex<Params<OwnedFd>>> for Sta
 /// A timeline's user data: the client's syncobj, imported.
 pub struct Timeline(pub Arc<Syncobj>);
 
-impl GlobalDispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<syncobj_manager::WpLinuxDrmSyncobjManagerV1>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
-}
-
 impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
     fn request(
         state: &mut Self,
@@ -559,19 +522,6 @@ impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
             }
             _ => {}
         }
-    }
-}
-
-impl Dispatch<syncobj_timeline::WpLinuxDrmSyncobjTimelineV1, Timeline> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &syncobj_timeline::WpLinuxDrmSyncobjTimelineV1,
-        _: syncobj_timeline::Request,
-        _: &Timeline,
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
     }
 }
 
@@ -632,19 +582,6 @@ fn no_surface(state: &mut State, res: &syncobj_surface::WpLinuxDrmSyncobjSurface
 }
 
 // ---- zwp_linux_explicit_synchronization_v1 ----
-
-impl GlobalDispatch<explicit_v1::ZwpLinuxExplicitSynchronizationV1, ()> for State {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<explicit_v1::ZwpLinuxExplicitSynchronizationV1>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
-}
 
 impl Dispatch<explicit_v1::ZwpLinuxExplicitSynchronizationV1, ()> for State {
     fn request(
@@ -740,19 +677,6 @@ impl Dispatch<surface_sync::ZwpLinuxSurfaceSynchronizationV1, wl_surface::WlSurf
     }
 }
 
-impl Dispatch<buffer_release::ZwpLinuxBufferReleaseV1, ()> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &buffer_release::ZwpLinuxBufferReleaseV1,
-        _: buffer_release::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
 // ---- wp_presentation ----
 
 impl GlobalDispatch<wp_presentation::WpPresentation, ()> for State {
@@ -791,19 +715,6 @@ impl Dispatch<wp_presentation::WpPresentation, ()> for State {
                 None => fb.discarded(),
             }
         }
-    }
-}
-
-impl Dispatch<wp_presentation_feedback::WpPresentationFeedback, ()> for State {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wp_presentation_feedback::WpPresentationFeedback,
-        _: wp_presentation_feedback::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
     }
 }
 

@@ -50,17 +50,6 @@ impl Png {
     }
 }
 
-fn binary() -> PathBuf {
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/compositor
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("compositor")
-}
-
 impl Compositor {
     /// Start it with a 256x256 output, `env` added to its environment.
     pub fn start(env: &[(&str, &str)]) -> Result<Compositor, String> {
@@ -75,10 +64,7 @@ impl Compositor {
         );
         let log = runtime.join(format!("{socket}.log"));
         let png = runtime.join(format!("{socket}.png"));
-        let bin = binary();
-        if !bin.exists() {
-            return Err(format!("{} is missing: build the examples", bin.display()));
-        }
+        let bin = super::built("examples", "compositor");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .args(["--socket", &socket, "--png"])

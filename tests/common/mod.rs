@@ -149,3 +149,21 @@ pub fn cube_frame(
         ))
     }
 }
+
+/// A program cargo built beside this test binary: `target/<profile>/NAME`
+/// for `dir` "", `target/<profile>/examples/NAME` for "examples".
+pub fn built(dir: &str, name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = profile.join(dir).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: cargo test builds it",
+        path.display()
+    );
+    path
+}
