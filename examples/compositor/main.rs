@@ -262,8 +262,16 @@ pub struct State {
 }
 
 impl State {
-    pub fn count_protocol_error(&mut self) {
+    /// Post a protocol error on `resource` (the client is disconnected)
+    /// and count it.
+    pub fn post_error(
+        &mut self,
+        resource: &impl Resource,
+        code: impl Into<u32>,
+        msg: impl Into<String>,
+    ) {
         self.stats.protocol_errors += 1;
+        resource.post_error(code, msg);
     }
 
     /// Validate `params` and import the buffer into Vulkan.

@@ -403,8 +403,7 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, Mutex<Params<OwnedFd>>> for Sta
                 let modifier =
                     winsys::format::Modifier((modifier_hi as u64) << 32 | modifier_lo as u64);
                 if let Err(e) = params.add(plane_idx, fd, offset, stride, modifier) {
-                    state.count_protocol_error();
-                    res.post_error(e.code().unwrap_or(0), e.to_string());
+                    state.post_error(res, e.code().unwrap_or(0), e.to_string());
                 }
             }
             params_v1::Request::Create {
@@ -432,8 +431,7 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, Mutex<Params<OwnedFd>>> for Sta
                     }
                     Err(e) => match e.code() {
                         Some(code) => {
-                            state.count_protocol_error();
-                            res.post_error(code, e.to_string());
+                            state.post_error(res, code, e.to_string());
                         }
                         None => {
                             println!("compositor: buffer creation failed: {e}");
@@ -461,8 +459,7 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, Mutex<Params<OwnedFd>>> for Sta
                     }
                     Err(e) => {
                         init.init(buffer_id, Buffer::Invalid);
-                        state.count_protocol_error();
-                        res.post_error(e.create_immed_code(), e.to_string());
+                        state.post_error(res, e.create_immed_code(), e.to_string());
                     }
                 }
             }
@@ -491,8 +488,8 @@ impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
                 let sync = init.init(id, surface.clone());
                 match state.surfaces.get_mut(&surface.id()) {
                     Some(surf) if surf.syncobj.is_some() => {
-                        state.count_protocol_error();
-                        manager.post_error(
+                        state.post_error(
+                            manager,
                             syncobj_manager::Error::SurfaceExists,
                             "the surface has a syncobj surface already",
                         );
@@ -512,8 +509,8 @@ impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
                     }
                     Err(e) => {
                         init.init(id, Timeline(Arc::new(Syncobj::new(&dev).expect("syncobj"))));
-                        state.count_protocol_error();
-                        manager.post_error(
+                        state.post_error(
+                            manager,
                             syncobj_manager::Error::InvalidTimeline,
                             format!("cannot import the timeline: {e}"),
                         );
@@ -576,8 +573,7 @@ impl Dispatch<syncobj_surface::WpLinuxDrmSyncobjSurfaceV1, wl_surface::WlSurface
 /// A point set on a syncobj surface whose wl_surface is gone.
 fn no_surface(state: &mut State, res: &syncobj_surface::WpLinuxDrmSyncobjSurfaceV1) {
     if let Err(e) = check_point_request(false) {
-        state.count_protocol_error();
-        res.post_error(e.code(), e.to_string());
+        state.post_error(res, e.code(), e.to_string());
     }
 }
 
@@ -597,8 +593,8 @@ impl Dispatch<explicit_v1::ZwpLinuxExplicitSynchronizationV1, ()> for State {
             let sync = init.init(id, surface.clone());
             match state.surfaces.get_mut(&surface.id()) {
                 Some(surf) if surf.explicit.is_some() => {
-                    state.count_protocol_error();
-                    res.post_error(
+                    state.post_error(
+                        res,
                         explicit_v1::Error::SynchronizationExists,
                         "the surface has a synchronization object already",
                     );
@@ -624,16 +620,16 @@ impl Dispatch<surface_sync::ZwpLinuxSurfaceSynchronizationV1, wl_surface::WlSurf
         match request {
             surface_sync::Request::SetAcquireFence { fd } => {
                 let Some(surf) = surf else {
-                    state.count_protocol_error();
-                    res.post_error(
+                    state.post_error(
+                        res,
                         surface_sync::Error::NoSurface,
                         "the wl_surface was destroyed",
                     );
                     return;
                 };
                 if surf.pending.acquire_fence.is_some() {
-                    state.count_protocol_error();
-                    res.post_error(
+                    state.post_error(
+                        res,
                         surface_sync::Error::DuplicateFence,
                         "an acquire fence was set already",
                     );
@@ -642,24 +638,23 @@ impl Dispatch<surface_sync::ZwpLinuxSurfaceSynchronizationV1, wl_surface::WlSurf
                 match SyncFile::from_fd(fd) {
                     Ok(fence) => surf.pending.acquire_fence = Some(fence),
                     Err(e) => {
-                        state.count_protocol_error();
-                        res.post_error(surface_sync::Error::InvalidFence, e.to_string());
+                        state.post_error(res, surface_sync::Error::InvalidFence, e.to_string());
                     }
                 }
             }
             surface_sync::Request::GetRelease { release } => {
                 let release = init.init(release, ());
                 let Some(surf) = surf else {
-                    state.count_protocol_error();
-                    res.post_error(
+                    state.post_error(
+                        res,
                         surface_sync::Error::NoSurface,
                         "the wl_surface was destroyed",
                     );
                     return;
                 };
                 if surf.pending.buffer_release.is_some() {
-                    state.count_protocol_error();
-                    res.post_error(
+                    state.post_error(
+                        res,
                         surface_sync::Error::DuplicateRelease,
                         "a release was asked already",
                     );
@@ -747,8 +742,8 @@ pub fn checked_commit(
                 .map(|(id, _, p)| (id.clone(), *p)),
         };
         if let Err(e) = check_commit(&commit) {
-            sync.post_error(e.code(), e.to_string());
-            state.count_protocol_error();
+            let sync = sync.clone();
+            state.post_error(&sync, e.code(), e.to_string());
             return None;
         }
     }
@@ -766,8 +761,8 @@ pub fn checked_commit(
             _ => None,
         };
         if let Some((code, msg)) = error {
-            sync.post_error(code, msg);
-            state.count_protocol_error();
+            let sync = sync.clone();
+            state.post_error(&sync, code, msg);
             return None;
         }
     }
