@@ -148,3 +148,138 @@ fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
     assert!(text.contains("sync_mode"), "{text}");
     assert!(text.contains("explicit"), "{text}");
 }
+
+/// The cells of an interop report, by (exporter, importer).
+fn cell<'a>(r: &'a Value, exporter: &str, importer: &str) -> &'a Value {
+    r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["exporter"] == exporter && c["importer"] == importer)
+        .unwrap_or_else(|| panic!("no cell {exporter} -> {importer}"))
+}
+
+/// The importer or exporter whose name contains every one of `parts`.
+fn named(r: &Value, key: &str, parts: &[&str]) -> String {
+    r[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .find(|n| parts.iter().all(|p| n.contains(p)))
+        .unwrap_or_else(|| panic!("no {key} named like {parts:?}: {}", r[key]))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn interop_proves_what_is_shared_and_its_html_matches_its_json() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let html = std::path::PathBuf::from(std::env::var("XDG_RUNTIME_DIR").unwrap())
+        .join("winsys-interop-test.html");
+    let out = Command::new(common::built("", "winsys"))
+        .args(["interop", "--json", "--html"])
+        .arg(&html)
+        .env("WAYLAND_DISPLAY", &weston.socket)
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "winsys interop failed: {progress}");
+    assert!(
+        progress.contains("winsys interop: [1/"),
+        "no progress: {progress}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+
+    for c in r["cells"].as_array().unwrap() {
+        let status = c["status"].as_str().unwrap();
+        assert!(["ok", "refused", "no-buffer"].contains(&status), "{c}");
+        if status != "ok" {
+            assert!(!c["reason"].as_str().unwrap().is_empty(), "{c}");
+        }
+    }
+    // vgem's buffers: read back exact through a second mapping, and the
+    // read waits for a pending vgem write fence (poll fallback on 5.10).
+    let cpu = cell(&r, "vgem", "cpu-map");
+    assert_eq!(cpu["status"], "ok", "{cpu}");
+    assert_eq!(cpu["round_trip"], true, "{cpu}");
+    assert!(
+        cpu["implicit_sync"]
+            .as_str()
+            .unwrap()
+            .starts_with("honoured"),
+        "{cpu}"
+    );
+    // GBM imports on vgem's card node, not on virtio_gpu's (ENOSYS).
+    let vgem_card = named(&r, "importers", &["gbm:", "card", "(vgem)"]);
+    let virtio_card = named(&r, "importers", &["gbm:", "card", "(virtio_gpu)"]);
+    assert_eq!(cell(&r, "vgem", &vgem_card)["status"], "ok");
+    let refused = cell(&r, "vgem", &virtio_card);
+    assert_eq!(refused["status"], "refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Function not implemented"),
+        "{refused}"
+    );
+    // GBM on vgem's card node exports what the CPU reads back.
+    let gbm_vgem = named(&r, "exporters", &["gbm:", "card", "(vgem)"]);
+    assert_eq!(cell(&r, &gbm_vgem, "cpu-map")["round_trip"], true);
+    // weston takes vgem's dma-bufs.
+    let compositor = named(&r, "importers", &["compositor:"]);
+    assert_eq!(cell(&r, "vgem", &compositor)["status"], "ok");
+    // lavapipe: imports and reads back exact, waiting for the pending write
+    // (where Mesa has its dma-buf support at all).
+    let lvp = named(&r, "importers", &["llvmpipe"]);
+    let v = cell(&r, "udmabuf", &lvp);
+    if lacks("lavapipe_dmabuf") {
+        assert_ne!(v["status"], "ok", "{v}");
+    } else {
+        assert_eq!(v["status"], "ok", "{v}");
+        assert_eq!(v["round_trip"], true, "{v}");
+        assert!(
+            v["implicit_sync"].as_str().unwrap().starts_with("honoured"),
+            "{v}"
+        );
+    }
+
+    // The HTML report: self-contained, one cell per JSON cell, same status.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
+    let mut from_html: Vec<(String, String, String)> = Vec::new();
+    for td in page.split("<td ").skip(1) {
+        let attr = |name: &str| {
+            let key = format!("{name}=\"");
+            let start = td.find(&key).map(|i| i + key.len())?;
+            let end = td[start..].find('"')? + start;
+            Some(unescape(&td[start..end]))
+        };
+        if let (Some(e), Some(i), Some(s)) = (
+            attr("data-exporter"),
+            attr("data-importer"),
+            attr("data-status"),
+        ) {
+            from_html.push((e, i, s));
+        }
+    }
+    let mut from_json: Vec<(String, String, String)> = r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_string();
+            (s("exporter"), s("importer"), s("status"))
+        })
+        .collect();
+    from_html.sort();
+    from_json.sort();
+    assert_eq!(from_html, from_json, "the HTML cells differ from the JSON");
+}

@@ -1042,3 +1042,156 @@ fn close_if_still_ours(raw: std::os::fd::RawFd, identity: Option<crate::dmabuf::
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
     }
 }
+
+impl Device {
+    /// Read `image` back to the CPU: its pixels, rows packed, copied on the
+    /// GPU into host memory after `dmabuf`'s writers are done (the
+    /// implicit fences become a wait, see
+    /// [`Submission::wait_for_dmabuf`]), waiting at most `timeout` (`None`:
+    /// no limit).
+    ///
+    /// For checking what an import sees (tests, `winsys interop`); one
+    /// submission and one host buffer per call. Single-plane formats only
+    /// ([`Error::ViewNeedsConversion`] names multi-plane ones). If the wait
+    /// times out the host buffer is leaked, never freed while the GPU may
+    /// still write it.
+    pub fn read_pixels(
+        &self,
+        image: &mut Image,
+        dmabuf: &Dmabuf,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Vec<u8>> {
+        let format = image.format();
+        let cpp = match format.planes() {
+            Some([one]) => one.cpp as u64,
+            _ => return Err(Error::ViewNeedsConversion { format }),
+        };
+        let extent = image.extent();
+        let size = extent.width as u64 * extent.height as u64 * cpp;
+        let raw = &self.shared.raw;
+        let info = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(vk::BufferUsageFlags::TRANSFER_DST);
+        // SAFETY: a valid create info on this device.
+        let buffer =
+            unsafe { raw.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
+        // SAFETY: `buffer` was just made on this device.
+        let req = unsafe { raw.get_buffer_memory_requirements(buffer) };
+        let want = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let types =
+            &self.shared.memory.memory_types[..self.shared.memory.memory_type_count as usize];
+        let Some(index) = (0..types.len()).find(|&i| {
+            req.memory_type_bits & (1 << i) != 0 && types[i].property_flags.contains(want)
+        }) else {
+            // SAFETY: unused buffer of this device.
+            unsafe { raw.destroy_buffer(buffer, None) };
+            return Err(Error::NoDevice(
+                "memory that is host-visible and coherent".into(),
+            ));
+        };
+        let alloc = vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(index as u32);
+        // SAFETY: a valid allocate info; bound to the unused buffer once.
+        let memory = match unsafe { raw.allocate_memory(&alloc, None) } {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: unused buffer of this device.
+                unsafe { raw.destroy_buffer(buffer, None) };
+                return Err(Error::vk("vkAllocateMemory(host)")(e));
+            }
+        };
+        let free = || {
+            // SAFETY: no submission uses them (never submitted, or waited).
+            unsafe {
+                raw.destroy_buffer(buffer, None);
+                raw.free_memory(memory, None);
+            }
+        };
+        // SAFETY: fresh buffer and memory of this device, bound once.
+        if let Err(e) = unsafe { raw.bind_buffer_memory(buffer, memory, 0) } {
+            free();
+            return Err(Error::vk("vkBindBufferMemory")(e));
+        }
+        let recorded = (|| -> Result<super::Pending> {
+            let mut job = self.submission()?;
+            job.timeout(timeout);
+            job.wait_for_dmabuf(
+                dmabuf,
+                crate::dmabuf::Access::Read,
+                vk::PipelineStageFlags::TRANSFER,
+            )?;
+            image.cmd_acquire(
+                &mut job,
+                vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ,
+            )?;
+            let region = vk::BufferImageCopy::default()
+                .image_subresource(
+                    vk::ImageSubresourceLayers::default()
+                        .aspect_mask(vk::ImageAspectFlags::COLOR)
+                        .layer_count(1),
+                )
+                .image_extent(vk::Extent3D {
+                    width: extent.width,
+                    height: extent.height,
+                    depth: 1,
+                });
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                .dst_access_mask(vk::AccessFlags::HOST_READ);
+            // SAFETY: the job records on this device; the image is in
+            // TRANSFER_SRC_OPTIMAL (acquired above); the buffer holds the
+            // whole packed image.
+            unsafe {
+                raw.cmd_copy_image_to_buffer(
+                    job.cmd(),
+                    image.raw(),
+                    vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                    buffer,
+                    &[region],
+                );
+                raw.cmd_pipeline_barrier(
+                    job.cmd(),
+                    vk::PipelineStageFlags::TRANSFER,
+                    vk::PipelineStageFlags::HOST,
+                    vk::DependencyFlags::empty(),
+                    &[barrier],
+                    &[],
+                    &[],
+                );
+            }
+            image.cmd_release(
+                &mut job,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ,
+            )?;
+            job.submit()
+        })();
+        let pending = match recorded {
+            Ok(p) => p,
+            Err(e) => {
+                free();
+                return Err(e);
+            }
+        };
+        // On a timeout the GPU may still write the buffer: leak it.
+        pending.wait(timeout)?;
+        // SAFETY: the copy is done; the memory is host-visible, mapped
+        // once here and unmapped before it is freed.
+        let bytes = unsafe {
+            let ptr = raw
+                .map_memory(memory, 0, size, vk::MemoryMapFlags::empty())
+                .map_err(Error::vk("vkMapMemory"));
+            let out =
+                ptr.map(|p| std::slice::from_raw_parts(p.cast::<u8>(), size as usize).to_vec());
+            if out.is_ok() {
+                raw.unmap_memory(memory);
+            }
+            out
+        };
+        free();
+        bytes
+    }
+}

@@ -1,0 +1,65 @@
+//! `winsys`: what this machine can share, and how.
+//!
+//! ```text
+//! winsys info [--json]
+//! winsys interop [--json] [--html PATH]
+//! ```
+//!
+//! `interop` tries every exporter x importer pair: see [`interop`].
+//!
+//! `info` probes, never guesses from version numbers: the kernel's dma-buf
+//! sync_file ioctls (asked on a real dma-buf) and syncobj eventfd; every
+//! DRM node (driver, kind, `dev_t`, syncobj / timeline / PRIME caps); the
+//! exporters (udmabuf and its size limit, each dma-heap, each tried); GBM
+//! per node (backend, which common formats it allocates, a real
+//! allocation, a real import of a foreign dma-buf); Vulkan per physical
+//! device (interop extensions present and missing, SYNC_FD import and
+//! export, modifiers per format); and, when `WAYLAND_DISPLAY` is set, the
+//! compositor (globals, dma-buf feedback tranches, the sync protocols, FIFO,
+//! presentation) and the sync mode and buffer path a winsys swapchain
+//! actually gets there (a 64x64 swapchain is created to find out).
+//!
+//! A readable outline by default; `--json` for machines (the same data).
+
+mod info;
+mod interop;
+mod json;
+
+const USAGE: &str = "usage: winsys info [--json]\n       winsys interop [--json] [--html PATH]";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("info") => info::info(has("--json")),
+        Some("interop") => {
+            let report = interop::matrix();
+            if let Some(path) = value("--html") {
+                let page = interop::html(&report, "winsys interop");
+                if let Err(e) = std::fs::write(&path, page) {
+                    eprintln!("winsys: cannot write {path}: {e}");
+                    std::process::exit(1);
+                }
+                eprintln!("winsys interop: HTML report in {path}");
+            }
+            if has("--json") {
+                let mut out = String::new();
+                json::json(&report, &mut out, 0);
+                println!("{out}");
+            } else {
+                print!("{}", interop::table(&report));
+            }
+        }
+        Some("--help" | "-h" | "help") => println!("{USAGE}"),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
