@@ -217,6 +217,13 @@ fn interop_proves_what_is_shared_and_its_html_matches_its_json() {
             .starts_with("honoured"),
         "{cpu}"
     );
+    // vgem takes a foreign dma-buf (PRIME import).
+    let dma_heap_or_vgem = if lacks("dma_heap") {
+        "vgem"
+    } else {
+        "dma-heap:system"
+    };
+    assert_eq!(cell(&r, dma_heap_or_vgem, "vgem-prime")["status"], "ok");
     // GBM imports on vgem's card node, not on virtio_gpu's (ENOSYS).
     let vgem_card = named(&r, "importers", &["gbm:", "card", "(vgem)"]);
     let virtio_card = named(&r, "importers", &["gbm:", "card", "(virtio_gpu)"]);

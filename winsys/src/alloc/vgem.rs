@@ -22,7 +22,7 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -98,6 +98,33 @@ impl Vgem {
             size: arg.size,
         })
     }
+}
+
+impl Vgem {
+    /// Import `dmabuf` (its plane 0's dma-buf) into vgem as a GEM object
+    /// (`DRM_IOCTL_PRIME_FD_TO_HANDLE`), as a device taking a foreign
+    /// buffer does; the handle is closed when the result drops.
+    pub fn import(&self, dmabuf: &crate::dmabuf::Dmabuf) -> Result<VgemImport> {
+        let mut arg = drm::drm_prime_handle {
+            handle: 0,
+            flags: 0,
+            fd: dmabuf.planes()[0].fd().as_raw_fd(),
+        };
+        drm::DRM_IOCTL_PRIME_FD_TO_HANDLE
+            .call(self.dev.as_fd(), &mut arg)
+            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_PRIME_FD_TO_HANDLE", e))?;
+        Ok(VgemImport {
+            _gem: Gem {
+                dev: self.dev.clone(),
+                handle: arg.handle,
+            },
+        })
+    }
+}
+
+/// A foreign dma-buf imported into vgem ([`Vgem::import`]).
+pub struct VgemImport {
+    _gem: Gem,
 }
 
 /// A GEM handle, closed on drop.

@@ -2,7 +2,7 @@
 //!
 //! Exporters: udmabuf, each dma-heap, vgem, GBM on each DRM node that
 //! allocates, Vulkan on each device that exports dma-bufs. Importers: a
-//! CPU mapping, GBM on each node, Vulkan on each device, and the
+//! CPU mapping, vgem (PRIME import), GBM on each node, Vulkan on each device, and the
 //! compositor behind `WAYLAND_DISPLAY` (linux-dmabuf `create_immed`).
 //!
 //! Each exporter's 64x64 XRGB8888 LINEAR buffer gets a byte pattern
@@ -47,6 +47,7 @@ struct Exporter {
 
 enum Importer {
     Cpu,
+    VgemPrime(Vgem),
     Gbm(GbmAllocator),
     Vulkan(winsys::vulkan::Device),
     Compositor(String),
@@ -56,6 +57,7 @@ impl Importer {
     fn name(&self) -> String {
         match self {
             Importer::Cpu => "cpu-map".into(),
+            Importer::VgemPrime(_) => "vgem-prime".into(),
             Importer::Gbm(g) => format!(
                 "gbm:{} ({})",
                 g.device().path().display(),
@@ -184,6 +186,9 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
 
 fn importers() -> Vec<Importer> {
     let mut out = vec![Importer::Cpu];
+    if let Ok(v) = Vgem::open() {
+        out.push(Importer::VgemPrime(v));
+    }
     for node in DrmDevice::list() {
         if let Ok(g) = GbmAllocator::open(&node.path) {
             out.push(Importer::Gbm(g));
@@ -215,6 +220,7 @@ fn import(importer: &Importer, dmabuf: &Dmabuf) -> Result<Option<Vec<u8>>, Strin
                 .map_err(|e| e.to_string())?;
             Ok(Some(out))
         }
+        Importer::VgemPrime(v) => v.import(dmabuf).map(|_| None).map_err(|e| e.to_string()),
         Importer::Gbm(g) => g
             .import(dmabuf, Usage::RENDERING)
             .map(|_| None)
