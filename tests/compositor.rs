@@ -647,3 +647,32 @@ fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_composi
     // Others are served as before.
     cube(&c, 10, &["--sync", "explicit"], &[]);
 }
+
+#[test]
+fn run_mode_hosts_one_client_and_leaves_its_last_frame_as_the_png() {
+    let _one = common::one_at_a_time();
+    let runtime = std::path::PathBuf::from(std::env::var("XDG_RUNTIME_DIR").unwrap());
+    let png = runtime.join(format!("winsys-run-mode-{}.png", std::process::id()));
+    let out = Command::new(common::built("examples", "compositor"))
+        .args([
+            "--socket",
+            &format!("winsys-run-{}", std::process::id()),
+            "--png",
+        ])
+        .arg(&png)
+        .args(["--validation", "--run", "cube", "--frames", "30"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("compositor: done after"), "{text}");
+    let shot = Png::read(&png).expect("the PNG");
+    let faces = common::cube_frame(shot.width, shot.height, |x, y| shot.pixel(x, y))
+        .unwrap_or_else(|why| panic!("the last PNG is no cube frame: {why}"));
+    println!("the PNG shows the cube: {faces:?}");
+}

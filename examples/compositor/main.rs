@@ -225,6 +225,8 @@ struct Frame {
     pending: Option<Pending>,
     frames: Vec<WlCallback>,
     feedbacks: Vec<WpPresentationFeedback>,
+    /// Surfaces it shows.
+    shown: usize,
 }
 
 #[derive(Default)]
@@ -258,6 +260,7 @@ pub struct State {
     png: Option<PathBuf>,
     last_png: Option<Instant>,
     png_writer: Option<std::thread::JoinHandle<()>>,
+    last_shown: Option<Vec<u8>>,
     refresh: Duration,
 }
 
@@ -461,6 +464,7 @@ impl State {
             pending: None,
             frames: Vec::new(),
             feedbacks: Vec::new(),
+            shown: shown.len(),
         };
         for surf in self.surfaces.values_mut() {
             frame.frames.append(&mut surf.frames);
@@ -552,6 +556,11 @@ impl State {
 
     fn finish(&mut self, frame: Frame) {
         self.stats.frames += 1;
+        if self.png.is_some() && frame.shown > 0 {
+            // What the PNG at exit shows: the last frame with a client in
+            // it (clients leave before the compositor notices they exited).
+            self.last_shown = Some(self.output.pixels().to_vec());
+        }
         let now = rustix::time::clock_gettime(ClockId::Monotonic);
         let refresh = self.refresh.as_nanos() as u32;
         for fb in frame.feedbacks {
@@ -575,7 +584,8 @@ impl State {
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
             if due {
                 self.last_png = Some(Instant::now());
-                self.png_writer = Some(write_png(path, &self.output));
+                let (w, h) = (self.output.width, self.output.height);
+                self.png_writer = Some(write_png(path, w, h, self.output.pixels()));
             }
         }
     }
@@ -678,11 +688,16 @@ fn read_shm(shm: &ShmBuffer) -> Option<Content> {
 /// Write the output as a PNG on a thread of its own (encoding is slow under
 /// TCG and must not stall the event loop); written to a temporary file and
 /// renamed, so readers never see half a file.
-fn write_png(path: &std::path::Path, output: &Output) -> std::thread::JoinHandle<()> {
-    let (path, width, height) = (path.to_path_buf(), output.width, output.height);
+fn write_png(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+) -> std::thread::JoinHandle<()> {
+    let path = path.to_path_buf();
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let rgb = gpu::to_rgb(output.pixels());
+    let rgb = gpu::to_rgb(pixels);
     std::thread::spawn(move || {
         let write = || -> Result<(), Error> {
             let tmp = path.with_extension(format!("png.{n}.tmp"));
@@ -823,6 +838,7 @@ fn run() -> Result<(), Error> {
         png: args.png.clone(),
         last_png: None,
         png_writer: None,
+        last_shown: None,
         refresh,
     };
 
@@ -936,7 +952,11 @@ fn run() -> Result<(), Error> {
                 let _ = w.join();
             }
             if let (Some(path), Some(_)) = (&state.png, state.last_png) {
-                let _ = write_png(path, &state.output).join();
+                let pixels = state
+                    .last_shown
+                    .take()
+                    .unwrap_or_else(|| state.output.pixels().to_vec());
+                let _ = write_png(path, state.output.width, state.output.height, &pixels).join();
                 println!("compositor: output written to {}", path.display());
             }
             let s = &state.stats;

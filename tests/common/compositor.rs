@@ -43,6 +43,21 @@ pub struct Png {
 }
 
 impl Png {
+    /// Decode an RGB PNG.
+    pub fn read(path: &std::path::Path) -> Option<Png> {
+        let file = std::fs::File::open(path).ok()?;
+        let decoder = png::Decoder::new(std::io::BufReader::new(file));
+        let mut reader = decoder.read_info().ok()?;
+        let mut rgb = vec![0u8; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut rgb).ok()?;
+        rgb.truncate(info.buffer_size());
+        Some(Png {
+            width: info.width,
+            height: info.height,
+            rgb,
+        })
+    }
+
     /// The pixel at (x, y) as 0xRRGGBB.
     pub fn pixel(&self, x: u32, y: u32) -> u32 {
         let i = (y * self.width + x) as usize * 3;
@@ -161,17 +176,7 @@ impl Compositor {
 
     /// The last PNG it wrote.
     pub fn output(&self) -> Option<Png> {
-        let file = std::fs::File::open(&self.png).ok()?;
-        let decoder = png::Decoder::new(std::io::BufReader::new(file));
-        let mut reader = decoder.read_info().ok()?;
-        let mut rgb = vec![0u8; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut rgb).ok()?;
-        rgb.truncate(info.buffer_size());
-        Some(Png {
-            width: info.width,
-            height: info.height,
-            rgb,
-        })
+        Png::read(&self.png)
     }
 
     /// Open fds of the compositor process.

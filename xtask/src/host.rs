@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use crate::accel::{self, Accel};
@@ -690,24 +690,99 @@ pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
     Ok(exit_code(report.ok()))
 }
 
-/// `cargo xtask demo`: the main job. Boots the VM test bed (installing it
-/// on first use) and runs every example there, devices required, printing
-/// what each shows.
+/// `cargo xtask demo`: the main job. Builds the tool and the examples
+/// (release), then runs `xtask/src/demo.sh` — `winsys info`, `winsys
+/// interop`, the cube through winsys and through Mesa's WSI on a headless
+/// weston, the reference compositor with the cube as its client — inside
+/// the VM test bed (installed on first use), or natively where this
+/// machine has `/dev/dri` and a `WAYLAND_DISPLAY`. Everything lands in
+/// `target/demo/`: the screenshot, the reports (text, JSON, HTML) and the
+/// cube's figures.
 pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
-    let report = run_built_in_vm(
-        opts,
-        "demo",
-        &["build", "-p", "winsys", "--examples", "--all-features"],
+    let t0 = Instant::now();
+    let ws = cargo::workspace()?;
+    let out = ws.target_dir.join("demo");
+    if out.exists() {
+        fs::remove_dir_all(&out)?;
+    }
+    fs::create_dir_all(&out)?;
+    let script = out.join("run.sh");
+    fs::write(&script, include_str!("demo.sh"))?;
+    step!("building the winsys tool and the examples (release)");
+    cargo::build(
+        &ws,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "winsys",
+            "--examples",
+            "--bins",
+            "--all-features",
+        ],
         Want::Examples,
-        &[],
-        Vec::new(),
     )?;
-    println!(
-        "winsys demo: {} ok, {} failed",
-        report.passed(),
-        report.failed()
-    );
-    Ok(exit_code(report.ok()))
+    let bin = ws.target_dir.join("release");
+    let args = [script.as_path(), out.as_path(), bin.as_path()]
+        .map(|p| shell_quote(&p.to_string_lossy()))
+        .join(" ");
+    let native = Path::new("/dev/dri").exists() && std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let status = if native {
+        step!("this machine has /dev/dri and a WAYLAND_DISPLAY: running natively");
+        Command::new("sh")
+            .args([script.as_os_str(), out.as_os_str(), bin.as_os_str()])
+            .status()
+            .map_err(|e| err(format!("cannot run sh: {e}")))?
+    } else {
+        step!("no devices here: running in the VM test bed (the embedded default)");
+        let tb = ensure_testbed(opts)?;
+        let prep = "modprobe -a vgem virtio-gpu; mkdir -p /run/winsys/home /run/winsys/runtime; \
+chmod 700 /run/winsys/runtime; export HOME=/run/winsys/home XDG_CACHE_HOME=/run/winsys/home/.cache \
+XDG_RUNTIME_DIR=/run/winsys/runtime";
+        let exec = format!("{prep}; sh {args}");
+        let vm = vm_for(&tb, &tb.root, &ws, opts, Some(exec));
+        vm.prepare()?;
+        step!("booting VM ({})", tb.accel.name());
+        vm.command()
+            .status()
+            .map_err(|e| err(format!("cannot run vng: {e}")))?
+    };
+    let files = [
+        "screenshot.png",
+        "info.txt",
+        "info.json",
+        "interop.txt",
+        "interop.json",
+        "interop.html",
+        "cube-winsys.txt",
+        "cube-mesa.txt",
+        "compositor.txt",
+    ];
+    step!("==== demo ====");
+    let mut missing = Vec::new();
+    for f in files {
+        let p = out.join(f);
+        if p.is_file() {
+            step!("  {}", p.display());
+        } else {
+            missing.push(f);
+        }
+    }
+    step!("total time {}", fmt_duration(t0.elapsed()));
+    if status.success() && missing.is_empty() {
+        println!("winsys demo: everything in {}", out.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "winsys demo: failed ({status}); missing: {}",
+            if missing.is_empty() {
+                "nothing".to_string()
+            } else {
+                missing.join(", ")
+            }
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// The project's VM on the test bed `tb`, running `exec` (None: a shell).
