@@ -133,6 +133,11 @@ fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
     let main = w["dmabuf_feedback"]["main_device"].as_str().unwrap();
     assert!(main.contains("vgem"), "{main}");
     assert_eq!(w["winsys_swapchain"]["sync_mode"], "explicit", "{w}");
+    // weston headless presents on CLOCK_MONOTONIC_RAW (measured here).
+    assert_eq!(
+        w["winsys_swapchain"]["presentation_clock"], "MonotonicRaw",
+        "{w}"
+    );
     assert!(w["presentation"].is_number());
 
     // The text form says the same in an outline.

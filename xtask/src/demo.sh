@@ -8,8 +8,8 @@ BIN=$2
 mkdir -p "$OUT"
 say() { echo "[demo] $*"; }
 
-say "winsys info -> $OUT/info.txt, info.json"
-"$BIN/winsys" info > "$OUT/info.txt" 2>/dev/null
+say "winsys info -> $OUT/info.txt, info.json, info.html"
+"$BIN/winsys" info --html "$OUT/info.html" > "$OUT/info.txt" 2>/dev/null
 "$BIN/winsys" info --json > "$OUT/info.json" 2>/dev/null
 sed -n '1,12p' "$OUT/info.txt"
 

@@ -751,6 +751,7 @@ XDG_RUNTIME_DIR=/run/winsys/runtime";
         "screenshot.png",
         "info.txt",
         "info.json",
+        "info.html",
         "interop.txt",
         "interop.json",
         "interop.html",

@@ -319,6 +319,12 @@ impl Surface {
         self.presentation.as_mut().map(|p| p.stats()).transpose()
     }
 
+    /// The compositor's presentation clock (`None`: no `wp_presentation`,
+    /// or a clock this process cannot read).
+    pub fn presentation_clock(&self) -> Option<rustix::time::ClockId> {
+        self.presentation.as_ref().and_then(Presentation::clock)
+    }
+
     /// The sync mode.
     pub fn mode(&self) -> SyncMode {
         self.mode

@@ -422,6 +422,12 @@ impl Swapchain {
         self.surface.presentation()
     }
 
+    /// The compositor's presentation clock (`None`: no `wp_presentation`,
+    /// or a clock this process cannot read).
+    pub fn presentation_clock(&self) -> Option<rustix::time::ClockId> {
+        self.surface.presentation_clock()
+    }
+
     /// Frames presented so far.
     pub fn frames_presented(&self) -> u64 {
         self.frames

@@ -358,6 +358,10 @@ fn wayland() -> J {
                         .set("buffer_path", format!("{:?}", chain.buffer_path()))
                         .set("images", chain.len() as u64)
                         .set("fifo_protocol", chain.fifo_protocol())
+                        .set(
+                            "presentation_clock",
+                            chain.presentation_clock().map(|c| format!("{c:?}")),
+                        )
                         .j(),
                     Err(e) => J::from(format!("cannot create one: {e}")),
                 }
@@ -382,8 +386,9 @@ fn wayland() -> J {
         .j()
 }
 
-/// Probe everything and print the report.
-pub fn info(as_json: bool) {
+/// Probe everything and print the report (and write it as a
+/// self-contained HTML page to `html`, if given).
+pub fn info(as_json: bool, html: Option<&str>) -> std::io::Result<()> {
     let step = |what: &str| {
         if !as_json {
             eprintln!("winsys info: probing {what}...");
@@ -409,14 +414,26 @@ pub fn info(as_json: bool) {
         .set("vulkan", v)
         .set("wayland", w)
         .j();
-    let mut out = String::new();
-    if as_json {
-        json(&report, &mut out, 0);
-        out.push('\n');
-    } else {
-        text(&report, &mut out, 0);
+    let mut outline = String::new();
+    text(&report, &mut outline, 0);
+    if let Some(path) = html {
+        std::fs::write(path, crate::json::html_page("winsys info", &outline))?;
+        eprintln!("winsys info: HTML report in {path}");
     }
-    print!("{out}");
+    if as_json {
+        let mut out = String::new();
+        json(&report, &mut out, 0);
+        println!("{out}");
+    } else {
+        print!("{outline}");
+    }
+    say_if_no_device();
+    Ok(())
+}
+
+/// Tell the user, on stderr, when this machine has no dma-buf device at
+/// all, and how to see winsys work anyway.
+pub fn say_if_no_device() {
     if DrmDevice::list().is_empty() && any_dmabuf().is_none() {
         eprintln!(
             "winsys: this machine has no dma-buf device at all: no /dev/dri node, no \

@@ -26,7 +26,7 @@ use winsys::dmabuf::{Access, Dmabuf};
 use winsys::format::{Fourcc, Modifier};
 use winsys::vulkan::ash::vk;
 
-use crate::json::{Obj, J};
+use crate::json::{esc, Obj, J};
 
 const W: u32 = 64;
 const H: u32 = 64;
@@ -467,13 +467,6 @@ pub fn table(report: &J) -> String {
         }
     }
     out
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A self-contained HTML page (no scripts, no network): the matrix, each

@@ -194,3 +194,22 @@ pub fn text(v: &J, out: &mut String, indent: usize) {
         }
     }
 }
+
+/// HTML-escape `s`.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained page (no scripts, no network) showing `outline`.
+pub fn html_page(title: &str, outline: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n\
+<style>body{{font-family:sans-serif;margin:2em}}pre{{font-size:90%}}</style></head>\n\
+<body><h1>{t}</h1>\n<pre>{}</pre>\n</body></html>\n",
+        esc(outline),
+        t = esc(title)
+    )
+}

@@ -1,7 +1,7 @@
 //! `winsys`: what this machine can share, and how.
 //!
 //! ```text
-//! winsys info [--json]
+//! winsys info [--json] [--html PATH]
 //! winsys interop [--json] [--html PATH]
 //! ```
 //!
@@ -25,7 +25,8 @@ mod info;
 mod interop;
 mod json;
 
-const USAGE: &str = "usage: winsys info [--json]\n       winsys interop [--json] [--html PATH]";
+const USAGE: &str =
+    "usage: winsys info [--json] [--html PATH]\n       winsys interop [--json] [--html PATH]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +38,12 @@ fn main() {
             .cloned()
     };
     match args.first().map(String::as_str) {
-        Some("info") => info::info(has("--json")),
+        Some("info") => {
+            if let Err(e) = info::info(has("--json"), value("--html").as_deref()) {
+                eprintln!("winsys: cannot write the report: {e}");
+                std::process::exit(1);
+            }
+        }
         Some("interop") => {
             let report = interop::matrix();
             if let Some(path) = value("--html") {
@@ -55,6 +61,7 @@ fn main() {
             } else {
                 print!("{}", interop::table(&report));
             }
+            info::say_if_no_device();
         }
         Some("--help" | "-h" | "help") => println!("{USAGE}"),
         _ => {
