@@ -106,6 +106,17 @@ fn info_reports_the_kernel_devices_and_drivers_as_probed() {
         !lacks("lavapipe_dmabuf"),
         "{lvp}"
     );
+    // The core external-handle queries (measured: Mesa 25's lavapipe
+    // exports dma-bufs and SYNC_FD payloads only where udmabuf exists).
+    let h = &lvp["external_handle_types"];
+    let (dma_buf, sync_fd) = if lacks("lavapipe_dmabuf") {
+        ("import", "no")
+    } else {
+        ("import and export", "import and export")
+    };
+    assert_eq!(h["memory"]["dma_buf"], dma_buf, "{h}");
+    assert_eq!(h["semaphores"]["sync_fd"], sync_fd, "{h}");
+    assert_eq!(h["fences"]["sync_fd"], sync_fd, "{h}");
     assert_eq!(r["wayland"], "WAYLAND_DISPLAY is not set");
 }
 

@@ -205,6 +205,92 @@ fn gbm() -> J {
     J::Arr(nodes)
 }
 
+/// "import and export", "import", "export" or "no".
+fn ways(import: bool, export: bool) -> &'static str {
+    match (import, export) {
+        (true, true) => "import and export",
+        (true, false) => "import",
+        (false, true) => "export",
+        (false, false) => "no",
+    }
+}
+
+/// The external handle types `pd` imports and exports (the core Vulkan 1.1
+/// queries): memory (for a transfer buffer), binary semaphores, fences.
+fn handle_types(instance: &winsys::vulkan::Instance, pd: ash::vk::PhysicalDevice) -> J {
+    use ash::vk;
+    let raw = instance.raw();
+    let mut memory = Obj::default();
+    for (name, t) in [
+        ("opaque_fd", vk::ExternalMemoryHandleTypeFlags::OPAQUE_FD),
+        ("dma_buf", vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT),
+        (
+            "host_allocation",
+            vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT,
+        ),
+    ] {
+        let info = vk::PhysicalDeviceExternalBufferInfo::default()
+            .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
+            .handle_type(t);
+        let mut props = vk::ExternalBufferProperties::default();
+        // SAFETY: `pd` is a physical device of this live instance; the
+        // structs are valid for the call.
+        unsafe { raw.get_physical_device_external_buffer_properties(pd, &info, &mut props) };
+        let f = props.external_memory_properties.external_memory_features;
+        memory = memory.set(
+            name,
+            ways(
+                f.contains(vk::ExternalMemoryFeatureFlags::IMPORTABLE),
+                f.contains(vk::ExternalMemoryFeatureFlags::EXPORTABLE),
+            ),
+        );
+    }
+    let mut semaphores = Obj::default();
+    let mut fences = Obj::default();
+    for (name, s, f) in [
+        (
+            "opaque_fd",
+            vk::ExternalSemaphoreHandleTypeFlags::OPAQUE_FD,
+            vk::ExternalFenceHandleTypeFlags::OPAQUE_FD,
+        ),
+        (
+            "sync_fd",
+            vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD,
+            vk::ExternalFenceHandleTypeFlags::SYNC_FD,
+        ),
+    ] {
+        let info = vk::PhysicalDeviceExternalSemaphoreInfo::default().handle_type(s);
+        let mut props = vk::ExternalSemaphoreProperties::default();
+        // SAFETY: as above.
+        unsafe { raw.get_physical_device_external_semaphore_properties(pd, &info, &mut props) };
+        let g = props.external_semaphore_features;
+        semaphores = semaphores.set(
+            name,
+            ways(
+                g.contains(vk::ExternalSemaphoreFeatureFlags::IMPORTABLE),
+                g.contains(vk::ExternalSemaphoreFeatureFlags::EXPORTABLE),
+            ),
+        );
+        let info = vk::PhysicalDeviceExternalFenceInfo::default().handle_type(f);
+        let mut props = vk::ExternalFenceProperties::default();
+        // SAFETY: as above.
+        unsafe { raw.get_physical_device_external_fence_properties(pd, &info, &mut props) };
+        let g = props.external_fence_features;
+        fences = fences.set(
+            name,
+            ways(
+                g.contains(vk::ExternalFenceFeatureFlags::IMPORTABLE),
+                g.contains(vk::ExternalFenceFeatureFlags::EXPORTABLE),
+            ),
+        );
+    }
+    Obj::default()
+        .set("memory", memory.j())
+        .set("semaphores", semaphores.j())
+        .set("fences", fences.j())
+        .j()
+}
+
 fn vulkan() -> J {
     use winsys::vulkan::{Device, Instance};
     let instance = match Instance::new() {
@@ -244,7 +330,11 @@ fn vulkan() -> J {
                         .collect::<Vec<_>>(),
                 )
                 .set("missing", info.extensions.missing())
-                .set("dmabuf_import_export", info.extensions.dmabuf_images());
+                .set("dmabuf_import_export", info.extensions.dmabuf_images())
+                .set(
+                    "external_handle_types",
+                    handle_types(&instance, info.handle()),
+                );
             match Device::open_physical(&instance, info) {
                 Err(e) => o = o.set("opens", J::from(format!("no: {e}"))),
                 Ok(device) => {
