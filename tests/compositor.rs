@@ -676,3 +676,49 @@ fn run_mode_hosts_one_client_and_leaves_its_last_frame_as_the_png() {
         .unwrap_or_else(|why| panic!("the last PNG is no cube frame: {why}"));
     println!("the PNG shows the cube: {faces:?}");
 }
+
+#[test]
+fn a_feedback_change_makes_the_swapchain_suboptimal_and_a_new_one_fits() {
+    use winsys::wayland::swapchain::{Swapchain, SwapchainConfig};
+    let _one = common::one_at_a_time();
+    let c = need!(
+        Compositor::start_with(&[], &["--feedback-change-after", "30"]),
+        "the reference compositor"
+    );
+    let gpu = need!(common::vk::Gpu::new(), "Vulkan with validation");
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    // The compositor configures a lone toplevel to its whole output.
+    let config = SwapchainConfig::new(256, 256, Fourcc::XRGB8888);
+    let present = |chain: &mut Swapchain| {
+        let i = chain.acquire(LONG * 4).unwrap();
+        let mut job = gpu.device.submission().unwrap();
+        chain.begin(&mut job, i).unwrap();
+        chain.present(i, job).unwrap();
+    };
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    present(&mut chain);
+    assert!(!chain.suboptimal().unwrap(), "suboptimal from the start");
+    let mut frames = 1;
+    while !chain.suboptimal().unwrap() {
+        assert!(
+            frames < 300,
+            "still optimal after {frames} frames:\n{}",
+            c.log_text()
+        );
+        present(&mut chain);
+        frames += 1;
+    }
+    println!("suboptimal after {frames} frames");
+    assert!(
+        c.log_text().contains("feedback changed"),
+        "{}",
+        c.log_text()
+    );
+    drop(chain);
+    // A swapchain made now gets the new feedback first: it fits.
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    for _ in 0..5 {
+        present(&mut chain);
+    }
+    assert!(!chain.suboptimal().unwrap());
+}

@@ -27,6 +27,10 @@
 //! exits with the client's status when it is done (a program next to this
 //! one, like `cube`, is found there first); `--exit-after` stops it after
 //! that long. Without either it runs until killed.
+//! `--feedback-change-after FRAMES` sends every surface new dma-buf
+//! feedback after that many frames (a scanout tranche comes first), as a
+//! compositor does when a surface can go to a display plane: clients should
+//! find their swapchains suboptimal.
 //!
 //! Every second it prints a stats line: frames, commits applied and held,
 //! releases delivered, protocol errors sent, and the event loop's longest
@@ -83,10 +87,11 @@ struct Args {
     png: Option<PathBuf>,
     validation: bool,
     exit_after: Option<Duration>,
+    feedback_change_after: Option<u64>,
     run: Vec<String>,
 }
 
-const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--run PROGRAM ARGS...]";
+const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--run PROGRAM ARGS...]";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -97,6 +102,7 @@ fn parse_args() -> Result<Args, Error> {
         png: None,
         validation: false,
         exit_after: None,
+        feedback_change_after: None,
         run: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -116,6 +122,7 @@ fn parse_args() -> Result<Args, Error> {
             "--png" => args.png = Some(value()?.into()),
             "--validation" => args.validation = true,
             "--exit-after" => args.exit_after = Some(Duration::from_secs_f64(value()?.parse()?)),
+            "--feedback-change-after" => args.feedback_change_after = Some(value()?.parse()?),
             "--run" => {
                 args.run = it.by_ref().collect();
                 if args.run.is_empty() {
@@ -247,6 +254,10 @@ pub struct State {
     pub surfaces: HashMap<ObjectId, Surf>,
     pub toplevels: Vec<ObjectId>,
     pub feedback: DmabufFeedback,
+    /// Every surface feedback object, for a feedback change.
+    pub surface_feedbacks: Vec<wayland_protocols::wp::linux_dmabuf::zv1::server::zwp_linux_dmabuf_feedback_v1::ZwpLinuxDmabufFeedbackV1>,
+    /// The feedback to switch to after `change_after` frames.
+    next_feedback: Option<(u64, DmabufFeedback)>,
     pub syncobj_device: Option<Arc<DrmDevice>>,
     device: Device,
     output: Output,
@@ -556,6 +567,22 @@ impl State {
 
     fn finish(&mut self, frame: Frame) {
         self.stats.frames += 1;
+        if self
+            .next_feedback
+            .as_ref()
+            .is_some_and(|(after, _)| self.stats.frames >= *after)
+        {
+            let (_, next) = self.next_feedback.take().expect("checked");
+            self.feedback = next;
+            self.surface_feedbacks.retain(|f| f.is_alive());
+            for fb in self.surface_feedbacks.clone() {
+                protocols::send_feedback(self, &fb);
+            }
+            println!(
+                "compositor: feedback changed (a scanout tranche) for {} surface(s)",
+                self.surface_feedbacks.len()
+            );
+        }
         if self.png.is_some() && frame.shown > 0 {
             // What the PNG at exit shows: the last frame with a client in
             // it (clients leave before the compositor notices they exited).
@@ -792,8 +819,21 @@ fn run() -> Result<(), Error> {
             .collect();
         offered.extend(formats.into_iter().map(|f| (f, Modifier::INVALID)));
     }
+    let mut scanout = builder.clone();
     builder.tranche(main_device, TrancheFlags::empty(), offered.iter().copied());
     let feedback = builder.build()?;
+    // The changed feedback: a scanout tranche of LINEAR XRGB8888 first.
+    scanout.tranche(
+        main_device,
+        TrancheFlags::SCANOUT,
+        [(Fourcc::XRGB8888, Modifier::LINEAR)],
+    );
+    scanout.tranche(main_device, TrancheFlags::empty(), offered.iter().copied());
+    let next_feedback = args
+        .feedback_change_after
+        .map(|n| (n, scanout.build()))
+        .map(|(n, f)| f.map(|f| (n, f)))
+        .transpose()?;
     let syncobj_device = syncobj_device();
     let output = Output::new(&device, args.width, args.height)?;
 
@@ -827,6 +867,8 @@ fn run() -> Result<(), Error> {
         surfaces: HashMap::new(),
         toplevels: Vec::new(),
         feedback,
+        surface_feedbacks: Vec::new(),
+        next_feedback,
         syncobj_device,
         device,
         output,

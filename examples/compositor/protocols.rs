@@ -35,7 +35,7 @@ use winsys::sync::{SyncFile, Syncobj};
 use crate::{Buffer, NewContent, ShmBuffer, ShmPool, State, Surf};
 
 /// Send the feedback (format table, main device, tranches) to `fb`.
-fn send_feedback(state: &State, fb: &feedback_v1::ZwpLinuxDmabufFeedbackV1) {
+pub fn send_feedback(state: &State, fb: &feedback_v1::ZwpLinuxDmabufFeedbackV1) {
     let f = &state.feedback;
     fb.format_table(f.table_fd(), f.table_size());
     fb.main_device(f.main_device_bytes().to_vec());
@@ -374,6 +374,7 @@ impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for State {
             dmabuf_v1::Request::GetSurfaceFeedback { id, .. } => {
                 let fb = init.init(id, ());
                 send_feedback(state, &fb);
+                state.surface_feedbacks.push(fb);
             }
             _ => {}
         }

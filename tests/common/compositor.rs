@@ -68,6 +68,11 @@ impl Png {
 impl Compositor {
     /// Start it with a 256x256 output, `env` added to its environment.
     pub fn start(env: &[(&str, &str)]) -> Result<Compositor, String> {
+        Self::start_with(env, &[])
+    }
+
+    /// [`Compositor::start`] with `args` added to its command line.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Result<Compositor, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
@@ -85,6 +90,7 @@ impl Compositor {
             .args(["--socket", &socket, "--png"])
             .arg(&png)
             .arg("--validation")
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)

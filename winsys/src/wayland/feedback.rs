@@ -273,6 +273,31 @@ impl FeedbackBuilder {
     }
 }
 
+impl FeedbackBuilder {
+    /// Take one `zwp_linux_dmabuf_feedback_v1` event; the parsed feedback
+    /// when it was `done`.
+    pub(crate) fn feed(
+        &mut self,
+        event: wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_feedback_v1::Event,
+    ) -> Option<Result<Feedback, FeedbackError>> {
+        use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_feedback_v1::Event;
+        match event {
+            Event::FormatTable { fd, size } => self.format_table(fd, size),
+            Event::MainDevice { device } => self.main_device(&device),
+            Event::TrancheTargetDevice { device } => self.tranche_target_device(&device),
+            Event::TrancheFormats { indices } => self.tranche_formats(&indices),
+            Event::TrancheFlags { flags } => self.tranche_flags(match flags {
+                wayland_client::WEnum::Value(f) => f.bits(),
+                wayland_client::WEnum::Unknown(u) => u,
+            }),
+            Event::TrancheDone => self.tranche_done(),
+            Event::Done => return Some(self.done()),
+            _ => {}
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,19 +170,8 @@ impl Dispatch<feedback_v1::ZwpLinuxDmabufFeedbackV1, ()> for Probe {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        let b = &mut state.builder;
-        match event {
-            feedback_v1::Event::FormatTable { fd, size } => b.format_table(fd, size),
-            feedback_v1::Event::MainDevice { device } => b.main_device(&device),
-            feedback_v1::Event::TrancheTargetDevice { device } => b.tranche_target_device(&device),
-            feedback_v1::Event::TrancheFormats { indices } => b.tranche_formats(&indices),
-            feedback_v1::Event::TrancheFlags { flags } => b.tranche_flags(match flags {
-                wayland_client::WEnum::Value(f) => f.bits(),
-                wayland_client::WEnum::Unknown(u) => u,
-            }),
-            feedback_v1::Event::TrancheDone => b.tranche_done(),
-            feedback_v1::Event::Done => state.feedback = Some(b.done()),
-            _ => {}
+        if let Some(done) = state.builder.feed(event) {
+            state.feedback = Some(done);
         }
     }
 }

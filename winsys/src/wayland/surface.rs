@@ -39,7 +39,8 @@ use wayland_client::protocol::{
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::fifo::v1::client::{wp_fifo_manager_v1, wp_fifo_v1};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
-    zwp_linux_buffer_params_v1 as params_v1, zwp_linux_dmabuf_v1 as dmabuf_v1,
+    zwp_linux_buffer_params_v1 as params_v1, zwp_linux_dmabuf_feedback_v1 as feedback_v1,
+    zwp_linux_dmabuf_v1 as dmabuf_v1,
 };
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
     wp_linux_drm_syncobj_manager_v1 as syncobj_manager_v1,
@@ -108,6 +109,12 @@ struct State {
     frames_done: u64,
     buffers: Vec<Buffer>,
     failed: Option<String>,
+    /// Per-surface linux-dmabuf feedback: the round being parsed, the
+    /// first one received, and whether a later one differed from it.
+    feedback: super::feedback::FeedbackBuilder,
+    first_feedback:
+        Option<std::result::Result<super::feedback::Feedback, super::feedback::FeedbackError>>,
+    feedback_changed: bool,
 }
 
 /// The window a [`Surface`] made for itself.
@@ -157,6 +164,7 @@ pub struct Surface {
         tearing_v1::WpTearingControlV1,
     )>,
     presentation: Option<Presentation>,
+    surface_feedback: Option<feedback_v1::ZwpLinuxDmabufFeedbackV1>,
     mode: SyncMode,
     timeout: Duration,
     frames_asked: u64,
@@ -209,7 +217,7 @@ impl Surface {
             SyncMode::Shm => None,
             _ => {
                 let (n, v) = need(
-                    global(&state, "zwp_linux_dmabuf_v1", 3),
+                    global(&state, "zwp_linux_dmabuf_v1", 5),
                     "zwp_linux_dmabuf_v1",
                 )?;
                 if v < 2 {
@@ -291,6 +299,12 @@ impl Surface {
             }
         }
         let presentation = Presentation::new(conn, &surface, timeout)?;
+        // Feedback for this surface (v4+): a change later (a scanout
+        // tranche appears, the device goes) makes the swapchain suboptimal.
+        let surface_feedback = dmabuf
+            .as_ref()
+            .filter(|d| wayland_client::Proxy::version(*d) >= 4)
+            .map(|d| d.get_surface_feedback(&surface, &qh, ()));
         Ok(Surface {
             conn: conn.clone(),
             queue,
@@ -307,6 +321,7 @@ impl Surface {
             fifo: None,
             tearing: None,
             presentation,
+            surface_feedback,
             mode,
             timeout,
             frames_asked: 0,
@@ -823,6 +838,14 @@ impl Surface {
         })
     }
 
+    /// Whether the compositor's feedback for this surface changed since
+    /// its first round (linux-dmabuf v4+): buffers allocated for the old one
+    /// may no longer be the best (or importable) choice.
+    pub fn feedback_changed(&mut self) -> Result<bool> {
+        self.dispatch_pending()?;
+        Ok(self.state.feedback_changed)
+    }
+
     /// Whether the compositor asked to close the window.
     pub fn closed(&self) -> bool {
         self.state.closed
@@ -866,6 +889,9 @@ impl Drop for Surface {
             manager.destroy();
         }
         self.presentation = None;
+        if let Some(fb) = &self.surface_feedback {
+            fb.destroy();
+        }
         if let Some((manager, fifo)) = &self.fifo {
             fifo.destroy();
             manager.destroy();
@@ -1016,6 +1042,25 @@ impl Dispatch<release_v1::ZwpLinuxBufferReleaseV1, BufferId> for State {
         };
         if let Some(b) = state.buffers.get_mut(id.0) {
             b.release_fence = Some(fence);
+        }
+    }
+}
+
+impl Dispatch<feedback_v1::ZwpLinuxDmabufFeedbackV1, ()> for State {
+    fn event(
+        state: &mut Self,
+        _: &feedback_v1::ZwpLinuxDmabufFeedbackV1,
+        event: feedback_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let Some(round) = state.feedback.feed(event) {
+            match &state.first_feedback {
+                None => state.first_feedback = Some(round),
+                Some(first) if *first != round => state.feedback_changed = true,
+                Some(_) => {}
+            }
         }
     }
 }

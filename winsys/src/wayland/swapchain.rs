@@ -400,14 +400,17 @@ impl Swapchain {
 
     /// Whether the images no longer fit the window: the compositor
     /// configured a size other than theirs (a resize, or a fullscreen or
-    /// maximized state). Frames still present; an app recreates the
-    /// swapchain at the size [`Swapchain::configured_size`] gives.
+    /// maximized state), or its linux-dmabuf feedback for the surface
+    /// changed (the device or format + modifier it prefers). Frames still
+    /// present; an app recreates the swapchain (at the size
+    /// [`Swapchain::configured_size`] gives).
     pub fn suboptimal(&mut self) -> Result<bool> {
         let (w, h) = (
             self.images[0].dmabuf.width(),
             self.images[0].dmabuf.height(),
         );
-        Ok(self.surface.configured_size()?.is_some_and(|s| s != (w, h)))
+        let resized = self.surface.configured_size()?.is_some_and(|s| s != (w, h));
+        Ok(resized || self.surface.feedback_changed()?)
     }
 
     /// The size the compositor last configured the window to, if any.
