@@ -108,10 +108,24 @@ fn run(socket: &str, frames: u32, args: &[&str]) -> Figures {
 /// cube frame: only the clear colour and exact face colours, the clear
 /// colour at the corners, at least two faces.
 fn assert_weston_shows_the_cube(weston: &Weston, args: &[&str]) {
+    let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
+    assert_shows_the_cube(&weston.socket, args, || capture(&conn).unwrap());
+}
+
+/// The same on sway, its output read back with wlr-screencopy: the cube's
+/// 256x256 window sits at the top left of its tile (no borders).
+fn assert_sway_shows_the_cube(sway: &Sway, args: &[&str]) {
+    assert_shows_the_cube(&sway.socket, args, || {
+        common::sway::screencopy(&sway.socket).unwrap()
+    });
+}
+
+/// Run the cube on `socket` until `grab`'s picture shows a cube frame in
+/// its top-left 256x256.
+fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common::weston::Shot) {
     let mut all = vec!["--frames", "100000"];
     all.extend_from_slice(args);
-    let mut child = spawn(&weston.socket, &all);
-    let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
+    let mut child = spawn(socket, &all);
     let start = Instant::now();
     let mut last = String::new();
     let seen = loop {
@@ -122,8 +136,9 @@ fn assert_weston_shows_the_cube(weston: &Weston, args: &[&str]) {
             panic!("the cube exited early: {status}");
         }
         std::thread::sleep(Duration::from_millis(500));
-        let shot = capture(&conn).unwrap();
-        match common::cube_frame(shot.width, shot.height, |x, y| shot.pixel(x, y)) {
+        let shot = grab();
+        let (w, h) = (shot.width.min(256), shot.height.min(256));
+        match common::cube_frame(w, h, |x, y| shot.pixel(x, y)) {
             Ok(faces) => break Some(faces),
             Err(what) => last = what,
         }
@@ -135,7 +150,8 @@ fn assert_weston_shows_the_cube(weston: &Weston, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let faces = seen.unwrap_or_else(|| panic!("weston never showed a cube frame; last: {last}"));
+    let faces =
+        seen.unwrap_or_else(|| panic!("the compositor never showed a cube frame; last: {last}"));
     println!("captured a cube frame: face pixels {faces:?}");
 }
 
@@ -191,4 +207,7 @@ fn cube_on_sway_through_drm_syncobj_implicit_shm_and_mesa() {
     assert_eq!(f.get("sync"), "shm");
     let f = run(&sway.socket, 30, &["--wsi", "mesa"]);
     assert_eq!(f.get("wsi"), "mesa");
+    // What sway shows, read back: drm-syncobj, then Mesa's WSI.
+    assert_sway_shows_the_cube(&sway, &[]);
+    assert_sway_shows_the_cube(&sway, &["--wsi", "mesa"]);
 }
