@@ -19,6 +19,20 @@ pub struct DmaHeap {
 }
 
 impl DmaHeap {
+    /// The heaps this machine has (the names under `/dev/dma_heap`,
+    /// sorted; empty where there is no such folder).
+    pub fn names() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir("/dev/dma_heap")
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// Open `/dev/dma_heap/system`.
     pub fn open_system() -> Result<Self> {
         Self::open("system")

@@ -122,21 +122,14 @@ fn exporters() -> J {
         Err(e) => Obj::default().set("present", J::from(format!("no: {e}"))),
     };
     let mut heaps = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/dev/dma_heap") {
-        let mut names: Vec<String> = dir
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let r = DmaHeap::open(&name).and_then(|h| h.allocate(64, 64, f));
-            heaps.push(
-                Obj::default()
-                    .set("name", name)
-                    .set("allocates", tried(r))
-                    .j(),
-            );
-        }
+    for name in DmaHeap::names() {
+        let r = DmaHeap::open(&name).and_then(|h| h.allocate(64, 64, f));
+        heaps.push(
+            Obj::default()
+                .set("name", name)
+                .set("allocates", tried(r))
+                .j(),
+        );
     }
     let vgem = match Vgem::open() {
         Ok(v) => Obj::default()

@@ -98,28 +98,21 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
             })
         }),
     }];
-    if let Ok(dir) = std::fs::read_dir("/dev/dma_heap") {
-        let mut names: Vec<String> = dir
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let heap = name.clone();
-            out.push(Exporter {
-                name: format!("dma-heap:{name}"),
-                make: Box::new(move || {
-                    let b = DmaHeap::open(&heap)
-                        .and_then(|h| h.allocate(W, H, f))
-                        .map_err(|e| e.to_string())?;
-                    Ok(Made {
-                        dmabuf: b,
-                        vgem: None,
-                        _keep: None,
-                    })
-                }),
-            });
-        }
+    for name in DmaHeap::names() {
+        let heap = name.clone();
+        out.push(Exporter {
+            name: format!("dma-heap:{name}"),
+            make: Box::new(move || {
+                let b = DmaHeap::open(&heap)
+                    .and_then(|h| h.allocate(W, H, f))
+                    .map_err(|e| e.to_string())?;
+                Ok(Made {
+                    dmabuf: b,
+                    vgem: None,
+                    _keep: None,
+                })
+            }),
+        });
     }
     if vgem.is_some() {
         out.push(Exporter {
