@@ -173,16 +173,23 @@ impl ReleaseTracker {
             }
         }
         self.points = still;
+        // Before Linux 6.6 there is no eventfd to poll: `materialized_fd`
+        // is then `None` and the release waits (bounded) instead.
         self.waiting = match self.points.first() {
             None => None,
-            Some((timeline, point)) => Some(timeline.eventfd(*point, WaitFor::Available)?),
+            Some((timeline, point)) => match timeline.eventfd(*point, WaitFor::Available) {
+                Ok(fd) => Some(fd),
+                Err(crate::sync::Error::Unsupported { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
         };
         Ok(self.points.is_empty())
     }
 
     /// An fd that polls readable when the first outstanding point has a
-    /// fence (`DRM_IOCTL_SYNCOBJ_EVENTFD`); `None` when nothing is
-    /// outstanding. Call [`ReleaseTracker::is_materialized`] on wake-up.
+    /// fence (`DRM_IOCTL_SYNCOBJ_EVENTFD`, Linux 6.6+); `None` when nothing
+    /// is outstanding or the kernel has no such eventfd. Call
+    /// [`ReleaseTracker::is_materialized`] on wake-up.
     pub fn materialized_fd(&self) -> Option<BorrowedFd<'_>> {
         self.waiting.as_ref().map(|fd| fd.as_fd())
     }
