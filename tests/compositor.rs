@@ -278,7 +278,13 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
     while c.open_fds() > fds_before && t.elapsed() < LONG {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(c.open_fds(), fds_before, "fds left in the compositor");
+    // At most as many as before: the baseline may hold a transient fd of
+    // its own (the PNG writer's file), a leak only adds.
+    let after = c.open_fds();
+    assert!(
+        after <= fds_before,
+        "fds left in the compositor: {after} > {fds_before}"
+    );
     never.signal().unwrap();
 }
 
@@ -643,7 +649,11 @@ fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_composi
     while c.open_fds() > fds && t.elapsed() < LONG {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(c.open_fds(), fds, "garbage left fds in the compositor");
+    let after = c.open_fds();
+    assert!(
+        after <= fds,
+        "garbage left fds in the compositor: {after} > {fds}"
+    );
     // Others are served as before.
     cube(&c, 10, &["--sync", "explicit"], &[]);
 }
