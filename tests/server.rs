@@ -48,6 +48,8 @@ fn any(_: Fourcc, _: Modifier) -> bool {
 
 #[test]
 fn params_take_real_dma_bufs_and_refuse_other_fds() {
+    // One at a time: the fd count below is process-wide.
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let stride = buf.dmabuf().planes()[0].stride();
@@ -107,6 +109,7 @@ fn two_plane_image(
 
 #[test]
 fn implicit_gate_waits_for_the_writers_of_every_plane_not_for_readers() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let (luma, chroma, image) = two_plane_image(&vgem);
     // A writer on the SECOND plane's dma-buf holds the gate (checking
@@ -143,6 +146,7 @@ fn implicit_gate_waits_for_the_writers_of_every_plane_not_for_readers() {
 
 #[test]
 fn implicit_gate_snapshot_ignores_writes_attached_after_the_commit() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let mut gate = AcquireGate::new(buf.dmabuf(), Acquire::Implicit, ReadyWhen::Signaled).unwrap();
@@ -154,6 +158,7 @@ fn implicit_gate_snapshot_ignores_writes_attached_after_the_commit() {
 
 #[test]
 fn materialized_implicit_gate_opens_at_once_and_hands_the_fence_on() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let writer = buf.attach_fence(Access::Write).unwrap();
@@ -169,6 +174,7 @@ fn materialized_implicit_gate_opens_at_once_and_hands_the_fence_on() {
 
 #[test]
 fn fence_gate_follows_the_clients_acquire_fence() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let image = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let (_buf, gpu, fence) = controllable_fence(&vgem);
@@ -188,6 +194,7 @@ fn fence_gate_follows_the_clients_acquire_fence() {
 
 #[test]
 fn timeline_gate_opens_when_the_point_materializes_or_signals() {
+    let _one = common::one_at_a_time();
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
     let image = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
@@ -228,6 +235,7 @@ fn timeline_gate_opens_when_the_point_materializes_or_signals() {
 
 #[test]
 fn release_into_a_timeline_point_waits_for_every_use() {
+    let _one = common::one_at_a_time();
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
     let timeline = Arc::new(Syncobj::new(&dev).unwrap());
@@ -258,6 +266,7 @@ fn release_into_a_timeline_point_waits_for_every_use() {
 
 #[test]
 fn release_without_uses_signals_the_point_at_once_and_drop_still_releases() {
+    let _one = common::one_at_a_time();
     let dev = need!(virtio(), "virtio_gpu render node");
     let timeline = Arc::new(Syncobj::new(&dev).unwrap());
     let tracker = ReleaseTracker::new(ReleaseTo::Timeline {
@@ -276,6 +285,7 @@ fn release_without_uses_signals_the_point_at_once_and_drop_still_releases() {
 
 #[test]
 fn implicit_release_makes_the_clients_next_write_wait_for_the_reads() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let client = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
     let (_buf, sampling, sampling_done) = controllable_fence(&vgem);
@@ -300,6 +310,7 @@ fn implicit_release_makes_the_clients_next_write_wait_for_the_reads() {
 
 #[test]
 fn explicit_release_sends_the_merged_fence_exactly_once() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let calls = Arc::new(AtomicUsize::new(0));
     let fence_sent = Arc::new(Mutex::new(None));
@@ -336,6 +347,7 @@ fn explicit_release_sends_the_merged_fence_exactly_once() {
 
 #[test]
 fn gates_and_trackers_leave_no_fd_behind() {
+    let _one = common::one_at_a_time();
     let vgem = need!(Vgem::open(), "vgem");
     let (luma, _chroma, image) = two_plane_image(&vgem);
     let warm = AcquireGate::new(&image, Acquire::Implicit, ReadyWhen::Signaled).unwrap();
@@ -369,6 +381,7 @@ fn gates_and_trackers_leave_no_fd_behind() {
 
 #[test]
 fn use_points_are_taken_in_once_they_materialize() {
+    let _one = common::one_at_a_time();
     let dev = need!(virtio(), "virtio_gpu render node");
     let vgem = need!(Vgem::open(), "vgem");
     let release_tl = Arc::new(Syncobj::new(&dev).unwrap());
