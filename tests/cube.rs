@@ -15,9 +15,17 @@ use common::need;
 use common::sway::Sway;
 use common::weston::{capture, Weston};
 
+/// Start the cube with `args`; leading `NAME=value` arguments are
+/// environment variables for it instead (e.g. `WINSYS_NO_UDMABUF=1`).
 fn spawn(socket: &str, args: &[&str]) -> Child {
+    let is_env = |a: &str| {
+        a.split_once('=')
+            .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    };
+    let (env, args): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| is_env(a));
     Command::new(common::built("examples", "cube"))
         .args(args)
+        .envs(env.iter().filter_map(|a| a.split_once('=')))
         .env("WAYLAND_DISPLAY", socket)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -168,7 +176,11 @@ fn cube_on_weston_gl_through_winsys_and_mesa() {
     assert_eq!(f.get("present_mode"), "Mailbox");
     let f = run(&weston.socket, 30, &["--wsi", "mesa"]);
     assert_eq!(f.get("wsi"), "mesa");
+    // Rendered into lavapipe's own images, copied into the vgem buffers.
+    let f = run(&weston.socket, 30, &["--copy-frames"]);
+    assert!(f.get("path").contains("copied"), "{}", f.get("path"));
     assert_weston_shows_the_cube(&weston, &[]);
+    assert_weston_shows_the_cube(&weston, &["--copy-frames"]);
     assert_weston_shows_the_cube(&weston, &["--wsi", "mesa"]);
 }
 
@@ -178,8 +190,14 @@ fn cube_on_weston_pixman_through_wl_shm() {
     let weston = need!(Weston::start("pixman"), "weston (pixman renderer)");
     let f = run(&weston.socket, 30, &[]);
     assert_eq!(f.get("sync"), "shm");
+    assert_eq!(f.get("path"), "ShmZeroCopy");
+    // Without udmabuf: the one copy, from Vulkan's own export.
+    let no_udmabuf = "WINSYS_NO_UDMABUF=1";
+    let f = run(&weston.socket, 30, &[no_udmabuf]);
+    assert_eq!(f.get("path"), "ShmCopy");
     run(&weston.socket, 30, &["--wsi", "mesa"]);
     assert_weston_shows_the_cube(&weston, &[]);
+    assert_weston_shows_the_cube(&weston, &[no_udmabuf]);
 }
 
 #[test]
@@ -209,5 +227,7 @@ fn cube_on_sway_through_drm_syncobj_implicit_shm_and_mesa() {
     assert_eq!(f.get("wsi"), "mesa");
     // What sway shows, read back: drm-syncobj, then Mesa's WSI.
     assert_sway_shows_the_cube(&sway, &[]);
+    // drm-syncobj with the copy: the acquire point after the copy.
+    assert_sway_shows_the_cube(&sway, &["--copy-frames"]);
     assert_sway_shows_the_cube(&sway, &["--wsi", "mesa"]);
 }

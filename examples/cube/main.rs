@@ -21,6 +21,9 @@
 //! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
 //!   the compositor for tearing updates where it offers tearing control);
 //! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
+//! - `--copy-frames` (winsys only): render into images of the app's device
+//!   and copy each frame into the compositor's LINEAR buffer, as winsys does
+//!   by itself when the compositor's device is another GPU;
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
 //! - `--json`: the figures as one JSON object on the last line;
@@ -73,12 +76,13 @@ pub struct Args {
     pub validation: bool,
     pub json: bool,
     pub own_weston: bool,
+    pub copy_frames: bool,
     pub timeout: Duration,
 }
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--wsi winsys|mesa] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -92,6 +96,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         validation: false,
         json: false,
         own_weston: false,
+        copy_frames: false,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -145,9 +150,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--json" => args.json = true,
             "--timeout" => args.timeout = Duration::from_secs_f64(value()?.parse()?),
             "--weston" => args.own_weston = true,
+            "--copy-frames" => args.copy_frames = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
+    }
+    if args.mesa && args.copy_frames {
+        return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
     }
     if args.mesa && args.sync.is_some() {
         return Err("--sync chooses winsys's sync mode; Mesa's WSI chooses its own".into());
@@ -255,6 +264,7 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     config.usage = vk::ImageUsageFlags::COLOR_ATTACHMENT;
     config.image_count = args.images as usize;
     config.sync = args.sync;
+    config.copy_frames = args.copy_frames;
     config.timeout = args.timeout;
     config.present_mode = match args.present_mode {
         Mode::Fifo => PresentMode::Fifo,
@@ -315,7 +325,10 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         std::thread::sleep(Duration::from_millis(10));
     }
     frames.sync = chain.sync_mode().to_string();
-    frames.path = format!("{:?}", chain.buffer_path());
+    frames.path = match chain.copies_frames() {
+        true => format!("{:?}, frames copied into it", chain.buffer_path()),
+        false => format!("{:?}", chain.buffer_path()),
+    };
     frames.images = chain.len();
     device.wait_idle()?;
     drop(renderer);

@@ -95,6 +95,27 @@ unsafe impl Send for DmabufMap {}
 unsafe impl Sync for DmabufMap {}
 
 impl Dmabuf {
+    /// Make what devices wrote visible to CPU readers that reach the same
+    /// pages another way than a mapping of this dma-buf (the memfd behind a
+    /// udmabuf, a wl_shm pool over that memfd): `DMA_BUF_IOCTL_SYNC` START
+    /// then END for READ on each distinct dma-buf, the bracket a read
+    /// mapping would make, without mapping. Call it once the writes are
+    /// done (their fence signalled).
+    pub fn sync_for_cpu_read(&self) -> Result<()> {
+        let mut done: Vec<&Arc<OwnedFd>> = Vec::new();
+        for p in self.planes() {
+            let fd = p.shared_fd();
+            if done.iter().any(|d| Arc::ptr_eq(d, fd)) {
+                continue;
+            }
+            done.push(fd);
+            let read = Access::Read.sync_flags();
+            dma_buf_sync(fd.as_fd(), read | sys::DMA_BUF_SYNC_START)?;
+            dma_buf_sync(fd.as_fd(), read | sys::DMA_BUF_SYNC_END)?;
+        }
+        Ok(())
+    }
+
     /// Map every dma-buf of the image for `access` (MAP_SHARED; PROT_READ for
     /// [`Access::Read`], PROT_READ|PROT_WRITE otherwise).
     ///

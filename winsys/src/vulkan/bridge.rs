@@ -515,12 +515,16 @@ impl<'a> Submission<'a> {
 
     /// Make the work wait, at `stage`, for `fence` (a pooled semaphore with
     /// the sync_file imported temporarily); where the driver cannot import,
-    /// waits for it on the CPU now.
+    /// waits for it on the CPU now. A fence that has already signalled
+    /// (one poll) costs nothing more: there is nothing left to wait for.
     pub fn wait_for_sync_file(
         &mut self,
         fence: SyncFile,
         stage: vk::PipelineStageFlags,
     ) -> Result<&mut Self> {
+        if fence.is_signaled()? {
+            return Ok(self);
+        }
         let shared = &self.device.shared;
         if !shared.sync_fd.semaphore_import {
             fence.wait(self.timeout)?;

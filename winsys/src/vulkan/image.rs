@@ -959,8 +959,35 @@ impl Image {
         dst_stage: vk::PipelineStageFlags,
         dst_access: vk::AccessFlags,
     ) -> Result<()> {
+        self.cmd_transition(
+            job,
+            (
+                vk::PipelineStageFlags::TOP_OF_PIPE,
+                vk::AccessFlags::empty(),
+            ),
+            new_layout,
+            dst_stage,
+            dst_access,
+        )
+    }
+
+    /// [`Image::cmd_acquire`] ordered after earlier work on this queue:
+    /// the barrier's source is `src` (stage, and the accesses to make
+    /// visible: e.g. `(TRANSFER, TRANSFER_READ)` before overwriting what
+    /// an earlier submission copied from, or `(COLOR_ATTACHMENT_OUTPUT,
+    /// COLOR_ATTACHMENT_WRITE)` before copying what was rendered). For an
+    /// image that never leaves this device it is a plain layout change.
+    pub fn cmd_transition(
+        &mut self,
+        job: &mut Submission<'_>,
+        src: (vk::PipelineStageFlags, vk::AccessFlags),
+        new_layout: vk::ImageLayout,
+        dst_stage: vk::PipelineStageFlags,
+        dst_access: vk::AccessFlags,
+    ) -> Result<()> {
         job.check_device(&self.res.shared)?;
         let (before, barrier) = self.acquire_barrier_from(new_layout, dst_access);
+        let barrier = barrier.src_access_mask(src.1);
         job.transitioned(self.res.clone(), before);
         job.uses(self)?;
         // SAFETY: the submission's command buffer is recording (it is until
@@ -969,7 +996,7 @@ impl Image {
         unsafe {
             self.res.shared.raw.cmd_pipeline_barrier(
                 job.cmd(),
-                vk::PipelineStageFlags::TOP_OF_PIPE,
+                src.0,
                 dst_stage,
                 vk::DependencyFlags::empty(),
                 &[],

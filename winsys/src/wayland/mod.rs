@@ -248,19 +248,19 @@ pub(crate) fn dispatch_until<S>(
     timeout: Duration,
     done: impl Fn(&S) -> bool,
 ) -> Result<()> {
-    dispatch_until_or(queue, state, what, timeout, done, None)
+    dispatch_until_or(queue, state, what, timeout, done, &[])
 }
 
-/// [`dispatch_until`], also done when `extra` becomes readable (an
+/// [`dispatch_until`], also done when one of `extra` becomes readable (an
 /// eventfd of a syncobj point): the compositor's messages (a protocol
-/// error, its death) are still read while waiting for it.
+/// error, its death) are still read while waiting for them.
 pub(crate) fn dispatch_until_or<S>(
     queue: &mut wayland_client::EventQueue<S>,
     state: &mut S,
     what: &'static str,
     timeout: Duration,
     done: impl Fn(&S) -> bool,
-    extra: Option<std::os::fd::BorrowedFd<'_>>,
+    extra: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
     use rustix::event::{PollFd, PollFlags};
     let deadline = crate::sync::Deadline::after(Some(timeout));
@@ -283,9 +283,7 @@ pub(crate) fn dispatch_until_or<S>(
         };
         let socket = guard.connection_fd();
         let mut fds = vec![PollFd::new(&socket, PollFlags::IN)];
-        if let Some(fd) = &extra {
-            fds.push(PollFd::new(fd, PollFlags::IN));
-        }
+        fds.extend(extra.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
         // No limit (Duration::MAX) polls in hour-long steps.
         let hour = Duration::from_secs(3600);
         let left = deadline.remaining().unwrap_or(hour).min(hour);
@@ -303,7 +301,7 @@ pub(crate) fn dispatch_until_or<S>(
             }
         }
         let socket_ready = !fds[0].revents().is_empty();
-        let extra_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        let extra_ready = fds[1..].iter().any(|f| !f.revents().is_empty());
         drop(fds);
         if socket_ready {
             guard.read().map_err(Error::wayland)?;

@@ -162,6 +162,11 @@ impl Presentation {
         Ok(self.state.stats)
     }
 
+    /// The answers already read (no socket read, no dispatch).
+    pub fn known(&self) -> PresentationStats {
+        self.state.stats
+    }
+
     /// Wait (at most `timeout`) until every request has been answered.
     pub fn wait_all(&mut self, timeout: Duration) -> Result<PresentationStats> {
         super::dispatch_until(

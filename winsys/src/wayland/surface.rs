@@ -95,8 +95,9 @@ struct Buffer {
     dmabuf: bool,
     /// drm-syncobj: the release point of the last commit.
     release_point: Option<(TimelineId, u64)>,
-    /// wl_shm: the pool's memfd and the bytes of the buffer.
-    shm: Option<(OwnedFd, usize)>,
+    /// wl_shm of this surface's own memory: the pool's memfd, the bytes
+    /// of the buffer and of a row.
+    shm: Option<(OwnedFd, usize, usize)>,
 }
 
 #[derive(Default)]
@@ -168,6 +169,9 @@ pub struct Surface {
     mode: SyncMode,
     timeout: Duration,
     frames_asked: u64,
+    /// Whether commits ask for a frame callback
+    /// ([`Surface::request_frame_callbacks`]).
+    frame_callbacks: bool,
 }
 
 impl Surface {
@@ -325,6 +329,7 @@ impl Surface {
             mode,
             timeout,
             frames_asked: 0,
+            frame_callbacks: true,
         })
     }
 
@@ -394,14 +399,7 @@ impl Surface {
     /// A wl_shm buffer of `width` x `height` XRGB8888 in its own memfd
     /// pool; fill it with [`Surface::write_shm`].
     pub fn add_shm(&mut self, width: u32, height: u32) -> Result<BufferId> {
-        let shm = self.shm.as_ref().ok_or(Error::MissingGlobal("wl_shm"))?;
-        let too_big = || Error::Wayland(format!("a {width}x{height} wl_shm buffer is too large"));
-        let stride = i32::try_from(u64::from(width) * 4).map_err(|_| too_big())?;
-        let size = i32::try_from(i64::from(stride) * i64::from(height)).map_err(|_| too_big())?;
-        let (w, h) = (width as i32, height as i32);
-        if width == 0 || height == 0 {
-            return Err(Error::Wayland("an empty wl_shm buffer".into()));
-        }
+        let (stride, size) = shm_layout(width, height, u64::from(width) * 4)?;
         let memfd = rustix::fs::memfd_create("winsys-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|errno| Error::Io {
                 op: "memfd_create",
@@ -411,9 +409,57 @@ impl Surface {
             op: "ftruncate(shm pool)",
             errno,
         })?;
-        let pool = shm.create_pool(memfd.as_fd(), size, &self.qh, ());
+        let id = self.shm_buffer(memfd.as_fd(), size, 0, (width, height), stride)?;
+        self.state.buffers[id.0].shm = Some((memfd, size as usize, stride as usize));
+        Ok(id)
+    }
+
+    /// A wl_shm buffer (XRGB8888) over memory the caller owns and fills:
+    /// `height` rows of `stride` bytes from `offset` in `memfd` (e.g. the
+    /// memfd behind a udmabuf the GPU renders into: no copy at all). The
+    /// compositor reads those bytes whenever it holds the buffer, so the
+    /// caller writes them only while it is [`BufferState::Free`], and
+    /// makes a device's writes visible first
+    /// ([`Dmabuf::sync_for_cpu_read`](crate::dmabuf::Dmabuf::sync_for_cpu_read)).
+    /// [`Surface::write_shm`] refuses such a buffer.
+    pub fn add_shm_memory(
+        &mut self,
+        memfd: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        (width, height): (u32, u32),
+        stride: u32,
+    ) -> Result<BufferId> {
+        let (stride, size) = shm_layout(width, height, u64::from(stride))?;
+        let too_big =
+            || Error::Wayland(format!("a wl_shm pool past i32 bytes ({offset} + {size})"));
+        let offset = i32::try_from(offset).map_err(|_| too_big())?;
+        let pool = offset.checked_add(size).ok_or_else(too_big)?;
+        let st = rustix::fs::fstat(memfd).map_err(|errno| Error::Io {
+            op: "fstat(shm memory)",
+            errno,
+        })?;
+        if st.st_size < i64::from(pool) {
+            return Err(Error::Wayland(format!(
+                "{pool} bytes of wl_shm memory asked of a {}-byte file",
+                st.st_size
+            )));
+        }
+        self.shm_buffer(memfd, pool, offset, (width, height), stride)
+    }
+
+    fn shm_buffer(
+        &mut self,
+        memfd: std::os::fd::BorrowedFd<'_>,
+        pool_size: i32,
+        offset: i32,
+        (width, height): (u32, u32),
+        stride: i32,
+    ) -> Result<BufferId> {
+        let shm = self.shm.as_ref().ok_or(Error::MissingGlobal("wl_shm"))?;
+        let pool = shm.create_pool(memfd, pool_size, &self.qh, ());
         let id = BufferId(self.state.buffers.len());
-        let wl = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
+        let (w, h) = (width as i32, height as i32);
+        let wl = pool.create_buffer(offset, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
         pool.destroy();
         self.state.buffers.push(Buffer {
             wl,
@@ -422,35 +468,77 @@ impl Surface {
             release_fence: None,
             dmabuf: false,
             release_point: None,
-            shm: Some((memfd, size as usize)),
+            shm: None,
         });
         Ok(id)
     }
 
-    /// Write `bytes` (XRGB8888 rows, packed) into a free wl_shm buffer.
+    /// Write `bytes` (XRGB8888 rows, packed) into a free wl_shm buffer of
+    /// [`Surface::add_shm`].
     pub fn write_shm(&mut self, id: BufferId, bytes: &[u8]) -> Result<()> {
-        let b = self.buffer(id)?;
-        if !matches!(b.state, BufferState::Free) {
-            return Err(Error::BufferBusy(id.0));
-        }
-        let Some((fd, size)) = &b.shm else {
-            return Err(Error::Wayland(format!("buffer {} is not wl_shm", id.0)));
+        let row = match &self.buffer(id)?.shm {
+            Some((_, _, row)) => *row,
+            None => {
+                return Err(Error::Wayland(format!(
+                    "buffer {} is not wl_shm of its own",
+                    id.0
+                )))
+            }
         };
-        if bytes.len() != *size {
+        let size = self.buffer(id)?.shm.as_ref().map_or(0, |s| s.1);
+        if bytes.len() != size {
             return Err(Error::Wayland(format!(
                 "{} bytes for a wl_shm buffer of {size}",
                 bytes.len()
             )));
         }
-        let n = rustix::io::pwrite(fd, bytes, 0).map_err(|errno| Error::Io {
+        self.write_shm_rows(id, bytes, row)
+    }
+
+    /// Write the buffer's rows from `src`, one every `src_stride` bytes
+    /// (e.g. straight from a mapping of a dma-buf with a padded stride),
+    /// into a free wl_shm buffer of [`Surface::add_shm`]: one copy, by the
+    /// kernel (`pwrite`, or `pwritev` of the rows when strides differ).
+    pub fn write_shm_rows(&mut self, id: BufferId, src: &[u8], src_stride: usize) -> Result<()> {
+        let b = self.buffer(id)?;
+        if !matches!(b.state, BufferState::Free) {
+            return Err(Error::BufferBusy(id.0));
+        }
+        let Some((fd, size, row)) = &b.shm else {
+            return Err(Error::Wayland(format!(
+                "buffer {} is not wl_shm of its own",
+                id.0
+            )));
+        };
+        let (size, row) = (*size, *row);
+        let rows = size / row;
+        let need = src_stride.saturating_mul(rows - 1).saturating_add(row);
+        if src_stride < row || src.len() < need {
+            return Err(Error::Wayland(format!(
+                "{} bytes at a stride of {src_stride} cannot hold {rows} rows of {row} bytes",
+                src.len()
+            )));
+        }
+        let io = |errno| Error::Io {
             op: "pwrite(shm pool)",
             errno,
-        })?;
-        if n != bytes.len() {
-            return Err(Error::Io {
-                op: "pwrite(shm pool)",
-                errno: rustix::io::Errno::IO,
-            });
+        };
+        if src_stride == row {
+            return pwrite_all(fd, &src[..size], 0).map_err(io);
+        }
+        // IOV_MAX rows per call; a short write goes on from the first row
+        // it did not finish (rewriting its start: the same bytes).
+        let mut at = 0;
+        while at < rows {
+            let end = (at + 1024).min(rows);
+            let slices: Vec<std::io::IoSlice<'_>> = (at..end)
+                .map(|r| std::io::IoSlice::new(&src[r * src_stride..r * src_stride + row]))
+                .collect();
+            let n = rustix::io::pwritev(fd, &slices, (at * row) as u64).map_err(io)?;
+            if n == 0 {
+                return Err(io(rustix::io::Errno::IO));
+            }
+            at += n / row;
         }
         Ok(())
     }
@@ -665,7 +753,9 @@ impl Surface {
             // An app's surface bound below v4 (no damage_buffer).
             self.surface.damage(0, 0, i32::MAX, i32::MAX);
         }
-        self.surface.frame(&self.qh, FrameCallback);
+        if self.frame_callbacks {
+            self.surface.frame(&self.qh, FrameCallback);
+        }
         if let Some((_, fifo)) = &self.fifo {
             fifo.wait_barrier();
             fifo.set_barrier();
@@ -679,11 +769,35 @@ impl Surface {
         Ok(())
     }
 
+    /// Whether commits ask for frame callbacks (the default). Only FIFO
+    /// pacing without `wp_fifo_v1` needs them; without them the compositor
+    /// has one object less to create and call per commit, and
+    /// [`Surface::wait_frame`] and [`Surface::frames_done`] go by the
+    /// `wp_presentation` feedback instead (presented or discarded). Turning
+    /// them off needs `wp_presentation`; whether commits ask for them now.
+    pub fn request_frame_callbacks(&mut self, on: bool) -> bool {
+        self.frame_callbacks = on || self.presentation.is_none();
+        self.frame_callbacks
+    }
+
     /// Wait (at most the surface's timeout) until the compositor has shown
-    /// every frame presented so far (frame callbacks).
+    /// (or, MAILBOX, replaced) every frame presented so far: frame
+    /// callbacks, or the presentation feedback where commits ask for no
+    /// callbacks ([`Surface::request_frame_callbacks`]).
     pub fn wait_frame(&mut self) -> Result<()> {
+        self.wait_frame_for(self.timeout)
+    }
+
+    fn wait_frame_for(&mut self, timeout: Duration) -> Result<()> {
         let target = self.frames_asked;
-        self.wait_until("a frame callback", |s| s.frames_done >= target)
+        match (&mut self.presentation, self.frame_callbacks) {
+            (Some(p), false) => {
+                let r = p.wait_all(timeout).map(drop);
+                self.check_failed()?;
+                r
+            }
+            _ => self.wait_until_within("a frame callback", timeout, |s| s.frames_done >= target),
+        }
     }
 
     /// Like [`Surface::wait_frame`], but at most `patience`, and a callback
@@ -691,8 +805,7 @@ impl Surface {
     /// is `Ok(false)`, not an error: FIFO pacing must never block a render
     /// thread without bound.
     pub fn wait_frame_within(&mut self, patience: Duration) -> Result<bool> {
-        let target = self.frames_asked;
-        match self.wait_until_within("a frame callback", patience, |s| s.frames_done >= target) {
+        match self.wait_frame_for(patience) {
             Ok(()) => Ok(true),
             Err(Error::Timeout { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -715,15 +828,8 @@ impl Surface {
             return Ok(());
         }
         let mode = self.mode;
-        let explicit = mode == SyncMode::ExplicitSync;
         self.wait_until_within("the buffer's release", timeout, |s| {
-            let b = &s.buffers[id.0];
-            match b.state {
-                BufferState::WithCompositor => {
-                    b.released && (!explicit || b.release_fence.is_some())
-                }
-                _ => true,
-            }
+            released_by_event(&s.buffers[id.0], mode)
         })?;
         let b = self.buffer(id)?;
         if let BufferState::WithCompositor = b.state {
@@ -758,11 +864,7 @@ impl Surface {
             return Ok(None);
         }
         self.wait_until_within("the buffer's release", timeout, |s| {
-            let b = &s.buffers[id.0];
-            match b.state {
-                BufferState::WithCompositor => b.released && b.release_fence.is_some(),
-                _ => true,
-            }
+            released_by_event(&s.buffers[id.0], SyncMode::ExplicitSync)
         })?;
         let b = self.buffer(id)?;
         let fence = match std::mem::replace(&mut b.state, BufferState::Free) {
@@ -771,6 +873,112 @@ impl Surface {
             BufferState::Free => None,
         };
         Ok(fence)
+    }
+
+    /// The first of `ids` (in that order) that the compositor has
+    /// released, waiting (at most `timeout`) until one is: it is then
+    /// free, and (explicit sync) its release fence is handed over as by
+    /// [`Surface::take_release_within`]. Whichever the compositor lets go
+    /// of first is taken, not necessarily the oldest: a compositor showing
+    /// the oldest one (MAILBOX replaces newer ones unseen) releases the
+    /// others long before it.
+    pub fn take_any_release_within(
+        &mut self,
+        ids: &[BufferId],
+        timeout: Duration,
+    ) -> Result<(BufferId, Option<SyncFile>)> {
+        let what = "the release of any queued buffer";
+        let deadline = Deadline::after(Some(timeout));
+        loop {
+            // What has arrived, without blocking: the socket is read once.
+            match super::dispatch_until(
+                &mut self.queue,
+                &mut self.state,
+                what,
+                Duration::ZERO,
+                |_| false,
+            ) {
+                Ok(()) | Err(Error::Timeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.check_failed()?;
+            let mut ready = None;
+            for &id in ids {
+                if self.release_ready(id)? {
+                    ready = Some(id);
+                    break;
+                }
+            }
+            if let Some(id) = ready {
+                let left = deadline.remaining().unwrap_or(timeout);
+                return Ok((id, self.take_release_within(id, left)?));
+            }
+            let left = deadline.remaining().unwrap_or(timeout);
+            if left.is_zero() {
+                return Err(Error::Timeout { what, timeout });
+            }
+            // drm-syncobj: an eventfd per release point, polled with the
+            // socket; without them (before Linux 6.6) the first one's
+            // bounded blocking wait.
+            let points: Vec<(TimelineId, u64)> = ids
+                .iter()
+                .filter_map(|id| self.state.buffers.get(id.0)?.release_point)
+                .collect();
+            if points.is_empty() {
+                let mode = self.mode;
+                let ids = ids.to_vec();
+                let r = super::dispatch_until(&mut self.queue, &mut self.state, what, left, |s| {
+                    ids.iter()
+                        .any(|id| released_by_event(&s.buffers[id.0], mode))
+                });
+                self.check_failed()?;
+                r?;
+                continue;
+            }
+            let efds: Vec<OwnedFd> = points
+                .iter()
+                .filter_map(|(t, p)| self.timelines[t.0].0.eventfd(*p, WaitFor::Signaled).ok())
+                .collect();
+            if efds.len() < points.len() {
+                let (t, p) = points[0];
+                self.wait_point(t, p, left)?;
+                continue;
+            }
+            let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
+            super::dispatch_until_or(
+                &mut self.queue,
+                &mut self.state,
+                what,
+                left,
+                |s| s.failed.is_some(),
+                &borrowed,
+            )?;
+            self.check_failed()?;
+        }
+    }
+
+    /// Whether buffer `id` may be taken back now without waiting: its
+    /// release point signalled (drm-syncobj), or its release event (and,
+    /// explicit sync, its release fence or immediate release) arrived.
+    fn release_ready(&self, id: BufferId) -> Result<bool> {
+        let b = self
+            .state
+            .buffers
+            .get(id.0)
+            .ok_or(Error::Wayland(format!("no buffer {}", id.0)))?;
+        if !matches!(b.state, BufferState::WithCompositor) {
+            return Ok(true);
+        }
+        match b.release_point {
+            Some((t, point)) => {
+                let value = self.timelines[t.0]
+                    .0
+                    .query()
+                    .map_err(|e| Error::Wayland(e.to_string()))?;
+                Ok(value >= point)
+            }
+            None => Ok(released_by_event(b, self.mode)),
+        }
     }
 
     /// Wait (at most `timeout`) until `point` of timeline `t` signals,
@@ -788,7 +996,7 @@ impl Surface {
                     what,
                     timeout,
                     |s| s.failed.is_some(),
-                    Some(efd.as_fd()),
+                    &[efd.as_fd()],
                 )?;
                 self.check_failed()?;
                 // Readable means signalled; a timeout already returned.
@@ -823,9 +1031,17 @@ impl Surface {
         self.queue.flush().map_err(Error::wayland)
     }
 
-    /// Frames the compositor has called back for.
+    /// Frames the compositor has called back for (without frame
+    /// callbacks: whose presentation feedback arrived, presented or
+    /// discarded).
     pub fn frames_done(&self) -> u64 {
-        self.state.frames_done
+        match (&self.presentation, self.frame_callbacks) {
+            (Some(p), false) => {
+                let s = p.known();
+                s.presented + s.discarded
+            }
+            _ => self.state.frames_done,
+        }
     }
 
     /// The size the compositor last configured the window to, if it named
@@ -856,10 +1072,6 @@ impl Surface {
             .dispatch_pending(&mut self.state)
             .map_err(Error::dispatch)?;
         self.check_failed()
-    }
-
-    fn wait_until(&mut self, what: &'static str, done: impl Fn(&State) -> bool) -> Result<()> {
-        self.wait_until_within(what, self.timeout, done)
     }
 
     fn wait_until_within(
@@ -912,6 +1124,49 @@ impl Drop for Surface {
             role.wm.destroy();
         }
         let _ = self.conn.flush();
+    }
+}
+
+/// `(stride, size)` of a wl_shm buffer of `height` rows of `stride` bytes
+/// (at least `width` pixels of 4), each within an `i32`.
+fn shm_layout(width: u32, height: u32, stride: u64) -> Result<(i32, i32)> {
+    if width == 0 || height == 0 {
+        return Err(Error::Wayland("an empty wl_shm buffer".into()));
+    }
+    if stride < u64::from(width) * 4 {
+        return Err(Error::Wayland(format!(
+            "a stride of {stride} bytes for {width} pixels of 4"
+        )));
+    }
+    let too_big = || Error::Wayland(format!("a {width}x{height} wl_shm buffer is too large"));
+    let stride = i32::try_from(stride).map_err(|_| too_big())?;
+    let size = i32::try_from(i64::from(stride) * i64::from(height)).map_err(|_| too_big())?;
+    Ok((stride, size))
+}
+
+/// `pwrite` all of `buf` at `offset` (a short write goes on).
+fn pwrite_all(fd: &OwnedFd, mut buf: &[u8], mut offset: u64) -> rustix::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::pwrite(fd, buf, offset)? {
+            0 => return Err(rustix::io::Errno::IO),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the compositor's events released `b` (not through a timeline
+/// point): `wl_buffer.release`, and with explicit sync also the release
+/// object's answer (fenced or immediate).
+fn released_by_event(b: &Buffer, mode: SyncMode) -> bool {
+    match b.state {
+        BufferState::WithCompositor => {
+            b.released && (mode != SyncMode::ExplicitSync || b.release_fence.is_some())
+        }
+        _ => true,
     }
 }
 

@@ -28,6 +28,7 @@
 //! on the GPU, so the app's thread does not block on the compositor's GPU
 //! work). Every wait is bounded.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use ash::vk;
@@ -90,6 +91,14 @@ pub struct SwapchainConfig {
     pub fifo_patience: Duration,
     /// The window title.
     pub title: String,
+    /// Render into images of the app's own device (in the tiling its
+    /// driver prefers) and copy each frame, on that device, into a LINEAR
+    /// buffer the compositor imports. Chosen by itself when the
+    /// compositor's device is another GPU than the app's (PRIME: a LINEAR
+    /// buffer is what both can share, and rendering into one is slow);
+    /// `true` forces it (e.g. to test that path on one GPU). Not for
+    /// [`SyncMode::Shm`], which copies on the CPU anyway.
+    pub copy_frames: bool,
 }
 
 impl SwapchainConfig {
@@ -109,6 +118,7 @@ impl SwapchainConfig {
             present_mode: PresentMode::Fifo,
             fifo_patience: Duration::from_secs(1),
             title: "winsys".into(),
+            copy_frames: false,
         }
     }
 }
@@ -128,9 +138,15 @@ pub enum ImageState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BufferPath {
     /// The compositor takes no dma-bufs ([`SyncMode::Shm`]): each frame is
-    /// copied once, on the CPU, from the image's dma-buf into a wl_shm
-    /// buffer of its own.
+    /// copied once, on the CPU (by the kernel: `pwrite` from a mapping of
+    /// the image's dma-buf), into a wl_shm buffer of its own.
     ShmCopy,
+    /// [`SyncMode::Shm`] without a copy: the wl_shm pool is the images' own
+    /// memory (a memfd that a udmabuf hands to the Vulkan driver), as with
+    /// Mesa's WSI on lavapipe. Each frame still waits for its rendering on
+    /// the CPU before the commit (wl_shm carries no fence). Where udmabuf
+    /// or the driver's import is missing: [`BufferPath::ShmCopy`].
+    ShmZeroCopy,
     /// Allocated with GBM on the device the compositor's feedback names
     /// (so it surely imports them) and imported into Vulkan.
     CompositorDevice {
@@ -144,8 +160,15 @@ pub enum BufferPath {
 }
 
 struct SwapImage {
+    /// The image over the buffer the compositor reads.
     image: Image,
     dmabuf: Dmabuf,
+    /// Where the app renders when frames are copied
+    /// ([`SwapchainConfig::copy_frames`]): an image of its own device.
+    render: Option<Image>,
+    /// [`BufferPath::ShmCopy`]: the image's dma-buf, mapped once, read in
+    /// each frame's copy.
+    shm_map: Option<crate::dmabuf::DmabufMap>,
     buffer: BufferId,
     state: ImageState,
     /// The last submission that rendered it (its objects stay alive).
@@ -173,6 +196,7 @@ pub struct Swapchain {
     present_mode: PresentMode,
     fifo_patience: Duration,
     missed_callbacks: u64,
+    copies: bool,
 }
 
 impl Swapchain {
@@ -299,7 +323,30 @@ impl Swapchain {
                 .or(Some(fb.main_device)),
             _ => None,
         };
-        let (allocated, path) = allocate(device, config, mode, target, &modifiers, usage)?;
+        let copies = mode != SyncMode::Shm
+            && (config.copy_frames || target.is_some_and(|t| another_gpu(device, t)));
+        let (allocated, path) = if mode == SyncMode::Shm {
+            allocate_shm(device, config, usage)?
+        } else if copies {
+            // The shared buffers are only copied into, and LINEAR.
+            if !modifiers.contains(&Modifier::LINEAR) {
+                return Err(Error::Wayland(format!(
+                    "the compositor takes no LINEAR {} to copy frames into",
+                    config.format
+                )));
+            }
+            let shared = vk::ImageUsageFlags::TRANSFER_DST;
+            with_no_memfd(allocate(
+                device,
+                config,
+                target,
+                &[Modifier::LINEAR],
+                shared,
+            )?)
+        } else {
+            with_no_memfd(allocate(device, config, target, &modifiers, usage)?)
+        };
+        let render_usage = usage | vk::ImageUsageFlags::TRANSFER_SRC;
         let mut surface = match window {
             Some(w) => Surface::for_surface(conn, w, mode, config.timeout)?,
             None => Surface::new(conn, &config.title, mode, config.timeout)?,
@@ -313,11 +360,41 @@ impl Swapchain {
             }
             PresentMode::Mailbox => {}
         }
+        // Only FIFO paces with frame callbacks (and asks for them with
+        // wp_fifo_v1 too, for `wait_shown`); MAILBOX and IMMEDIATE learn
+        // what was shown from the presentation feedback.
+        surface.request_frame_callbacks(config.present_mode == PresentMode::Fifo);
         let mut images = Vec::with_capacity(config.image_count);
-        for (image, dmabuf) in allocated {
-            let buffer = match mode {
-                SyncMode::Shm => surface.add_shm(config.width, config.height)?,
-                _ => surface.add_dmabuf(&dmabuf)?,
+        for (image, dmabuf, memfd) in allocated {
+            // Exportable, never exported: Vulkan's own choice of modifier.
+            let render = match copies {
+                true => Some(
+                    device
+                        .export_image(
+                            config.width,
+                            config.height,
+                            config.format,
+                            &[],
+                            render_usage,
+                        )
+                        .map_err(vk_err)?
+                        .0,
+                ),
+                false => None,
+            };
+            let (buffer, shm_map) = match (mode, memfd) {
+                (SyncMode::Shm, Some(memfd)) => {
+                    let plane = &dmabuf.planes()[0];
+                    let size = (dmabuf.width(), dmabuf.height());
+                    let offset = u64::from(plane.offset());
+                    let id = surface.add_shm_memory(memfd.as_fd(), offset, size, plane.stride())?;
+                    (id, None)
+                }
+                (SyncMode::Shm, None) => (
+                    surface.add_shm(config.width, config.height)?,
+                    Some(dmabuf.map(Access::Read)?),
+                ),
+                _ => (surface.add_dmabuf(&dmabuf)?, None),
             };
             // drm-syncobj: a timeline per image (release points of one
             // timeline must not be shared between buffers).
@@ -331,6 +408,8 @@ impl Swapchain {
             images.push(SwapImage {
                 image,
                 dmabuf,
+                render,
+                shm_map,
                 buffer,
                 state: ImageState::Free,
                 pending: None,
@@ -351,6 +430,7 @@ impl Swapchain {
             present_mode: config.present_mode,
             fifo_patience: config.fifo_patience,
             missed_callbacks: 0,
+            copies,
         })
     }
 
@@ -364,6 +444,13 @@ impl Swapchain {
         &self.path
     }
 
+    /// Whether each frame is rendered into an image of the app's device
+    /// and copied into the compositor's buffer
+    /// ([`SwapchainConfig::copy_frames`]).
+    pub fn copies_frames(&self) -> bool {
+        self.copies
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.images.len()
@@ -374,16 +461,18 @@ impl Swapchain {
         self.images.is_empty()
     }
 
-    /// Image `index`.
+    /// Image `index`: where the app renders.
     ///
     /// # Panics
     ///
     /// If `index` is not below [`Swapchain::len`].
     pub fn image(&self, index: usize) -> &Image {
-        &self.images[index].image
+        let img = &self.images[index];
+        img.render.as_ref().unwrap_or(&img.image)
     }
 
-    /// The dma-buf behind image `index` (panics like [`Swapchain::image`]).
+    /// The dma-buf the compositor reads for image `index` (when frames are
+    /// copied, the copy's destination; panics like [`Swapchain::image`]).
     pub fn dmabuf(&self, index: usize) -> &Dmabuf {
         &self.images[index].dmabuf
     }
@@ -393,7 +482,10 @@ impl Swapchain {
         self.images[index].state
     }
 
-    /// Frames presented and called back by the compositor.
+    /// Frames presented and called back by the compositor (MAILBOX and
+    /// IMMEDIATE, where commits ask for no frame callbacks when the
+    /// compositor offers `wp_presentation`: whose presentation feedback
+    /// arrived, shown or replaced).
     pub fn frames_shown(&self) -> u64 {
         self.surface.frames_done()
     }
@@ -460,14 +552,15 @@ impl Swapchain {
         self.surface.fifo()
     }
 
-    /// A free image for the app: one never queued, or else the oldest
-    /// queued one once the compositor released it (at most `timeout`;
-    /// [`Error::Timeout`] otherwise, never a hang).
+    /// A free image for the app: one never queued, or else the first
+    /// queued one the compositor releases (the oldest of those already
+    /// released; at most `timeout`, [`Error::Timeout`] otherwise, never a
+    /// hang).
     pub fn acquire(&mut self, timeout: Duration) -> Result<usize> {
         let index = match self.images.iter().position(|i| i.state == ImageState::Free) {
             Some(i) => i,
             None => {
-                let oldest = *self.queue.first().ok_or(Error::ImageState {
+                let shown = *self.queue.last().ok_or(Error::ImageState {
                     index: 0,
                     state: ImageState::Acquired,
                     wanted: "an image to acquire (all are with the app)",
@@ -476,19 +569,26 @@ impl Swapchain {
                     // The only queued image is on screen: the compositor
                     // releases it only when another is presented.
                     return Err(Error::ImageState {
-                        index: oldest,
+                        index: shown,
                         state: ImageState::Queued,
                         wanted: "an acquire (the others are with the app: present one first)",
                     });
                 }
-                // Explicit sync: the release fence is waited for by the
-                // next rendering (on the GPU), not here.
-                self.images[oldest].release = self
-                    .surface
-                    .take_release_within(self.images[oldest].buffer, timeout)?;
-                self.queue.remove(0);
-                self.images[oldest].state = ImageState::Free;
-                oldest
+                // Whichever queued image the compositor releases first
+                // (oldest first among those already released). Explicit
+                // sync: the release fence is waited for by the next
+                // rendering (on the GPU), not here.
+                let buffers: Vec<BufferId> =
+                    self.queue.iter().map(|&i| self.images[i].buffer).collect();
+                let (buffer, fence) = self.surface.take_any_release_within(&buffers, timeout)?;
+                let at = buffers
+                    .iter()
+                    .position(|b| *b == buffer)
+                    .expect("one of the buffers asked for");
+                let index = self.queue.remove(at);
+                self.images[index].release = fence;
+                self.images[index].state = ImageState::Free;
+                index
             }
         };
         self.images[index].state = ImageState::Acquired;
@@ -524,14 +624,30 @@ impl Swapchain {
     ) -> Result<()> {
         self.expect(index, ImageState::Acquired, "begin")?;
         let img = &mut self.images[index];
+        // What the compositor may still read holds the write into its
+        // buffer: the rendering itself when it writes there, else only the
+        // copy (rendering into the app's own image goes ahead).
+        let wait = match img.render {
+            Some(_) => vk::PipelineStageFlags::TRANSFER,
+            None => stage,
+        };
         if let Some(fence) = img.release.take() {
-            job.wait_for_sync_file(fence, stage).map_err(vk_err)?;
+            job.wait_for_sync_file(fence, wait).map_err(vk_err)?;
         }
-        job.wait_for_dmabuf(&img.dmabuf, Access::Write, stage)
+        job.wait_for_dmabuf(&img.dmabuf, Access::Write, wait)
             .map_err(vk_err)?;
-        img.image
-            .cmd_acquire(job, layout, stage, access)
-            .map_err(vk_err)
+        match &mut img.render {
+            // After the last copy out of it (an earlier submission).
+            Some(render) => render.cmd_transition(
+                job,
+                (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::empty()),
+                layout,
+                stage,
+                access,
+            ),
+            None => img.image.cmd_acquire(job, layout, stage, access),
+        }
+        .map_err(vk_err)
     }
 
     /// Hand image `index` back to the compositor: release it in `job`,
@@ -546,6 +662,9 @@ impl Swapchain {
         if let Some(fence) = img.release.take() {
             job.wait_for_sync_file(fence, vk::PipelineStageFlags::ALL_COMMANDS)
                 .map_err(vk_err)?;
+        }
+        if let Some(render) = &mut img.render {
+            copy_frame(&self.device, &mut job, render, &mut img.image).map_err(vk_err)?;
         }
         img.image
             .cmd_release(
@@ -582,20 +701,27 @@ impl Swapchain {
                 None
             }
             SyncMode::Shm => {
-                // Wait (bounded) for the rendering, then the one copy:
-                // through a read guard on the image's dma-buf, rows packed,
-                // into the image's wl_shm buffer.
+                // Wait (bounded) for the rendering: wl_shm carries no fence.
                 let pending = job.submit().map_err(vk_err)?;
                 pending.wait(Some(self.timeout)).map_err(vk_err)?;
                 img.pending = Some(pending);
-                let d = &img.dmabuf;
-                let row = d.width() as usize * 4;
-                let mut bytes = vec![0u8; row * d.height() as usize];
-                let map = d.map(Access::Read)?;
-                map.read(Some(self.timeout))?
-                    .read_rows(0, &mut bytes, row)?;
-                drop(map);
-                self.surface.write_shm(img.buffer, &bytes)?;
+                match &img.shm_map {
+                    // The wl_shm pool is the image's memory: its writes made
+                    // visible to the compositor's reads of the memfd.
+                    None => img.dmabuf.sync_for_cpu_read()?,
+                    // The one copy, by the kernel, from the image's mapping
+                    // (within a read guard) into its wl_shm buffer.
+                    Some(map) => {
+                        let guard = map.read(Some(self.timeout))?;
+                        let stride = img.dmabuf.planes()[0].stride() as usize;
+                        // SAFETY: the image is the app's (acquired), its
+                        // rendering is done, and its dma-buf went to no one
+                        // else (the compositor has the wl_shm copy): nothing
+                        // writes these bytes while the slice lives.
+                        let src = unsafe { guard.plane_slice(0) }?;
+                        self.surface.write_shm_rows(img.buffer, src, stride)?;
+                    }
+                }
                 None
             }
             SyncMode::ExplicitSync => {
@@ -631,7 +757,8 @@ impl Swapchain {
         Ok(())
     }
 
-    /// Wait (bounded) until the compositor has shown every frame presented.
+    /// Wait (bounded) until the compositor has shown (or, MAILBOX,
+    /// replaced) every frame presented.
     pub fn wait_shown(&mut self) -> Result<()> {
         self.surface.wait_frame()
     }
@@ -677,6 +804,90 @@ impl Drop for Swapchain {
     }
 }
 
+/// Record the copy of a rendered frame into the compositor's buffer:
+/// `render` from whatever layout the app left it in (after all its
+/// writes) to `TRANSFER_SRC_OPTIMAL`, `shared` taken into
+/// `TRANSFER_DST_OPTIMAL` (after the submission's waits for the
+/// compositor, at the transfer stage), the whole image copied.
+fn copy_frame(
+    device: &Device,
+    job: &mut Submission<'_>,
+    render: &mut Image,
+    shared: &mut Image,
+) -> crate::vulkan::Result<()> {
+    render.cmd_transition(
+        job,
+        (
+            vk::PipelineStageFlags::ALL_COMMANDS,
+            vk::AccessFlags::COLOR_ATTACHMENT_WRITE
+                | vk::AccessFlags::TRANSFER_WRITE
+                | vk::AccessFlags::SHADER_WRITE,
+        ),
+        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_READ,
+    )?;
+    shared.cmd_transition(
+        job,
+        (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::empty()),
+        vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+        vk::PipelineStageFlags::TRANSFER,
+        vk::AccessFlags::TRANSFER_WRITE,
+    )?;
+    let layers = vk::ImageSubresourceLayers {
+        aspect_mask: vk::ImageAspectFlags::COLOR,
+        mip_level: 0,
+        base_array_layer: 0,
+        layer_count: 1,
+    };
+    let extent = render.extent();
+    let region = vk::ImageCopy {
+        src_subresource: layers,
+        src_offset: vk::Offset3D::default(),
+        dst_subresource: layers,
+        dst_offset: vk::Offset3D::default(),
+        extent: vk::Extent3D {
+            width: extent.width,
+            height: extent.height,
+            depth: 1,
+        },
+    };
+    // SAFETY: the job's command buffer is recording on the device of both
+    // images (checked by the transitions, which also registered them with
+    // the job, keeping them alive until its work is done); both are in
+    // the layouts just recorded, of the same format and extent.
+    unsafe {
+        device.raw().cmd_copy_image(
+            job.cmd(),
+            render.raw(),
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+            shared.raw(),
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            &[region],
+        )
+    };
+    Ok(())
+}
+
+/// Whether `target` (a `dev_t` from the compositor's feedback) is a GPU
+/// other than `device`'s: the device names its DRM nodes and `target` is
+/// neither. A device without DRM nodes (lavapipe: the CPU) renders into
+/// any memory it can map as fast as into its own, and copies nothing.
+fn another_gpu(device: &Device, target: u64) -> bool {
+    let info = device.info();
+    let nodes: Vec<u64> = [info.primary_node, info.render_node]
+        .into_iter()
+        .flatten()
+        .filter_map(|(major, minor)| {
+            Some(rustix::fs::makedev(
+                u32::try_from(major).ok()?,
+                u32::try_from(minor).ok()?,
+            ))
+        })
+        .collect();
+    !nodes.is_empty() && !nodes.contains(&target)
+}
+
 /// A render node with timeline syncobjs for the drm-syncobj timelines:
 /// the compositor's main device's driver first, then any.
 fn timeline_device(
@@ -708,7 +919,6 @@ fn timeline_device(
 fn allocate(
     device: &Device,
     config: &SwapchainConfig,
-    mode: SyncMode,
     target: Option<u64>,
     modifiers: &[Modifier],
     usage: vk::ImageUsageFlags,
@@ -745,23 +955,64 @@ fn allocate(
         }
     }
     let _ = target;
-    let mut out = Vec::with_capacity(config.image_count);
-    let shm = mode == SyncMode::Shm;
-    for _ in 0..config.image_count {
-        out.push(
+    Ok((
+        export_images(device, config, modifiers, usage)?,
+        BufferPath::VulkanExport,
+    ))
+}
+
+/// `config.image_count` images Vulkan allocates and exports.
+fn export_images(
+    device: &Device,
+    config: &SwapchainConfig,
+    modifiers: &[Modifier],
+    usage: vk::ImageUsageFlags,
+) -> Result<Vec<(Image, Dmabuf)>> {
+    (0..config.image_count)
+        .map(|_| {
             device
                 .export_image(config.width, config.height, config.format, modifiers, usage)
-                .map_err(vk_err)?,
-        );
+                .map_err(vk_err)
+        })
+        .collect()
+}
+
+/// One image and what the swapchain made it from.
+type Allocated = (Image, Dmabuf, Option<OwnedFd>);
+
+fn with_no_memfd(
+    (images, path): (Vec<(Image, Dmabuf)>, BufferPath),
+) -> (Vec<Allocated>, BufferPath) {
+    let images = images.into_iter().map(|(i, d)| (i, d, None)).collect();
+    (images, path)
+}
+
+/// The wl_shm path's images: over memfds through udmabuf, the same memfds
+/// the wl_shm pools are made of ([`BufferPath::ShmZeroCopy`]), where
+/// `/dev/udmabuf` and the driver's import allow; else exported by Vulkan
+/// and copied each frame ([`BufferPath::ShmCopy`]).
+fn allocate_shm(
+    device: &Device,
+    config: &SwapchainConfig,
+    usage: vk::ImageUsageFlags,
+) -> Result<(Vec<Allocated>, BufferPath)> {
+    let shared = || -> Option<Vec<Allocated>> {
+        let udmabuf = crate::alloc::udmabuf::Udmabuf::open().ok()?;
+        (0..config.image_count)
+            .map(|_| {
+                let (dmabuf, memfd) = udmabuf
+                    .allocate_with_memfd(config.width, config.height, config.format)
+                    .ok()?;
+                let image = device.import_dmabuf(&dmabuf, usage).ok()?;
+                Some((image, dmabuf, Some(memfd)))
+            })
+            .collect()
+    };
+    if let Some(out) = shared() {
+        return Ok((out, BufferPath::ShmZeroCopy));
     }
-    Ok((
-        out,
-        if shm {
-            BufferPath::ShmCopy
-        } else {
-            BufferPath::VulkanExport
-        },
-    ))
+    let out = export_images(device, config, &[Modifier::LINEAR], usage)?;
+    Ok(with_no_memfd((out, BufferPath::ShmCopy)))
 }
 
 fn vk_err(e: crate::vulkan::Error) -> Error {
