@@ -641,10 +641,17 @@ impl<'a> Submission<'a> {
             },
             None => None,
         };
-        if needs_signal && !honest(completion.as_ref(), &shared, slot.fence)? {
-            // No fence, or one the driver says has signaled while the work
-            // has not (lavapipe, when its queue is blocked on a wait): the
-            // CPU waits for the work itself, and nothing is left to attach.
+        let still_pending = match &completion {
+            Some(fence) => !fence.is_signaled()?,
+            None => false,
+        };
+        if needs_signal && !still_pending {
+            // No fence, or one that has signalled already: the work is done
+            // (lavapipe finishes it to export), or the driver says so early
+            // (lavapipe, when its queue is blocked on a wait): the CPU waits
+            // for the work itself (at once when it is done), and there is
+            // nothing left to attach or hand over: waiting for a signalled
+            // fence only costs its users.
             pending.wait(self.timeout)?;
             completion = None;
         }
@@ -663,16 +670,6 @@ impl<'a> Submission<'a> {
             pending.sync_file = completion;
         }
         Ok(pending)
-    }
-}
-
-/// Whether an exported completion fence can stand for the work: it is still
-/// pending, or the work is really done.
-fn honest(completion: Option<&SyncFile>, shared: &DeviceShared, work: vk::Fence) -> Result<bool> {
-    match completion {
-        Some(fence) if !fence.is_signaled()? => Ok(true),
-        // SAFETY: a fence of this device.
-        _ => unsafe { shared.raw.get_fence_status(work) }.map_err(Error::vk("vkGetFenceStatus")),
     }
 }
 
