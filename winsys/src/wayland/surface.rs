@@ -548,6 +548,13 @@ impl Surface {
         self.state.buffers.get(id.0).map(|b| &b.state)
     }
 
+    fn buffer_ref(&self, id: BufferId) -> Result<&Buffer> {
+        self.state
+            .buffers
+            .get(id.0)
+            .ok_or(Error::Wayland(format!("no buffer {}", id.0)))
+    }
+
     fn buffer(&mut self, id: BufferId) -> Result<&mut Buffer> {
         self.state
             .buffers
@@ -715,11 +722,7 @@ impl Surface {
                 "points {acquire} (acquire) < {release} (release) must be new: the timeline is at {last}"
             )));
         }
-        let b = self
-            .state
-            .buffers
-            .get(id.0)
-            .ok_or(Error::Wayland(format!("no buffer {}", id.0)))?;
+        let b = self.buffer_ref(id)?;
         if !matches!(b.state, BufferState::Free) {
             return Err(Error::BufferBusy(id.0));
         }
@@ -961,11 +964,7 @@ impl Surface {
     /// release point signalled (drm-syncobj), or its release event (and,
     /// explicit sync, its release fence or immediate release) arrived.
     fn release_ready(&self, id: BufferId) -> Result<bool> {
-        let b = self
-            .state
-            .buffers
-            .get(id.0)
-            .ok_or(Error::Wayland(format!("no buffer {}", id.0)))?;
+        let b = self.buffer_ref(id)?;
         if !matches!(b.state, BufferState::WithCompositor) {
             return Ok(true);
         }
