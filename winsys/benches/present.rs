@@ -265,34 +265,34 @@ fn main() {
             &mut rows,
             &mut failures,
         );
+        // The same with winsys forced to implicit sync: what explicit
+        // sync costs on this bed (weston's gl renderer on llvmpipe
+        // composes synchronously for a surface with an acquire fence
+        // or a release request: llvmpipe finishes all rendering to
+        // wait for or export a native fence).
+        compare(
+            &cube,
+            s,
+            &format!("weston FIFO {size} (winsys implicit)"),
+            &base,
+            &["--sync", "implicit"],
+            frames,
+            "-",
+            &mut rows,
+            &mut failures,
+        );
+        compare(
+            &cube,
+            s,
+            &format!("weston MAILBOX {size} (winsys implicit)"),
+            &mailbox,
+            &["--sync", "implicit"],
+            frames,
+            "-",
+            &mut rows,
+            &mut failures,
+        );
         if size == SMALL {
-            // The same with winsys forced to implicit sync: what explicit
-            // sync costs on this bed (weston's gl renderer on llvmpipe
-            // composes synchronously for a surface with an acquire fence
-            // or a release request: llvmpipe finishes all rendering to
-            // wait for or export a native fence).
-            compare(
-                &cube,
-                s,
-                &format!("weston FIFO {size} (winsys implicit)"),
-                &base,
-                &["--sync", "implicit"],
-                frames,
-                "-",
-                &mut rows,
-                &mut failures,
-            );
-            compare(
-                &cube,
-                s,
-                &format!("weston MAILBOX {size} (winsys implicit)"),
-                &mailbox,
-                &["--sync", "implicit"],
-                frames,
-                "-",
-                &mut rows,
-                &mut failures,
-            );
             for wsi in ["winsys", "mesa"] {
                 let mut a = base.to_vec();
                 a.extend(["--wsi", wsi]);
