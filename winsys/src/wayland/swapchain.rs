@@ -20,6 +20,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! How the images reach the compositor ([`BufferPath`]): dma-bufs it
+//! imports, allocated on its device (GBM) or exported by Vulkan — the app
+//! renders into them directly; when the compositor's device is another
+//! GPU, the app renders into images of its own device and each frame is
+//! copied on that GPU into a LINEAR buffer of the compositor's
+//! ([`SwapchainConfig::copy_frames`]); without linux-dmabuf, wl_shm pools
+//! made of the images' own memory (udmabuf), or one copy per frame.
+//!
 //! Each image is [`ImageState::Free`], [`ImageState::Acquired`] by the app
 //! or [`ImageState::Queued`] at the compositor; the transitions are checked
 //! ([`Error::ImageState`]), and an image is never written before the
@@ -50,7 +58,10 @@ use crate::vulkan::{Device, Image, Pending, Submission};
 pub enum PresentMode {
     /// Every frame is shown. With `wp_fifo_v1` (when offered) the
     /// compositor holds each commit until the previous one is shown, and
-    /// the app is paced by image releases alone. Otherwise a present waits
+    /// the app is paced by image releases alone (on a window the
+    /// compositor neither shows nor lets go of, [`Swapchain::acquire`]
+    /// returns [`Error::Timeout`] after its timeout: retry later, nothing
+    /// is lost). Otherwise a present waits
     /// for the compositor's frame callback of the previous one (after
     /// submitting the new frame's GPU work, so rendering overlaps
     /// composition) — at most [`SwapchainConfig::fifo_patience`], after
