@@ -893,18 +893,8 @@ impl Surface {
         let what = "the release of any queued buffer";
         let deadline = Deadline::after(Some(timeout));
         loop {
-            // What has arrived, without blocking: the socket is read once.
-            match super::dispatch_until(
-                &mut self.queue,
-                &mut self.state,
-                what,
-                Duration::ZERO,
-                |_| false,
-            ) {
-                Ok(()) | Err(Error::Timeout { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            self.check_failed()?;
+            // What was read already (the waits below read the socket).
+            self.dispatch_pending()?;
             let mut ready = None;
             for &id in ids {
                 if self.release_ready(id)? {
@@ -916,10 +906,9 @@ impl Surface {
                 let left = deadline.remaining().unwrap_or(timeout);
                 return Ok((id, self.take_release_within(id, left)?));
             }
+            // Each wait reads the socket at least once, also when no time
+            // is left, and ends in Error::Timeout once the deadline passed.
             let left = deadline.remaining().unwrap_or(timeout);
-            if left.is_zero() {
-                return Err(Error::Timeout { what, timeout });
-            }
             // drm-syncobj: an eventfd per release point, polled with the
             // socket; without them (before Linux 6.6) the first one's
             // bounded blocking wait.

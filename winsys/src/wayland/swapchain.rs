@@ -645,8 +645,13 @@ impl Swapchain {
         if let Some(fence) = img.release.take() {
             job.wait_for_sync_file(fence, wait).map_err(vk_err)?;
         }
-        job.wait_for_dmabuf(&img.dmabuf, Access::Write, wait)
-            .map_err(vk_err)?;
+        // Implicit sync: the compositor's reads are fences in the dma-buf.
+        // The other modes say when it is done otherwise (a release fence or
+        // point, or wl_buffer.release for memory it reads on the CPU).
+        if self.mode == SyncMode::Implicit {
+            job.wait_for_dmabuf(&img.dmabuf, Access::Write, wait)
+                .map_err(vk_err)?;
+        }
         match &mut img.render {
             // After the last copy out of it (an earlier submission).
             Some(render) => render.cmd_transition(
