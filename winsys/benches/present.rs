@@ -313,7 +313,7 @@ fn main() {
         }
         drop(weston);
         // mutter's llvmpipe crashes on a second imported dma-buf here: its
-        // winsys rows are the one-copy wl_shm path (as Mesa's are).
+        // winsys rows are the wl_shm path (as Mesa's are; winsys without a copy).
         let mutter = mutter::Mutter::start_sized(w, h).expect("mutter");
         warm_up(
             &cube,

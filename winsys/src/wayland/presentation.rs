@@ -162,6 +162,14 @@ impl Presentation {
         Ok(self.state.stats)
     }
 
+    /// Take the answers already read from the socket (no read).
+    pub(crate) fn dispatch_pending(&mut self) -> Result<()> {
+        self.queue
+            .dispatch_pending(&mut self.state)
+            .map_err(Error::dispatch)
+            .map(drop)
+    }
+
     /// The answers already read (no socket read, no dispatch).
     pub fn known(&self) -> PresentationStats {
         self.state.stats

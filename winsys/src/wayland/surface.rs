@@ -892,6 +892,7 @@ impl Surface {
     ) -> Result<(BufferId, Option<SyncFile>)> {
         let what = "the release of any queued buffer";
         let deadline = Deadline::after(Some(timeout));
+        let mut turn = 0;
         loop {
             // What was read already (the waits below read the socket).
             self.dispatch_pending()?;
@@ -932,8 +933,16 @@ impl Surface {
                 .filter_map(|(t, p)| self.timelines[t.0].0.eventfd(*p, WaitFor::Signaled).ok())
                 .collect();
             if efds.len() < points.len() {
-                let (t, p) = points[0];
-                self.wait_point(t, p, left)?;
+                // Turns of at most 5 ms on each point in order, so that a
+                // later image released first is not missed.
+                let (t, p) = points[turn % points.len()];
+                turn += 1;
+                let slice = left.min(Duration::from_millis(5));
+                match self.wait_point(t, p, slice) {
+                    Err(Error::Timeout { .. }) if !deadline.passed() => continue,
+                    Err(Error::Timeout { .. }) => return Err(Error::Timeout { what, timeout }),
+                    other => other?,
+                }
                 continue;
             }
             let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
@@ -1059,6 +1068,11 @@ impl Surface {
         self.queue
             .dispatch_pending(&mut self.state)
             .map_err(Error::dispatch)?;
+        // Presentation answers read meanwhile too (frames_done counts them
+        // where commits ask for no frame callbacks).
+        if let Some(p) = &mut self.presentation {
+            p.dispatch_pending()?;
+        }
         self.check_failed()
     }
 

@@ -24,7 +24,8 @@
 //! imports, allocated on its device (GBM) or exported by Vulkan — the app
 //! renders into them directly; when the compositor's device is another
 //! GPU, the app renders into images of its own device and each frame is
-//! copied on that GPU into a LINEAR buffer of the compositor's
+//! copied on that GPU into a LINEAR buffer the compositor imports (on its
+//! device through GBM, else exported by the app's)
 //! ([`SwapchainConfig::copy_frames`]); without linux-dmabuf, wl_shm pools
 //! made of the images' own memory (udmabuf), or one copy per frame.
 //!
@@ -105,7 +106,7 @@ pub struct SwapchainConfig {
     /// Render into images of the app's own device (in the tiling its
     /// driver prefers) and copy each frame, on that device, into a LINEAR
     /// buffer the compositor imports. Chosen by itself when the
-    /// compositor's device is another GPU than the app's (PRIME: a LINEAR
+    /// compositor's main device is another GPU than the app's (PRIME: a LINEAR
     /// buffer is what both can share, and rendering into one is slow);
     /// `true` forces it (e.g. to test that path on one GPU). Not for
     /// [`SyncMode::Shm`], which copies on the CPU anyway.
@@ -334,13 +335,22 @@ impl Swapchain {
                 .or(Some(fb.main_device)),
             _ => None,
         };
+        // Another GPU than the compositor's main device (the one it
+        // composes with; a scanout tranche's device may be a display
+        // controller that renders nothing).
+        let main_device = match &report.feedback {
+            Some(Ok(fb)) if mode != SyncMode::Shm => Some(fb.main_device),
+            _ => None,
+        };
+        let linear = modifiers.contains(&Modifier::LINEAR);
         let copies = mode != SyncMode::Shm
-            && (config.copy_frames || target.is_some_and(|t| another_gpu(device, t)));
+            && (config.copy_frames
+                || (linear && main_device.is_some_and(|d| another_gpu(device, d))));
         let (allocated, path) = if mode == SyncMode::Shm {
             allocate_shm(device, config, usage)?
         } else if copies {
             // The shared buffers are only copied into, and LINEAR.
-            if !modifiers.contains(&Modifier::LINEAR) {
+            if !linear {
                 return Err(Error::Wayland(format!(
                     "the compositor takes no LINEAR {} to copy frames into",
                     config.format
@@ -377,7 +387,8 @@ impl Swapchain {
         surface.request_frame_callbacks(config.present_mode == PresentMode::Fifo);
         let mut images = Vec::with_capacity(config.image_count);
         for (image, dmabuf, memfd) in allocated {
-            // Exportable, never exported: Vulkan's own choice of modifier.
+            // The app's device's own choice of tiling (allocated exportable:
+            // its dma-buf fd is dropped, never handed out).
             let render = match copies {
                 true => Some(
                     device
@@ -634,26 +645,12 @@ impl Swapchain {
         access: vk::AccessFlags,
     ) -> Result<()> {
         self.expect(index, ImageState::Acquired, "begin")?;
+        let mode = self.mode;
         let img = &mut self.images[index];
-        // What the compositor may still read holds the write into its
-        // buffer: the rendering itself when it writes there, else only the
-        // copy (rendering into the app's own image goes ahead).
-        let wait = match img.render {
-            Some(_) => vk::PipelineStageFlags::TRANSFER,
-            None => stage,
-        };
-        if let Some(fence) = img.release.take() {
-            job.wait_for_sync_file(fence, wait).map_err(vk_err)?;
-        }
-        // Implicit sync: the compositor's reads are fences in the dma-buf.
-        // The other modes say when it is done otherwise (a release fence or
-        // point, or wl_buffer.release for memory it reads on the CPU).
-        if self.mode == SyncMode::Implicit {
-            job.wait_for_dmabuf(&img.dmabuf, Access::Write, wait)
-                .map_err(vk_err)?;
-        }
         match &mut img.render {
-            // After the last copy out of it (an earlier submission).
+            // The app's own image, after the last copy out of it (an
+            // earlier submission); what the compositor still reads holds
+            // only the copy in `present`.
             Some(render) => render.cmd_transition(
                 job,
                 (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::empty()),
@@ -661,7 +658,10 @@ impl Swapchain {
                 stage,
                 access,
             ),
-            None => img.image.cmd_acquire(job, layout, stage, access),
+            None => {
+                wait_for_compositor(job, img, mode, stage)?;
+                img.image.cmd_acquire(job, layout, stage, access)
+            }
         }
         .map_err(vk_err)
     }
@@ -672,15 +672,19 @@ impl Swapchain {
         self.expect(index, ImageState::Acquired, "present")?;
         let mode = self.mode;
         let img = &mut self.images[index];
-        // A release fence `begin` did not take (no begin, or another
-        // submission): this job waits for it, so the image is never written
-        // while the compositor may read it.
-        if let Some(fence) = img.release.take() {
+        if img.render.is_some() {
+            // The copy writes the compositor's buffer: in this job, after
+            // the compositor is done with it.
+            wait_for_compositor(&mut job, img, mode, vk::PipelineStageFlags::TRANSFER)?;
+            if let Some(render) = &mut img.render {
+                copy_frame(&self.device, &mut job, render, &mut img.image).map_err(vk_err)?;
+            }
+        } else if let Some(fence) = img.release.take() {
+            // A release fence `begin` did not take (no begin, or another
+            // submission): this job waits for it, so the image is never
+            // written while the compositor may read it.
             job.wait_for_sync_file(fence, vk::PipelineStageFlags::ALL_COMMANDS)
                 .map_err(vk_err)?;
-        }
-        if let Some(render) = &mut img.render {
-            copy_frame(&self.device, &mut job, render, &mut img.image).map_err(vk_err)?;
         }
         img.image
             .cmd_release(
@@ -820,6 +824,26 @@ impl Drop for Swapchain {
     }
 }
 
+/// Make `job` wait, at `stage`, until the compositor is done with `img`'s
+/// buffer: its release fence (explicit sync; taken), or (implicit sync)
+/// the fences in the dma-buf. The other modes' releases already said so (a
+/// release point, or wl_buffer.release for memory read on the CPU).
+fn wait_for_compositor(
+    job: &mut Submission<'_>,
+    img: &mut SwapImage,
+    mode: SyncMode,
+    stage: vk::PipelineStageFlags,
+) -> Result<()> {
+    if let Some(fence) = img.release.take() {
+        job.wait_for_sync_file(fence, stage).map_err(vk_err)?;
+    }
+    if mode == SyncMode::Implicit {
+        job.wait_for_dmabuf(&img.dmabuf, Access::Write, stage)
+            .map_err(vk_err)?;
+    }
+    Ok(())
+}
+
 /// Record the copy of a rendered frame into the compositor's buffer:
 /// `render` from whatever layout the app left it in (after all its
 /// writes) to `TRANSFER_SRC_OPTIMAL`, `shared` taken into
@@ -929,9 +953,9 @@ fn timeline_device(
     })
 }
 
-/// The images: on the compositor's device `target` through GBM where the
-/// feature and the device allow (LINEAR), else exported by Vulkan (which
-/// is also what the wl_shm copy reads from).
+/// The dma-buf images: on the compositor's device `target` through GBM
+/// where the feature and the device allow (LINEAR), else exported by
+/// Vulkan.
 fn allocate(
     device: &Device,
     config: &SwapchainConfig,
