@@ -1347,3 +1347,26 @@ no_events!(
 );
 
 super::registry_state!(State);
+
+#[cfg(test)]
+mod tests {
+    use super::shm_layout;
+    use crate::wayland::Error;
+
+    #[test]
+    fn shm_layout_takes_padded_rows_and_refuses_what_wl_shm_cannot_hold() {
+        assert_eq!(shm_layout(256, 256, 1024).unwrap(), (1024, 256 * 1024));
+        // A padded stride (as a driver's LINEAR layout may have).
+        assert_eq!(shm_layout(100, 10, 512).unwrap(), (512, 5120));
+        let refused = |r: Result<(i32, i32), Error>, what: &str| match r {
+            Err(Error::Wayland(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        refused(shm_layout(0, 10, 0), "empty");
+        refused(shm_layout(10, 0, 40), "empty");
+        refused(shm_layout(100, 10, 399), "stride of 399");
+        // Past i32: the stride, and the whole buffer.
+        refused(shm_layout(1, 1, 1 << 31), "too large");
+        refused(shm_layout(16384, 65536, 65536), "too large");
+    }
+}
