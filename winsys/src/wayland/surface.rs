@@ -891,6 +891,9 @@ impl Surface {
         timeout: Duration,
     ) -> Result<(BufferId, Option<SyncFile>)> {
         let what = "the release of any queued buffer";
+        if ids.is_empty() {
+            return Err(Error::Wayland("no buffers to wait for a release of".into()));
+        }
         let deadline = Deadline::after(Some(timeout));
         let mut turn = 0;
         loop {
