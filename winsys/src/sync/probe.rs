@@ -69,6 +69,17 @@ pub(crate) fn record_dmabuf_sync_file(supported: bool) {
     DMABUF_SYNC_FILE.store(if supported { YES } else { NO }, Ordering::Relaxed);
 }
 
+/// Set to `1`, winsys behaves as on a kernel before 6.6 without
+/// `DRM_IOCTL_SYNCOBJ_EVENTFD` ([`syncobj_eventfd`] is `false`,
+/// [`Syncobj::eventfd`](crate::sync::Syncobj::eventfd) fails as
+/// unsupported): how tests reach the bounded blocking waits that replace
+/// the eventfds there, on a kernel that has them.
+pub const DISABLE_SYNCOBJ_EVENTFD_ENV: &str = "WINSYS_NO_SYNCOBJ_EVENTFD";
+
+pub(crate) fn eventfd_disabled() -> bool {
+    std::env::var_os(DISABLE_SYNCOBJ_EVENTFD_ENV).is_some_and(|v| v == "1")
+}
+
 /// Errnos that mean "this kernel has no such ioctl".
 pub(crate) fn is_unsupported(errno: Errno) -> bool {
     matches!(errno, Errno::NOTTY | Errno::NOSYS | Errno::BADF)
@@ -79,6 +90,9 @@ pub(crate) fn is_unsupported(errno: Errno) -> bool {
 /// where it exists, `EINVAL` (an unknown DRM ioctl) or `ENOTTY` where not.
 /// A driver without syncobjs gives `EOPNOTSUPP`: `false` as well.
 pub fn syncobj_eventfd(dev: &crate::device::DrmDevice) -> bool {
+    if eventfd_disabled() {
+        return false;
+    }
     let mut arg = crate::uapi::drm::drm_syncobj_eventfd {
         handle: 0,
         flags: 0,

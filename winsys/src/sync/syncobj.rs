@@ -327,6 +327,12 @@ impl Syncobj {
                 "eventfd waits for Signaled or Available",
             ));
         }
+        if super::probe::eventfd_disabled() {
+            return Err(Error::Unsupported {
+                what: "DRM_IOCTL_SYNCOBJ_EVENTFD",
+                errno: rustix::io::Errno::NOTTY,
+            });
+        }
         let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(Error::os("eventfd"))?;
         let mut arg = sys::drm_syncobj_eventfd {
