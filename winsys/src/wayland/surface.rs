@@ -476,16 +476,7 @@ impl Surface {
     /// Write `bytes` (XRGB8888 rows, packed) into a free wl_shm buffer of
     /// [`Surface::add_shm`].
     pub fn write_shm(&mut self, id: BufferId, bytes: &[u8]) -> Result<()> {
-        let row = match &self.buffer(id)?.shm {
-            Some((_, _, row)) => *row,
-            None => {
-                return Err(Error::Wayland(format!(
-                    "buffer {} is not wl_shm of its own",
-                    id.0
-                )))
-            }
-        };
-        let size = self.buffer(id)?.shm.as_ref().map_or(0, |s| s.1);
+        let (_, size, row) = self.own_shm(id)?;
         if bytes.len() != size {
             return Err(Error::Wayland(format!(
                 "{} bytes for a wl_shm buffer of {size}",
@@ -500,17 +491,10 @@ impl Surface {
     /// into a free wl_shm buffer of [`Surface::add_shm`]: one copy, by the
     /// kernel (`pwrite`, or `pwritev` of the rows when strides differ).
     pub fn write_shm_rows(&mut self, id: BufferId, src: &[u8], src_stride: usize) -> Result<()> {
-        let b = self.buffer(id)?;
-        if !matches!(b.state, BufferState::Free) {
+        if !matches!(self.buffer_ref(id)?.state, BufferState::Free) {
             return Err(Error::BufferBusy(id.0));
         }
-        let Some((fd, size, row)) = &b.shm else {
-            return Err(Error::Wayland(format!(
-                "buffer {} is not wl_shm of its own",
-                id.0
-            )));
-        };
-        let (size, row) = (*size, *row);
+        let (fd, size, row) = self.own_shm(id)?;
         let rows = size / row;
         let need = src_stride.saturating_mul(rows - 1).saturating_add(row);
         if src_stride < row || src.len() < need {
@@ -546,6 +530,18 @@ impl Surface {
     /// The state of buffer `id`.
     pub fn state(&self, id: BufferId) -> Option<&BufferState> {
         self.state.buffers.get(id.0).map(|b| &b.state)
+    }
+
+    /// The memfd, size and row bytes of a wl_shm buffer of
+    /// [`Surface::add_shm`].
+    fn own_shm(&self, id: BufferId) -> Result<(&OwnedFd, usize, usize)> {
+        match &self.buffer_ref(id)?.shm {
+            Some((fd, size, row)) => Ok((fd, *size, *row)),
+            None => Err(Error::Wayland(format!(
+                "buffer {} is not wl_shm of its own",
+                id.0
+            ))),
+        }
     }
 
     fn buffer_ref(&self, id: BufferId) -> Result<&Buffer> {
