@@ -13,6 +13,7 @@ use common::compositor::{Compositor, Png};
 use common::{controllable_fence, need, LONG};
 use winsys::alloc::vgem::Vgem;
 use winsys::device::{DrmDevice, NodeKind};
+use winsys::dmabuf::Access;
 use winsys::format::Fourcc;
 use winsys::wayland::surface::Surface;
 use winsys::wayland::sync::SyncMode;
@@ -153,7 +154,9 @@ fn foreign_clients_present_through_shm_and_dmabuf() {
 /// Run the cube for `frames` frames; the `presented` figure it printed.
 fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> String {
     let n = frames.to_string();
-    let mut all = vec!["--frames", &n, "--json", "--validation"];
+    // Every wait bounded generously: a compositor on an emulated CPU
+    // (the suite must pass with the VM given one) answers in seconds.
+    let mut all = vec!["--frames", &n, "--json", "--validation", "--timeout", "30"];
     all.extend_from_slice(args);
     let out = Command::new(common::built("examples", "cube"))
         .args(&all)
@@ -181,7 +184,7 @@ fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> Str
 
 /// Run the cube until the output shows a cube frame.
 fn cube_is_shown(c: &Compositor, args: &[&str], env: &[(&str, &str)]) {
-    let mut all = vec!["--frames", "100000"];
+    let mut all = vec!["--frames", "100000", "--timeout", "30"];
     all.extend_from_slice(args);
     let mut child = Command::new(common::built("examples", "cube"))
         .args(&all)
@@ -227,6 +230,19 @@ fn implicit_clients_composite_without_the_sync_file_ioctls() {
     cube_is_shown(&c, &["--sync", "implicit"], &old);
 }
 
+/// The cube as a background client presenting until it is killed.
+fn cube_in_background(c: &Compositor, args: &[&str]) -> Child {
+    let mut all = vec!["--frames", "100000000", "--timeout", "60"];
+    all.extend_from_slice(args);
+    Command::new(common::built("examples", "cube"))
+        .args(&all)
+        .env("WAYLAND_DISPLAY", &c.socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() {
     let _one = common::one_at_a_time();
@@ -237,45 +253,78 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
     c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
     let fds_before = c.open_fds();
 
+    // Another client presents all along, every frame, for as long as the
+    // test needs (however slow the machine): it is presenting before the
+    // late commit comes.
+    let mut other = cube_in_background(&c, &["--sync", "explicit"]);
+    let applied = c.stats().unwrap_or_default().applied;
+    c.wait_stats(LONG * 24, |s| s.applied >= applied + 3)
+        .expect("the other client presents");
+
+    // The late client: a commit whose acquire fence is a GPU job that does
+    // not end. vgem's fences give up after 10 s, so the check is made
+    // within the fence's measured life: the other client's commits are
+    // counted only while a second handle on the same fence still reads
+    // pending. Were the machine so slow that the fence expired first, the
+    // late client commits again with a fresh fence (re-armed).
     let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
     let mut late = Surface::new(&conn, "late", SyncMode::ExplicitSync, LONG).unwrap();
-    let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
-    let id = late.add_dmabuf(buf.dmabuf()).unwrap();
-    // A GPU job that does not end (vgem's fences give up after 10 s).
-    let (_b, never, fence) = controllable_fence(&vgem);
-    let t = Instant::now();
-    late.present(id, Some(fence)).unwrap();
-    let s = c.wait_stats(LONG, |s| s.held == 1).unwrap();
-    println!("held: {s:?}");
-
-    // Another client presents meanwhile, every frame.
-    cube(&c, 30, &["--sync", "explicit"], &[]);
-    assert!(
-        t.elapsed() < Duration::from_secs(9),
-        "the late fence may have timed out"
-    );
-    let s = c.stats().unwrap();
-    assert_eq!(s.held, 1, "the late commit is still held: {s:?}");
+    let mut gates = Vec::new();
+    let mut proven = None;
+    for attempt in 1..=5 {
+        let buf = vgem.create(64, 64, Fourcc::XRGB8888).unwrap();
+        let id = late.add_dmabuf(buf.dmabuf()).unwrap();
+        let (gate_buf, never, fence) = controllable_fence(&vgem);
+        let watch = gate_buf.dmabuf().export_sync_file(Access::Read).unwrap();
+        late.present(id, Some(fence)).unwrap();
+        let held = c
+            .wait_stats(LONG * 2, |s| s.held == 1)
+            .expect("the late commit is held");
+        // The other client's next commits, while the late one waits.
+        let s = c.wait_stats(LONG * 2, |s| s.applied >= held.applied + 3);
+        let pending = !watch.is_signaled().unwrap();
+        let s = s.unwrap_or_else(|e| panic!("the other client stalled: {e}"));
+        gates.push((buf, gate_buf, never));
+        if pending && s.held == 1 {
+            println!(
+                "attempt {attempt}: {} commits of the other client while held: {s:?}",
+                s.applied - held.applied
+            );
+            proven = Some(s);
+            break;
+        }
+        println!(
+            "attempt {attempt}: the late fence expired before the check (slow machine): {s:?}"
+        );
+    }
+    let s = proven.expect("the late fence expired before every check (5 attempts)");
     println!(
         "event loop's longest stall with a late client: {:.1} ms",
         s.longest_stall_ms
     );
-    assert!(s.longest_stall_ms < 1000.0, "the loop blocked: {s:?}");
+    // A compositor that waited for the fence would stall until it expires
+    // (10 s): a stall is measured by the loop itself, not by the
+    // machine's speed at composing.
+    assert!(s.longest_stall_ms < 5000.0, "the loop blocked: {s:?}");
 
+    let _ = other.kill();
+    let _ = other.wait();
+    c.wait_stats(LONG * 4, |s| s.surfaces == 1)
+        .expect("the other client's surface goes");
     // The late client goes with its commit pending: its release is
     // delivered, nothing of it stays behind.
-    let releases = s.releases;
+    let releases = c.stats().unwrap().releases;
     drop(late);
     drop(conn);
     let s = c
-        .wait_stats(LONG, |s| s.surfaces == 0 && s.held == 0)
+        .wait_stats(LONG * 4, |s| s.surfaces == 0 && s.held == 0)
         .unwrap();
     assert!(
         s.releases > releases,
         "no release for the held commit: {s:?}"
     );
     let t = Instant::now();
-    while c.open_fds() > fds_before && t.elapsed() < LONG {
+    while c.open_fds() > fds_before && t.elapsed() < LONG * 4 {
         std::thread::sleep(Duration::from_millis(100));
     }
     // At most as many as before: the baseline may hold a transient fd of
@@ -285,7 +334,9 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
         after <= fds_before,
         "fds left in the compositor: {after} > {fds_before}"
     );
-    never.signal().unwrap();
+    for (_, _, never) in gates {
+        let _ = never.signal();
+    }
 }
 
 /// Raw protocol clients that break the rules.

@@ -402,7 +402,9 @@ fn use_points_are_taken_in_once_they_materialize() {
     assert!(tracker.materialized_fd().is_none());
     let t = std::time::Instant::now();
     assert_eq!(tracker.release().unwrap(), Delivered::FenceImported);
-    assert!(t.elapsed() < SHORT * 4, "a materialized release waited");
+    // A release that waited would wait for the render fence (pending until
+    // vgem gives up on it, 10 s): half that bound holds on any machine.
+    assert!(t.elapsed() < LONG, "a materialized release waited");
     release_tl.wait(5, WaitFor::Available, Some(LONG)).unwrap();
     assert_ne!(release_tl.query().unwrap(), 5, "released before the render");
     gpu.signal().unwrap();

@@ -165,6 +165,65 @@ fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
     assert!(text.contains("explicit"), "{text}");
 }
 
+#[test]
+fn info_waits_for_a_compositor_still_starting_within_its_timeout() {
+    let _one = common::one_at_a_time();
+    let runtime = std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").unwrap());
+    // A socket that exists but never answers: the probe gives up after
+    // --timeout, and says so.
+    let name = format!("winsys-silent-{}", std::process::id());
+    let path = runtime.join(&name);
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let t = std::time::Instant::now();
+    let out = Command::new(common::built("", "winsys"))
+        .args(["info", "--json", "--timeout", "1"])
+        .env("WAYLAND_DISPLAY", &name)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let said = r["wayland"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("did not answer within 1s"),
+        "{}",
+        r["wayland"]
+    );
+    assert!(took >= std::time::Duration::from_secs(1), "{took:?}");
+
+    // A bad --timeout is a usage error.
+    let out = Command::new(common::built("", "winsys"))
+        .args(["info", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // weston, asked the moment its socket appears (under emulation its
+    // shell loads seconds later): info waits and reports it whole.
+    let weston = need!(Weston::spawn("gl", 256, 256), "weston (gl renderer)");
+    let socket = runtime.join(&weston.socket);
+    let t = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(90),
+            "no socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = info_json(Some(&weston.socket));
+    let globals = r["wayland"]["globals"].as_array().unwrap_or_else(|| {
+        panic!("no globals: {}", r["wayland"]);
+    });
+    assert!(
+        globals.iter().any(|g| g == "zwp_linux_dmabuf_v1 v5"),
+        "{globals:?}"
+    );
+    assert_eq!(r["wayland"]["winsys_swapchain"]["sync_mode"], "explicit");
+}
+
 /// The cells of an interop report, by (exporter, importer).
 fn cell<'a>(r: &'a Value, exporter: &str, importer: &str) -> &'a Value {
     r["cells"]

@@ -426,7 +426,9 @@ fn image_and_view_dropped_right_after_submit_live_until_the_work_is_done() {
         // dropping must not block.
         let t = Instant::now();
         drop((view, image, pending));
-        assert!(t.elapsed() < SHORT, "dropping waited for the GPU");
+        // A drop that waited would wait for the gate (10 s, when vgem gives
+        // up on it); a bound well below that is not a bound on the machine's speed.
+        assert!(t.elapsed() < LONG, "dropping waited for the GPU");
     }
     assert_eq!(
         device.pool_stats().in_flight,

@@ -29,6 +29,12 @@ impl Weston {
     /// [`Weston::start`] with a `width` x `height` output (the kiosk shell
     /// makes windows fullscreen: a client's buffers must not be larger).
     pub fn start_sized(renderer: &str, width: u32, height: u32) -> Result<Weston, String> {
+        let weston = Self::spawn_sized(renderer, width, height)?;
+        weston.wait_ready()?;
+        Ok(weston)
+    }
+
+    fn spawn_sized(renderer: &str, width: u32, height: u32) -> Result<Weston, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
@@ -58,9 +64,13 @@ impl Weston {
             .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot start weston: {e}"))?;
-        let weston = Weston { child, socket, log };
-        weston.wait_ready()?;
-        Ok(weston)
+        Ok(Weston { child, socket, log })
+    }
+
+    /// [`Weston::start_sized`] without waiting for it: returned at once,
+    /// maybe before its socket exists or its shell is loaded.
+    pub fn spawn(renderer: &str, width: u32, height: u32) -> Result<Weston, String> {
+        Self::spawn_sized(renderer, width, height)
     }
 
     fn wait_ready(&self) -> Result<(), String> {
@@ -83,6 +93,13 @@ impl Weston {
         Err(format!(
             "weston did not come up within {STARTUP:?}; its log:\n{log}"
         ))
+    }
+}
+
+impl Weston {
+    /// Whether it is still running (not exited, not killed).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use report::Row;
+use report::{Row, Rows};
 use timing::pair;
 
 use winsys::alloc::udmabuf::Udmabuf;
@@ -47,7 +47,7 @@ macro_rules! raw {
     };
 }
 
-fn frame_copies(rows: &mut Vec<Row>) {
+fn frame_copies(rows: &mut Rows) {
     let (w, h) = (3840u32, 2160u32);
     let udmabuf = Udmabuf::open().expect("/dev/udmabuf");
     let (buf, memfd) = udmabuf
@@ -187,7 +187,7 @@ impl Drop for ShmemMap {
     }
 }
 
-fn export_import(rows: &mut Vec<Row>) {
+fn export_import(rows: &mut Rows) {
     let udmabuf = Udmabuf::open().expect("/dev/udmabuf");
     let buf = udmabuf.allocate(64, 64, Fourcc::XRGB8888).expect("udmabuf");
     let fd = buf.planes()[0].fd();
@@ -224,7 +224,7 @@ fn export_import(rows: &mut Vec<Row>) {
     });
 }
 
-fn timeline_round_trip(rows: &mut Vec<Row>) {
+fn timeline_round_trip(rows: &mut Rows) {
     let dev =
         Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).expect("virtio_gpu render node"));
     let vgem = Vgem::open().expect("vgem");
@@ -312,7 +312,7 @@ fn main() {
         return;
     }
     let started = Instant::now();
-    let mut rows = Vec::new();
+    let mut rows = Rows::default();
     eprintln!("[bench] frame copies through a mapped udmabuf ...");
     frame_copies(&mut rows);
     eprintln!("[bench] dma-buf sync_file export + import ...");
@@ -330,13 +330,13 @@ fn main() {
     }
 
     report::print_table(&rows);
-    let out = report::write(&rows);
+    let out = report::out_path();
     println!("\nwrote {} ({:.1?})", out.display(), started.elapsed());
 }
 
 #[cfg(all(feature = "vulkan", feature = "gbm"))]
 mod vulkan_benches {
-    use super::{pair, Row};
+    use super::{pair, Row, Rows};
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
     use winsys::alloc::gbm::{GbmAllocator, Usage};
     use winsys::dmabuf::{Access, Dmabuf};
@@ -356,7 +356,7 @@ mod vulkan_benches {
         .expect("GBM LINEAR XRGB8888")
     }
 
-    pub fn alloc_import(rows: &mut Vec<Row>) {
+    pub fn alloc_import(rows: &mut Rows) {
         let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
         let device = Device::open(&Instance::new().unwrap()).unwrap();
         for (w, h, rounds, iters) in [(256, 256, 11, 20), (3840, 2160, 5, 3)] {
@@ -435,7 +435,7 @@ mod vulkan_benches {
         std::hint::black_box(first);
     }
 
-    pub fn hand_off(rows: &mut Vec<Row>) {
+    pub fn hand_off(rows: &mut Rows) {
         let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
         let device = Device::open(&Instance::new().unwrap()).unwrap();
         let usage = vk::ImageUsageFlags::TRANSFER_DST;
@@ -597,7 +597,7 @@ mod vulkan_benches {
         }
     }
 
-    pub fn submission(rows: &mut Vec<Row>) {
+    pub fn submission(rows: &mut Rows) {
         let gbm = GbmAllocator::find(Some("virtio_gpu")).expect("GBM on virtio_gpu");
         let device = Device::open(&Instance::new().unwrap()).unwrap();
         let a = gbm_alloc(&gbm, 64, 64);

@@ -9,15 +9,28 @@
 //! (`wp_presentation`), and system calls per presented frame (a separate,
 //! shorter run under `strace -f -c`, which slows a process down).
 //!
-//! Compositors: weston 14 (gl renderer; FIFO and MAILBOX) and mutter 48
-//! (FIFO through `wp_fifo_v1`), at 256x256 and 1920x1080, each compositor
-//! warmed up first by one short run of each WSI. Under TCG a 1080p frame
-//! takes a quarter of a second or more: the frame counts keep the whole
-//! run within the bench's 10-minute bound (about 7 minutes).
+//! Compositors, at 256x256 and 1920x1080: weston 14 (gl renderer; FIFO and
+//! MAILBOX, winsys's default explicit sync and forced implicit sync and
+//! wl_shm), sway 1.12 (drm-syncobj: acquire and release are timeline
+//! points; FIFO and MAILBOX) and mutter 48 (FIFO through `wp_fifo_v1`,
+//! wl_shm for both). The goals are per compositor class: where the
+//! compositor waits for our fences synchronously (weston on llvmpipe, and
+//! mutter's software upload of wl_shm) parity with Mesa's WSI (>= 0.95);
+//! where it composes asynchronously (sway's drm-syncobj rows and the
+//! implicit rows) >= 1.0 at 256x256 and >= 1.5 at 1920x1080.
+//!
+//! Machines of the same kind differ 3-5x in speed, so a row is a time
+//! budget, not a frame count: each compositor's warm-up runs measure the
+//! frame rate, and every run of the row then presents about
+//! `WINSYS_BENCH_RUN_SECONDS` (default 6) seconds of frames (bounded
+//! below so that a slow row still has frames to average). Each row is
+//! appended to `$WINSYS_BENCH_OUT` (default `target/bench/results.json`)
+//! as soon as it is measured, so a run that is killed keeps what it had;
+//! a compositor that died is started again for the next row; every row
+//! says how long it took.
 //!
 //! Run in the VM with `cargo xtask bench present` (needs the cube built in
-//! release: xtask does it). The rows are appended to
-//! `$WINSYS_BENCH_OUT` (default `target/bench/results.json`).
+//! release: xtask does it).
 
 #[path = "common/report.rs"]
 mod report;
@@ -25,15 +38,18 @@ mod report;
 #[path = "../../tests/common/mutter.rs"]
 #[allow(dead_code)]
 mod mutter;
+#[path = "../../tests/common/sway.rs"]
+#[allow(dead_code)]
+mod sway;
 #[path = "../../tests/common/weston.rs"]
 #[allow(dead_code)]
 mod weston;
 
 use std::path::{Path, PathBuf};
 
-use report::Row;
+use report::{Row, Rows};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One cube run's figures.
 #[derive(Debug, Default, Clone, Copy)]
@@ -116,15 +132,149 @@ fn syscalls_per_frame(cube: &Path, socket: &str, args: &[&str], frames: u32) -> 
     Some(calls / f64::from(frames))
 }
 
+/// The compositors of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Weston,
+    Sway,
+    Mutter,
+}
+
+/// A running compositor of the bench, stopped on drop.
+enum Running {
+    Weston(weston::Weston),
+    Sway(sway::Sway),
+    Mutter(mutter::Mutter),
+}
+
+impl Running {
+    /// Start `kind` for windows of `w` x `h` (weston's kiosk shell and
+    /// mutter's virtual monitor get an output of that size; sway keeps
+    /// virtio-gpu's output and tiles the window).
+    fn start(kind: Kind, w: u32, h: u32) -> Result<Running, String> {
+        let t = Instant::now();
+        let r = match kind {
+            Kind::Weston => Running::Weston(weston::Weston::start_sized("gl", w, h)?),
+            Kind::Sway => Running::Sway(sway::Sway::start()?),
+            Kind::Mutter => Running::Mutter(mutter::Mutter::start_sized(w, h)?),
+        };
+        println!("{kind:?} up in {:.1?}", t.elapsed());
+        Ok(r)
+    }
+
+    fn socket(&self) -> &str {
+        match self {
+            Running::Weston(c) => &c.socket,
+            Running::Sway(c) => &c.socket,
+            Running::Mutter(c) => &c.socket,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        match self {
+            Running::Weston(c) => c.alive(),
+            Running::Sway(c) => c.alive(),
+            Running::Mutter(c) => c.alive(),
+        }
+    }
+}
+
+/// One row's configuration: what it is called, the arguments of both
+/// WSIs, winsys's own, and the frame-rate goal.
+struct Config {
+    what: String,
+    args: Vec<&'static str>,
+    winsys_only: Vec<&'static str>,
+    goal: &'static str,
+}
+
+/// The rows of one compositor at one size.
+fn configs(kind: Kind, size: &'static str, large: bool) -> Vec<Config> {
+    let base = vec!["--size", size, "--images", "4", "--timeout", "60"];
+    let mailbox = || {
+        let mut a = base.clone();
+        a.extend(["--present-mode", "mailbox"]);
+        a
+    };
+    // Asynchronous composition: ahead of Mesa's copy, by more at 1080p.
+    let ahead = if large { ">= 1.5" } else { ">= 1.0" };
+    let config =
+        |what: String, args: Vec<&'static str>, winsys_only: &[&'static str], goal| Config {
+            what,
+            args,
+            winsys_only: winsys_only.to_vec(),
+            goal,
+        };
+    match kind {
+        // weston's gl renderer on llvmpipe composes synchronously for a
+        // surface with an acquire fence or a release request: parity is
+        // the goal with explicit sync; implicit sync composes
+        // asynchronously (and is a choice, not the default: llvmpipe
+        // puts no fence in the dma-buf that proves it finished reading).
+        Kind::Weston => vec![
+            config(format!("weston FIFO {size}"), base.clone(), &[], ">= 0.95"),
+            config(format!("weston MAILBOX {size}"), mailbox(), &[], ">= 0.95"),
+            config(
+                format!("weston FIFO {size} (winsys implicit)"),
+                base.clone(),
+                &["--sync", "implicit"],
+                ahead,
+            ),
+            config(
+                format!("weston MAILBOX {size} (winsys implicit)"),
+                mailbox(),
+                &["--sync", "implicit"],
+                ahead,
+            ),
+            config(
+                format!("weston FIFO {size} (winsys wl_shm)"),
+                base.clone(),
+                &["--sync", "shm"],
+                "-",
+            ),
+        ],
+        Kind::Sway => vec![
+            config(
+                format!("sway FIFO {size} (drm-syncobj)"),
+                base.clone(),
+                &[],
+                ahead,
+            ),
+            config(
+                format!("sway MAILBOX {size} (drm-syncobj)"),
+                mailbox(),
+                &[],
+                ahead,
+            ),
+        ],
+        // mutter's llvmpipe crashes on a second imported dma-buf here: its
+        // winsys rows are the wl_shm path (as Mesa's are; winsys without a
+        // copy).
+        Kind::Mutter => vec![config(
+            format!("mutter FIFO (wp_fifo_v1) {size}"),
+            base.clone(),
+            &["--sync", "shm"],
+            ">= 0.95",
+        )],
+    }
+}
+
 /// One short run of each WSI on a freshly started compositor, figures
 /// dropped: the first cube on a compositor pays for what every later one
 /// finds ready (the driver's shader JIT and cache, the compositor's
 /// shaders and first imports; measured here: a first 60-frame FIFO run at
 /// 21 fps and 18 ms CPU per frame, the next ones at 34-36 fps and 8-10 ms),
-/// and would otherwise always fall on the same WSI's first run.
-/// `winsys_only`: the winsys run's own arguments, as in [`compare`].
-fn warm_up(cube: &Path, socket: &str, size: &'static str, frames: u32, winsys_only: &[&str]) {
+/// and would otherwise always fall on the same WSI's first run. Returns
+/// the lower of the two frame rates: what the row budgets are sized by.
+fn warm_up(
+    cube: &Path,
+    socket: &str,
+    size: &'static str,
+    frames: u32,
+    winsys_only: &[&str],
+) -> Option<f64> {
     let n = frames.to_string();
+    let mut slowest: Option<f64> = None;
     for wsi in ["winsys", "mesa"] {
         let mut args = vec![
             "--size",
@@ -139,10 +289,12 @@ fn warm_up(cube: &Path, socket: &str, size: &'static str, frames: u32, winsys_on
         if wsi == "winsys" {
             args.extend_from_slice(winsys_only);
         }
-        if let Err(e) = run_cube(cube, socket, &args) {
-            println!("warm-up {wsi} {size}: {e}");
+        match run_cube(cube, socket, &args) {
+            Ok(f) => slowest = Some(slowest.map_or(f.fps, |s| s.min(f.fps))),
+            Err(e) => println!("warm-up {wsi} {size}: {e}"),
         }
     }
+    slowest
 }
 
 fn mean(a: Figures, b: Figures) -> Figures {
@@ -153,57 +305,49 @@ fn mean(a: Figures, b: Figures) -> Figures {
     }
 }
 
-/// The rows of one configuration: winsys and Mesa interleaved (`args` for
-/// both, `winsys_only` for winsys's runs).
-#[allow(clippy::too_many_arguments)]
-fn compare(
-    cube: &Path,
-    socket: &str,
-    what: &str,
-    args: &[&'static str],
-    winsys_only: &[&'static str],
-    frames: u32,
-    goal_fps: &'static str,
-    rows: &mut Vec<Row>,
-    failures: &mut Vec<String>,
-) {
+/// How one configuration ended.
+enum Outcome {
+    /// Its rows, and the lower frame rate of the two WSIs (the next
+    /// row's budget is sized by it).
+    Rows(Vec<Row>, f64),
+    /// The baseline failed (Mesa's WSI on mutter sometimes times out in
+    /// vkAcquireNextImageKHR here): no rows, not a failure of winsys.
+    NoBaseline(String),
+    /// A winsys run failed.
+    Failed(String),
+}
+
+/// The rows of one configuration: winsys and Mesa interleaved, `frames`
+/// frames each.
+fn compare(cube: &Path, socket: &str, c: &Config, frames: u32) -> Outcome {
     let n = frames.to_string();
     let mut common = vec!["--frames", n.as_str()];
-    common.extend_from_slice(args);
+    common.extend_from_slice(&c.args);
     let with = |wsi: &'static str| {
         let mut a = common.clone();
         a.extend_from_slice(&["--wsi", wsi]);
         if wsi == "winsys" {
-            a.extend_from_slice(winsys_only);
+            a.extend_from_slice(&c.winsys_only);
         }
         a
     };
-    let t = Instant::now();
     let w1 = run_cube(cube, socket, &with("winsys"));
     let m1 = run_cube(cube, socket, &with("mesa"));
     let m2 = run_cube(cube, socket, &with("mesa"));
     let w2 = run_cube(cube, socket, &with("winsys"));
-    // A winsys run that fails fails the bench; a failing baseline (Mesa's
-    // WSI on mutter sometimes times out in vkAcquireNextImageKHR here)
-    // only leaves the configuration without rows.
     let w = match (w1, w2) {
         (Ok(a), Ok(b)) => mean(a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            println!("{what}: FAILED: {e}");
-            failures.push(format!("{what}: {e}"));
-            return;
-        }
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failed(e),
     };
     let m = match (m1, m2) {
         (Ok(a), Ok(b)) => mean(a, b),
         (Err(e), _) | (_, Err(e)) => {
-            println!("{what}: no rows, the baseline failed: {e} (winsys: {w:?})");
-            return;
+            return Outcome::NoBaseline(format!("{e} (winsys: {w:?})"));
         }
     };
-    println!("{what}: winsys {w:?}, mesa {m:?} ({:.1?})", t.elapsed());
+    println!("{}: winsys {w:?}, mesa {m:?}", c.what);
     let row = |name: &str, unit: &'static str, v: f64, b: f64, goal: &'static str| Row {
-        name: format!("cube {what}: {name}, winsys"),
+        name: format!("cube {}: {name}, winsys", c.what),
         value: v,
         unit,
         baseline: format!("Mesa's WSI ({name})"),
@@ -211,11 +355,55 @@ fn compare(
         ratio: if b > 0.0 { v / b } else { f64::NAN },
         goal,
     };
-    rows.push(row("frames per second", "fps", w.fps, m.fps, goal_fps));
-    rows.push(row("CPU time per frame", "ms", w.cpu_ms, m.cpu_ms, "-"));
+    let mut rows = vec![
+        row("frames per second", "fps", w.fps, m.fps, c.goal),
+        row("CPU time per frame", "ms", w.cpu_ms, m.cpu_ms, "-"),
+    ];
     if let (Some(wl), Some(ml)) = (w.latency_ms, m.latency_ms) {
         rows.push(row("commit-to-presentation latency", "ms", wl, ml, "-"));
     }
+    Outcome::Rows(rows, w.fps.min(m.fps))
+}
+
+/// The seconds of frames each run of a row presents.
+fn run_seconds() -> f64 {
+    std::env::var("WINSYS_BENCH_RUN_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(6.0)
+}
+
+/// Frames for a run of about `seconds` at `fps`, within `min..=max`.
+fn frames_for(fps: Option<f64>, seconds: f64, min: u32, max: u32) -> u32 {
+    match fps {
+        Some(f) if f.is_finite() && f > 0.0 => ((f * seconds).round() as u32).clamp(min, max),
+        _ => min,
+    }
+}
+
+/// The syscall row of weston FIFO at `size`: winsys's count over Mesa's.
+fn syscall_row(cube: &Path, socket: &str, size: &'static str) -> Option<Row> {
+    let base = ["--size", size, "--images", "4", "--timeout", "60"];
+    let mut per = Vec::new();
+    for wsi in ["winsys", "mesa"] {
+        let mut a = base.to_vec();
+        a.extend(["--wsi", wsi]);
+        let n = syscalls_per_frame(cube, socket, &a, 60);
+        println!("syscalls per frame, weston FIFO {size}, {wsi}: {n:?}");
+        per.push(n?);
+    }
+    Some(Row {
+        name: format!("cube weston FIFO {size}: syscalls per frame, winsys"),
+        value: per[0],
+        unit: "calls",
+        baseline: "Mesa's WSI (syscalls per frame)".into(),
+        baseline_value: per[1],
+        ratio: per[0] / per[1],
+        // Start-up included (60 frames): what a steady frame costs is
+        // measured apart (docs/benchmarks.md).
+        goal: "-",
+    })
 }
 
 fn main() {
@@ -225,132 +413,100 @@ fn main() {
     }
     let started = Instant::now();
     let cube = cube_binary();
-    let mut rows = Vec::new();
+    let seconds = run_seconds();
+    let mut all_rows = Rows::default(); // each row written as it is measured
     let mut failures = Vec::new();
-    const SMALL: &str = "256x256";
-    const LARGE: &str = "1920x1080";
+    let mut took: Vec<(String, Duration)> = Vec::new();
+    println!("presentation bench: about {seconds} s of frames per run, 4 runs per row");
 
-    // Each size on an output of its own size (weston's kiosk shell makes
-    // the window fullscreen; a larger buffer is a protocol error).
-    for (size, (w, h), frames, warm, fifo_goal) in [
-        (SMALL, (256, 256), 120, 30, ">= 1.0"),
-        (LARGE, (1920, 1080), 32, 3, ">= 1.5"),
+    for (size, (w, h), warm, (min, max)) in [
+        ("256x256", (256, 256), 30, (30, 600)),
+        ("1920x1080", (1920, 1080), 3, (6, 120)),
     ] {
-        let weston = weston::Weston::start_sized("gl", w, h).expect("weston (gl)");
-        let s = weston.socket.as_str();
-        warm_up(&cube, s, size, warm, &[]);
-        // Generous bounds: under TCG a 1080p frame takes seconds.
-        let base = ["--size", size, "--images", "4", "--timeout", "60"];
-        compare(
-            &cube,
-            s,
-            &format!("weston FIFO {size}"),
-            &base,
-            &[],
-            frames,
-            fifo_goal,
-            &mut rows,
-            &mut failures,
-        );
-        let mut mailbox = base.to_vec();
-        mailbox.extend(["--present-mode", "mailbox"]);
-        compare(
-            &cube,
-            s,
-            &format!("weston MAILBOX {size}"),
-            &mailbox,
-            &[],
-            frames,
-            ">= 1.0",
-            &mut rows,
-            &mut failures,
-        );
-        // The same with winsys forced to implicit sync: what explicit
-        // sync costs on this bed (weston's gl renderer on llvmpipe
-        // composes synchronously for a surface with an acquire fence
-        // or a release request: llvmpipe finishes all rendering to
-        // wait for or export a native fence).
-        compare(
-            &cube,
-            s,
-            &format!("weston FIFO {size} (winsys implicit)"),
-            &base,
-            &["--sync", "implicit"],
-            frames,
-            "-",
-            &mut rows,
-            &mut failures,
-        );
-        compare(
-            &cube,
-            s,
-            &format!("weston MAILBOX {size} (winsys implicit)"),
-            &mailbox,
-            &["--sync", "implicit"],
-            frames,
-            "-",
-            &mut rows,
-            &mut failures,
-        );
-        if size == SMALL {
-            for wsi in ["winsys", "mesa"] {
-                let mut a = base.to_vec();
-                a.extend(["--wsi", wsi]);
-                let per = syscalls_per_frame(&cube, s, &a, 60);
-                println!("syscalls per frame, weston FIFO {size}, {wsi}: {per:?}");
-                if let Some(per) = per {
-                    rows.push(Row {
-                        name: format!("cube weston FIFO {size}: syscalls per frame, {wsi}"),
-                        value: per,
-                        unit: "calls",
-                        baseline: "-".into(),
-                        baseline_value: f64::NAN,
-                        ratio: f64::NAN,
-                        goal: "-",
-                    });
+        for kind in [Kind::Weston, Kind::Sway, Kind::Mutter] {
+            // Mutter and weston take wl_shm from winsys's warm-up the way
+            // their rows do; sway its default (drm-syncobj).
+            let warm_args: &[&str] = if kind == Kind::Mutter {
+                &["--sync", "shm"]
+            } else {
+                &[]
+            };
+            let t = Instant::now();
+            let mut comp = match Running::start(kind, w, h) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("{kind:?} {size}: FAILED to start: {e}");
+                    failures.push(format!("{kind:?} {size}: cannot start: {e}"));
+                    continue;
+                }
+            };
+            let mut fps = warm_up(&cube, comp.socket(), size, warm, warm_args);
+            println!(
+                "{kind:?} {size}: warm-up in {:.1?}, {fps:?} fps",
+                t.elapsed()
+            );
+            if kind == Kind::Weston && size == "256x256" {
+                if let Some(row) = syscall_row(&cube, comp.socket(), size) {
+                    all_rows.push(row);
                 }
             }
+            for c in configs(kind, size, h > 256) {
+                let t = Instant::now();
+                let mut outcome = None;
+                for attempt in 1..=2 {
+                    if !comp.alive() {
+                        println!("{kind:?} died: starting it again for {}", c.what);
+                        match Running::start(kind, w, h) {
+                            Ok(new) => comp = new,
+                            Err(e) => {
+                                outcome = Some(Outcome::Failed(format!("restart: {e}")));
+                                break;
+                            }
+                        }
+                        fps = warm_up(&cube, comp.socket(), size, warm, warm_args).or(fps);
+                    }
+                    let frames = frames_for(fps, seconds, min, max);
+                    let o = compare(&cube, comp.socket(), &c, frames);
+                    // A run that failed because the compositor died is
+                    // tried once more on a new one.
+                    let retry = !matches!(o, Outcome::Rows(..)) && !comp.alive() && attempt == 1;
+                    outcome = Some(o);
+                    if !retry {
+                        break;
+                    }
+                }
+                let dt = t.elapsed();
+                match outcome {
+                    Some(Outcome::Rows(rows, measured)) => {
+                        // A warm-up run's rate is low (it pays for the
+                        // driver's first compiles): the rows measure better.
+                        fps = Some(measured);
+                        for r in rows {
+                            all_rows.push(r);
+                        }
+                        println!("{}: row done in {dt:.1?} (written)", c.what);
+                    }
+                    Some(Outcome::NoBaseline(e)) => {
+                        println!("{}: no rows, the baseline failed: {e} ({dt:.1?})", c.what);
+                    }
+                    Some(Outcome::Failed(e)) => {
+                        println!("{}: FAILED: {e} ({dt:.1?})", c.what);
+                        failures.push(format!("{}: {e}", c.what));
+                    }
+                    None => {}
+                }
+                took.push((c.what.clone(), dt));
+            }
         }
-        drop(weston);
-        // mutter's llvmpipe crashes on a second imported dma-buf here: its
-        // winsys rows are the wl_shm path (as Mesa's are; winsys without a copy).
-        let mutter = mutter::Mutter::start_sized(w, h).expect("mutter");
-        warm_up(
-            &cube,
-            mutter.socket.as_str(),
-            size,
-            warm,
-            &["--sync", "shm"],
-        );
-        compare(
-            &cube,
-            mutter.socket.as_str(),
-            &format!("mutter FIFO (wp_fifo_v1) {size}"),
-            &base,
-            &["--sync", "shm"],
-            frames,
-            fifo_goal,
-            &mut rows,
-            &mut failures,
-        );
-    }
-    // Pair the two syscall rows into one with a ratio.
-    if let (Some(w), Some(m)) = (
-        rows.iter()
-            .position(|r| r.name.ends_with("syscalls per frame, winsys")),
-        rows.iter()
-            .position(|r| r.name.ends_with("syscalls per frame, mesa")),
-    ) {
-        let (wv, mv) = (rows[w].value, rows[m].value);
-        rows[w].baseline = "Mesa's WSI (syscalls per frame)".into();
-        rows[w].baseline_value = mv;
-        rows[w].ratio = wv / mv;
-        rows.remove(m);
     }
 
-    report::print_table(&rows);
-    let out = report::write(&rows);
-    println!("wrote {}", out.display());
+    report::print_table(&all_rows);
+    println!();
+    println!("time per row:");
+    for (what, dt) in &took {
+        println!("  {what:<48} {dt:>8.1?}");
+    }
+    println!("rows in {}", report::out_path().display());
     println!("presentation bench done in {:.1?}", started.elapsed());
     if !failures.is_empty() {
         eprintln!("failed configurations (no rows):");

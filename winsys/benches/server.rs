@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use report::Row;
+use report::{Row, Rows};
 use rustix::event::{PollFd, PollFlags};
 use timing::pair;
 use winsys::alloc::vgem::Vgem;
@@ -86,7 +86,7 @@ fn latency(vgem: &Vgem, delay: Duration, gate: bool) -> f64 {
     done.saturating_duration_since(signaled).as_secs_f64()
 }
 
-fn acquire_latency(rows: &mut Vec<Row>, vgem: &Vgem) {
+fn acquire_latency(rows: &mut Rows, vgem: &Vgem) {
     let mut gate = Vec::new();
     let mut blocking = Vec::new();
     for round in 0..60 {
@@ -179,7 +179,7 @@ fn longest_stall(vgem: &Vgem, late: Duration, gate: bool) -> Duration {
     stall
 }
 
-fn event_loop_stall(rows: &mut Vec<Row>, vgem: &Vgem) {
+fn event_loop_stall(rows: &mut Rows, vgem: &Vgem) {
     let late = Duration::from_millis(50);
     let mut gate = Vec::new();
     let mut blocking = Vec::new();
@@ -199,7 +199,7 @@ fn event_loop_stall(rows: &mut Vec<Row>, vgem: &Vgem) {
     });
 }
 
-fn release_path(rows: &mut Vec<Row>, vgem: &Vgem) {
+fn release_path(rows: &mut Rows, vgem: &Vgem) {
     let dev =
         Arc::new(DrmDevice::find("virtio_gpu", NodeKind::Render).expect("virtio_gpu render node"));
     // A pending use: the compositor's render-done fence.
@@ -264,7 +264,7 @@ fn release_path(rows: &mut Vec<Row>, vgem: &Vgem) {
 
 fn main() {
     let vgem = Vgem::open().expect("vgem (run in the VM: cargo xtask bench server)");
-    let mut rows = Vec::new();
+    let mut rows = Rows::default();
     eprintln!("server bench: acquire-to-apply latency (60 rounds)");
     acquire_latency(&mut rows, &vgem);
     eprintln!("server bench: event loop stall with a late fence (9 rounds)");
@@ -272,5 +272,5 @@ fn main() {
     eprintln!("server bench: release path");
     release_path(&mut rows, &vgem);
     report::print_table(&rows);
-    report::write(&rows);
+    println!("rows in {}", report::out_path().display());
 }

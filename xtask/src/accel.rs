@@ -130,6 +130,7 @@ pub fn decide(
             echo: false,
             log: Some(&log),
             own_group: false,
+            marker: None,
         },
     )?;
     let works = done.success() && done.output.contains(PROBE_MARKER);

@@ -233,6 +233,7 @@ pub fn run_host_tests(
             echo: true,
             log: None,
             own_group: false,
+            marker: None,
         },
     )?;
     let end = done.describe_end(Some(timeout));

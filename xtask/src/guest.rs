@@ -109,6 +109,7 @@ pub fn run(plan_path: &Path) -> Result<ExitCode> {
                 echo: true,
                 log: Some(&log),
                 own_group: true,
+                marker: None,
             },
         );
         let (end, verdict, duration) = match done {

@@ -12,7 +12,7 @@ use crate::libtest::Kind;
 use crate::oldkernel::{self, OldKernel};
 use crate::plan::{Binary, Plan, Results};
 use crate::setup::{self, GuestRoot, Venv};
-use crate::util::{err, fmt_duration, run_streaming, shell_quote, Result, StreamOpts};
+use crate::util::{err, fmt_duration, shell_quote, Result};
 use crate::vm::Vm;
 use crate::{bail, step};
 
@@ -293,7 +293,8 @@ fn boot_and_run(
         ws,
         opts,
         Some(format!(
-            "cd {} && {} guest --plan {}",
+            "echo '{}'; cd {} && {} guest --plan {}",
+            crate::vm::BOOTED,
             shell_quote(&ws.root.to_string_lossy()),
             shell_quote(&guest_exe.to_string_lossy()),
             shell_quote(&plan_path.to_string_lossy())
@@ -312,15 +313,7 @@ fn boot_and_run(
         log.display()
     );
     let t = Instant::now();
-    let done = run_streaming(
-        &mut vm.command(),
-        StreamOpts {
-            timeout: Some(opts.vm_timeout),
-            echo: true,
-            log: Some(&log),
-            own_group: false,
-        },
-    )?;
+    let done = vm.run(opts.vm_timeout, &log)?;
     let end = done.describe_end(Some(opts.vm_timeout));
     step!("VM finished in {} ({end})", fmt_duration(t.elapsed()));
     let results: Option<Results> = fs::read_to_string(&plan.results)
@@ -332,7 +325,10 @@ fn boot_and_run(
     // vng returns the guest command's status; a failure the results do not
     // explain (or any timeout) is a VM problem of its own.
     let vm_problem = if done.timed_out {
-        Some(format!("VM {end}"))
+        Some(format!(
+            "VM {end} at stage: {}",
+            crate::vm::stage_of(&done.output)
+        ))
     } else if results.is_none() {
         Some(format!("vng {end}"))
     } else if done.success() != guest_ok {
@@ -343,19 +339,9 @@ fn boot_and_run(
     } else {
         None
     };
-    if vm_problem.is_some() || results.as_ref().is_some_and(|r| !r.complete) {
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(40);
-        step!(
-            "---- last {} lines of the VM console ({}) ----",
-            lines.len() - from,
-            log.display()
-        );
-        for l in &lines[from..] {
-            step!("| {l}");
-        }
-        step!("---- end of VM console ----");
+    // (A timeout has said its stage and shown the console already.)
+    if !done.timed_out && (vm_problem.is_some() || results.as_ref().is_some_and(|r| !r.complete)) {
+        crate::vm::print_console_tail(&done.output, &log);
         if !opts.verbose {
             step!("(kernel messages are hidden: run again with --verbose to see them)");
         }
@@ -421,7 +407,15 @@ fn plan_for(
 /// headless weston of its own.
 fn example_args(name: &str) -> Option<&'static [&'static str]> {
     match name {
-        "example cube" => Some(&["--weston", "--frames", "120", "--validation"]),
+        // Waits bounded by 30 s: the VM may have one emulated CPU.
+        "example cube" => Some(&[
+            "--weston",
+            "--frames",
+            "120",
+            "--validation",
+            "--timeout",
+            "30",
+        ]),
         // The reference compositor with the cube as its client.
         "example compositor" => Some(&[
             "--validation",
@@ -430,6 +424,8 @@ fn example_args(name: &str) -> Option<&'static [&'static str]> {
             "--frames",
             "60",
             "--validation",
+            "--timeout",
+            "30",
         ]),
         _ => None,
     }
@@ -692,8 +688,9 @@ pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
 
 /// `cargo xtask demo`: the main job. Builds the tool and the examples
 /// (release), then runs `xtask/src/demo.sh` — `winsys info`, `winsys
-/// interop`, the cube through winsys and through Mesa's WSI on a headless
-/// weston, the reference compositor with the cube as its client — inside
+/// interop`, the cube through winsys (automatic and implicit sync) and
+/// through Mesa's WSI on a headless weston and on sway, each figure
+/// explained, the reference compositor with the cube as its client — inside
 /// the VM test bed (installed on first use), or natively where this
 /// machine has `/dev/dri` and a `WAYLAND_DISPLAY`. Everything lands in
 /// `target/demo/`: the screenshot, the reports (text, JSON, HTML) and the
@@ -733,19 +730,17 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
             .args([script.as_os_str(), out.as_os_str(), bin.as_os_str()])
             .status()
             .map_err(|e| err(format!("cannot run sh: {e}")))?
+            .success()
     } else {
         step!("no devices here: running in the VM test bed (the embedded default)");
         let tb = ensure_testbed(opts)?;
-        let prep = "modprobe -a vgem virtio-gpu; mkdir -p /run/winsys/home /run/winsys/runtime; \
-chmod 700 /run/winsys/runtime; export HOME=/run/winsys/home XDG_CACHE_HOME=/run/winsys/home/.cache \
-XDG_RUNTIME_DIR=/run/winsys/runtime";
-        let exec = format!("{prep}; sh {args}");
+        let exec = crate::vm::staged(GUEST_PREP, &format!("sh {args}"));
         let vm = vm_for(&tb, &tb.root, &ws, opts, Some(exec));
-        vm.prepare()?;
-        step!("booting VM ({})", tb.accel.name());
-        vm.command()
-            .status()
-            .map_err(|e| err(format!("cannot run vng: {e}")))?
+        let done = boot(&vm, opts, &out.join("vm.log"))?;
+        if done.timed_out {
+            step!("the demo's VM timed out: see above");
+        }
+        done.success()
     };
     let files = [
         "screenshot.png",
@@ -757,6 +752,7 @@ XDG_RUNTIME_DIR=/run/winsys/runtime";
         "interop.html",
         "cube-winsys.txt",
         "cube-mesa.txt",
+        "cube-implicit.txt",
         "compositor.txt",
     ];
     step!("==== demo ====");
@@ -770,12 +766,12 @@ XDG_RUNTIME_DIR=/run/winsys/runtime";
         }
     }
     step!("total time {}", fmt_duration(t0.elapsed()));
-    if status.success() && missing.is_empty() {
+    if status && missing.is_empty() {
         println!("winsys demo: everything in {}", out.display());
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "winsys demo: failed ({status}); missing: {}",
+            "winsys demo: failed; missing: {}",
             if missing.is_empty() {
                 "nothing".to_string()
             } else {
@@ -784,6 +780,26 @@ XDG_RUNTIME_DIR=/run/winsys/runtime";
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Sets a guest shell up for a command: drivers loaded, HOME, caches and
+/// the runtime directory on a tmpfs (the guest's own HOME is read-only).
+const GUEST_PREP: &str =
+    "modprobe -a vgem virtio-gpu; mkdir -p /run/winsys/home /run/winsys/runtime; \
+chmod 700 /run/winsys/runtime; export HOME=/run/winsys/home XDG_CACHE_HOME=/run/winsys/home/.cache \
+XDG_RUNTIME_DIR=/run/winsys/runtime";
+
+/// Boots `vm` (whose command came from [`crate::vm::staged`]), bounded by
+/// `--vm-timeout`, its console echoed and kept in `log`.
+fn boot(vm: &Vm<'_>, opts: &Opts, log: &Path) -> Result<crate::util::Finished> {
+    vm.prepare()?;
+    step!(
+        "booting VM ({}, VM timeout {}; console log {})",
+        vm.accel.name(),
+        fmt_duration(opts.vm_timeout),
+        log.display()
+    );
+    vm.run(opts.vm_timeout, log)
 }
 
 /// The project's VM on the test bed `tb`, running `exec` (None: a shell).
@@ -811,34 +827,45 @@ fn vm_for<'a>(
 pub fn cmd_vm(opts: &Opts, command: &[String]) -> Result<ExitCode> {
     let ws = cargo::workspace()?;
     let tb = ensure_testbed(opts)?;
-    let prep = "modprobe -a vgem virtio-gpu; mkdir -p /run/winsys/home /run/winsys/runtime; \
-chmod 700 /run/winsys/runtime; export HOME=/run/winsys/home XDG_CACHE_HOME=/run/winsys/home/.cache \
-XDG_RUNTIME_DIR=/run/winsys/runtime WINSYS_REQUIRE_DEVICES=1";
+    let prep = format!("{GUEST_PREP} WINSYS_REQUIRE_DEVICES=1");
     let exec = if command.is_empty() {
         step!("interactive shell; load the drivers with: modprobe -a vgem virtio-gpu");
         None
     } else {
         let cmd: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
         let cwd = std::env::current_dir()?;
-        Some(format!(
-            "{prep}; cd {} && {}",
-            shell_quote(&cwd.to_string_lossy()),
-            cmd.join(" ")
+        Some(crate::vm::staged(
+            &prep,
+            &format!(
+                "cd {} && {}",
+                shell_quote(&cwd.to_string_lossy()),
+                cmd.join(" ")
+            ),
         ))
     };
     let old_root = tb.old.root(&tb.root);
     let root = if opts.old_kernel { &old_root } else { &tb.root };
     let vm = vm_for(&tb, root, &ws, opts, exec);
-    vm.prepare()?;
-    step!("booting VM ({})", tb.accel.name());
-    let status = vm
-        .command()
-        .status()
-        .map_err(|e| err(format!("cannot run vng: {e}")))?;
-    match status.code() {
+    if vm.exec.is_none() {
+        vm.prepare()?;
+        // Interactive: the terminal is the guest's; no timeout.
+        step!("booting VM ({})", tb.accel.name());
+        let status = vm
+            .command()
+            .status()
+            .map_err(|e| err(format!("cannot run vng: {e}")))?;
+        return Ok(exit_code(status.success()));
+    }
+    let dir = ws.target_dir.join("winsys-vm-cmd");
+    fs::create_dir_all(&dir)?;
+    let done = boot(&vm, opts, &dir.join("vm.log"))?;
+    if done.timed_out {
+        bail!("the VM run timed out (see above)");
+    }
+    match done.status.and_then(|s| s.code()) {
         Some(0) => Ok(ExitCode::SUCCESS),
         Some(c) => Ok(ExitCode::from(u8::try_from(c).unwrap_or(1))),
-        None => bail!("vng: {status}"),
+        None => bail!("vng: {}", done.describe_end(None)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! The host has no dma-buf exporter, so the tests run inside a VM with a real
 //! Debian kernel (vgem, virtio-gpu, udmabuf, system dma-heap) and Mesa 25
 //! userspace: a debootstrapped trixie root booted with virtme-ng, everything
-//! cached under `~/.cache/winsys`. See `xtask/README.md`.
+//! cached under `~/.cache/winsys`. See `docs/testbed.md`.
 
 mod accel;
 mod apt;
@@ -35,7 +35,8 @@ commands:
   demo            the main job: install the test bed if needed, boot the VM
                   and run every example there (devices required)
   bench [NAME]    build the benchmarks (release) and run them (or only NAME:
-                  core, present) in the VM; they write target/bench/results.json
+                  core, present, server) in the VM; each row is appended to
+                  target/bench/results.json as it is measured
   setup           only install / check the test bed (host packages, virtme-ng,
                   guest root, KVM probe)
   vm [-- CMD...]  boot the VM with the project mounted and run CMD (drivers
@@ -44,10 +45,12 @@ commands:
 options (test, demo, bench, vm, setup):
   --accel kvm|tcg       force the accelerator (default: probe KVM once, cached;
                         also WINSYS_ACCEL)
-  --test-timeout SECS   per-binary timeout in the VM (default 600;
+  --test-timeout SECS   per-binary timeout in the VM (default 600, bench 3600;
                         also WINSYS_TEST_TIMEOUT)
-  --vm-timeout SECS     timeout for the whole VM run (default 2400;
-                        also WINSYS_VM_TIMEOUT)
+  --vm-timeout SECS     timeout for the whole VM run, boot included (default
+                        2400, bench 7200; also WINSYS_VM_TIMEOUT); a VM that
+                        has not booted in 300 s is booted once more, and a
+                        run that times out says at which stage it stood
   --memory SIZE         guest memory (default 4G)
   --cpus N              guest CPUs (default: host CPUs)
   --verbose             show guest kernel messages
@@ -68,6 +71,11 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `bench`'s default per-binary timeout.
+const BENCH_BINARY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// `bench`'s default timeout for the whole VM run.
+const BENCH_VM_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Parses a number of seconds (for the error, `what` names the option).
 fn parse_secs(what: &str, v: &str) -> Result<Duration> {
@@ -141,6 +149,12 @@ fn real_main() -> Result<ExitCode> {
                 Some((n, r)) if !n.starts_with('-') => (Some(n.as_str()), r),
                 _ => (None, rest),
             };
+            // A bench binary runs far longer than a test binary: the
+            // presentation bench alone, about 25 minutes on a slow machine
+            // of the CI kind (each row is a time budget, see
+            // winsys/benches/present.rs). The options still override.
+            opts.test_timeout = BENCH_BINARY_TIMEOUT;
+            opts.vm_timeout = BENCH_VM_TIMEOUT;
             parse_opts(rest, &mut opts)?;
             host::cmd_bench(&opts, name)
         }

@@ -149,6 +149,9 @@ pub struct Finished {
     pub output: String,
     /// Wall-clock run time.
     pub duration: Duration,
+    /// Whether the child was killed because [`StreamOpts::marker`] did not
+    /// appear in its output in time (`timed_out` is then true too).
+    pub marker_missed: bool,
 }
 
 impl Finished {
@@ -191,6 +194,10 @@ pub struct StreamOpts<'a> {
     /// (catching daemons it left behind) when it is done. Only where no
     /// terminal's Ctrl-C needs to reach the child (inside the VM).
     pub own_group: bool,
+    /// A line that must appear (as a substring) within this long of the
+    /// start, else the child is killed as timed out: a stage that hangs
+    /// (a VM that never boots) fails at once, not at the overall timeout.
+    pub marker: Option<(&'a str, Duration)>,
 }
 
 /// Runs a child with stdin from /dev/null and its stdout and stderr piped:
@@ -240,6 +247,7 @@ pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished
     drop(tx);
 
     let mut output = String::new();
+    let seen_marker = std::cell::Cell::new(opts.marker.is_none());
     let mut handle = |raw: Vec<u8>| {
         let text = String::from_utf8_lossy(&raw);
         let line = text.trim_end_matches(['\n', '\r']);
@@ -251,6 +259,11 @@ pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished
         if let Some(f) = log.as_mut() {
             let _ = writeln!(f, "{line}");
         }
+        if let Some((m, _)) = opts.marker {
+            if line.contains(m) {
+                seen_marker.set(true);
+            }
+        }
         output.push_str(line);
         output.push('\n');
     };
@@ -258,6 +271,7 @@ pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished
     let deadline = opts.timeout.map(|t| start + t);
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
+    let mut marker_missed = false;
     let mut exited_at: Option<Instant> = None;
     let mut pipes_open = true;
     loop {
@@ -280,8 +294,13 @@ pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished
             if let Some(s) = child.try_wait()? {
                 status = Some(s);
                 exited_at = Some(Instant::now());
-            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            } else if deadline.is_some_and(|d| Instant::now() >= d)
+                || opts
+                    .marker
+                    .is_some_and(|(_, within)| !seen_marker.get() && start.elapsed() >= within)
+            {
                 timed_out = true;
+                marker_missed = !seen_marker.get();
                 kill_tree(pid);
                 status = Some(child.wait()?);
                 exited_at = Some(Instant::now());
@@ -311,6 +330,7 @@ pub fn run_streaming(cmd: &mut Command, opts: StreamOpts<'_>) -> Result<Finished
         timed_out,
         output,
         duration: start.elapsed(),
+        marker_missed,
     })
 }
 
@@ -432,5 +452,30 @@ mod tests {
         assert!(slow.timed_out);
         assert!(slow.duration < Duration::from_secs(10));
         assert!(slow.output.contains("start"));
+        assert!(!slow.marker_missed);
+
+        // A stage marker that never comes ends the run early.
+        let hung = run_streaming(
+            Command::new("sh").args(["-c", "echo booting; sleep 30; echo BOOTED"]),
+            StreamOpts {
+                timeout: Some(Duration::from_secs(60)),
+                marker: Some(("BOOTED", Duration::from_millis(300))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(hung.timed_out && hung.marker_missed);
+        assert!(hung.duration < Duration::from_secs(10));
+        let fine = run_streaming(
+            Command::new("sh").args(["-c", "echo BOOTED; sleep 1; echo done"]),
+            StreamOpts {
+                timeout: Some(Duration::from_secs(60)),
+                marker: Some(("BOOTED", Duration::from_millis(500))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(fine.success() && !fine.marker_missed);
+        assert!(fine.output.contains("done"));
     }
 }

@@ -3,12 +3,59 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::accel::Accel;
 use crate::setup::{GuestRoot, Venv};
-use crate::util::{err, Result};
+use crate::step;
+use crate::util::{err, fmt_duration, run_streaming, Finished, Result, StreamOpts};
+
+/// The line a guest command prints first: the VM booted and runs it.
+pub const BOOTED: &str = "[winsys-vm] stage: booted";
+/// The line a guest command prints once the drivers are loaded.
+pub const DRIVERS: &str = "[winsys-vm] stage: drivers loaded";
+/// What the guest runner (`xtask guest`) prints once its devices are up.
+const GUEST_DEVICES: &str = "devices (after";
+/// How long a boot may take, up to the command's first line. Measured
+/// under TCG: 15-30 s on the CI kind, up to 5x that on a slow machine of
+/// the same kind; a boot that hangs (seen once in eight runs, 2026-12-04)
+/// is cut off here instead of at the whole run's timeout, and retried.
+pub const BOOT_LIMIT: Duration = Duration::from_secs(300);
+
+/// A guest shell command with stage markers: [`BOOTED`], then `prep`
+/// (loading drivers, setting up directories), [`DRIVERS`], then `cmd`.
+pub fn staged(prep: &str, cmd: &str) -> String {
+    format!("echo '{BOOTED}'; {prep}; echo '{DRIVERS}'; {cmd}")
+}
+
+/// Where a VM run whose console printed `console` stood: boot, driver
+/// load, or the command (with its last line).
+pub fn stage_of(console: &str) -> String {
+    let last = console
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if !console.contains(BOOTED) {
+        return "boot: the kernel or virtme-ng's init never reached the command".into();
+    }
+    let drivers_done = console.contains(DRIVERS) || console.contains(GUEST_DEVICES);
+    if !drivers_done {
+        return "driver load: modprobe vgem virtio-gpu / waiting for the device nodes".into();
+    }
+    // The guest runner names each binary as it starts and ends it.
+    let last_mark = console
+        .lines()
+        .rev()
+        .find(|l| l.contains("[xtask guest] START ") || l.contains("[xtask guest] END "));
+    if let Some(started) = last_mark.and_then(|l| l.split("[xtask guest] START ").nth(1)) {
+        return format!("the command: running {started}; its last line: {last}");
+    }
+    format!("the command; its last line: {last}")
+}
 
 /// One VM boot.
 #[derive(Debug, Clone)]
@@ -112,6 +159,75 @@ impl Vm<'_> {
         c.args(self.args()).env("PATH", self.venv.path_env());
         c
     }
+
+    /// Boots the VM and runs its command (which must come from
+    /// [`staged`], or print [`BOOTED`] first), echoing the console and
+    /// logging it to `log`; killed after `timeout`, or after
+    /// [`BOOT_LIMIT`] when it has not booted by then, in which case it is
+    /// booted once more. A run that timed out says at which stage it
+    /// stood, with the console's last lines.
+    pub fn run(&self, timeout: Duration, log: &Path) -> Result<Finished> {
+        let t = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let left = timeout.saturating_sub(t.elapsed());
+            let done = run_streaming(
+                &mut self.command(),
+                StreamOpts {
+                    timeout: Some(left),
+                    echo: true,
+                    log: Some(log),
+                    own_group: false,
+                    marker: Some((BOOTED, BOOT_LIMIT.min(left))),
+                },
+            )?;
+            if done.marker_missed && attempt == 1 && t.elapsed() + BOOT_LIMIT < timeout {
+                step!(
+                    "the VM did not boot within {} (console: {}); booting it once more",
+                    fmt_duration(BOOT_LIMIT),
+                    log.display()
+                );
+                attempt += 1;
+                continue;
+            }
+            if done.timed_out {
+                report_timeout(&done, timeout, log);
+            }
+            return Ok(done);
+        }
+    }
+}
+
+/// Says where a timed-out VM run stood, with the console's tail.
+fn report_timeout(done: &Finished, timeout: Duration, log: &Path) {
+    let stage = stage_of(&done.output);
+    if done.marker_missed {
+        step!(
+            "VM TIMED OUT: no boot within {} (stage: {stage})",
+            fmt_duration(BOOT_LIMIT)
+        );
+    } else {
+        step!(
+            "VM TIMED OUT after {} (--vm-timeout / WINSYS_VM_TIMEOUT) at stage: {stage}",
+            fmt_duration(timeout)
+        );
+    }
+    print_console_tail(&done.output, log);
+}
+
+/// Prints the last 40 lines of a VM console (`text`, logged in `log`).
+pub fn print_console_tail(text: &str, log: &Path) {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(40);
+    step!(
+        "---- last {} lines of the VM console ({}) ----",
+        lines.len() - from,
+        log.display()
+    );
+    for l in &lines[from..] {
+        step!("| {l}");
+    }
+    step!("---- end of VM console ----");
 }
 
 #[cfg(test)]
@@ -166,6 +282,28 @@ mod tests {
             .collect();
         assert!(!args.contains(&"--disable-kvm".to_string()));
         assert!(!args.contains(&"--exec".to_string()));
+    }
+
+    #[test]
+    fn stages_of_a_console() {
+        assert!(stage_of("SeaBIOS\nBooting from ROM..\n").starts_with("boot"));
+        let booted = format!("x\n{BOOTED}\nmodprobe: ...\n");
+        assert!(stage_of(&booted).starts_with("driver load"));
+        let cmd = format!("{BOOTED}\n{DRIVERS}\nweston up\n");
+        assert_eq!(stage_of(&cmd), "the command; its last line: weston up");
+        let guest = format!(
+            "{BOOTED}\n[xtask guest] devices (after 1 s):\n[xtask guest] START test a (x)\n\
+             [xtask guest] END   test a: ok\n[xtask guest] START test b (y; timeout 10 min)\n\
+             running 3 tests\n"
+        );
+        assert_eq!(
+            stage_of(&guest),
+            "the command: running test b (y; timeout 10 min); its last line: running 3 tests"
+        );
+        assert_eq!(
+            staged("modprobe vgem", "ls"),
+            format!("echo '{BOOTED}'; modprobe vgem; echo '{DRIVERS}'; ls")
+        );
     }
 
     #[test]

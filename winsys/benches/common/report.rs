@@ -15,6 +15,27 @@ pub struct Row {
     pub goal: &'static str,
 }
 
+/// The rows of a bench binary, each appended to the results file the
+/// moment it is pushed: a run that is killed or fails later keeps the rows
+/// it measured.
+#[derive(Default)]
+pub struct Rows(Vec<Row>);
+
+impl Rows {
+    /// Keep `row` and append it to the results file at once.
+    pub fn push(&mut self, row: Row) {
+        write(std::slice::from_ref(&row));
+        self.0.push(row);
+    }
+}
+
+impl std::ops::Deref for Rows {
+    type Target = [Row];
+    fn deref(&self) -> &[Row] {
+        &self.0
+    }
+}
+
 /// Print `rows` as a table.
 pub fn print_table(rows: &[Row]) {
     println!();
@@ -43,18 +64,23 @@ fn num(v: f64, decimals: usize) -> String {
     }
 }
 
-/// Add `rows` to `$WINSYS_BENCH_OUT`, after the rows other benches of the
-/// same run wrote there (`cargo xtask bench` removes the file before a
-/// run); returns the path.
-pub fn write(rows: &[Row]) -> PathBuf {
-    let out = std::env::var_os("WINSYS_BENCH_OUT")
+/// `$WINSYS_BENCH_OUT`, default `target/bench/results.json`.
+pub fn out_path() -> PathBuf {
+    std::env::var_os("WINSYS_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../target/bench/results.json"
             ))
-        });
+        })
+}
+
+/// Add `rows` to `$WINSYS_BENCH_OUT`, after the rows other benches of the
+/// same run wrote there (`cargo xtask bench` removes the file before a
+/// run); returns the path.
+pub fn write(rows: &[Row]) -> PathBuf {
+    let out = out_path();
     let entries: Vec<String> = rows
         .iter()
         .map(|r| {

@@ -364,19 +364,54 @@ fn vulkan() -> J {
     J::Arr(devices)
 }
 
-fn wayland() -> J {
+/// The socket file a `WAYLAND_DISPLAY` value names.
+fn socket_path(display: &str) -> Option<std::path::PathBuf> {
+    if display.starts_with('/') {
+        return Some(display.into());
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").map(|d| std::path::Path::new(&d).join(display))
+}
+
+/// Connects to `display` and probes it, within `timeout`: a compositor
+/// whose socket exists but that is still starting (under emulation,
+/// seconds pass between the socket and the first answer) is given until
+/// then; one without a socket is reported at once.
+fn connect_and_probe(
+    display: &str,
+    timeout: Duration,
+) -> Result<(wayland_client::Connection, winsys::wayland::Report), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match winsys::wayland::connect(Some(display)) {
+            Ok(conn) => {
+                return match winsys::wayland::probe(&conn, left.max(Duration::from_millis(100))) {
+                    Ok(r) => Ok((conn, r)),
+                    Err(e) => Err(format!(
+                        "{display} did not answer within {timeout:?} (--timeout): {e}"
+                    )),
+                };
+            }
+            Err(e) => {
+                let exists = socket_path(display).is_some_and(|p| p.exists());
+                if !exists || left.is_zero() {
+                    return Err(format!("cannot connect to {display}: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(200).min(left));
+            }
+        }
+    }
+}
+
+fn wayland(timeout: Duration) -> J {
     use winsys::wayland::swapchain::{Swapchain, SwapchainConfig};
     let Some(display) = std::env::var_os("WAYLAND_DISPLAY") else {
         return J::from("WAYLAND_DISPLAY is not set");
     };
     let display = display.to_string_lossy().into_owned();
-    let conn = match winsys::wayland::connect(Some(&display)) {
+    let (conn, report) = match connect_and_probe(&display, timeout) {
         Ok(c) => c,
-        Err(e) => return J::from(format!("cannot connect to {display}: {e}")),
-    };
-    let report = match winsys::wayland::probe(&conn, Duration::from_secs(5)) {
-        Ok(r) => r,
-        Err(e) => return J::from(format!("{display} did not answer: {e}")),
+        Err(e) => return J::from(e),
     };
     let globals: Vec<J> = report
         .globals
@@ -434,7 +469,8 @@ fn wayland() -> J {
         match winsys::vulkan::Instance::new().and_then(|i| winsys::vulkan::Device::open(&i)) {
             Err(e) => J::from(format!("no Vulkan device: {e}")),
             Ok(device) => {
-                let config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+                let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+                config.timeout = timeout;
                 match Swapchain::new(&device, &conn, &config) {
                     Ok(chain) => Obj::default()
                         .set("sync_mode", chain.sync_mode().to_string())
@@ -471,7 +507,7 @@ fn wayland() -> J {
 
 /// Probe everything and print the report (and write it as a
 /// self-contained HTML page to `html`, if given).
-pub fn info(as_json: bool, html: Option<&str>) -> std::io::Result<()> {
+pub fn info(as_json: bool, html: Option<&str>, timeout: Duration) -> std::io::Result<()> {
     let step = |what: &str| {
         if !as_json {
             eprintln!("winsys info: probing {what}...");
@@ -488,7 +524,7 @@ pub fn info(as_json: bool, html: Option<&str>) -> std::io::Result<()> {
     step("Vulkan");
     let v = vulkan();
     step("Wayland");
-    let w = wayland();
+    let w = wayland(timeout);
     let report = Obj::default()
         .set("kernel", k)
         .set("drm_nodes", d)

@@ -1,7 +1,7 @@
 //! `winsys`: what this machine can share, and how.
 //!
 //! ```text
-//! winsys info [--json] [--html PATH]
+//! winsys info [--json] [--html PATH] [--timeout SECS]
 //! winsys interop [--json] [--html PATH]
 //! ```
 //!
@@ -20,13 +20,19 @@
 //! actually gets there (a 64x64 swapchain is created to find out).
 //!
 //! A readable outline by default; `--json` for machines (the same data).
+//! `--timeout SECS` (default 30) bounds the wait for the compositor: one
+//! whose socket exists but that is still starting is given that long to
+//! answer.
 
 mod info;
 mod interop;
 mod json;
 
 const USAGE: &str =
-    "usage: winsys info [--json] [--html PATH]\n       winsys interop [--json] [--html PATH]";
+    "usage: winsys info [--json] [--html PATH] [--timeout SECS]\n       winsys interop [--json] [--html PATH]";
+
+/// How long `info` waits for a compositor by default.
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +45,17 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("info") => {
-            if let Err(e) = info::info(has("--json"), value("--html").as_deref()) {
+            let timeout = match value("--timeout").map(|v| v.parse::<f64>()) {
+                None => DEFAULT_TIMEOUT,
+                Some(Ok(secs)) if secs.is_finite() && secs > 0.0 => {
+                    std::time::Duration::from_secs_f64(secs)
+                }
+                Some(_) => {
+                    eprintln!("winsys: --timeout takes a positive number of seconds\n{USAGE}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = info::info(has("--json"), value("--html").as_deref(), timeout) {
                 eprintln!("winsys: cannot write the report: {e}");
                 std::process::exit(1);
             }
