@@ -9,13 +9,26 @@
 //! Rendering is identical: one render pass drawing the six faces back to
 //! front (`render.rs`).
 //!
+//! The cube follows the compositor's configure, on both paths: it renders
+//! at the size the compositor configured the window to (a kiosk shell's
+//! fullscreen output, a tiling compositor's tile), `--size` only where the
+//! compositor leaves the size to it (0x0), so it never commits a buffer
+//! larger than a fullscreen or maximized configure allows. When a later
+//! configure changes that size, or the swapchain becomes suboptimal (a
+//! linux-dmabuf feedback change) or out of date (Mesa), it waits for the
+//! device, makes the swapchain anew at the new size, and goes on counting
+//! frames.
+//!
 //! ```text
 //! cargo run --example cube --features raw-window-handle,vulkan,gbm -- \
 //!     --frames 300 --size 256x256 --present-mode fifo --sync auto --wsi winsys
 //! ```
 //!
 //! Flags:
-//! - `--frames N` (default 300), `--size WxH` (default 256x256);
+//! - `--frames N` (default 300);
+//! - `--size WxH` (default 256x256): the size where the compositor
+//!   configures none; a configured size (fullscreen, maximized, tiled,
+//!   resized) takes its place;
 //! - `--images N`: swapchain images (default 4, what Mesa's Wayland WSI
 //!   asks at least; it may raise a lower count to that);
 //! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
@@ -32,10 +45,11 @@
 //!   of the cube's size) of its own and present there (the test bed and
 //!   `cargo xtask demo` run it so).
 //!
-//! It prints the sync mode and buffer path used, frames per second, CPU
-//! time per frame (all threads, including the driver's) and the latency
-//! from commit to presentation that the compositor's `wp_presentation`
-//! feedback reports.
+//! It prints the sync mode and buffer path used, the size rendered at (the
+//! last swapchain's) and how often the swapchain was made anew, frames per
+//! second, CPU time per frame (all threads, including the driver's) and
+//! the latency from commit to presentation that the compositor's
+//! `wp_presentation` feedback reports.
 
 mod mesa;
 mod render;
@@ -46,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use winsys::format::Fourcc;
-use winsys::vulkan::{Device, Instance};
+use winsys::vulkan::{Device, ImageView, Instance};
 use winsys::wayland::presentation::PresentationStats;
 use winsys::wayland::swapchain::{PresentMode, Swapchain, SwapchainConfig};
 use winsys::wayland::sync::SyncMode;
@@ -179,6 +193,12 @@ pub struct Frames {
     pub sync: String,
     pub path: String,
     pub images: usize,
+    /// The size rendered at: the last swapchain's.
+    pub width: u32,
+    pub height: u32,
+    /// Swapchains made anew after the first (configure, suboptimal, out
+    /// of date).
+    pub recreated: u32,
 }
 
 /// glibc's `struct mallinfo2`.
@@ -235,6 +255,9 @@ impl Frames {
             sync: String::new(),
             path: String::new(),
             images: 0,
+            width: 0,
+            height: 0,
+            recreated: 0,
         }
     }
 
@@ -252,6 +275,108 @@ impl Frames {
     }
 }
 
+/// What the compositor last configured the window to, in words (the log
+/// of a recreation).
+pub fn configured(window: &window::Window) -> String {
+    match window.configured_size() {
+        Some((w, h)) if window.constrained() => format!("{w}x{h}, fullscreen or maximized"),
+        Some((w, h)) => format!("{w}x{h}"),
+        None => "no size".into(),
+    }
+}
+
+/// The answers about two swapchains' frames, one after the other, as one.
+fn merge(a: Option<PresentationStats>, b: Option<PresentationStats>) -> Option<PresentationStats> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(PresentationStats {
+            requested: a.requested + b.requested,
+            presented: a.presented + b.presented,
+            discarded: a.discarded + b.discarded,
+            zero_copy: a.zero_copy + b.zero_copy,
+            latency_total: a.latency_total + b.latency_total,
+            latency_max: a.latency_max.max(b.latency_max),
+            timed: a.timed + b.timed,
+            refresh: b.refresh.or(a.refresh),
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The answers about `chain`'s frames, once every one came (the last
+/// within a refresh or two) or `patience` passed.
+fn settle(chain: &mut Swapchain, patience: Duration) -> Result<Option<PresentationStats>> {
+    let deadline = Instant::now() + patience;
+    let mut last = None;
+    while let Some(stats) = chain.presentation()? {
+        last = Some(stats);
+        if stats.outstanding() == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(last)
+}
+
+/// A winsys swapchain on the window's surface and what renders into it.
+/// The fields drop in order: the renderer (its framebuffers) before the
+/// views, the views before the swapchain's images; the device must be idle.
+struct WinsysChain {
+    renderer: Renderer,
+    views: Vec<ImageView>,
+    chain: Swapchain,
+}
+
+impl WinsysChain {
+    /// A swapchain of `config` presenting into `window`, its views and the
+    /// renderer.
+    ///
+    /// # Safety
+    ///
+    /// The window must outlive the returned chain, and no other swapchain
+    /// may present into it meanwhile (the surface takes one set of sync,
+    /// FIFO and tearing objects at a time).
+    unsafe fn new(
+        instance: &Instance,
+        device: &Device,
+        window: &window::Window,
+        config: &SwapchainConfig,
+    ) -> Result<Self> {
+        let (display, handle) = window.raw_handles()?;
+        // SAFETY: the caller keeps the window (its wl_display and
+        // wl_surface) alive past the swapchain.
+        let chain = unsafe { Swapchain::from_raw_handles(device, display, handle, config) }?;
+        let views = (0..chain.len())
+            .map(|i| chain.image(i).create_view())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let raw_views: Vec<vk::ImageView> = views.iter().map(|v| v.raw()).collect();
+        // SAFETY: the handles are the winsys device's own; the views
+        // outlive the renderer (fields dropped in order).
+        let renderer = unsafe {
+            Renderer::new(
+                instance.raw(),
+                device.info().handle(),
+                device.raw(),
+                chain.image(0).vk_format().format,
+                chain.image(0).extent(),
+                &raw_views,
+                vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
+                vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
+            )
+        }?;
+        Ok(WinsysChain {
+            renderer,
+            views,
+            chain,
+        })
+    }
+
+    /// The size of its images.
+    fn size(&self) -> (u32, u32) {
+        let extent = self.chain.image(0).extent();
+        (extent.width, extent.height)
+    }
+}
+
 fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     let instance = if args.validation {
         Instance::with_validation()?
@@ -259,8 +384,10 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         Instance::new()?
     };
     let device = Device::open(&instance)?;
-    let (display, handle) = window.raw_handles()?;
-    let mut config = SwapchainConfig::new(args.width, args.height, Fourcc::XRGB8888);
+    // The size the compositor configured (Window::open waited for the
+    // first configure), else --size.
+    let (width, height) = window.size_or((args.width, args.height));
+    let mut config = SwapchainConfig::new(width, height, Fourcc::XRGB8888);
     config.usage = vk::ImageUsageFlags::COLOR_ATTACHMENT;
     config.image_count = args.images as usize;
     config.sync = args.sync;
@@ -271,33 +398,52 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         Mode::Mailbox => PresentMode::Mailbox,
         Mode::Immediate => PresentMode::Immediate,
     };
-    // SAFETY: the window (its wl_display and wl_surface) outlives the
-    // swapchain, which is dropped at the end of this function.
-    let mut chain = unsafe { Swapchain::from_raw_handles(&device, display, handle, &config) }?;
-    let views = (0..chain.len())
-        .map(|i| chain.image(i).create_view())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let raw_views: Vec<vk::ImageView> = views.iter().map(|v| v.raw()).collect();
-    let extent = chain.image(0).extent();
-    // SAFETY: the handles are the winsys device's own; the views outlive
-    // the renderer (dropped first, below).
-    let renderer = unsafe {
-        Renderer::new(
-            instance.raw(),
-            device.info().handle(),
-            device.raw(),
-            chain.image(0).vk_format().format,
-            extent,
-            &raw_views,
-            vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
-            vk::ImageLayout::COLOR_ATTACHMENT_OPTIMAL,
-        )
-    }?;
+    let mut seen = window.generation();
+    // SAFETY: the window outlives the swapchain (every one is dropped in
+    // this function, the window is the caller's), and there is no other.
+    let mut current = unsafe { WinsysChain::new(&instance, &device, window, &config) }?;
+    // The presentation answers about the swapchains replaced so far.
+    let mut replaced: Option<PresentationStats> = None;
     let mut frames = Frames::start(args);
-    for _ in 0..args.frames {
+    while frames.presented < args.frames {
         if !window.pump()? {
             break;
         }
+        // pump() acknowledged any new configure: the next commit must fit
+        // it, so a new size is taken before this frame is presented.
+        let mut why = None;
+        if window.generation() != seen {
+            seen = window.generation();
+            if window.size_or((args.width, args.height)) != current.size() {
+                why = Some(format!("the compositor configured {}", configured(window)));
+            }
+        }
+        if why.is_none() && current.chain.suboptimal()? {
+            why = Some("the swapchain is suboptimal (linux-dmabuf feedback changed)".into());
+        }
+        if let Some(why) = why {
+            let (width, height) = window.size_or((args.width, args.height));
+            eprintln!("cube: {why}: making the swapchain anew at {width}x{height}");
+            device.wait_idle()?;
+            // The old swapchain's answers, before its wp_presentation goes.
+            replaced = merge(
+                replaced,
+                settle(&mut current.chain, Duration::from_secs(2))?,
+            );
+            // The old one goes first: the surface takes one swapchain's
+            // sync, FIFO and tearing objects at a time.
+            drop(current);
+            config.width = width;
+            config.height = height;
+            // SAFETY: as above; the old swapchain was dropped.
+            current = unsafe { WinsysChain::new(&instance, &device, window, &config) }?;
+            frames.recreated += 1;
+        }
+        let WinsysChain {
+            renderer,
+            views,
+            chain,
+        } = &mut current;
         let index = chain.acquire(args.timeout)?;
         let mut job = device.submission()?;
         chain.begin_with(
@@ -316,24 +462,19 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     }
     frames.finish();
     // The last answers come within a refresh or two.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while let Some(stats) = chain.presentation()? {
-        frames.presentation = Some(stats);
-        if stats.outstanding() == 0 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let last = settle(&mut current.chain, Duration::from_secs(2))?;
+    frames.presentation = merge(replaced, last);
+    let chain = &current.chain;
     frames.sync = chain.sync_mode().to_string();
     frames.path = match chain.copies_frames() {
         true => format!("{:?}, frames copied into it", chain.buffer_path()),
         false => format!("{:?}", chain.buffer_path()),
     };
     frames.images = chain.len();
+    (frames.width, frames.height) = current.size();
     device.wait_idle()?;
-    drop(renderer);
-    drop(views);
-    drop(chain);
+    // The renderer, the views, then the swapchain; the window after them.
+    drop(current);
     instance.check_validation()?;
     Ok(frames)
 }
@@ -411,10 +552,21 @@ fn report(args: &Args, f: &Frames) {
     };
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     let p = f.presentation;
+    let asked = match (f.width, f.height) == (args.width, args.height) {
+        true => String::new(),
+        false => format!(" (--size {}x{})", args.width, args.height),
+    };
     println!(
-        "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}, {} images",
-        f.sync, f.path, args.present_mode, args.width, args.height, f.images
+        "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}{asked}, {} images",
+        f.sync, f.path, args.present_mode, f.width, f.height, f.images
     );
+    match f.recreated {
+        0 => println!("cube: swapchain never recreated"),
+        n => println!(
+            "cube: swapchain recreated {n} times, last at {}x{}",
+            f.width, f.height
+        ),
+    }
     println!(
         "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame, RSS {} -> {} KiB, heap in use {} -> {} KiB",
         f.presented, f.rss_kib.0, f.rss_kib.1, f.heap_kib.0, f.heap_kib.1
@@ -434,15 +586,16 @@ fn report(args: &Args, f: &Frames) {
         let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
         println!(
             "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
-\"images\":{},\"width\":{},\"height\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
+\"images\":{},\"width\":{},\"height\":{},\"recreated\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
 \"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
 \"latency_mean_ms\":{},\"latency_max_ms\":{}}}",
             f.sync,
             f.path.replace('"', "'"),
             args.present_mode,
             f.images,
-            args.width,
-            args.height,
+            f.width,
+            f.height,
+            f.recreated,
             f.presented,
             p.map_or("null".into(), |p| p.presented.to_string()),
             p.map_or("null".into(), |p| p.discarded.to_string()),

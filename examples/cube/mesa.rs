@@ -34,6 +34,214 @@ unsafe extern "system" fn on_message(
 
 const FRAMES_IN_FLIGHT: usize = 2;
 
+/// Recreations in a row without a frame presented before the run gives up
+/// (a swapchain that stays out of date: the connection is gone).
+const FRUITLESS_RECREATIONS: u32 = 4;
+
+/// What every swapchain of the run is made with.
+struct Wsi<'a> {
+    instance: &'a ash::Instance,
+    physical: vk::PhysicalDevice,
+    device: &'a ash::Device,
+    surface_fn: &'a khr::surface::Instance,
+    swapchain_fn: &'a khr::swapchain::Device,
+    surface: vk::SurfaceKHR,
+    format: vk::SurfaceFormatKHR,
+    present_mode: vk::PresentModeKHR,
+    /// Images asked for (`--images`).
+    images: u32,
+}
+
+/// A swapchain and what depends on its images: a view and a "rendered"
+/// semaphore per image, the renderer's framebuffers.
+struct Chain {
+    swapchain: vk::SwapchainKHR,
+    extent: vk::Extent2D,
+    views: Vec<vk::ImageView>,
+    /// One "rendered" semaphore per swapchain image: reused only when
+    /// that image comes back from the presentation engine.
+    rendered: Vec<vk::Semaphore>,
+    renderer: Renderer,
+}
+
+/// The extent of a swapchain for a window of `size` on a surface of
+/// `caps`: the surface's own where it has one, else the window's (on
+/// Wayland the swapchain sets the surface's size: Mesa says 0xFFFFFFFF),
+/// within the surface's limits.
+fn extent_for(caps: &vk::SurfaceCapabilitiesKHR, size: (u32, u32)) -> vk::Extent2D {
+    if caps.current_extent.width != u32::MAX {
+        return caps.current_extent;
+    }
+    let (min, max) = (caps.min_image_extent, caps.max_image_extent);
+    vk::Extent2D {
+        width: size.0.max(min.width).min(max.width),
+        height: size.1.max(min.height).min(max.height),
+    }
+}
+
+impl Wsi<'_> {
+    /// The surface's capabilities now (its extent, image counts).
+    fn caps(&self) -> Result<vk::SurfaceCapabilitiesKHR> {
+        // SAFETY: the surface and physical device are live (the run's).
+        Ok(unsafe {
+            self.surface_fn
+                .get_physical_device_surface_capabilities(self.physical, self.surface)
+        }?)
+    }
+
+    /// The extent a swapchain for a window of `size` would have now.
+    fn extent(&self, size: (u32, u32)) -> Result<vk::Extent2D> {
+        Ok(extent_for(&self.caps()?, size))
+    }
+
+    /// A swapchain for a window of `size`, replacing `old` (null: none),
+    /// which is retired by the call whether it succeeds or not (the
+    /// caller destroys it either way).
+    ///
+    /// # Safety
+    ///
+    /// The device must be idle: nothing may still use what `old` holds.
+    unsafe fn create(&self, size: (u32, u32), old: vk::SwapchainKHR) -> Result<Chain> {
+        let caps = self.caps()?;
+        let extent = extent_for(&caps, size);
+        if extent.width == 0 || extent.height == 0 {
+            return Err(format!("the surface has no area ({extent:?})").into());
+        }
+        let mut count = self.images.max(caps.min_image_count);
+        if caps.max_image_count > 0 {
+            count = count.min(caps.max_image_count);
+        }
+        // SAFETY (the Vulkan calls below): every create-info lives across
+        // its call; the handles are the run's, live.
+        let swapchain = unsafe {
+            self.swapchain_fn.create_swapchain(
+                &vk::SwapchainCreateInfoKHR::default()
+                    .surface(self.surface)
+                    .min_image_count(count)
+                    .image_format(self.format.format)
+                    .image_color_space(self.format.color_space)
+                    .image_extent(extent)
+                    .image_array_layers(1)
+                    .image_usage(vk::ImageUsageFlags::COLOR_ATTACHMENT)
+                    .image_sharing_mode(vk::SharingMode::EXCLUSIVE)
+                    .pre_transform(vk::SurfaceTransformFlagsKHR::IDENTITY)
+                    .composite_alpha(vk::CompositeAlphaFlagsKHR::OPAQUE)
+                    .present_mode(self.present_mode)
+                    .clipped(true)
+                    .old_swapchain(old),
+                None,
+            )
+        }?;
+        let mut views = Vec::new();
+        let mut rendered = Vec::new();
+        let made = (|| -> Result<Renderer> {
+            let images = unsafe { self.swapchain_fn.get_swapchain_images(swapchain) }?;
+            for image in &images {
+                views.push(unsafe {
+                    self.device.create_image_view(
+                        &vk::ImageViewCreateInfo::default()
+                            .image(*image)
+                            .view_type(vk::ImageViewType::TYPE_2D)
+                            .format(self.format.format)
+                            .subresource_range(winsys::vulkan::image::color_range()),
+                        None,
+                    )
+                }?);
+                rendered.push(unsafe { self.device.create_semaphore(&Default::default(), None) }?);
+            }
+            // SAFETY: the views outlive the renderer (Wsi::destroy drops
+            // it first).
+            unsafe {
+                Renderer::new(
+                    self.instance,
+                    self.physical,
+                    self.device,
+                    self.format.format,
+                    extent,
+                    &views,
+                    vk::ImageLayout::UNDEFINED,
+                    vk::ImageLayout::PRESENT_SRC_KHR,
+                )
+            }
+        })();
+        match made {
+            Ok(renderer) => Ok(Chain {
+                swapchain,
+                extent,
+                views,
+                rendered,
+                renderer,
+            }),
+            Err(e) => {
+                // SAFETY: made above, used by nothing yet.
+                unsafe {
+                    for s in rendered {
+                        self.device.destroy_semaphore(s, None);
+                    }
+                    for v in views {
+                        self.device.destroy_image_view(v, None);
+                    }
+                    self.swapchain_fn.destroy_swapchain(swapchain, None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Destroy what `chain` made for its images: the renderer (its
+    /// framebuffers), the semaphores, the views; its swapchain is left.
+    ///
+    /// # Safety
+    ///
+    /// The device must be idle.
+    unsafe fn dismantle(&self, chain: Chain) -> vk::SwapchainKHR {
+        drop(chain.renderer);
+        // SAFETY: the caller waited for the device: no submission or
+        // present still uses them.
+        unsafe {
+            for s in chain.rendered {
+                self.device.destroy_semaphore(s, None);
+            }
+            for v in chain.views {
+                self.device.destroy_image_view(v, None);
+            }
+        }
+        chain.swapchain
+    }
+
+    /// Destroy `chain`, its swapchain last.
+    ///
+    /// # Safety
+    ///
+    /// The device must be idle.
+    unsafe fn destroy(&self, chain: Chain) {
+        // SAFETY: the caller waited for the device; the views of the
+        // swapchain's images are gone first.
+        unsafe {
+            let swapchain = self.dismantle(chain);
+            self.swapchain_fn.destroy_swapchain(swapchain, None);
+        }
+    }
+
+    /// Wait for the device, then replace `chain` with a swapchain for a
+    /// window of `size`: what the old one made for its images goes, the
+    /// new one is made with the old as `old_swapchain`, then the old is
+    /// destroyed (retired by that call, whether it succeeded or not).
+    /// `chain` is `None` when it failed.
+    fn recreate(&self, chain: &mut Option<Chain>, size: (u32, u32)) -> Result<()> {
+        // SAFETY: a live device; afterwards nothing of the old swapchain
+        // is in use (its last present's semaphore wait included).
+        unsafe { self.device.device_wait_idle() }?;
+        let old = chain.take().ok_or("no swapchain to replace")?;
+        // SAFETY (all three): the device is idle.
+        let old = unsafe { self.dismantle(old) };
+        let new = unsafe { self.create(size, old) };
+        unsafe { self.swapchain_fn.destroy_swapchain(old, None) };
+        *chain = Some(new?);
+        Ok(())
+    }
+}
+
 /// Present `args.frames` frames to `window` through Mesa's WSI.
 pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let (display, surface_handle) = window.raw_handles()?;
@@ -114,9 +322,8 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let queue = unsafe { device.get_device_queue(family, 0) };
     let swapchain_fn = khr::swapchain::Device::new(&instance, &device);
 
-    let caps = unsafe { surface_fn.get_physical_device_surface_capabilities(physical, surface) }?;
     let formats = unsafe { surface_fn.get_physical_device_surface_formats(physical, surface) }?;
-    let format = formats
+    let format = *formats
         .iter()
         .find(|f| f.format == vk::Format::B8G8R8A8_UNORM)
         .or(formats.first())
@@ -130,58 +337,24 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     if !modes.contains(&present_mode) {
         return Err(format!("Mesa's WSI offers no {present_mode:?} here ({modes:?})").into());
     }
-    let mut count = args.images.max(caps.min_image_count);
-    if caps.max_image_count > 0 {
-        count = count.min(caps.max_image_count);
-    }
-    let extent = vk::Extent2D {
-        width: args.width,
-        height: args.height,
+    let wsi = Wsi {
+        instance: &instance,
+        physical,
+        device: &device,
+        surface_fn: &surface_fn,
+        swapchain_fn: &swapchain_fn,
+        surface,
+        format,
+        present_mode,
+        images: args.images,
     };
-    let swapchain = unsafe {
-        swapchain_fn.create_swapchain(
-            &vk::SwapchainCreateInfoKHR::default()
-                .surface(surface)
-                .min_image_count(count)
-                .image_format(format.format)
-                .image_color_space(format.color_space)
-                .image_extent(extent)
-                .image_array_layers(1)
-                .image_usage(vk::ImageUsageFlags::COLOR_ATTACHMENT)
-                .image_sharing_mode(vk::SharingMode::EXCLUSIVE)
-                .pre_transform(vk::SurfaceTransformFlagsKHR::IDENTITY)
-                .composite_alpha(vk::CompositeAlphaFlagsKHR::OPAQUE)
-                .present_mode(present_mode)
-                .clipped(true),
-            None,
-        )
-    }?;
-    let images = unsafe { swapchain_fn.get_swapchain_images(swapchain) }?;
-    let mut views = Vec::with_capacity(images.len());
-    for image in &images {
-        views.push(unsafe {
-            device.create_image_view(
-                &vk::ImageViewCreateInfo::default()
-                    .image(*image)
-                    .view_type(vk::ImageViewType::TYPE_2D)
-                    .format(format.format)
-                    .subresource_range(winsys::vulkan::image::color_range()),
-                None,
-            )
-        }?);
-    }
-    let renderer = unsafe {
-        Renderer::new(
-            &instance,
-            physical,
-            &device,
-            format.format,
-            extent,
-            &views,
-            vk::ImageLayout::UNDEFINED,
-            vk::ImageLayout::PRESENT_SRC_KHR,
-        )
-    }?;
+    // The window's size: the one the compositor configured (Window::open
+    // waited for the first configure), else --size.
+    let fallback = (args.width, args.height);
+    let mut seen = window.generation();
+    // SAFETY: no swapchain yet, nothing in use.
+    let first = unsafe { wsi.create(window.size_or(fallback), vk::SwapchainKHR::null()) }?;
+    let mut chain = Some(first);
     let pool = unsafe {
         device.create_command_pool(
             &vk::CommandPoolCreateInfo::default()
@@ -208,12 +381,6 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             )
         }?);
     }
-    // One "rendered" semaphore per swapchain image: reused only when that
-    // image comes back from the presentation engine.
-    let mut rendered = Vec::new();
-    for _ in &images {
-        rendered.push(unsafe { device.create_semaphore(&Default::default(), None) }?);
-    }
 
     let mut timer = winsys::wayland::presentation::Presentation::new(
         &window.conn,
@@ -221,23 +388,66 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         args.timeout,
     )?;
     let mut frames = Frames::start(args);
-    let mut result = Ok(());
-    for n in 0..args.frames {
-        if !window.pump()? {
-            break;
-        }
-        let slot = n as usize % FRAMES_IN_FLIGHT;
-        let step = (|| -> Result<()> {
-            let timeout = args.timeout.as_nanos() as u64;
+    let result = (|| -> Result<()> {
+        let timeout = args.timeout.as_nanos() as u64;
+        // Frames submitted: the slot of the next one.
+        let mut submitted = 0usize;
+        // Recreations since the last frame presented.
+        let mut fruitless = 0u32;
+        // Why the swapchain is to be made anew before the next frame.
+        let mut stale: Option<String> = None;
+        while frames.presented < args.frames {
+            if !window.pump()? {
+                break;
+            }
+            // pump() acknowledged any new configure: the next commit must
+            // fit it, so a new size is taken before this frame is presented.
+            if window.generation() != seen {
+                seen = window.generation();
+                let now = chain.as_ref().map(|c| c.extent);
+                if Some(wsi.extent(window.size_or(fallback))?) != now {
+                    let why = format!("the compositor configured {}", crate::configured(window));
+                    stale.get_or_insert(why);
+                }
+            }
+            if let Some(why) = stale.take() {
+                fruitless += 1;
+                if fruitless > FRUITLESS_RECREATIONS {
+                    return Err(format!(
+                        "{why}, still after {FRUITLESS_RECREATIONS} new swapchains without a frame"
+                    )
+                    .into());
+                }
+                let (width, height) = window.size_or(fallback);
+                eprintln!("cube: {why}: making the swapchain anew for {width}x{height}");
+                wsi.recreate(&mut chain, (width, height))?;
+                frames.recreated += 1;
+            }
+            let c = chain.as_ref().ok_or("no swapchain")?;
+            let slot = submitted % FRAMES_IN_FLIGHT;
             unsafe { device.wait_for_fences(&[fences[slot]], true, timeout) }?;
-            let (index, _) = unsafe {
+            // Out of date: nothing was acquired, the semaphore is not to be
+            // signalled and the fence was not reset; the slot is retried
+            // on the new swapchain.
+            let acquire = unsafe {
                 swapchain_fn.acquire_next_image(
-                    swapchain,
+                    c.swapchain,
                     timeout,
                     acquired[slot],
                     vk::Fence::null(),
                 )
-            }?;
+            };
+            let (index, acquired_suboptimal) = match acquire {
+                Ok(next) => next,
+                Err(vk::Result::ERROR_OUT_OF_DATE_KHR) => {
+                    stale = Some("acquire: VK_ERROR_OUT_OF_DATE_KHR".into());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Suboptimal: the image is acquired (its semaphore will be
+            // signalled), so it is rendered and presented before the
+            // swapchain is made anew.
             unsafe { device.reset_fences(&[fences[slot]]) }?;
             let cmd = cmds[slot];
             unsafe {
@@ -247,12 +457,12 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
                     &vk::CommandBufferBeginInfo::default()
                         .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
                 )?;
-                renderer.record(cmd, index as usize, frames.t());
+                c.renderer.record(cmd, index as usize, frames.t());
                 device.end_command_buffer(cmd)?;
             }
             let wait = [acquired[slot]];
             let stages = [vk::PipelineStageFlags::COLOR_ATTACHMENT_OUTPUT];
-            let signal = [rendered[index as usize]];
+            let signal = [c.rendered[index as usize]];
             let cmd_list = [cmd];
             let submit = vk::SubmitInfo::default()
                 .wait_semaphores(&wait)
@@ -260,12 +470,13 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
                 .command_buffers(&cmd_list)
                 .signal_semaphores(&signal);
             unsafe { device.queue_submit(queue, &[submit], fences[slot]) }?;
+            submitted += 1;
             if let Some(t) = &mut timer {
                 t.request()?;
             }
-            let swapchains = [swapchain];
+            let swapchains = [c.swapchain];
             let indices = [index];
-            unsafe {
+            let present = unsafe {
                 swapchain_fn.queue_present(
                     queue,
                     &vk::PresentInfoKHR::default()
@@ -273,15 +484,26 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
                         .swapchains(&swapchains)
                         .image_indices(&indices),
                 )
-            }?;
-            Ok(())
-        })();
-        if let Err(e) = step {
-            result = Err(e);
-            break;
+            };
+            // Out of date: the image went back unshown (the semaphore wait
+            // still happens); the semaphores are made anew with the
+            // swapchain, after the device idles.
+            match present {
+                Ok(suboptimal) => {
+                    frames.presented += 1;
+                    fruitless = 0;
+                    if suboptimal || acquired_suboptimal {
+                        stale = Some("VK_SUBOPTIMAL_KHR".into());
+                    }
+                }
+                Err(vk::Result::ERROR_OUT_OF_DATE_KHR) => {
+                    stale = Some("present: VK_ERROR_OUT_OF_DATE_KHR".into())
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        frames.presented += 1;
-    }
+        Ok(())
+    })();
     frames.finish();
     if let Some(t) = &mut timer {
         frames.presentation = t
@@ -289,20 +511,24 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             .or_else(|_| t.stats())
             .ok();
     }
+    frames.sync = "driver".into();
+    frames.path = format!("VK_KHR_swapchain, {:?}", format.format);
+    if let Some(c) = &chain {
+        frames.images = c.views.len();
+        (frames.width, frames.height) = (c.extent.width, c.extent.height);
+    }
     unsafe {
         let _ = device.device_wait_idle();
-        drop(renderer);
-        for s in acquired.into_iter().chain(rendered) {
+        if let Some(c) = chain {
+            wsi.destroy(c);
+        }
+        for s in acquired {
             device.destroy_semaphore(s, None);
         }
         for f in fences {
             device.destroy_fence(f, None);
         }
         device.destroy_command_pool(pool, None);
-        for v in views {
-            device.destroy_image_view(v, None);
-        }
-        swapchain_fn.destroy_swapchain(swapchain, None);
         device.destroy_device(None);
         surface_fn.destroy_surface(surface, None);
         if let Some(m) = messenger {
@@ -315,8 +541,5 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     if errors > 0 {
         return Err(format!("{errors} validation errors").into());
     }
-    frames.sync = "driver".into();
-    frames.images = images.len();
-    frames.path = format!("VK_KHR_swapchain, {:?}", format.format);
     Ok(frames)
 }

@@ -1,6 +1,11 @@
 //! The app's own window: a wl_surface with an xdg_toplevel role, on a
 //! libwayland connection, handed to either WSI as raw handles (the way
 //! winit or SDL hand theirs to ash-window).
+//!
+//! The window keeps what the compositor configured it to (a size, or none:
+//! the app decides; fullscreen or maximized, where that size binds the
+//! app), applied when the configure is acknowledged; the render loop
+//! follows it by recreating its swapchain ([`Window::generation`]).
 
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -14,12 +19,30 @@ use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_ba
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// What one configure sequence said about the toplevel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Configure {
+    /// Width and height (0: the client decides).
+    size: (u32, u32),
+    /// Fullscreen or maximized: the size is then a bound the client must
+    /// keep to (at most, or exactly), not a hint.
+    constrained: bool,
+}
+
 #[derive(Default)]
 struct State {
     compositor: Option<wl_compositor::WlCompositor>,
     wm: Option<xdg_wm_base::XdgWmBase>,
     configured: bool,
     closed: bool,
+    /// The last `xdg_toplevel.configure`, applied (and acknowledged) at
+    /// the `xdg_surface.configure` that ends its sequence.
+    pending: Option<Configure>,
+    /// The configure acknowledged last: what the next commit must fit.
+    current: Configure,
+    /// Bumped whenever an acknowledged configure changed the size or the
+    /// states that bind it.
+    generation: u64,
 }
 
 /// A toplevel window.
@@ -77,6 +100,49 @@ impl Window {
         ))
     }
 
+    /// The size the compositor configured the window to, as of the last
+    /// configure acknowledged (`None`: 0x0, the app decides).
+    pub fn configured_size(&self) -> Option<(u32, u32)> {
+        match self.state.current.size {
+            (w, h) if w > 0 && h > 0 => Some((w, h)),
+            _ => None,
+        }
+    }
+
+    /// Whether the last configure acknowledged made the window fullscreen
+    /// or maximized: its size is then one the app's buffers must not
+    /// exceed (fullscreen) or must match (maximized), not a hint.
+    pub fn constrained(&self) -> bool {
+        self.state.current.constrained
+    }
+
+    /// The size to render at: where the configure binds the app
+    /// (fullscreen: at most that size; maximized: exactly), each dimension
+    /// the compositor configured; otherwise, and for a 0 dimension,
+    /// `fallback`'s (the app's own choice: for a floating or tiled window
+    /// the configured size is a suggestion xdg-shell lets the client
+    /// decline, and the cube keeps the size it was asked for, so that
+    /// runs on different compositors compare the same work).
+    pub fn size_or(&self, fallback: (u32, u32)) -> (u32, u32) {
+        let (w, h) = self.state.current.size;
+        if !self.state.current.constrained {
+            return fallback;
+        }
+        (
+            if w > 0 { w } else { fallback.0 },
+            if h > 0 { h } else { fallback.1 },
+        )
+    }
+
+    /// A counter that changes whenever a configure acknowledged (by
+    /// [`Window::open`] or [`Window::pump`]) changes the configured size:
+    /// a swapchain made at another generation may no longer fit. Between
+    /// the acknowledgement and the next commit the app must resize, so
+    /// check it after every `pump`, before presenting.
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
     /// Handle what the compositor sent the window (pings, configures,
     /// close), never waiting; whether the window is still open.
     pub fn pump(&mut self) -> Result<bool> {
@@ -126,7 +192,10 @@ impl Dispatch<wl_registry::WlRegistry, ()> for State {
                 "wl_compositor" => {
                     state.compositor = Some(registry.bind(name, version.min(4), qh, ()))
                 }
-                "xdg_wm_base" => state.wm = Some(registry.bind(name, 1, qh, ())),
+                // Version 2 has the tiled states: sway marks a tiled window
+                // of a version-1 client maximized instead, which would
+                // bind the cube to the tile's size.
+                "xdg_wm_base" => state.wm = Some(registry.bind(name, version.min(2), qh, ())),
                 _ => {}
             }
         }
@@ -158,6 +227,14 @@ impl Dispatch<xdg_surface::XdgSurface, ()> for State {
         _: &QueueHandle<Self>,
     ) {
         if let xdg_surface::Event::Configure { serial } = event {
+            // The sequence's toplevel configure takes effect with the ack;
+            // the app's next commit has to fit it.
+            if let Some(configure) = state.pending.take() {
+                if configure != state.current {
+                    state.generation += 1;
+                }
+                state.current = configure;
+            }
             xdg.ack_configure(serial);
             state.configured = true;
         }
@@ -173,8 +250,30 @@ impl Dispatch<xdg_toplevel::XdgToplevel, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let xdg_toplevel::Event::Close = event {
-            state.closed = true;
+        match event {
+            xdg_toplevel::Event::Configure {
+                width,
+                height,
+                states,
+            } => {
+                // An array of native-endian u32 state values.
+                let constrained = states
+                    .chunks_exact(4)
+                    .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                    .any(|s| {
+                        s == xdg_toplevel::State::Fullscreen as u32
+                            || s == xdg_toplevel::State::Maximized as u32
+                    });
+                state.pending = Some(Configure {
+                    size: (
+                        u32::try_from(width).unwrap_or(0),
+                        u32::try_from(height).unwrap_or(0),
+                    ),
+                    constrained,
+                });
+            }
+            xdg_toplevel::Event::Close => state.closed = true,
+            _ => {}
         }
     }
 }

@@ -82,12 +82,28 @@ fn field(json: &str, key: &str) -> Option<f64> {
 /// Run the cube; its figures, or why it failed (a bench row is never made
 /// of a broken run).
 fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Result<Figures, String> {
-    let out = Command::new(cube)
+    let mut child = Command::new(cube)
         .args(args)
         .arg("--json")
         .env("WAYLAND_DISPLAY", socket)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run the cube");
+    // A run that stalls (each of its waits may take the cube's whole
+    // --timeout) would hold the bench far past its row budget: it is cut
+    // off, and the row says so.
+    let limit = run_limit();
+    let t = Instant::now();
+    while child.try_wait().ok().flatten().is_none() {
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("cube {args:?} cut off after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("the cube's output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -372,6 +388,12 @@ fn run_seconds() -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .unwrap_or(6.0)
+}
+
+/// The longest a single cube run may take: its start-up (seconds under
+/// emulation) and its frames' budget, many times over.
+fn run_limit() -> Duration {
+    Duration::from_secs_f64((run_seconds() * 20.0).max(180.0))
 }
 
 /// Frames for a run of about `seconds` at `fps`, within `min..=max`.
