@@ -221,7 +221,9 @@ fn info_waits_for_a_compositor_still_starting_within_its_timeout() {
         globals.iter().any(|g| g == "zwp_linux_dmabuf_v1 v5"),
         "{globals:?}"
     );
-    assert_eq!(r["wayland"]["winsys_swapchain"]["sync_mode"], "explicit");
+    // What a swapchain gets there is reported too (which mode depends on
+    // the kernel: see the test above).
+    assert!(!r["wayland"]["winsys_swapchain"].is_null(), "{}", r["wayland"]);
 }
 
 /// The cells of an interop report, by (exporter, importer).

@@ -9,11 +9,12 @@
 //! Rendering is identical: one render pass drawing the six faces back to
 //! front (`render.rs`).
 //!
-//! The cube follows the compositor's configure, on both paths: it renders
-//! at the size the compositor configured the window to (a kiosk shell's
-//! fullscreen output, a tiling compositor's tile), `--size` only where the
-//! compositor leaves the size to it (0x0), so it never commits a buffer
-//! larger than a fullscreen or maximized configure allows. When a later
+//! The cube follows the compositor's configure, on both paths: where a
+//! configure binds the window's size (fullscreen, as a kiosk shell makes
+//! every window; maximized) it renders at that size, so it never commits
+//! a buffer larger than the configure allows; elsewhere (a floating or
+//! tiled window, whose configured size xdg-shell makes a suggestion) at
+//! `--size`, so that runs on different compositors do the same work. When a later
 //! configure changes that size, or the swapchain becomes suboptimal (a
 //! linux-dmabuf feedback change) or out of date (Mesa), it waits for the
 //! device, makes the swapchain anew at the new size, and goes on counting
@@ -26,9 +27,8 @@
 //!
 //! Flags:
 //! - `--frames N` (default 300);
-//! - `--size WxH` (default 256x256): the size where the compositor
-//!   configures none; a configured size (fullscreen, maximized, tiled,
-//!   resized) takes its place;
+//! - `--size WxH` (default 256x256): the size unless a fullscreen or
+//!   maximized configure sets one;
 //! - `--images N`: swapchain images (default 4, what Mesa's Wayland WSI
 //!   asks at least; it may raise a lower count to that);
 //! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
