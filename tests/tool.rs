@@ -223,7 +223,11 @@ fn info_waits_for_a_compositor_still_starting_within_its_timeout() {
     );
     // What a swapchain gets there is reported too (which mode depends on
     // the kernel: see the test above).
-    assert!(!r["wayland"]["winsys_swapchain"].is_null(), "{}", r["wayland"]);
+    assert!(
+        !r["wayland"]["winsys_swapchain"].is_null(),
+        "{}",
+        r["wayland"]
+    );
 }
 
 /// The cells of an interop report, by (exporter, importer).
