@@ -347,10 +347,23 @@ fn compare(cube: &Path, socket: &str, c: &Config, frames: u32) -> Outcome {
         }
         a
     };
+    // Once a run failed, the row's outcome is known: the runs left are
+    // not made (a stalled run costs minutes).
     let w1 = run_cube(cube, socket, &with("winsys"));
-    let m1 = run_cube(cube, socket, &with("mesa"));
-    let m2 = run_cube(cube, socket, &with("mesa"));
-    let w2 = run_cube(cube, socket, &with("winsys"));
+    let m1 = w1
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|_| run_cube(cube, socket, &with("mesa")));
+    let m2 = match &m1 {
+        Ok(_) => run_cube(cube, socket, &with("mesa")),
+        Err(e) => Err(e.clone()),
+    };
+    let w2 = match (&w1, &m2) {
+        (Ok(_), Ok(_)) => run_cube(cube, socket, &with("winsys")),
+        (Err(e), _) => Err(e.clone()),
+        // The baseline failed: the row has no rows either way.
+        (Ok(a), Err(_)) => Ok(*a),
+    };
     let w = match (w1, w2) {
         (Ok(a), Ok(b)) => mean(a, b),
         (Err(e), _) | (_, Err(e)) => return Outcome::Failed(e),
