@@ -182,10 +182,13 @@ impl Vm<'_> {
                 },
             )?;
             if done.marker_missed && attempt == 1 && t.elapsed() + BOOT_LIMIT < timeout {
+                // The hung boot's console is kept beside the new one.
+                let first = log.with_extension("hung-boot.log");
+                let _ = std::fs::rename(log, &first);
                 step!(
                     "the VM did not boot within {} (console: {}); booting it once more",
                     fmt_duration(BOOT_LIMIT),
-                    log.display()
+                    first.display()
                 );
                 attempt += 1;
                 continue;
