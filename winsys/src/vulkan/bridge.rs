@@ -92,13 +92,18 @@ fn from_driver(fd: i32) -> Option<SyncFile> {
     (fd >= 0).then(|| SyncFile::from_fd_unchecked(owned_from_kernel(fd)))
 }
 
-/// Give `fence`'s fd to the driver through `import`; the fd is released
-/// only when the import succeeded (the driver then owns it).
+/// Give `fence`'s fd (`None`: -1, already signalled) to the driver through
+/// `import`; the fd is released only when the import succeeded (the driver
+/// then owns it).
 fn to_driver(
-    fence: SyncFile,
+    fence: impl Into<Option<SyncFile>>,
     call: &'static str,
     import: impl FnOnce(i32) -> ash::prelude::VkResult<()>,
 ) -> Result<()> {
+    let Some(fence) = fence.into() else {
+        // -1: a payload that has already signalled (SYNC_FD only).
+        return import(-1).map_err(Error::vk(call));
+    };
     let fd = OwnedFd::from(fence);
     import(fd.as_raw_fd()).map_err(Error::vk(call))?;
     let _owned_by_vulkan = fd.into_raw_fd();
@@ -185,6 +190,16 @@ unsafe fn export_semaphore(shared: &DeviceShared, raw: vk::Semaphore) -> Result<
 /// `vkImportSemaphoreFdKHR` (SYNC_FD, temporary) of `fence` into `raw`, a
 /// semaphore of this device that no pending work uses.
 fn import_semaphore(shared: &DeviceShared, raw: vk::Semaphore, fence: SyncFile) -> Result<()> {
+    import_semaphore_or_signaled(shared, raw, Some(fence))
+}
+
+/// [`import_semaphore`]; `None` imports a payload that has already
+/// signalled (fd -1, which SYNC_FD allows).
+fn import_semaphore_or_signaled(
+    shared: &DeviceShared,
+    raw: vk::Semaphore,
+    fence: Option<SyncFile>,
+) -> Result<()> {
     let fns = shared
         .semaphore_fd
         .as_ref()
@@ -284,23 +299,30 @@ impl Fence {
     /// Make the fence signal when `fence` does (`vkImportFenceFdKHR`,
     /// SYNC_FD, temporary). Vulkan takes the fd.
     pub fn import_sync_file(&mut self, fence: SyncFile) -> Result<()> {
-        let fns = self
-            .shared
-            .fence_fd
-            .as_ref()
-            .filter(|_| self.shared.sync_fd.fence_import);
-        let fns = fns.ok_or(Error::NoSyncFd("import into a fence"))?;
-        to_driver(fence, "vkImportFenceFdKHR", |fd| {
-            let info = vk::ImportFenceFdInfoKHR::default()
-                .fence(self.raw)
-                .flags(vk::FenceImportFlags::TEMPORARY)
-                .handle_type(SYNC_FD_FENCE)
-                .fd(fd);
-            // SAFETY: a sync_file fd for a fence of this device, which
-            // `&mut self` and the submit contract keep out of pending work.
-            unsafe { fns.import_fence_fd(&info) }
-        })
+        // `&mut self` and the submit contract keep it out of pending work.
+        import_fence(&self.shared, self.raw, Some(fence))
     }
+}
+
+/// `vkImportFenceFdKHR` (SYNC_FD, temporary) of `fence` (`None`: already
+/// signalled, fd -1) into `raw`, a fence of this device that no pending
+/// work uses.
+fn import_fence(shared: &DeviceShared, raw: vk::Fence, fence: Option<SyncFile>) -> Result<()> {
+    let fns = shared
+        .fence_fd
+        .as_ref()
+        .filter(|_| shared.sync_fd.fence_import);
+    let fns = fns.ok_or(Error::NoSyncFd("import into a fence"))?;
+    to_driver(fence, "vkImportFenceFdKHR", |fd| {
+        let info = vk::ImportFenceFdInfoKHR::default()
+            .fence(raw)
+            .flags(vk::FenceImportFlags::TEMPORARY)
+            .handle_type(SYNC_FD_FENCE)
+            .fd(fd);
+        // SAFETY: a sync_file fd (or -1) for a fence of this device that
+        // no pending work uses (the callers' contract).
+        unsafe { fns.import_fence_fd(&info) }
+    })
 }
 
 /// `vkWaitForFences` on one fence of this device.
@@ -388,6 +410,36 @@ impl Device {
     pub fn submission(&self) -> Result<Submission<'_>> {
         Submission::new(self)
     }
+
+    /// Make `semaphore` — a binary semaphore of this device that winsys
+    /// did not create (an app's, given to `vkAcquireNextImageKHR`) —
+    /// signal when `fence` does (`None`: at once): a temporary SYNC_FD
+    /// import, as a window system's acquire does. Vulkan takes the fd.
+    /// [`Error::NoSyncFd`] where the driver cannot import.
+    ///
+    /// # Safety
+    ///
+    /// `semaphore` must be a live binary semaphore of this device with no
+    /// pending signal or wait operation, not used by another thread during
+    /// the call (`vkImportSemaphoreFdKHR`'s rules).
+    pub unsafe fn import_into_semaphore(
+        &self,
+        semaphore: vk::Semaphore,
+        fence: Option<SyncFile>,
+    ) -> Result<()> {
+        import_semaphore_or_signaled(&self.shared, semaphore, fence)
+    }
+
+    /// [`Device::import_into_semaphore`] for a fence winsys did not create.
+    ///
+    /// # Safety
+    ///
+    /// `fence` must be a live fence of this device that no pending work
+    /// signals, not used by another thread during the call
+    /// (`vkImportFenceFdKHR`'s rules).
+    pub unsafe fn import_into_fence(&self, fence: vk::Fence, sync: Option<SyncFile>) -> Result<()> {
+        import_fence(&self.shared, fence, sync)
+    }
 }
 
 /// One command buffer to submit, with the fences it waits for and the
@@ -405,6 +457,10 @@ pub struct Submission<'a> {
     device: &'a Device,
     slot: Option<Slot>,
     waits: Vec<(PooledSemaphore, vk::PipelineStageFlags)>,
+    /// Semaphores of the caller's to wait for ([`Submission::wait_semaphore`]).
+    foreign_waits: Vec<(vk::Semaphore, vk::PipelineStageFlags)>,
+    /// The queue to submit to, if not the device's.
+    queue: Option<vk::Queue>,
     keep: Vec<KeepAlive>,
     /// Ownership states before the transitions recorded here, restored
     /// if the submission never reaches the GPU.
@@ -441,6 +497,8 @@ impl<'a> Submission<'a> {
             device,
             slot: Some(slot),
             waits: Vec::new(),
+            foreign_waits: Vec::new(),
+            queue: None,
             keep: Vec::new(),
             transitions: Vec::new(),
             signal_dmabufs: Vec::new(),
@@ -553,6 +611,39 @@ impl<'a> Submission<'a> {
         self.wait_for_sync_file(fence, stage)
     }
 
+    /// Make the work wait, at `stage`, for `semaphore`, a binary semaphore
+    /// winsys did not create (e.g. the wait semaphores an app gives
+    /// `vkQueuePresentKHR`). winsys neither resets nor destroys it.
+    ///
+    /// # Safety
+    ///
+    /// `semaphore` must be a binary semaphore of this device whose signal
+    /// operation has been submitted (or will be, before this submission),
+    /// that no other wait consumes, and that stays alive until this work
+    /// is done (`vkQueueSubmit`'s rules for `pWaitSemaphores`).
+    pub unsafe fn wait_semaphore(
+        &mut self,
+        semaphore: vk::Semaphore,
+        stage: vk::PipelineStageFlags,
+    ) -> &mut Self {
+        self.foreign_waits.push((semaphore, stage));
+        self
+    }
+
+    /// Submit to `queue` instead of the device's own queue (e.g. the queue
+    /// an app gives `vkQueuePresentKHR`).
+    ///
+    /// # Safety
+    ///
+    /// `queue` must be a queue of this device in its
+    /// [`Device::queue_family`], and no other thread may use it while
+    /// [`Submission::submit`] runs (`vkQueueSubmit`'s external
+    /// synchronization).
+    pub unsafe fn on_queue(&mut self, queue: vk::Queue) -> &mut Self {
+        self.queue = Some(queue);
+        self
+    }
+
     /// After the work, make implicit-sync users of `dmabuf` wait for it:
     /// as a write fence if `access` writes, else as a read fence.
     pub fn signal_dmabuf(&mut self, dmabuf: &Dmabuf, access: Access) -> &mut Self {
@@ -592,8 +683,12 @@ impl<'a> Submission<'a> {
         } else {
             None
         };
-        let wait_raw: Vec<_> = self.waits.iter().map(|(s, _)| s.raw).collect();
-        let stages: Vec<_> = self.waits.iter().map(|(_, st)| *st).collect();
+        let all_waits = || {
+            let pooled = self.waits.iter().map(|(s, st)| (s.raw, *st));
+            pooled.chain(self.foreign_waits.iter().copied())
+        };
+        let wait_raw: Vec<_> = all_waits().map(|(s, _)| s).collect();
+        let stages: Vec<_> = all_waits().map(|(_, st)| st).collect();
         let signal_raw: Vec<_> = done.iter().map(|s| s.raw).collect();
         let cmds = [slot.cmd];
         let submit = vk::SubmitInfo::default()
@@ -601,7 +696,7 @@ impl<'a> Submission<'a> {
             .wait_dst_stage_mask(&stages)
             .command_buffers(&cmds)
             .signal_semaphores(&signal_raw);
-        if let Err(e) = shared.queue_submit(&[submit], slot.fence) {
+        if let Err(e) = shared.queue_submit_on(self.queue, &[submit], slot.fence) {
             if let Some(d) = done {
                 shared.return_semaphore(d);
             }

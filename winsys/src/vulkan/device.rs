@@ -196,21 +196,27 @@ struct Debug {
 }
 
 pub(crate) struct InstanceShared {
-    // Keeps the loader library loaded while the instance lives.
-    _entry: ash::Entry,
+    // Keeps the loader library loaded while the instance lives (`None`:
+    // an instance of someone else's, [`Instance::from_raw`]).
+    _entry: Option<ash::Entry>,
     pub(crate) raw: ash::Instance,
     debug: Option<Debug>,
+    /// Whether winsys created the instance (and so destroys it).
+    owned: bool,
 }
 
 impl Drop for InstanceShared {
     fn drop(&mut self) {
         // SAFETY: every child object (devices, messenger) is gone: devices
         // hold an Arc of this struct, and the messenger is destroyed first.
+        // An instance winsys did not create is its creator's to destroy.
         unsafe {
             if let Some(d) = &self.debug {
                 d.loader.destroy_debug_utils_messenger(d.messenger, None);
             }
-            self.raw.destroy_instance(None);
+            if self.owned {
+                self.raw.destroy_instance(None);
+            }
         }
     }
 }
@@ -371,11 +377,33 @@ impl Instance {
         };
         Ok(Instance {
             shared: Arc::new(InstanceShared {
-                _entry: entry,
+                _entry: Some(entry),
                 raw,
                 debug,
+                owned: true,
             }),
         })
+    }
+
+    /// Use an instance someone else created — a Vulkan layer's, whose
+    /// function pointers lead down its chain — without destroying it when
+    /// the last clone goes. No validation messenger is made.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a live instance (of Vulkan 1.2 or later, or with the
+    /// extensions whose commands winsys calls) with its commands loaded for
+    /// it, and it must outlive the returned [`Instance`] and everything made
+    /// from it (devices, images, swapchains).
+    pub unsafe fn from_raw(raw: ash::Instance) -> Instance {
+        Instance {
+            shared: Arc::new(InstanceShared {
+                _entry: None,
+                raw,
+                debug: None,
+                owned: false,
+            }),
+        }
     }
 
     /// Whether the validation layer is on.
@@ -406,6 +434,20 @@ impl Instance {
     /// The raw `ash` instance.
     pub fn raw(&self) -> &ash::Instance {
         &self.shared.raw
+    }
+
+    /// What the physical device `handle` of this instance is
+    /// ([`Error::NoDevice`] for a handle the instance does not enumerate).
+    pub fn physical_device(&self, handle: vk::PhysicalDevice) -> Result<PhysicalDeviceInfo> {
+        // SAFETY: a plain query on a live instance.
+        let ours = unsafe { self.shared.raw.enumerate_physical_devices() }
+            .map_err(Error::vk("vkEnumeratePhysicalDevices"))?;
+        if !ours.contains(&handle) {
+            return Err(Error::NoDevice(format!(
+                "{handle:?}: not a physical device of this instance"
+            )));
+        }
+        self.describe(handle)
     }
 
     /// Every physical device and what it can share.
@@ -565,7 +607,17 @@ pub(crate) struct DeviceShared {
     pub(crate) fence_fd: Option<khr::external_fence_fd::Device>,
     pub(crate) recycler: Mutex<Recycler>,
     pub(crate) answers: Mutex<Answers>,
+    /// Whether winsys created the device (and so destroys it).
+    owned: bool,
+    /// A Vulkan layer's `pfnSetDeviceLoaderData`, called with each command
+    /// buffer winsys allocates ([`Device::from_raw`]).
+    loader_data: Option<SetLoaderData>,
 }
+
+/// The loader's `PFN_vkSetDeviceLoaderData` (`vk_layer.h`): a layer calls
+/// it with each dispatchable object it creates below the loader, so that
+/// layers beneath it can find their dispatch tables.
+pub type SetLoaderData = unsafe extern "system" fn(vk::Device, *mut c_void) -> vk::Result;
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
@@ -581,9 +633,12 @@ impl Drop for DeviceShared {
         // struct, so none is left; all our work is done (drained above) and
         // work given to the unsafe `Device::submit` is done by its
         // contract; each pooled object is destroyed once.
+        // A device winsys did not create is its creator's to destroy.
         unsafe {
             self.destroy_pooled(recycler);
-            self.raw.destroy_device(None);
+            if self.owned {
+                self.raw.destroy_device(None);
+            }
         }
     }
 }
@@ -603,11 +658,26 @@ impl DeviceShared {
         submits: &[vk::SubmitInfo<'_>],
         fence: vk::Fence,
     ) -> Result<()> {
+        self.queue_submit_on(None, submits, fence)
+    }
+
+    /// [`DeviceShared::queue_submit`] on `other` if given (a queue of the
+    /// same family its caller holds exclusively), the device's queue
+    /// otherwise.
+    pub(crate) fn queue_submit_on(
+        &self,
+        other: Option<vk::Queue>,
+        submits: &[vk::SubmitInfo<'_>],
+        fence: vk::Fence,
+    ) -> Result<()> {
         let queue = lock(&self.queue);
-        // SAFETY: the queue is held exclusively; handles in `submits`
-        // belong to this device and are kept alive by the caller until
-        // `fence` (or a later wait) says the batch is done.
-        unsafe { self.raw.queue_submit(*queue, submits, fence) }.map_err(Error::vk("vkQueueSubmit"))
+        let target = other.unwrap_or(*queue);
+        // SAFETY: the device's queue is held exclusively (and `other` by
+        // the caller's contract); handles in `submits` belong to this
+        // device and are kept alive by the caller until `fence` (or a
+        // later wait) says the batch is done.
+        unsafe { self.raw.queue_submit(target, submits, fence) }
+            .map_err(Error::vk("vkQueueSubmit"))
     }
 
     /// A slot ready for recording: a reused one whose work is done, or a
@@ -630,8 +700,17 @@ impl DeviceShared {
             .level(vk::CommandBufferLevel::PRIMARY)
             .command_buffer_count(1);
         // SAFETY: the pool is live and only this thread knows it.
-        let cmd = match unsafe { self.raw.allocate_command_buffers(&alloc) } {
-            Ok(c) => c[0],
+        let allocated = unsafe { self.raw.allocate_command_buffers(&alloc) }.and_then(|c| {
+            if let Some(set) = self.loader_data {
+                use ash::vk::Handle;
+                // SAFETY: the layer's callback for a dispatchable object
+                // just made from this device (the loader's contract).
+                unsafe { set(self.raw.handle(), c[0].as_raw() as *mut c_void) }.result()?;
+            }
+            Ok(c[0])
+        });
+        let cmd = match allocated {
+            Ok(c) => c,
             Err(e) => {
                 // SAFETY: the pool has no buffers in use.
                 unsafe { self.raw.destroy_command_pool(pool, None) };
@@ -943,6 +1022,72 @@ impl Device {
             .map_err(Error::vk("vkCreateDevice"))?;
         // SAFETY: the queue family and index were created above.
         let queue = unsafe { raw.get_device_queue(queue_family, 0) };
+        Ok(Self::assemble(instance, info, raw, queue_family, queue, None))
+    }
+
+    /// Use a device someone else created — a Vulkan layer's, whose
+    /// function pointers lead down its chain — with `queue` of
+    /// `queue_family` for submissions not given a queue of their own
+    /// ([`Submission::on_queue`](super::Submission::on_queue)). The device
+    /// is not destroyed when the last clone goes; winsys's own objects
+    /// (command pools, fences, semaphores) are.
+    ///
+    /// `physical` is checked to belong to `instance`, and to offer Vulkan
+    /// 1.2 ([`Error::MissingExtensions`] otherwise).
+    ///
+    /// # Safety
+    ///
+    /// - `raw` must be a live device created from `physical` with every
+    ///   extension of `PhysicalDeviceInfo::extensions.present()` (from
+    ///   [`Instance::physical_device`]) enabled, with its commands loaded
+    ///   for it, and it must outlive the returned [`Device`] and everything
+    ///   made from it;
+    /// - `queue` must be a queue of `raw` in `queue_family`, a family that
+    ///   can do graphics and compute; whenever winsys submits to it (only
+    ///   inside [`Submission::submit`](super::Submission::submit)), no
+    ///   other thread may use it (`vkQueueSubmit`'s external
+    ///   synchronization);
+    /// - `loader_data`, if given, must be the loader's
+    ///   `pfnSetDeviceLoaderData` for `raw` (a layer's
+    ///   `VkLayerDeviceCreateInfo`); winsys calls it with each command
+    ///   buffer it allocates.
+    pub unsafe fn from_raw(
+        instance: &Instance,
+        physical: vk::PhysicalDevice,
+        raw: ash::Device,
+        queue_family: u32,
+        queue: vk::Queue,
+        loader_data: Option<SetLoaderData>,
+    ) -> Result<Self> {
+        let info = instance.physical_device(physical)?;
+        if info.api_version < vk::API_VERSION_1_2 {
+            return Err(Error::MissingExtensions {
+                device: info.name,
+                missing: vec!["Vulkan 1.2"],
+            });
+        }
+        let borrowed = Some(loader_data);
+        Ok(Self::assemble(
+            instance,
+            info,
+            raw,
+            queue_family,
+            queue,
+            borrowed,
+        ))
+    }
+
+    /// The device's shared state around a created device (`borrowed`:
+    /// `None`) or a borrowed one (`Some` of its layer's loader callback).
+    fn assemble(
+        instance: &Instance,
+        info: PhysicalDeviceInfo,
+        raw: ash::Device,
+        queue_family: u32,
+        queue: vk::Queue,
+        borrowed: Option<Option<SetLoaderData>>,
+    ) -> Self {
+        let raw_instance = &instance.shared.raw;
         // SAFETY: plain query.
         let memory = unsafe { raw_instance.get_physical_device_memory_properties(info.handle) };
         let ext = info.extensions;
@@ -973,12 +1118,14 @@ impl Device {
             memory,
             recycler: Mutex::new(Recycler::default()),
             answers: Mutex::new(Answers::default()),
+            owned: borrowed.is_none(),
+            loader_data: borrowed.flatten(),
         };
         let shared = Arc::new(shared);
-        Ok(Device {
+        Device {
             _last: Arc::new(LastHandle(shared.clone())),
             shared,
-        })
+        }
     }
 
     /// What the physical device is.

@@ -60,7 +60,7 @@ pub mod format;
 pub mod image;
 
 pub use bridge::{Fence, Pending, Resource, Semaphore, Submission, DEFAULT_TIMEOUT};
-pub use device::{Device, Extensions, Instance, PhysicalDeviceInfo, PoolStats};
+pub use device::{Device, Extensions, Instance, PhysicalDeviceInfo, PoolStats, SetLoaderData};
 pub use image::{Image, ImageView};
 
 /// Errors of the Vulkan side.

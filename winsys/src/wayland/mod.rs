@@ -120,6 +120,10 @@ pub enum Error {
     /// The compositor lacks a global the operation needs.
     #[error("the compositor offers no {0}")]
     MissingGlobal(&'static str),
+    /// The surface (or swapchain) was retired: a newer one on the same
+    /// `wl_surface` took over the per-surface protocol objects.
+    #[error("retired: a newer swapchain took over the surface")]
+    Retired,
     /// A buffer the compositor still holds (or whose release fence has not
     /// been waited for) was to be written or presented again.
     #[error("buffer {0} is still with the compositor")]

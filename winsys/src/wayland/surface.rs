@@ -172,6 +172,8 @@ pub struct Surface {
     /// Whether commits ask for a frame callback
     /// ([`Surface::request_frame_callbacks`]).
     frame_callbacks: bool,
+    /// Whether [`Surface::retire`] gave up the per-surface objects.
+    retired: bool,
 }
 
 impl Surface {
@@ -330,6 +332,7 @@ impl Surface {
             timeout,
             frames_asked: 0,
             frame_callbacks: true,
+            retired: false,
         })
     }
 
@@ -577,6 +580,7 @@ impl Surface {
     /// its release fence has not been waited for): a buffer is never
     /// handed over twice.
     pub fn present(&mut self, id: BufferId, acquire: Option<SyncFile>) -> Result<()> {
+        self.check_not_retired()?;
         self.dispatch_pending()?;
         let mode = self.mode;
         let qh = self.qh.clone();
@@ -703,6 +707,7 @@ impl Surface {
         acquire: u64,
         release: u64,
     ) -> Result<()> {
+        self.check_not_retired()?;
         self.dispatch_pending()?;
         let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
             "timeline points are for drm-syncobj surfaces".into(),
@@ -1008,6 +1013,54 @@ impl Surface {
                         e => Error::Wayland(e.to_string()),
                     })
             }
+        }
+    }
+
+    /// Give up this surface's objects of the per-`wl_surface` protocols —
+    /// explicit sync, drm-syncobj (and its timelines), `wp_fifo_v1`,
+    /// tearing control, the dma-buf feedback — each of which allows one
+    /// per `wl_surface` at a time, so that a new `Surface` on the same
+    /// `wl_surface` (a recreated swapchain) can make its own. Presents fail
+    /// from then on ([`Error::Retired`]); the buffers stay until the
+    /// `Surface` is dropped (the compositor may still show the last one).
+    pub fn retire(&mut self) {
+        if self.retired {
+            return;
+        }
+        self.retired = true;
+        if let Some(sync) = self.surface_sync.take() {
+            sync.destroy();
+        }
+        if let Some((manager, sync)) = self.syncobj.take() {
+            sync.destroy();
+            for (_, t, _) in &self.timelines {
+                t.destroy();
+            }
+            manager.destroy();
+        }
+        if let Some(fb) = self.surface_feedback.take() {
+            fb.destroy();
+        }
+        if let Some((manager, fifo)) = self.fifo.take() {
+            fifo.destroy();
+            manager.destroy();
+        }
+        if let Some((manager, control)) = self.tearing.take() {
+            control.destroy();
+            manager.destroy();
+        }
+        let _ = self.conn.flush();
+    }
+
+    /// Whether [`Surface::retire`] was called.
+    pub fn retired(&self) -> bool {
+        self.retired
+    }
+
+    fn check_not_retired(&self) -> Result<()> {
+        match self.retired {
+            true => Err(Error::Retired),
+            false => Ok(()),
         }
     }
 

@@ -617,6 +617,57 @@ impl Swapchain {
         Ok(index)
     }
 
+    /// [`Swapchain::acquire`] for a caller that orders its GPU work after
+    /// the image is free itself — a Vulkan layer's `vkAcquireNextImageKHR`,
+    /// which imports the fence into the app's semaphore and fence
+    /// ([`Device::import_into_semaphore`](crate::vulkan::Device::import_into_semaphore)):
+    /// the image and the fence its next writer must wait for, the
+    /// compositor's release fence (explicit sync) or the compositor's reads
+    /// in its dma-buf (implicit sync; waited for here, within `timeout`,
+    /// on kernels that cannot export them). `None`: nothing is left to wait
+    /// for (the other modes' releases said so). The fence is the caller's:
+    /// [`Swapchain::begin`] and [`Swapchain::present`] no longer wait for
+    /// it. When frames are copied ([`Swapchain::copies_frames`]) the
+    /// app's image is free at once and the copy in `present` waits.
+    pub fn acquire_with_fence(&mut self, timeout: Duration) -> Result<(usize, Option<SyncFile>)> {
+        let index = self.acquire(timeout)?;
+        let mode = self.mode;
+        let img = &mut self.images[index];
+        if img.render.is_some() {
+            return Ok((index, None));
+        }
+        let mut fence = img.release.take();
+        if mode == SyncMode::Implicit && fence.is_none() {
+            let implicit = img.dmabuf.implicit_fence(Access::Write);
+            let waited = implicit.and_then(|f| match f {
+                crate::dmabuf::ImplicitFence::SyncFile(f) => Ok(Some(f)),
+                poll => poll.wait(Some(timeout)).map(|()| None),
+            });
+            match waited {
+                Ok(f) => fence = f,
+                Err(e) => {
+                    // Still the compositor's as far as anyone knows.
+                    img.state = ImageState::Free;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok((index, fence))
+    }
+
+    /// Give the `wl_surface` over to a newer swapchain (Vulkan's
+    /// `oldSwapchain`): the per-surface protocol objects go
+    /// ([`Surface::retire`]), presents fail with [`Error::Retired`], and
+    /// the images stay valid until the swapchain is dropped.
+    pub fn retire(&mut self) {
+        self.surface.retire();
+    }
+
+    /// Whether [`Swapchain::retire`] was called.
+    pub fn retired(&self) -> bool {
+        self.surface.retired()
+    }
+
     /// Start using image `index` in `job`: its previous release is waited
     /// for on the GPU (explicit: the release fence; implicit: the dma-buf's
     /// fences), and it is taken from the compositor into
