@@ -1,0 +1,422 @@
+//! The device chain: which devices the layer serves, the extensions it
+//! enables on them, and the queues it may present on.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use ash::vk;
+use ash::vk::Handle;
+
+use crate::instance::{self, fill, slice, InstanceData};
+use crate::swapchain::LayerSwapchain;
+use crate::{debug, entry, guard, loader, LAYER_NAME};
+
+/// Device commands the layer answers for every device (to follow its
+/// queues and its end), served or not.
+pub const ALWAYS: [&CStr; 4] = [
+    c"vkGetDeviceProcAddr",
+    c"vkDestroyDevice",
+    c"vkGetDeviceQueue",
+    c"vkGetDeviceQueue2",
+];
+
+/// Device extensions the driver may offer that act on swapchains in ways
+/// the layer does not implement (commands taking a `VkSwapchainKHR`, or
+/// present-time structs whose promise would be broken): hidden from the
+/// app on devices the layer serves.
+pub const HIDDEN: [&CStr; 15] = [
+    c"VK_EXT_swapchain_maintenance1",
+    c"VK_KHR_swapchain_maintenance1",
+    c"VK_KHR_present_id",
+    c"VK_KHR_present_id2",
+    c"VK_KHR_present_wait",
+    c"VK_KHR_present_wait2",
+    c"VK_GOOGLE_display_timing",
+    c"VK_KHR_shared_presentable_image",
+    c"VK_EXT_full_screen_exclusive",
+    c"VK_KHR_swapchain_mutable_format",
+    c"VK_EXT_image_compression_control_swapchain",
+    c"VK_EXT_hdr_metadata",
+    c"VK_EXT_display_control",
+    c"VK_AMD_display_native_hdr",
+    c"VK_NV_low_latency2",
+];
+
+/// One device of the chain.
+pub struct DeviceData {
+    /// The device.
+    pub handle: vk::Device,
+    /// The next layer's `vkGetDeviceProcAddr`.
+    pub next_gdpa: vk::PFN_vkGetDeviceProcAddr,
+    /// Its commands, loaded down the chain.
+    pub raw: ash::Device,
+    /// `VK_KHR_swapchain` down the chain (the driver's swapchains).
+    pub swapchain_fn: ash::khr::swapchain::Device,
+    /// Its instance.
+    pub instance: Arc<InstanceData>,
+    /// winsys over the device, where the layer serves it.
+    pub winsys: Option<winsys::vulkan::Device>,
+    /// The layer's swapchains on it, by handle.
+    pub swapchains: Mutex<HashMap<u64, Arc<Mutex<LayerSwapchain>>>>,
+}
+
+impl DeviceData {
+    /// Whether the layer presents for this device.
+    pub fn serves(&self) -> bool {
+        self.winsys.is_some()
+    }
+
+    /// The layer's swapchain `handle`, if it is one.
+    pub fn swapchain(&self, handle: vk::SwapchainKHR) -> Option<Arc<Mutex<LayerSwapchain>>> {
+        let map = self.swapchains.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&handle.as_raw()).cloned()
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    devices: RwLock<HashMap<u64, Arc<DeviceData>>>,
+    queues: RwLock<HashMap<u64, Arc<DeviceData>>>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::default)
+}
+
+/// The device data of `device`.
+pub fn data(device: vk::Device) -> Option<Arc<DeviceData>> {
+    let map = registry().devices.read().unwrap_or_else(|p| p.into_inner());
+    map.get(&device.as_raw()).cloned()
+}
+
+/// The device data of the device `queue` belongs to.
+pub fn of_queue(queue: vk::Queue) -> Option<Arc<DeviceData>> {
+    let map = registry().queues.read().unwrap_or_else(|p| p.into_inner());
+    map.get(&queue.as_raw()).cloned()
+}
+
+/// The instance-level commands of this module (`vkCreateDevice`, the
+/// device extension list).
+pub fn instance_intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
+    Some(match name.to_bytes() {
+        b"vkCreateDevice" => entry!(create_device),
+        b"vkEnumerateDeviceExtensionProperties" => entry!(enumerate_device_extensions),
+        _ => return None,
+    })
+}
+
+/// The device-level commands the layer provides.
+pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
+    use crate::swapchain as sc;
+    Some(match name.to_bytes() {
+        b"vkGetDeviceProcAddr" => entry!(crate::get_device_proc_addr),
+        b"vkDestroyDevice" => entry!(destroy_device),
+        b"vkGetDeviceQueue" => entry!(get_device_queue),
+        b"vkGetDeviceQueue2" => entry!(get_device_queue2),
+        b"vkCreateSwapchainKHR" => entry!(sc::create_swapchain),
+        b"vkDestroySwapchainKHR" => entry!(sc::destroy_swapchain),
+        b"vkGetSwapchainImagesKHR" => entry!(sc::get_swapchain_images),
+        b"vkAcquireNextImageKHR" => entry!(sc::acquire_next_image),
+        b"vkAcquireNextImage2KHR" => entry!(sc::acquire_next_image2),
+        b"vkQueuePresentKHR" => entry!(sc::queue_present),
+        b"vkGetDeviceGroupSurfacePresentModesKHR" => entry!(sc::device_group_surface_present_modes),
+        _ => return None,
+    })
+}
+
+unsafe extern "system" fn create_device(
+    pd: vk::PhysicalDevice,
+    info: *const vk::DeviceCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::Device,
+) -> vk::Result {
+    guard(vk::Result::ERROR_INITIALIZATION_FAILED, || {
+        // SAFETY: the loader's valid arguments.
+        unsafe { create_device_inner(pd, info, allocator, out) }
+    })
+}
+
+unsafe fn create_device_inner(
+    pd: vk::PhysicalDevice,
+    info: *const vk::DeviceCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::Device,
+) -> vk::Result {
+    let Some(inst) = instance::of_physical(pd) else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // SAFETY: a valid create info (the loader's contract).
+    let app_info = unsafe { &*info };
+    // SAFETY: a valid pNext chain.
+    let (link_info, loader_data) = unsafe {
+        (
+            loader::find_in_chain::<loader::LayerDeviceCreateInfo>(
+                app_info.p_next,
+                loader::LOADER_DEVICE_CREATE_INFO,
+                loader::LAYER_LINK_INFO,
+            ),
+            loader::find_in_chain::<loader::LayerDeviceCreateInfo>(
+                app_info.p_next,
+                loader::LOADER_DEVICE_CREATE_INFO,
+                loader::LOADER_DATA_CALLBACK,
+            ),
+        )
+    };
+    let Some(link_info) = link_info else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // SAFETY: the loader's link info for this layer, advanced for the next
+    // layer as the interface prescribes.
+    let (next_gipa, next_gdpa) = unsafe {
+        let link = (*link_info).u.p_layer_info;
+        if link.is_null() {
+            return vk::Result::ERROR_INITIALIZATION_FAILED;
+        }
+        (*link_info).u.p_layer_info = (*link).p_next;
+        (
+            (*link).pfn_next_get_instance_proc_addr,
+            (*link).pfn_next_get_device_proc_addr,
+        )
+    };
+    // SAFETY: the loader's callback struct, if present.
+    let set_loader_data = loader_data.and_then(|l| unsafe { (*l).u.pfn_set_device_loader_data });
+    // SAFETY: the next layer's command with our instance.
+    let Some(create) = (unsafe { next_gipa(inst.handle, c"vkCreateDevice".as_ptr()) }) else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // SAFETY: vkCreateDevice's type.
+    let create: vk::PFN_vkCreateDevice = unsafe { std::mem::transmute(create) };
+
+    // Serve only where winsys has what it needs and the app has a queue in
+    // the family winsys submits on.
+    let served = inst.served(pd).filter(|s| {
+        // SAFETY: the app's valid array.
+        let queues = unsafe { slice(app_info.p_queue_create_infos, app_info.queue_create_info_count) };
+        let has = queues.iter().any(|q| q.queue_family_index == s.family);
+        if !has {
+            debug!("not serving this device: the app made no queue in family {}", s.family);
+        }
+        has
+    });
+    // SAFETY: the app's valid array of C strings.
+    let app_names = unsafe {
+        slice(app_info.pp_enabled_extension_names, app_info.enabled_extension_count)
+    };
+    let mut names: Vec<*const c_char> = app_names.to_vec();
+    if let Some(s) = &served {
+        for want in s.info.extensions.present() {
+            // SAFETY: valid C strings.
+            if !names.iter().any(|&n| unsafe { CStr::from_ptr(n) } == want) {
+                names.push(want.as_ptr());
+            }
+        }
+    }
+    let mut ours = *app_info;
+    ours.enabled_extension_count = names.len() as u32;
+    ours.pp_enabled_extension_names = names.as_ptr();
+    // SAFETY: a valid create info; the chain's link was advanced.
+    let mut result = unsafe { create(pd, &ours, allocator, out) };
+    let mut served = served;
+    if result != vk::Result::SUCCESS && served.is_some() {
+        debug!("vkCreateDevice with winsys's extensions failed ({result}); not serving it");
+        served = None;
+        // SAFETY: the app's own create info.
+        result = unsafe { create(pd, info, allocator, out) };
+    }
+    if result != vk::Result::SUCCESS {
+        return result;
+    }
+    // SAFETY: the output of a successful create.
+    let handle = unsafe { *out };
+    let load = |name: &CStr| -> *const c_void {
+        // SAFETY: the next layer's entry point with the new device.
+        match unsafe { next_gdpa(handle, name.as_ptr()) } {
+            Some(f) => f as *const c_void,
+            None => std::ptr::null(),
+        }
+    };
+    // SAFETY: commands of the live device, loaded down the chain.
+    let raw = unsafe { ash::Device::load_with(load, handle) };
+    let ws_instance = inst.winsys(Some(next_gdpa));
+    let swapchain_fn = ash::khr::swapchain::Device::new(ws_instance.raw(), &raw);
+    let winsys = served.and_then(|s| {
+        // SAFETY: a queue the app created (checked above).
+        let queue = unsafe { raw.get_device_queue(s.family, 0) };
+        if let Some(set) = set_loader_data {
+            // SAFETY: the loader's callback for a dispatchable object made
+            // below it.
+            let _ = unsafe { set(handle, queue.as_raw() as *mut c_void) };
+        }
+        // SAFETY: the device was created from `pd` with every extension
+        // winsys's report of `pd` lists; it outlives the winsys device
+        // (dropped in vkDestroyDevice before the device goes down); winsys
+        // submits only with `on_queue` (the app's present queue, held
+        // during vkQueuePresentKHR); the callback is the loader's.
+        match unsafe {
+            winsys::vulkan::Device::from_raw(
+                &ws_instance,
+                pd,
+                raw.clone(),
+                s.family,
+                queue,
+                set_loader_data,
+            )
+        } {
+            Ok(d) => Some(d),
+            Err(e) => {
+                debug!("not serving {}: {e}", s.info.name);
+                None
+            }
+        }
+    });
+    let data = Arc::new(DeviceData {
+        handle,
+        next_gdpa,
+        raw,
+        swapchain_fn,
+        instance: inst,
+        winsys,
+        swapchains: Mutex::new(HashMap::new()),
+    });
+    registry()
+        .devices
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(handle.as_raw(), data);
+    vk::Result::SUCCESS
+}
+
+unsafe extern "system" fn destroy_device(
+    device: vk::Device,
+    allocator: *const vk::AllocationCallbacks<'_>,
+) {
+    guard((), || {
+        let r = registry();
+        let data = r
+            .devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&device.as_raw());
+        let Some(data) = data else { return };
+        r.queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, d| !Arc::ptr_eq(d, &data));
+        let left: Vec<_> = {
+            let mut map = data.swapchains.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().map(|(_, s)| s).collect()
+        };
+        if !left.is_empty() {
+            eprintln!(
+                "winsys layer: vkDestroyDevice with {} swapchain(s) not destroyed; destroying them",
+                left.len()
+            );
+        }
+        drop(left);
+        let raw = data.raw.clone();
+        // winsys's objects of the device go before it does.
+        drop(data);
+        // SAFETY: the app destroys its device; everything of it is gone.
+        unsafe { (raw.fp_v1_0().destroy_device)(device, allocator) };
+    })
+}
+
+fn remember_queue(device: vk::Device, queue: vk::Queue) {
+    if queue == vk::Queue::null() {
+        return;
+    }
+    if let Some(d) = data(device) {
+        registry()
+            .queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.as_raw(), d);
+    }
+}
+
+unsafe extern "system" fn get_device_queue(
+    device: vk::Device,
+    family: u32,
+    index: u32,
+    out: *mut vk::Queue,
+) {
+    guard((), || {
+        let Some(d) = data(device) else { return };
+        // SAFETY: the app's valid arguments, passed on.
+        unsafe { (d.raw.fp_v1_0().get_device_queue)(device, family, index, out) };
+        // SAFETY: filled above.
+        remember_queue(device, unsafe { *out });
+    })
+}
+
+unsafe extern "system" fn get_device_queue2(
+    device: vk::Device,
+    info: *const vk::DeviceQueueInfo2<'_>,
+    out: *mut vk::Queue,
+) {
+    guard((), || {
+        let Some(d) = data(device) else { return };
+        // SAFETY: the app's valid arguments, passed on.
+        unsafe { (d.raw.fp_v1_1().get_device_queue2)(device, info, out) };
+        // SAFETY: filled above.
+        remember_queue(device, unsafe { *out });
+    })
+}
+
+unsafe extern "system" fn enumerate_device_extensions(
+    pd: vk::PhysicalDevice,
+    layer: *const c_char,
+    count: *mut u32,
+    out: *mut vk::ExtensionProperties,
+) -> vk::Result {
+    guard(vk::Result::ERROR_INITIALIZATION_FAILED, || {
+        // SAFETY: a valid C string if non-null.
+        let layer = (!layer.is_null()).then(|| unsafe { CStr::from_ptr(layer) });
+        if layer == Some(LAYER_NAME) {
+            let mut swapchain = vk::ExtensionProperties {
+                spec_version: 70,
+                ..Default::default()
+            };
+            for (d, s) in swapchain
+                .extension_name
+                .iter_mut()
+                .zip(c"VK_KHR_swapchain".to_bytes())
+            {
+                *d = *s as c_char;
+            }
+            // SAFETY: the app's valid count and array.
+            return unsafe { fill(&[swapchain], count, out) };
+        }
+        let Some(inst) = instance::of_physical(pd) else {
+            return vk::Result::ERROR_INITIALIZATION_FAILED;
+        };
+        let next = inst.raw.fp_v1_0().enumerate_device_extension_properties;
+        let layer_ptr = layer.map_or(std::ptr::null(), CStr::as_ptr);
+        if layer.is_some() || inst.served(pd).is_none() {
+            // SAFETY: the app's valid arguments, passed on.
+            return unsafe { next(pd, layer_ptr, count, out) };
+        }
+        // The driver's list, less what the layer's swapchains cannot do.
+        let mut n = 0u32;
+        // SAFETY: a counting query.
+        let r = unsafe { next(pd, std::ptr::null(), &mut n, std::ptr::null_mut()) };
+        if r != vk::Result::SUCCESS {
+            return r;
+        }
+        let mut all = vec![vk::ExtensionProperties::default(); n as usize];
+        // SAFETY: `n` slots.
+        let r = unsafe { next(pd, std::ptr::null(), &mut n, all.as_mut_ptr()) };
+        if r != vk::Result::SUCCESS && r != vk::Result::INCOMPLETE {
+            return r;
+        }
+        all.truncate(n as usize);
+        all.retain(|e| {
+            e.extension_name_as_c_str()
+                .map_or(true, |name| !HIDDEN.contains(&name))
+        });
+        // SAFETY: the app's valid count and array.
+        unsafe { fill(&all, count, out) }
+    })
+}

@@ -1,0 +1,591 @@
+//! `VK_KHR_swapchain` on the app's Wayland surfaces, through winsys's own
+//! swapchain.
+//!
+//! - `vkCreateSwapchainKHR`: a [`Swapchain`] on the app's `wl_surface`
+//!   (its role, and its size, stay the app's); `oldSwapchain` is retired
+//!   first, giving the new one the surface's sync objects.
+//! - `vkAcquireNextImageKHR`: the first image the compositor releases
+//!   (within `timeout`: 0 polls, `UINT64_MAX` still ends with
+//!   `VK_ERROR_SURFACE_LOST_KHR` when the compositor dies); the fence its
+//!   next writer must wait for (the compositor's release fence, or its
+//!   reads in the dma-buf) is imported into the app's semaphore and fence,
+//!   so the app's GPU work — not its thread — waits.
+//! - `vkQueuePresentKHR`: a submission on the app's present queue waits
+//!   for the app's semaphores and signals what the sync mode hands the
+//!   compositor; then the commit. `VK_SUBOPTIMAL_KHR` when the
+//!   compositor's dma-buf feedback changed; `VK_ERROR_OUT_OF_DATE_KHR` for
+//!   a retired swapchain.
+//!
+//! The images are handed to the app in the layout it leaves them in
+//! (`PRESENT_SRC_KHR`) and without a queue-family transfer, as a driver's
+//! own WSI does for its images: `vkAcquireNextImageKHR` has no queue to
+//! record an acquire from the FOREIGN family on, and the release and
+//! acquire of an ownership transfer must come in pairs.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ash::vk;
+use ash::vk::Handle;
+use raw_window_handle::{
+    RawDisplayHandle, RawWindowHandle, WaylandDisplayHandle, WaylandWindowHandle,
+};
+use winsys::format::Fourcc;
+use winsys::sync::SyncFile;
+use winsys::wayland::swapchain::{PresentMode, Swapchain, SwapchainConfig};
+
+use crate::device::{self, DeviceData};
+use crate::instance::{fill, slice, FORMATS, MAX_IMAGES, USAGE};
+use crate::report::{self, Value};
+use crate::{debug, guard};
+
+/// How long the layer waits, on the CPU, in the rare present that mixes
+/// its swapchains with the driver's (the driver's need the app's
+/// rendering done first), and bounds every wait for the compositor.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// One of the layer's swapchains.
+pub struct LayerSwapchain {
+    chain: Swapchain,
+    images: Vec<vk::Image>,
+    handle: u64,
+    present_mode: vk::PresentModeKHR,
+    acquires: u64,
+}
+
+impl LayerSwapchain {
+    fn report(&mut self, event: &str) {
+        let mut fields = vec![
+            ("event", Value::Str(event.into())),
+            ("pid", Value::Num(u64::from(std::process::id()))),
+            ("swapchain", Value::Num(self.handle)),
+            ("sync", Value::Str(self.chain.sync_mode().to_string())),
+            ("path", Value::Str(format!("{:?}", self.chain.buffer_path()))),
+            ("images", Value::Num(self.images.len() as u64)),
+            ("present_mode", Value::Str(format!("{:?}", self.present_mode))),
+            ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
+            ("frames", Value::Num(self.chain.frames_presented())),
+            ("acquires", Value::Num(self.acquires)),
+            ("retired", Value::Bool(self.chain.retired())),
+        ];
+        let extent = self.chain.image(0).extent();
+        fields.push(("width", Value::Num(u64::from(extent.width))));
+        fields.push(("height", Value::Num(u64::from(extent.height))));
+        report::write(&fields);
+    }
+}
+
+impl Drop for LayerSwapchain {
+    fn drop(&mut self) {
+        self.report("destroy");
+    }
+}
+
+/// Handles of the layer's swapchains: unique in the process, never 0.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(0x5753_0000_0000_0001);
+
+fn lock(s: &Mutex<LayerSwapchain>) -> MutexGuard<'_, LayerSwapchain> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What an error of winsys's swapchain is to the app: a compositor gone
+/// or broken is a lost surface, a retired swapchain is out of date, a
+/// wait that ran out is `TIMEOUT` (`NOT_READY` for a zero timeout).
+fn result_of(e: &winsys::wayland::Error, zero_timeout: bool) -> vk::Result {
+    use winsys::wayland::Error as E;
+    let waited = || match zero_timeout {
+        true => vk::Result::NOT_READY,
+        false => vk::Result::TIMEOUT,
+    };
+    match e {
+        E::Retired => vk::Result::ERROR_OUT_OF_DATE_KHR,
+        E::Timeout { .. } | E::ImageState { .. } => waited(),
+        E::Connect { .. } | E::Wayland(_) | E::Io { .. } | E::MissingGlobal(_) => {
+            vk::Result::ERROR_SURFACE_LOST_KHR
+        }
+        E::Vulkan(v) => match **v {
+            winsys::vulkan::Error::Vk { result, .. } if result.as_raw() < 0 => result,
+            winsys::vulkan::Error::Timeout { .. } => waited(),
+            _ => vk::Result::ERROR_DEVICE_LOST,
+        },
+        _ => vk::Result::ERROR_OUT_OF_DATE_KHR,
+    }
+}
+
+pub(crate) unsafe extern "system" fn create_swapchain(
+    device: vk::Device,
+    info: *const vk::SwapchainCreateInfoKHR<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::SwapchainKHR,
+) -> vk::Result {
+    guard(vk::Result::ERROR_INITIALIZATION_FAILED, || {
+        // SAFETY: the app's valid arguments.
+        unsafe { create_inner(device, info, allocator, out) }
+    })
+}
+
+unsafe fn create_inner(
+    device: vk::Device,
+    info: *const vk::SwapchainCreateInfoKHR<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::SwapchainKHR,
+) -> vk::Result {
+    let Some(d) = device::data(device) else {
+        return vk::Result::ERROR_DEVICE_LOST;
+    };
+    // SAFETY: a valid create info.
+    let ci = unsafe { &*info };
+    let surface = d
+        .instance
+        .wayland_surface(ci.surface)
+        .filter(|_| d.serves());
+    let (Some(surface), Some(ws)) = (surface, d.winsys.as_ref()) else {
+        // SAFETY: the app's valid arguments, passed on.
+        return unsafe { (d.swapchain_fn.fp().create_swapchain_khr)(device, info, allocator, out) };
+    };
+    if let Some(old) = d.swapchain(ci.old_swapchain) {
+        lock(&old).chain.retire();
+    }
+    let refuse = |why: String| {
+        eprintln!("winsys layer: vkCreateSwapchainKHR: {why}");
+        vk::Result::ERROR_INITIALIZATION_FAILED
+    };
+    if !FORMATS.iter().any(|f| f.format == ci.image_format) {
+        return refuse(format!("format {:?} is not among the surface's", ci.image_format));
+    }
+    if !USAGE.contains(ci.image_usage) || ci.image_array_layers != 1 {
+        return refuse(format!(
+            "usage {:?} / {} layers: the surface allows {USAGE:?}, 1 layer",
+            ci.image_usage, ci.image_array_layers
+        ));
+    }
+    let (w, h) = (ci.image_extent.width, ci.image_extent.height);
+    if w == 0 || h == 0 {
+        return refuse(format!("an empty extent {w}x{h}"));
+    }
+    let mut config = SwapchainConfig::new(w, h, Fourcc::XRGB8888);
+    config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
+    config.usage = ci.image_usage;
+    config.timeout = WAIT;
+    config.present_mode = match ci.present_mode {
+        vk::PresentModeKHR::MAILBOX => PresentMode::Mailbox,
+        vk::PresentModeKHR::IMMEDIATE => PresentMode::Immediate,
+        _ => PresentMode::Fifo,
+    };
+    let (Some(display), Some(window)) = (
+        NonNull::new(surface.display),
+        NonNull::new(surface.surface),
+    ) else {
+        return vk::Result::ERROR_SURFACE_LOST_KHR;
+    };
+    let display = RawDisplayHandle::Wayland(WaylandDisplayHandle::new(display));
+    let window = RawWindowHandle::Wayland(WaylandWindowHandle::new(window));
+    // SAFETY: the app's wl_display and wl_surface from
+    // VkWaylandSurfaceCreateInfoKHR, which must stay valid while the
+    // VkSurfaceKHR (and so this swapchain) lives; the app's process loads
+    // the libwayland-client that made them.
+    let chain = match unsafe { Swapchain::from_raw_handles(ws, display, window, &config) } {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("winsys layer: vkCreateSwapchainKHR ({w}x{h}): {e}");
+            return match result_of(&e, false) {
+                r @ vk::Result::ERROR_SURFACE_LOST_KHR => r,
+                _ => vk::Result::ERROR_INITIALIZATION_FAILED,
+            };
+        }
+    };
+    let images: Vec<vk::Image> = (0..chain.len()).map(|i| chain.image(i).raw()).collect();
+    let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+    let mut sc = LayerSwapchain {
+        chain,
+        images,
+        handle,
+        present_mode: ci.present_mode,
+        acquires: 0,
+    };
+    debug!(
+        "swapchain {handle:#x}: {w}x{h}, {} images, {:?}, sync {}, {:?}",
+        sc.images.len(),
+        ci.present_mode,
+        sc.chain.sync_mode(),
+        sc.chain.buffer_path()
+    );
+    sc.report("create");
+    d.swapchains
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(handle, Arc::new(Mutex::new(sc)));
+    // SAFETY: a valid output pointer.
+    unsafe { *out = vk::SwapchainKHR::from_raw(handle) };
+    vk::Result::SUCCESS
+}
+
+pub(crate) unsafe extern "system" fn destroy_swapchain(
+    device: vk::Device,
+    swapchain: vk::SwapchainKHR,
+    allocator: *const vk::AllocationCallbacks<'_>,
+) {
+    guard((), || {
+        let Some(d) = device::data(device) else { return };
+        let ours = d
+            .swapchains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&swapchain.as_raw());
+        match ours {
+            // Dropped here: the destroy report, then the images (the app
+            // has finished with them, as vkDestroySwapchainKHR requires).
+            Some(sc) => drop(sc),
+            None if swapchain != vk::SwapchainKHR::null() => {
+                // SAFETY: the app's valid arguments, passed on.
+                unsafe { (d.swapchain_fn.fp().destroy_swapchain_khr)(device, swapchain, allocator) }
+            }
+            None => {}
+        }
+    })
+}
+
+pub(crate) unsafe extern "system" fn get_swapchain_images(
+    device: vk::Device,
+    swapchain: vk::SwapchainKHR,
+    count: *mut u32,
+    out: *mut vk::Image,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        match d.swapchain(swapchain) {
+            // SAFETY: the app's valid count and array.
+            Some(sc) => unsafe { fill(&lock(&sc).images, count, out) },
+            // SAFETY: the app's valid arguments, passed on.
+            None => unsafe {
+                (d.swapchain_fn.fp().get_swapchain_images_khr)(device, swapchain, count, out)
+            },
+        }
+    })
+}
+
+/// Acquire from one of the layer's swapchains.
+///
+/// # Safety
+///
+/// `semaphore` and `fence` must be null or the app's unsignalled objects
+/// of `d`'s device (vkAcquireNextImageKHR's rules); `out` must be valid.
+unsafe fn acquire_on(
+    d: &DeviceData,
+    sc: &Mutex<LayerSwapchain>,
+    timeout: u64,
+    semaphore: vk::Semaphore,
+    fence: vk::Fence,
+    out: *mut u32,
+) -> vk::Result {
+    let Some(ws) = d.winsys.as_ref() else {
+        return vk::Result::ERROR_DEVICE_LOST;
+    };
+    let mut sc = lock(sc);
+    if sc.chain.retired() {
+        return vk::Result::ERROR_OUT_OF_DATE_KHR;
+    }
+    let (index, free) = match sc.chain.acquire_with_fence(Duration::from_nanos(timeout)) {
+        Ok(v) => v,
+        Err(e) => {
+            let r = result_of(&e, timeout == 0);
+            if r.as_raw() < 0 {
+                eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
+            }
+            return r;
+        }
+    };
+    sc.acquires += 1;
+    // The same fence for both: the semaphore gets a dup.
+    let for_semaphore = match (&free, semaphore != vk::Semaphore::null()) {
+        (Some(f), true) => match f.try_clone() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
+                return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
+            }
+        },
+        _ => None,
+    };
+    let imported = (|| -> winsys::vulkan::Result<()> {
+        if semaphore != vk::Semaphore::null() {
+            // SAFETY: the app's unsignalled binary semaphore of this device
+            // (vkAcquireNextImageKHR's valid usage), used by no other
+            // thread during the call.
+            unsafe { ws.import_into_semaphore(semaphore, for_semaphore) }?;
+        }
+        if fence != vk::Fence::null() {
+            // SAFETY: the app's unsignalled fence of this device, as above.
+            unsafe { ws.import_into_fence(fence, free) }?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = imported {
+        eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
+        return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
+    }
+    // SAFETY: a valid output pointer.
+    unsafe { *out = index as u32 };
+    match sc.chain.suboptimal() {
+        Ok(true) => vk::Result::SUBOPTIMAL_KHR,
+        Ok(false) => vk::Result::SUCCESS,
+        Err(e) => result_of(&e, false),
+    }
+}
+
+pub(crate) unsafe extern "system" fn acquire_next_image(
+    device: vk::Device,
+    swapchain: vk::SwapchainKHR,
+    timeout: u64,
+    semaphore: vk::Semaphore,
+    fence: vk::Fence,
+    out: *mut u32,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        match d.swapchain(swapchain) {
+            // SAFETY: the app's valid arguments.
+            Some(sc) => unsafe { acquire_on(&d, &sc, timeout, semaphore, fence, out) },
+            // SAFETY: the app's valid arguments, passed on.
+            None => unsafe {
+                (d.swapchain_fn.fp().acquire_next_image_khr)(
+                    device, swapchain, timeout, semaphore, fence, out,
+                )
+            },
+        }
+    })
+}
+
+pub(crate) unsafe extern "system" fn acquire_next_image2(
+    device: vk::Device,
+    info: *const vk::AcquireNextImageInfoKHR<'_>,
+    out: *mut u32,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        // SAFETY: a valid acquire info.
+        let a = unsafe { &*info };
+        match d.swapchain(a.swapchain) {
+            // SAFETY: the app's valid arguments.
+            Some(sc) => unsafe { acquire_on(&d, &sc, a.timeout, a.semaphore, a.fence, out) },
+            // SAFETY: the app's valid arguments, passed on.
+            None => unsafe { (d.swapchain_fn.fp().acquire_next_image2_khr)(device, info, out) },
+        }
+    })
+}
+
+pub(crate) unsafe extern "system" fn queue_present(
+    queue: vk::Queue,
+    info: *const vk::PresentInfoKHR<'_>,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        // SAFETY: the app's valid arguments.
+        unsafe { present_inner(queue, info) }
+    })
+}
+
+/// The worst of several present results: an error, else SUBOPTIMAL.
+fn worst(results: &[vk::Result]) -> vk::Result {
+    results
+        .iter()
+        .copied()
+        .find(|r| r.as_raw() < 0)
+        .or_else(|| {
+            results
+                .iter()
+                .copied()
+                .find(|&r| r == vk::Result::SUBOPTIMAL_KHR)
+        })
+        .unwrap_or(vk::Result::SUCCESS)
+}
+
+unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -> vk::Result {
+    let Some(d) = device::of_queue(queue) else {
+        return vk::Result::ERROR_DEVICE_LOST;
+    };
+    // SAFETY: a valid present info and its arrays.
+    let (pi, chains, indices, waits) = unsafe {
+        let pi = &*info;
+        (
+            pi,
+            slice(pi.p_swapchains, pi.swapchain_count),
+            slice(pi.p_image_indices, pi.swapchain_count),
+            slice(pi.p_wait_semaphores, pi.wait_semaphore_count),
+        )
+    };
+    let ours: Vec<_> = chains.iter().map(|&c| d.swapchain(c)).collect();
+    let (Some(ws), true) = (d.winsys.as_ref(), ours.iter().any(Option::is_some)) else {
+        // SAFETY: the app's valid arguments, passed on.
+        return unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, info) };
+    };
+    let mine = ours.iter().flatten().count();
+    let theirs = ours.len() - mine;
+    let mut results = vec![vk::Result::SUCCESS; ours.len()];
+    // With one of the layer's swapchains alone, its submission waits for
+    // the app's semaphores; with several (or the driver's too), a first
+    // submission does, and the others wait for its sync_file.
+    let first: Option<Option<SyncFile>> = if mine == 1 && theirs == 0 {
+        None
+    } else {
+        let done = (|| -> winsys::vulkan::Result<Option<SyncFile>> {
+            let mut job = ws.submission()?;
+            // SAFETY: the app's present queue, of the family winsys uses
+            // (the only one its surfaces support), held by the app for
+            // this call; the app's semaphores have pending signals and
+            // live until the present's work is done.
+            unsafe {
+                job.on_queue(queue);
+                for &s in waits {
+                    job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
+                }
+            }
+            job.signal_sync_file();
+            Ok(job.submit()?.take_sync_file())
+        })();
+        match done {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("winsys layer: vkQueuePresentKHR: {e}");
+                return vk::Result::ERROR_DEVICE_LOST;
+            }
+        }
+    };
+    for (i, sc) in ours.iter().enumerate() {
+        let Some(sc) = sc else { continue };
+        let index = indices[i] as usize;
+        let r = (|| -> Result<(), winsys::wayland::Error> {
+            let vk_err = |e| winsys::wayland::Error::Vulkan(Box::new(e));
+            let mut job = ws.submission().map_err(vk_err)?;
+            // SAFETY: as for the first submission above.
+            unsafe {
+                job.on_queue(queue);
+                if first.is_none() {
+                    for &s in waits {
+                        job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
+                    }
+                }
+            }
+            if let Some(Some(f)) = &first {
+                let f = f
+                    .try_clone()
+                    .map_err(|e| vk_err(winsys::vulkan::Error::Sync(e)))?;
+                job.wait_for_sync_file(f, vk::PipelineStageFlags::ALL_COMMANDS)
+                    .map_err(vk_err)?;
+            }
+            lock(sc).chain.present(index, job)
+        })();
+        let mut sc = lock(sc);
+        results[i] = match r {
+            Ok(()) => match sc.chain.suboptimal() {
+                Ok(true) => vk::Result::SUBOPTIMAL_KHR,
+                Ok(false) => vk::Result::SUCCESS,
+                Err(e) => result_of(&e, false),
+            },
+            Err(e) => {
+                if !matches!(e, winsys::wayland::Error::Retired) {
+                    eprintln!("winsys layer: vkQueuePresentKHR: {e}");
+                }
+                match result_of(&e, false) {
+                    vk::Result::TIMEOUT | vk::Result::NOT_READY => vk::Result::ERROR_OUT_OF_DATE_KHR,
+                    r => r,
+                }
+            }
+        };
+        drop(sc);
+    }
+    if theirs > 0 {
+        // The driver's swapchains need the app's rendering done: waited
+        // for here (a present mixing both kinds is rare).
+        if let Some(Some(f)) = &first {
+            if let Err(e) = f.wait(Some(WAIT)) {
+                eprintln!("winsys layer: vkQueuePresentKHR: {e}");
+            }
+        }
+        let picks: Vec<usize> = (0..ours.len()).filter(|&i| ours[i].is_none()).collect();
+        let their_chains: Vec<_> = picks.iter().map(|&i| chains[i]).collect();
+        let their_indices: Vec<_> = picks.iter().map(|&i| indices[i]).collect();
+        let mut their_results = vec![vk::Result::SUCCESS; picks.len()];
+        let mut sub = *pi;
+        sub.wait_semaphore_count = 0;
+        sub.p_wait_semaphores = std::ptr::null();
+        sub.swapchain_count = picks.len() as u32;
+        sub.p_swapchains = their_chains.as_ptr();
+        sub.p_image_indices = their_indices.as_ptr();
+        sub.p_results = their_results.as_mut_ptr();
+        // SAFETY: the app's present, narrowed to the driver's swapchains.
+        let r = unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, &sub) };
+        for (k, &i) in picks.iter().enumerate() {
+            results[i] = if r.as_raw() < 0 && their_results[k] == vk::Result::SUCCESS {
+                r
+            } else {
+                their_results[k]
+            };
+        }
+    }
+    if !pi.p_results.is_null() {
+        // SAFETY: the app's array of swapchain_count results.
+        unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), pi.p_results, results.len()) };
+    }
+    worst(&results)
+}
+
+pub(crate) unsafe extern "system" fn device_group_surface_present_modes(
+    device: vk::Device,
+    surface: vk::SurfaceKHR,
+    out: *mut vk::DeviceGroupPresentModeFlagsKHR,
+) -> vk::Result {
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        if d.serves() && d.instance.wayland_surface(surface).is_some() {
+            // SAFETY: a valid output pointer.
+            unsafe { *out = vk::DeviceGroupPresentModeFlagsKHR::LOCAL };
+            return vk::Result::SUCCESS;
+        }
+        // SAFETY: the app's valid arguments, passed on.
+        unsafe {
+            (d.swapchain_fn.fp().get_device_group_surface_present_modes_khr)(device, surface, out)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_result_is_an_error_then_suboptimal() {
+        use vk::Result as R;
+        assert_eq!(worst(&[R::SUCCESS, R::SUCCESS]), R::SUCCESS);
+        assert_eq!(worst(&[R::SUCCESS, R::SUBOPTIMAL_KHR]), R::SUBOPTIMAL_KHR);
+        assert_eq!(
+            worst(&[R::SUBOPTIMAL_KHR, R::ERROR_OUT_OF_DATE_KHR]),
+            R::ERROR_OUT_OF_DATE_KHR
+        );
+    }
+
+    #[test]
+    fn errors_map_to_the_spec_codes() {
+        use winsys::wayland::Error as E;
+        assert_eq!(result_of(&E::Retired, false), vk::Result::ERROR_OUT_OF_DATE_KHR);
+        let t = E::Timeout {
+            what: "x",
+            timeout: Duration::ZERO,
+        };
+        assert_eq!(result_of(&t, true), vk::Result::NOT_READY);
+        assert_eq!(result_of(&t, false), vk::Result::TIMEOUT);
+        assert_eq!(
+            result_of(&E::Wayland("gone".into()), false),
+            vk::Result::ERROR_SURFACE_LOST_KHR
+        );
+    }
+}
