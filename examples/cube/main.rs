@@ -190,6 +190,12 @@ pub struct Frames {
     pub rss_kib: (u64, u64),
     /// Heap in use (KiB) when the frames began and ended.
     pub heap_kib: (u64, u64),
+    /// (RSS KiB, heap KiB, open fds) after the first [`WARM_FRAMES`]
+    /// frames (pools filled, caches warm) and at the end: a steady state
+    /// leaks nothing between the two.
+    pub warm: Option<(u64, u64, u64)>,
+    /// The same at the end.
+    pub end: (u64, u64, u64),
     pub sync: String,
     pub path: String,
     pub images: usize,
@@ -236,6 +242,32 @@ fn rss_kib() -> u64 {
         .map_or(0, |pages| pages * rustix::param::page_size() as u64 / 1024)
 }
 
+/// The JSON fields of RSS, heap and fds after [`WARM_FRAMES`] frames
+/// (`null` for a shorter run) and at the end.
+fn steady_state(f: &Frames) -> String {
+    let (r, h, n) = f.end;
+    let warm = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
+    format!(
+        "\"warm_rss_kib\":{},\"warm_heap_kib\":{},\"warm_fds\":{},\
+         \"end_rss_kib\":{r},\"end_heap_kib\":{h},\"end_fds\":{n}",
+        warm(f.warm.map(|w| w.0)),
+        warm(f.warm.map(|w| w.1)),
+        warm(f.warm.map(|w| w.2)),
+    )
+}
+
+/// Frames after which the steady state is sampled ([`Frames::warm`]).
+pub const WARM_FRAMES: u64 = 100;
+
+/// This process's open fds (/proc/self/fd).
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+fn sample() -> (u64, u64, u64) {
+    (rss_kib(), heap_kib(), open_fds())
+}
+
 fn cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
@@ -252,6 +284,8 @@ impl Frames {
             presentation: None,
             rss_kib: (rss_kib(), 0),
             heap_kib: (heap_kib(), 0),
+            warm: None,
+            end: (0, 0, 0),
             sync: String::new(),
             path: String::new(),
             images: 0,
@@ -267,11 +301,20 @@ impl Frames {
         self.presented as f32 / 60.0
     }
 
+    /// One more frame presented.
+    pub fn presented_one(&mut self) {
+        self.presented += 1;
+        if self.presented == WARM_FRAMES {
+            self.warm = Some(sample());
+        }
+    }
+
     pub fn finish(&mut self) {
         self.wall = self.start.elapsed();
         self.cpu = cpu_time() - self.cpu_start;
         self.rss_kib.1 = rss_kib();
         self.heap_kib.1 = heap_kib();
+        self.end = sample();
     }
 }
 
@@ -458,7 +501,7 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         // device; begin_with left the image in COLOR_ATTACHMENT_OPTIMAL.
         unsafe { renderer.record(job.cmd(), index, frames.t()) };
         chain.present(index, job)?;
-        frames.presented += 1;
+        frames.presented_one();
     }
     frames.finish();
     // The last answers come within a refresh or two.
@@ -588,7 +631,7 @@ fn report(args: &Args, f: &Frames) {
             "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
 \"images\":{},\"width\":{},\"height\":{},\"recreated\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
 \"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
-\"latency_mean_ms\":{},\"latency_max_ms\":{}}}",
+\"latency_mean_ms\":{},\"latency_max_ms\":{},{}}}",
             f.sync,
             f.path.replace('"', "'"),
             args.present_mode,
@@ -602,6 +645,7 @@ fn report(args: &Args, f: &Frames) {
             p.map_or("null".into(), |p| p.zero_copy.to_string()),
             opt(p.and_then(|p| ms(p.mean_latency()))),
             opt(p.map(|p| p.latency_max.as_secs_f64() * 1e3)),
+            steady_state(&f),
         );
     }
 }

@@ -490,7 +490,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             // swapchain, after the device idles.
             match present {
                 Ok(suboptimal) => {
-                    frames.presented += 1;
+                    frames.presented_one();
                     fruitless = 0;
                     if suboptimal || acquired_suboptimal {
                         stale = Some("VK_SUBOPTIMAL_KHR".into());

@@ -53,6 +53,10 @@ pub struct LayerSwapchain {
     handle: u64,
     present_mode: vk::PresentModeKHR,
     acquires: u64,
+    /// Whether the loss of the surface was reported.
+    lost: bool,
+    /// When it was created.
+    created: std::time::Instant,
 }
 
 impl LayerSwapchain {
@@ -75,6 +79,43 @@ impl LayerSwapchain {
         fields.push(("height", Value::Num(u64::from(extent.height))));
         report::write(&fields);
     }
+}
+
+impl LayerSwapchain {
+    /// Report (once) that `call` found the surface lost, with the
+    /// `CLOCK_MONOTONIC` time it did.
+    fn report_lost(&mut self, call: &str) {
+        if std::mem::replace(&mut self.lost, true) {
+            return;
+        }
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+        report::write(&[
+            ("event", Value::Str("lost".into())),
+            ("pid", Value::Num(u64::from(std::process::id()))),
+            ("swapchain", Value::Num(self.handle)),
+            ("call", Value::Str(call.into())),
+            ("monotonic_ns", Value::Num(ns)),
+            ("frames", Value::Num(self.chain.frames_presented())),
+            ("age_ns", Value::Num(self.created.elapsed().as_nanos() as u64)),
+        ]);
+    }
+}
+
+/// `WINSYS_LAYER_SYNC=syncobj|explicit|implicit|shm`: the sync mode every
+/// swapchain of the layer uses (refused where unavailable), instead of the
+/// best the compositor offers.
+pub const SYNC_ENV: &str = "WINSYS_LAYER_SYNC";
+
+fn forced_sync() -> Option<winsys::wayland::sync::SyncMode> {
+    let v = std::env::var(SYNC_ENV).ok()?;
+    let mode = winsys::wayland::sync::SyncMode::ALL
+        .into_iter()
+        .find(|m| m.name() == v);
+    if mode.is_none() {
+        eprintln!("winsys layer: {SYNC_ENV}={v} is no sync mode; the best one is chosen");
+    }
+    mode
 }
 
 impl Drop for LayerSwapchain {
@@ -169,6 +210,7 @@ unsafe fn create_inner(
     config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
     config.usage = ci.image_usage;
     config.timeout = WAIT;
+    config.sync = forced_sync();
     config.present_mode = match ci.present_mode {
         vk::PresentModeKHR::MAILBOX => PresentMode::Mailbox,
         vk::PresentModeKHR::IMMEDIATE => PresentMode::Immediate,
@@ -204,6 +246,8 @@ unsafe fn create_inner(
         handle,
         present_mode: ci.present_mode,
         acquires: 0,
+        lost: false,
+        created: std::time::Instant::now(),
     };
     debug!(
         "swapchain {handle:#x}: {w}x{h}, {} images, {:?}, sync {}, {:?}",
@@ -293,6 +337,9 @@ unsafe fn acquire_on(
         Ok(v) => v,
         Err(e) => {
             let r = result_of(&e, timeout == 0);
+            if r == vk::Result::ERROR_SURFACE_LOST_KHR {
+                sc.report_lost("vkAcquireNextImageKHR");
+            }
             if r.as_raw() < 0 {
                 eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
             }
@@ -499,6 +546,9 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
                 }
             }
         };
+        if results[i] == vk::Result::ERROR_SURFACE_LOST_KHR {
+            sc.report_lost("vkQueuePresentKHR");
+        }
         drop(sc);
     }
     if theirs > 0 {

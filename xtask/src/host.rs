@@ -521,7 +521,18 @@ pub fn cmd_test(opts: &Opts) -> Result<ExitCode> {
     );
     let examples = cargo::build(
         &ws,
-        &["build", "-p", "winsys", "--examples", "--all-features"],
+        // The layer's library too: tests/layer.rs runs apps through it.
+        &[
+            "build",
+            "-p",
+            "winsys",
+            "-p",
+            "winsys-layer",
+            "--lib",
+            "--bins",
+            "--examples",
+            "--all-features",
+        ],
         Want::Examples,
     );
     let mut results = None;
@@ -650,6 +661,10 @@ pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
             "--release",
             "-p",
             "winsys",
+            "-p",
+            "winsys-layer",
+            "--lib",
+            "--bins",
             "--examples",
             "--all-features",
         ],
@@ -713,6 +728,9 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
             "--release",
             "-p",
             "winsys",
+            "-p",
+            "winsys-layer",
+            "--lib",
             "--examples",
             "--bins",
             "--all-features",

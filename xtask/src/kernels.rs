@@ -244,6 +244,8 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ("test swapchain", "*", &[LavapipeDmabuf]),
     // So does the cube through winsys (and each test runs it too).
     ("test cube", "*", &[LavapipeDmabuf]),
+    // The layer presents with winsys's swapchain.
+    ("test layer", "*", &[LavapipeDmabuf]),
     ("example cube", "*", &[LavapipeDmabuf]),
     // The reference compositor imports client dma-bufs into lavapipe.
     ("test compositor", "*", &[LavapipeDmabuf]),

@@ -525,6 +525,14 @@ pub fn info(as_json: bool, html: Option<&str>, timeout: Duration) -> std::io::Re
     let v = vulkan();
     step("Wayland");
     let w = wayland(timeout);
+    let swapchain = match &w {
+        J::Obj(fields) => fields
+            .iter()
+            .find(|(k, _)| k == "winsys_swapchain")
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    };
+    let l = crate::layer::info(swapchain.as_ref());
     let report = Obj::default()
         .set("kernel", k)
         .set("drm_nodes", d)
@@ -532,6 +540,7 @@ pub fn info(as_json: bool, html: Option<&str>, timeout: Duration) -> std::io::Re
         .set("gbm", g)
         .set("vulkan", v)
         .set("wayland", w)
+        .set("vulkan_layer", l)
         .j();
     let mut outline = String::new();
     text(&report, &mut outline, 0);

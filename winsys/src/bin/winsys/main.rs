@@ -3,7 +3,13 @@
 //! ```text
 //! winsys info [--json] [--html PATH] [--timeout SECS]
 //! winsys interop [--json] [--html PATH]
+//! winsys layer install [--explicit] [--dir DIR] [--library PATH]
+//! winsys layer uninstall [--explicit] [--dir DIR]
 //! ```
+//!
+//! `layer` installs the loader manifest of the Vulkan layer
+//! `VK_LAYER_WINSYS_wsi` (crate `winsys-layer`), which puts any Vulkan
+//! app's `VK_KHR_swapchain` on winsys: see [`layer`].
 //!
 //! `interop` tries every exporter x importer pair: see [`interop`].
 //!
@@ -27,9 +33,12 @@
 mod info;
 mod interop;
 mod json;
+mod layer;
 
-const USAGE: &str =
-    "usage: winsys info [--json] [--html PATH] [--timeout SECS]\n       winsys interop [--json] [--html PATH]";
+const USAGE: &str = "usage: winsys info [--json] [--html PATH] [--timeout SECS]
+       winsys interop [--json] [--html PATH]
+       winsys layer install [--explicit] [--dir DIR] [--library PATH]
+       winsys layer uninstall [--explicit] [--dir DIR]";
 
 /// How long `info` waits for a compositor by default.
 const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -79,6 +88,7 @@ fn main() {
             }
             info::say_if_no_device();
         }
+        Some("layer") => std::process::exit(layer::command(&args[1..])),
         Some("--help" | "-h" | "help") => println!("{USAGE}"),
         _ => {
             eprintln!("{USAGE}");
