@@ -34,7 +34,10 @@ fn main() -> ExitCode {
 fn run() -> Result<String> {
     // SAFETY: loads the system's Vulkan loader.
     let entry = unsafe { ash::Entry::load() }?;
-    let ext_names = [khr::surface::NAME.as_ptr(), ext::headless_surface::NAME.as_ptr()];
+    let ext_names = [
+        khr::surface::NAME.as_ptr(),
+        ext::headless_surface::NAME.as_ptr(),
+    ];
     let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_1);
     let info = vk::InstanceCreateInfo::default()
         .application_info(&app)
@@ -139,7 +142,10 @@ unsafe fn gpu_copy(
     const SIZE: u64 = 64 * 1024;
     let memory_props = unsafe { instance.get_physical_device_memory_properties(pd) };
     let mut made = Vec::new();
-    for usage in [vk::BufferUsageFlags::TRANSFER_SRC, vk::BufferUsageFlags::TRANSFER_DST] {
+    for usage in [
+        vk::BufferUsageFlags::TRANSFER_SRC,
+        vk::BufferUsageFlags::TRANSFER_DST,
+    ] {
         // SAFETY: valid create and allocate infos.
         unsafe {
             let buffer = device.create_buffer(
@@ -147,7 +153,8 @@ unsafe fn gpu_copy(
                 None,
             )?;
             let req = device.get_buffer_memory_requirements(buffer);
-            let want = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+            let want =
+                vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
             let index = (0..memory_props.memory_type_count)
                 .find(|&i| {
                     req.memory_type_bits & (1 << i) != 0
@@ -186,7 +193,11 @@ unsafe fn gpu_copy(
         );
         device.end_command_buffer(cmd)?;
         let cmds = [cmd];
-        device.queue_submit(queue, &[vk::SubmitInfo::default().command_buffers(&cmds)], fence)?;
+        device.queue_submit(
+            queue,
+            &[vk::SubmitInfo::default().command_buffers(&cmds)],
+            fence,
+        )?;
         device.wait_for_fences(&[fence], true, 30_000_000_000)?;
         device.reset_fences(&[fence])?;
         let got = std::slice::from_raw_parts(made[1].2, pattern.len());
@@ -224,8 +235,8 @@ unsafe fn headless(
     let swapchain_fn = khr::swapchain::Device::new(instance, device);
     // SAFETY: objects made here and destroyed below, after the device idles.
     unsafe {
-        let surface =
-            headless_fn.create_headless_surface(&vk::HeadlessSurfaceCreateInfoEXT::default(), None)?;
+        let surface = headless_fn
+            .create_headless_surface(&vk::HeadlessSurfaceCreateInfoEXT::default(), None)?;
         let supported = surface_fn.get_physical_device_surface_support(pd, family, surface)?;
         let caps = surface_fn.get_physical_device_surface_capabilities(pd, surface)?;
         let formats = surface_fn.get_physical_device_surface_formats(pd, surface)?;
@@ -246,7 +257,9 @@ unsafe fn headless(
                 .image_color_space(formats[0].color_space)
                 .image_extent(extent)
                 .image_array_layers(1)
-                .image_usage(vk::ImageUsageFlags::TRANSFER_DST | vk::ImageUsageFlags::COLOR_ATTACHMENT)
+                .image_usage(
+                    vk::ImageUsageFlags::TRANSFER_DST | vk::ImageUsageFlags::COLOR_ATTACHMENT,
+                )
                 .pre_transform(caps.current_transform)
                 .composite_alpha(vk::CompositeAlphaFlagsKHR::OPAQUE)
                 .present_mode(vk::PresentModeKHR::FIFO)

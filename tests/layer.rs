@@ -123,7 +123,13 @@ fn text(out: &Output) -> String {
 }
 
 /// Start `program` on `socket` through the layer.
-fn spawn(layer: &Layer, socket: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+fn spawn(
+    layer: &Layer,
+    socket: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(program)
         .args(args)
         .envs(layer.env())
@@ -137,11 +143,13 @@ fn spawn(layer: &Layer, socket: &str, program: &Path, args: &[&str], env: &[(&st
 
 /// vkcube at 256x256 (the size of the test compositors' outputs).
 fn vkcube_args(frames: u32) -> Vec<String> {
-    ["--wsi", "wayland", "--width", "256", "--height", "256", "--c"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([frames.to_string()])
-        .collect()
+    [
+        "--wsi", "wayland", "--width", "256", "--height", "256", "--c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([frames.to_string()])
+    .collect()
 }
 
 /// The report's checks of one app run: one swapchain (at least) created
@@ -149,9 +157,18 @@ fn vkcube_args(frames: u32) -> Vec<String> {
 fn assert_reported(layer: &Layer, pid: u32, sync: &str, frames: u64, said: &str) {
     let events = layer.events(pid);
     println!("layer report of {pid}:\n{}", events.join("\n"));
-    let created: Vec<_> = events.iter().filter(|l| field(l, "event") == Some("create")).collect();
-    let destroyed: Vec<_> = events.iter().filter(|l| field(l, "event") == Some("destroy")).collect();
-    assert!(!created.is_empty(), "no swapchain through the layer:\n{said}");
+    let created: Vec<_> = events
+        .iter()
+        .filter(|l| field(l, "event") == Some("create"))
+        .collect();
+    let destroyed: Vec<_> = events
+        .iter()
+        .filter(|l| field(l, "event") == Some("destroy"))
+        .collect();
+    assert!(
+        !created.is_empty(),
+        "no swapchain through the layer:\n{said}"
+    );
     assert_eq!(created.len(), destroyed.len(), "every swapchain destroyed");
     for l in &created {
         assert_eq!(field(l, "sync"), Some(sync), "{l}");
@@ -186,6 +203,9 @@ fn vkcube_runs(layer: &Layer, socket: &str, sync: &str, frames: u32, env: &[(&st
     assert_reported(layer, pid, sync, u64::from(frames), &said);
 }
 
+/// A picture read back: width, height, and the pixel at (x, y).
+type Picture = (u32, u32, Box<dyn Fn(u32, u32) -> u32>);
+
 /// Distinct colours of a picture.
 fn colours(width: u32, height: u32, pixel: impl Fn(u32, u32) -> u32) -> usize {
     let mut seen = std::collections::HashSet::new();
@@ -207,7 +227,7 @@ fn vkcube_is_shown(
     layer: &Layer,
     socket: &str,
     env: &[(&str, &str)],
-    grab: impl Fn() -> Option<(u32, u32, Box<dyn Fn(u32, u32) -> u32>)>,
+    grab: impl Fn() -> Option<Picture>,
 ) {
     let args = vkcube_args(1_000_000);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -234,11 +254,14 @@ fn vkcube_is_shown(
     let said = text(&out);
     println!("vkcube until shown:\n{said}");
     assert_no_validation_errors(&said);
-    assert!(shown, "the output never showed vkcube's picture (last: {last} colours)");
+    assert!(
+        shown,
+        "the output never showed vkcube's picture (last: {last} colours)"
+    );
     println!("the compositor shows vkcube's picture ({last} colours)");
 }
 
-fn shot(s: Shot) -> Option<(u32, u32, Box<dyn Fn(u32, u32) -> u32>)> {
+fn shot(s: Shot) -> Option<Picture> {
     let (w, h) = (s.width, s.height);
     Some((w, h, Box::new(move |x, y| s.pixel(x, y))))
 }
@@ -250,7 +273,9 @@ fn vkcube_through_the_layer_on_weston_gl_with_explicit_sync() {
     let layer = Layer::install();
     vkcube_runs(&layer, &weston.socket, "explicit", 30, &[]);
     let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
-    vkcube_is_shown(&layer, &weston.socket, &[], || capture(&conn).ok().and_then(shot));
+    vkcube_is_shown(&layer, &weston.socket, &[], || {
+        capture(&conn).ok().and_then(shot)
+    });
 }
 
 #[test]
@@ -260,7 +285,9 @@ fn vkcube_through_the_layer_on_pixman_weston_with_wl_shm() {
     let layer = Layer::install();
     vkcube_runs(&layer, &weston.socket, "shm", 30, &[]);
     let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
-    vkcube_is_shown(&layer, &weston.socket, &[], || capture(&conn).ok().and_then(shot));
+    vkcube_is_shown(&layer, &weston.socket, &[], || {
+        capture(&conn).ok().and_then(shot)
+    });
 }
 
 #[test]
@@ -289,7 +316,7 @@ fn vkcube_through_the_layer_on_mutter_with_wl_shm() {
         .lines()
         .find(|l| field(l, "event") == Some("create"))
         .unwrap();
-    assert_eq!(field(&created, "fifo_protocol"), Some("true"), "{created}");
+    assert_eq!(field(created, "fifo_protocol"), Some("true"), "{created}");
 }
 
 #[test]
@@ -342,11 +369,20 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     // colour and exact face colours, several faces).
     let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
     let all = ["--wsi", "mesa", "--frames", "100000", "--timeout", "30"];
-    let mut child = spawn(&layer, &weston.socket, &common::built("examples", "cube"), &all, &[]);
+    let mut child = spawn(
+        &layer,
+        &weston.socket,
+        &common::built("examples", "cube"),
+        &all,
+        &[],
+    );
     let t = Instant::now();
     let mut last = String::new();
     let faces = loop {
-        assert!(t.elapsed() < Duration::from_secs(120), "weston never showed a cube frame: {last}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "weston never showed a cube frame: {last}"
+        );
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the cube exited early: {status}");
         }
@@ -376,23 +412,43 @@ fn a_headless_surface_and_every_other_call_pass_through_untouched() {
         println!("vkprobe (layer: {}):\n{said}", layer.is_some());
         assert!(out.status.success(), "vkprobe failed: {said}");
         assert_no_validation_errors(&said);
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
     };
     let without = run(None);
     let layer = Layer::install();
     let with = run(Some(&layer));
-    for key in ["device", "copy", "headless_frames", "headless_images", "present_modes"] {
-        assert_eq!(field(&with, key), field(&without, key), "{key}: {with} vs {without}");
+    for key in [
+        "device",
+        "copy",
+        "headless_frames",
+        "headless_images",
+        "present_modes",
+    ] {
+        assert_eq!(
+            field(&with, key),
+            field(&without, key),
+            "{key}: {with} vs {without}"
+        );
     }
     assert_eq!(field(&with, "copy"), Some("ok"));
     assert_eq!(field(&with, "headless_frames"), Some("3"));
     // The layer is there (it hides what its swapchains cannot do) and
     // still kept out of the headless swapchain (no report).
     if field(&without, "swapchain_maintenance1") == Some("true") {
-        assert_eq!(field(&with, "swapchain_maintenance1"), Some("false"), "{with}");
+        assert_eq!(
+            field(&with, "swapchain_maintenance1"),
+            Some("false"),
+            "{with}"
+        );
     }
     assert!(
-        std::fs::read_to_string(&layer.report).unwrap_or_default().is_empty(),
+        std::fs::read_to_string(&layer.report)
+            .unwrap_or_default()
+            .is_empty(),
         "the layer made a swapchain for a headless surface"
     );
 }
@@ -447,9 +503,20 @@ fn a_recreated_swapchain_takes_the_surface_over() {
     assert!(recreated, "vkcube never recreated its swapchain");
     assert!(alive, "vkcube died after the recreation");
     assert_no_validation_errors(&said);
-    let destroyed: Vec<_> = events.iter().filter(|l| field(l, "event") == Some("destroy")).collect();
-    assert!(!destroyed.is_empty(), "the old swapchain was never destroyed");
-    assert_eq!(field(destroyed[0], "retired"), Some("true"), "{}", destroyed[0]);
+    let destroyed: Vec<_> = events
+        .iter()
+        .filter(|l| field(l, "event") == Some("destroy"))
+        .collect();
+    assert!(
+        !destroyed.is_empty(),
+        "the old swapchain was never destroyed"
+    );
+    assert_eq!(
+        field(destroyed[0], "retired"),
+        Some("true"),
+        "{}",
+        destroyed[0]
+    );
     let widths: Vec<_> = events
         .iter()
         .filter(|l| field(l, "event") == Some("create"))
@@ -479,8 +546,15 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
     let child = spawn(&layer, &weston.socket, Path::new("vkcube"), &args, &[]);
     let pid = child.id();
     let t = Instant::now();
-    while !layer.events(pid).iter().any(|l| field(l, "event") == Some("create")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "vkcube made no swapchain");
+    while !layer
+        .events(pid)
+        .iter()
+        .any(|l| field(l, "event") == Some("create"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "vkcube made no swapchain"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Frames flowing.
@@ -504,7 +578,10 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
         field(lost, "call").unwrap()
     );
     let bound = Duration::from_secs(1).max(frame * 2);
-    assert!(after < bound, "lost only {after:?} after the kill (bound {bound:?})");
+    assert!(
+        after < bound,
+        "lost only {after:?} after the kill (bound {bound:?})"
+    );
 }
 
 /// 2,000 frames of the cube (`--wsi mesa`, MAILBOX) through the layer: open
@@ -517,7 +594,14 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let layer = Layer::install();
-    let args = ["--frames", "2000", "--present-mode", "mailbox", "--size", "64x64"];
+    let args = [
+        "--frames",
+        "2000",
+        "--present-mode",
+        "mailbox",
+        "--size",
+        "64x64",
+    ];
     let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
     assert_reported(&layer, pid, "explicit", 2000, &said);
     let figures = |json: &str| {
@@ -539,10 +623,17 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
         .args(args)
         .env("WAYLAND_DISPLAY", &weston.socket);
     let (out, in_time) = finish(
-        cube.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        cube.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
         Duration::from_secs(600),
     );
-    assert!(in_time && out.status.success(), "the driver's run failed:\n{}", text(&out));
+    assert!(
+        in_time && out.status.success(),
+        "the driver's run failed:\n{}",
+        text(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let (_, driver_heap, driver_rss) = figures(stdout.lines().last().unwrap());
     println!(
@@ -552,5 +643,8 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
     // A frame in flight holds a release fence or two.
     assert!(fds.abs() <= 4, "fds changed by {fds}");
     assert!(heap <= 1024, "heap grew {heap} KiB");
-    assert!(rss <= driver_rss.max(0) + 8192, "RSS grew {rss} KiB (driver's WSI: {driver_rss} KiB)");
+    assert!(
+        rss <= driver_rss.max(0) + 8192,
+        "RSS grew {rss} KiB (driver's WSI: {driver_rss} KiB)"
+    );
 }

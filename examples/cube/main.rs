@@ -645,7 +645,7 @@ fn report(args: &Args, f: &Frames) {
             p.map_or("null".into(), |p| p.zero_copy.to_string()),
             opt(p.and_then(|p| ms(p.mean_latency()))),
             opt(p.map(|p| p.latency_max.as_secs_f64() * 1e3)),
-            steady_state(&f),
+            steady_state(f),
         );
     }
 }

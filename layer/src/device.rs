@@ -193,16 +193,27 @@ unsafe fn create_device_inner(
     // the family winsys submits on.
     let served = inst.served(pd).filter(|s| {
         // SAFETY: the app's valid array.
-        let queues = unsafe { slice(app_info.p_queue_create_infos, app_info.queue_create_info_count) };
+        let queues = unsafe {
+            slice(
+                app_info.p_queue_create_infos,
+                app_info.queue_create_info_count,
+            )
+        };
         let has = queues.iter().any(|q| q.queue_family_index == s.family);
         if !has {
-            debug!("not serving this device: the app made no queue in family {}", s.family);
+            debug!(
+                "not serving this device: the app made no queue in family {}",
+                s.family
+            );
         }
         has
     });
     // SAFETY: the app's valid array of C strings.
     let app_names = unsafe {
-        slice(app_info.pp_enabled_extension_names, app_info.enabled_extension_count)
+        slice(
+            app_info.pp_enabled_extension_names,
+            app_info.enabled_extension_count,
+        )
     };
     let mut names: Vec<*const c_char> = app_names.to_vec();
     if let Some(s) = &served {

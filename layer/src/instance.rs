@@ -136,7 +136,10 @@ impl InstanceData {
         };
         let want = vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE;
         let Some(family) = families.iter().position(|f| f.queue_flags.contains(want)) else {
-            debug!("not serving {}: no graphics+compute queue family", info.name);
+            debug!(
+                "not serving {}: no graphics+compute queue family",
+                info.name
+            );
             return None;
         };
         debug!("serving {} (queue family {family})", info.name);
@@ -167,13 +170,19 @@ fn registry() -> &'static Registry {
 
 /// The instance data of `instance`.
 pub fn data(instance: vk::Instance) -> Option<Arc<InstanceData>> {
-    let map = registry().instances.read().unwrap_or_else(|p| p.into_inner());
+    let map = registry()
+        .instances
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
     map.get(&instance.as_raw()).cloned()
 }
 
 /// The instance data of physical device `pd`.
 pub fn of_physical(pd: vk::PhysicalDevice) -> Option<Arc<InstanceData>> {
-    let map = registry().physical.read().unwrap_or_else(|p| p.into_inner());
+    let map = registry()
+        .physical
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
     map.get(&pd.as_raw()).cloned()
 }
 
@@ -260,7 +269,11 @@ unsafe fn create_instance_inner(
     // extensions the loader's terminators dispatch by.
     // SAFETY: the app's arrays, valid for the call.
     let mut names: Vec<*const c_char> = unsafe {
-        slice(app_info.pp_enabled_extension_names, app_info.enabled_extension_count).to_vec()
+        slice(
+            app_info.pp_enabled_extension_names,
+            app_info.enabled_extension_count,
+        )
+        .to_vec()
     };
     for want in INSTANCE_EXTENSIONS {
         // SAFETY: the app's valid C strings.
@@ -374,7 +387,10 @@ unsafe extern "system" fn enumerate_physical_devices(
         if !out.is_null() && matches!(result, vk::Result::SUCCESS | vk::Result::INCOMPLETE) {
             // SAFETY: the driver filled `*count` handles.
             let got = unsafe { slice(out, *count) };
-            let mut map = registry().physical.write().unwrap_or_else(|p| p.into_inner());
+            let mut map = registry()
+                .physical
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             for pd in got {
                 map.entry(pd.as_raw()).or_insert_with(|| data.clone());
             }
@@ -433,8 +449,9 @@ unsafe extern "system" fn create_wayland_surface(
         // The driver's surface too, so that a device the layer does not
         // serve presents with the driver's WSI.
         // SAFETY: the app's valid arguments, passed on.
-        let result =
-            unsafe { (data.wayland_fn.fp().create_wayland_surface_khr)(instance, info, allocator, out) };
+        let result = unsafe {
+            (data.wayland_fn.fp().create_wayland_surface_khr)(instance, info, allocator, out)
+        };
         if result != vk::Result::SUCCESS {
             return result;
         }
@@ -476,7 +493,10 @@ unsafe extern "system" fn destroy_surface(
 
 /// The instance of `pd` and, where the layer serves `pd` and `surface` is
 /// one of the app's Wayland surfaces, what the layer serves it with.
-fn ours(pd: vk::PhysicalDevice, surface: vk::SurfaceKHR) -> (Option<Arc<InstanceData>>, Option<Served>) {
+fn ours(
+    pd: vk::PhysicalDevice,
+    surface: vk::SurfaceKHR,
+) -> (Option<Arc<InstanceData>>, Option<Served>) {
     let Some(data) = of_physical(pd) else {
         return (None, None);
     };
@@ -503,7 +523,11 @@ unsafe extern "system" fn wayland_presentation_support(
                 (data
                     .wayland_fn
                     .fp()
-                    .get_physical_device_wayland_presentation_support_khr)(pd, family, display.cast())
+                    .get_physical_device_wayland_presentation_support_khr)(
+                    pd,
+                    family,
+                    display.cast(),
+                )
             },
         }
     })
@@ -515,17 +539,21 @@ unsafe extern "system" fn surface_support(
     surface: vk::SurfaceKHR,
     out: *mut vk::Bool32,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || match ours(pd, surface) {
-        (Some(_), Some(s)) => {
-            // SAFETY: a valid output pointer.
-            unsafe { *out = (family == s.family).into() };
-            vk::Result::SUCCESS
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        match ours(pd, surface) {
+            (Some(_), Some(s)) => {
+                // SAFETY: a valid output pointer.
+                unsafe { *out = (family == s.family).into() };
+                vk::Result::SUCCESS
+            }
+            // SAFETY: the app's valid arguments, passed on.
+            (Some(d), None) => unsafe {
+                (d.surface_fn.fp().get_physical_device_surface_support_khr)(
+                    pd, family, surface, out,
+                )
+            },
+            (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
         }
-        // SAFETY: the app's valid arguments, passed on.
-        (Some(d), None) => unsafe {
-            (d.surface_fn.fp().get_physical_device_surface_support_khr)(pd, family, surface, out)
-        },
-        (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
     })
 }
 
@@ -575,17 +603,21 @@ unsafe extern "system" fn surface_capabilities(
     surface: vk::SurfaceKHR,
     out: *mut vk::SurfaceCapabilitiesKHR,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || match ours(pd, surface) {
-        (Some(_), Some(s)) => {
-            // SAFETY: a valid output pointer.
-            unsafe { *out = capabilities(&s) };
-            vk::Result::SUCCESS
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        match ours(pd, surface) {
+            (Some(_), Some(s)) => {
+                // SAFETY: a valid output pointer.
+                unsafe { *out = capabilities(&s) };
+                vk::Result::SUCCESS
+            }
+            // SAFETY: the app's valid arguments, passed on.
+            (Some(d), None) => unsafe {
+                (d.surface_fn
+                    .fp()
+                    .get_physical_device_surface_capabilities_khr)(pd, surface, out)
+            },
+            (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
         }
-        // SAFETY: the app's valid arguments, passed on.
-        (Some(d), None) => unsafe {
-            (d.surface_fn.fp().get_physical_device_surface_capabilities_khr)(pd, surface, out)
-        },
-        (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
     })
 }
 
@@ -664,14 +696,16 @@ unsafe extern "system" fn surface_formats(
     count: *mut u32,
     out: *mut vk::SurfaceFormatKHR,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || match ours(pd, surface) {
-        // SAFETY: the app's valid count and array.
-        (Some(_), Some(_)) => unsafe { fill(&FORMATS, count, out) },
-        // SAFETY: the app's valid arguments, passed on.
-        (Some(d), None) => unsafe {
-            (d.surface_fn.fp().get_physical_device_surface_formats_khr)(pd, surface, count, out)
-        },
-        (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        match ours(pd, surface) {
+            // SAFETY: the app's valid count and array.
+            (Some(_), Some(_)) => unsafe { fill(&FORMATS, count, out) },
+            // SAFETY: the app's valid arguments, passed on.
+            (Some(d), None) => unsafe {
+                (d.surface_fn.fp().get_physical_device_surface_formats_khr)(pd, surface, count, out)
+            },
+            (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
+        }
     })
 }
 
@@ -736,14 +770,20 @@ unsafe extern "system" fn surface_present_modes(
     count: *mut u32,
     out: *mut vk::PresentModeKHR,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || match ours(pd, surface) {
-        // SAFETY: the app's valid count and array.
-        (Some(_), Some(_)) => unsafe { fill(&PRESENT_MODES, count, out) },
-        // SAFETY: the app's valid arguments, passed on.
-        (Some(d), None) => unsafe {
-            (d.surface_fn.fp().get_physical_device_surface_present_modes_khr)(pd, surface, count, out)
-        },
-        (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        match ours(pd, surface) {
+            // SAFETY: the app's valid count and array.
+            (Some(_), Some(_)) => unsafe { fill(&PRESENT_MODES, count, out) },
+            // SAFETY: the app's valid arguments, passed on.
+            (Some(d), None) => unsafe {
+                (d.surface_fn
+                    .fp()
+                    .get_physical_device_surface_present_modes_khr)(
+                    pd, surface, count, out
+                )
+            },
+            (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
+        }
     })
 }
 
@@ -753,31 +793,33 @@ unsafe extern "system" fn present_rectangles(
     count: *mut u32,
     out: *mut vk::Rect2D,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || match ours(pd, surface) {
-        (Some(_), Some(s)) => {
-            let whole = [vk::Rect2D {
-                offset: vk::Offset2D::default(),
-                extent: vk::Extent2D {
-                    width: s.max_extent,
-                    height: s.max_extent,
-                },
-            }];
-            // SAFETY: the app's valid count and array.
-            unsafe { fill(&whole, count, out) }
+    guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
+        match ours(pd, surface) {
+            (Some(_), Some(s)) => {
+                let whole = [vk::Rect2D {
+                    offset: vk::Offset2D::default(),
+                    extent: vk::Extent2D {
+                        width: s.max_extent,
+                        height: s.max_extent,
+                    },
+                }];
+                // SAFETY: the app's valid count and array.
+                unsafe { fill(&whole, count, out) }
+            }
+            (Some(d), None) => {
+                // SAFETY: the instance's command (VK_KHR_swapchain, 1.1).
+                let Some(f) = (unsafe {
+                    next::<vk::PFN_vkGetPhysicalDevicePresentRectanglesKHR>(
+                        &d,
+                        c"vkGetPhysicalDevicePresentRectanglesKHR",
+                    )
+                }) else {
+                    return vk::Result::ERROR_EXTENSION_NOT_PRESENT;
+                };
+                // SAFETY: the app's valid arguments, passed on.
+                unsafe { f(pd, surface, count, out) }
+            }
+            (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
         }
-        (Some(d), None) => {
-            // SAFETY: the instance's command (VK_KHR_swapchain, 1.1).
-            let Some(f) = (unsafe {
-                next::<vk::PFN_vkGetPhysicalDevicePresentRectanglesKHR>(
-                    &d,
-                    c"vkGetPhysicalDevicePresentRectanglesKHR",
-                )
-            }) else {
-                return vk::Result::ERROR_EXTENSION_NOT_PRESENT;
-            };
-            // SAFETY: the app's valid arguments, passed on.
-            unsafe { f(pd, surface, count, out) }
-        }
-        (None, _) => vk::Result::ERROR_SURFACE_LOST_KHR,
     })
 }

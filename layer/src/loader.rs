@@ -135,7 +135,11 @@ pub unsafe fn find_in_chain<T>(
         let header = unsafe { &*(next as *const vk::BaseInStructure<'_>) };
         if header.s_type == s_type {
             // SAFETY: as above (the loader's struct layout).
-            let f = unsafe { *(next as *const u8).add(std::mem::size_of::<vk::BaseInStructure<'_>>()).cast::<i32>() };
+            let f = unsafe {
+                *(next as *const u8)
+                    .add(std::mem::size_of::<vk::BaseInStructure<'_>>())
+                    .cast::<i32>()
+            };
             if f == function {
                 return Some(next as *mut T);
             }

@@ -62,7 +62,10 @@ pub fn write(fields: &[(&str, Value)]) {
         .open(&path)
         .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = written {
-        eprintln!("winsys layer: cannot write the report {}: {e}", path.to_string_lossy());
+        eprintln!(
+            "winsys layer: cannot write the report {}: {e}",
+            path.to_string_lossy()
+        );
     }
 }
 

@@ -66,9 +66,15 @@ impl LayerSwapchain {
             ("pid", Value::Num(u64::from(std::process::id()))),
             ("swapchain", Value::Num(self.handle)),
             ("sync", Value::Str(self.chain.sync_mode().to_string())),
-            ("path", Value::Str(format!("{:?}", self.chain.buffer_path()))),
+            (
+                "path",
+                Value::Str(format!("{:?}", self.chain.buffer_path())),
+            ),
             ("images", Value::Num(self.images.len() as u64)),
-            ("present_mode", Value::Str(format!("{:?}", self.present_mode))),
+            (
+                "present_mode",
+                Value::Str(format!("{:?}", self.present_mode)),
+            ),
             ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
             ("frames", Value::Num(self.chain.frames_presented())),
             ("acquires", Value::Num(self.acquires)),
@@ -97,7 +103,10 @@ impl LayerSwapchain {
             ("call", Value::Str(call.into())),
             ("monotonic_ns", Value::Num(ns)),
             ("frames", Value::Num(self.chain.frames_presented())),
-            ("age_ns", Value::Num(self.created.elapsed().as_nanos() as u64)),
+            (
+                "age_ns",
+                Value::Num(self.created.elapsed().as_nanos() as u64),
+            ),
         ]);
     }
 }
@@ -194,7 +203,10 @@ unsafe fn create_inner(
         vk::Result::ERROR_INITIALIZATION_FAILED
     };
     if !FORMATS.iter().any(|f| f.format == ci.image_format) {
-        return refuse(format!("format {:?} is not among the surface's", ci.image_format));
+        return refuse(format!(
+            "format {:?} is not among the surface's",
+            ci.image_format
+        ));
     }
     if !USAGE.contains(ci.image_usage) || ci.image_array_layers != 1 {
         return refuse(format!(
@@ -216,10 +228,9 @@ unsafe fn create_inner(
         vk::PresentModeKHR::IMMEDIATE => PresentMode::Immediate,
         _ => PresentMode::Fifo,
     };
-    let (Some(display), Some(window)) = (
-        NonNull::new(surface.display),
-        NonNull::new(surface.surface),
-    ) else {
+    let (Some(display), Some(window)) =
+        (NonNull::new(surface.display), NonNull::new(surface.surface))
+    else {
         return vk::Result::ERROR_SURFACE_LOST_KHR;
     };
     let display = RawDisplayHandle::Wayland(WaylandDisplayHandle::new(display));
@@ -272,7 +283,9 @@ pub(crate) unsafe extern "system" fn destroy_swapchain(
     allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard((), || {
-        let Some(d) = device::data(device) else { return };
+        let Some(d) = device::data(device) else {
+            return;
+        };
         let ours = d
             .swapchains
             .lock()
@@ -541,7 +554,9 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
                     eprintln!("winsys layer: vkQueuePresentKHR: {e}");
                 }
                 match result_of(&e, false) {
-                    vk::Result::TIMEOUT | vk::Result::NOT_READY => vk::Result::ERROR_OUT_OF_DATE_KHR,
+                    vk::Result::TIMEOUT | vk::Result::NOT_READY => {
+                        vk::Result::ERROR_OUT_OF_DATE_KHR
+                    }
                     r => r,
                 }
             }
@@ -603,7 +618,9 @@ pub(crate) unsafe extern "system" fn device_group_surface_present_modes(
         }
         // SAFETY: the app's valid arguments, passed on.
         unsafe {
-            (d.swapchain_fn.fp().get_device_group_surface_present_modes_khr)(device, surface, out)
+            (d.swapchain_fn
+                .fp()
+                .get_device_group_surface_present_modes_khr)(device, surface, out)
         }
     })
 }
@@ -626,7 +643,10 @@ mod tests {
     #[test]
     fn errors_map_to_the_spec_codes() {
         use winsys::wayland::Error as E;
-        assert_eq!(result_of(&E::Retired, false), vk::Result::ERROR_OUT_OF_DATE_KHR);
+        assert_eq!(
+            result_of(&E::Retired, false),
+            vk::Result::ERROR_OUT_OF_DATE_KHR
+        );
         let t = E::Timeout {
             what: "x",
             timeout: Duration::ZERO,

@@ -676,8 +676,7 @@ impl DeviceShared {
         // the caller's contract); handles in `submits` belong to this
         // device and are kept alive by the caller until `fence` (or a
         // later wait) says the batch is done.
-        unsafe { self.raw.queue_submit(target, submits, fence) }
-            .map_err(Error::vk("vkQueueSubmit"))
+        unsafe { self.raw.queue_submit(target, submits, fence) }.map_err(Error::vk("vkQueueSubmit"))
     }
 
     /// A slot ready for recording: a reused one whose work is done, or a
@@ -1022,7 +1021,14 @@ impl Device {
             .map_err(Error::vk("vkCreateDevice"))?;
         // SAFETY: the queue family and index were created above.
         let queue = unsafe { raw.get_device_queue(queue_family, 0) };
-        Ok(Self::assemble(instance, info, raw, queue_family, queue, None))
+        Ok(Self::assemble(
+            instance,
+            info,
+            raw,
+            queue_family,
+            queue,
+            None,
+        ))
     }
 
     /// Use a device someone else created — a Vulkan layer's, whose

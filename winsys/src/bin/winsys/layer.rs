@@ -45,8 +45,15 @@ const SWAPCHAIN_COMMANDS: [&str; 7] = [
 /// The manifest text for `library` (an implicit layer with the enable and
 /// disable variables, or an explicit one).
 pub fn manifest(library: &Path, implicit: bool) -> String {
-    let lib = library.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
-    let commands: Vec<String> = SWAPCHAIN_COMMANDS.iter().map(|c| format!("\"{c}\"")).collect();
+    let lib = library
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let commands: Vec<String> = SWAPCHAIN_COMMANDS
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
     let env = if implicit {
         format!(
             ",\n    \"enable_environment\": {{ \"{ENABLE_ENV}\": \"1\" }},\n    \"disable_environment\": {{ \"{DISABLE_ENV}\": \"1\" }}"
@@ -112,7 +119,10 @@ pub fn command(args: &[String]) -> i32 {
             .cloned()
     };
     let implicit = !has("--explicit");
-    let dir = match value("--dir").map(PathBuf::from).or_else(|| user_dir(implicit)) {
+    let dir = match value("--dir")
+        .map(PathBuf::from)
+        .or_else(|| user_dir(implicit))
+    {
         Some(d) => d,
         None => {
             eprintln!("winsys layer: neither XDG_DATA_HOME nor HOME is set: give --dir");
@@ -122,7 +132,10 @@ pub fn command(args: &[String]) -> i32 {
     let path = dir.join(MANIFEST);
     match args.first().map(String::as_str) {
         Some("install") => {
-            let library = match value("--library").map(PathBuf::from).or_else(default_library) {
+            let library = match value("--library")
+                .map(PathBuf::from)
+                .or_else(default_library)
+            {
                 Some(l) => l,
                 None => {
                     eprintln!(
@@ -145,7 +158,11 @@ pub fn command(args: &[String]) -> i32 {
                 eprintln!("winsys layer: cannot write {}: {e}", path.display());
                 return 1;
             }
-            println!("installed {} (library {})", path.display(), library.display());
+            println!(
+                "installed {} (library {})",
+                path.display(),
+                library.display()
+            );
             if implicit {
                 println!("run any Vulkan app through winsys: {ENABLE_ENV}=1 APP");
             } else {
@@ -211,7 +228,9 @@ fn search_dirs() -> Vec<(PathBuf, bool)> {
 pub fn info(swapchain: Option<&J>) -> J {
     let mut found = Vec::new();
     for (dir, implicit) in search_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "json")
