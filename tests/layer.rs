@@ -11,181 +11,26 @@
 //! app's picture.
 //!
 //! Also: a window system the layer does not serve (a headless surface)
-//! and every non-WSI call behave as without it; a recreated swapchain
-//! (`oldSwapchain`) hands the surface over; a killed compositor is a lost
-//! surface within 1 s, never a hang; 2,000 frames leave fds and memory
-//! flat.
+//! and every non-WSI call behave as without it; `winsys info` reports the
+//! layer. tests/layer_soak.rs: recreation, a killed compositor, 2,000
+//! frames.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::layer::{
+    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, text,
+    vkcube_args, Layer, LAYER,
+};
 
 use common::compositor::Compositor;
 use common::mutter::Mutter;
 use common::need;
 use common::sway::Sway;
 use common::weston::{capture, Shot, Weston};
-
-const LAYER: &str = "VK_LAYER_WINSYS_wsi";
-
-/// The layer installed as an explicit layer in a directory of its own
-/// (by `winsys layer install`), and the report file its apps write.
-struct Layer {
-    dir: PathBuf,
-    report: PathBuf,
-}
-
-impl Layer {
-    fn install() -> Layer {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "winsys-layer-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let out = Command::new(common::built("", "winsys"))
-            .args(["layer", "install", "--explicit", "--dir"])
-            .arg(&dir)
-            .output()
-            .expect("run winsys layer install");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "winsys layer install: {said}");
-        let manifest = dir.join("VkLayer_winsys.json");
-        let text = std::fs::read_to_string(&manifest).expect("the manifest");
-        assert!(text.contains(LAYER), "{text}");
-        println!("{said}");
-        let report = dir.join("report.jsonl");
-        Layer { dir, report }
-    }
-
-    /// The environment that puts an app on the layer, validation above it.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("VK_ADD_LAYER_PATH", self.dir.display().to_string()),
-            (
-                "VK_INSTANCE_LAYERS",
-                format!("VK_LAYER_KHRONOS_validation:{LAYER}"),
-            ),
-            ("WINSYS_LAYER_REPORT", self.report.display().to_string()),
-        ]
-    }
-
-    /// The report's lines of process `pid`.
-    fn events(&self, pid: u32) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.report).unwrap_or_default();
-        let tag = format!("\"pid\":{pid},");
-        text.lines()
-            .filter(|l| l.contains(&tag))
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for Layer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `"key":value` of a flat JSON line, quotes trimmed.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &line[at..];
-    let end = if let Some(s) = rest.strip_prefix('"') {
-        return s.split('"').next();
-    } else {
-        rest.find([',', '}']).unwrap_or(rest.len())
-    };
-    Some(&rest[..end])
-}
-
-/// Wait for `child` at most `limit` (killed after it): its output.
-fn finish(mut child: Child, limit: Duration) -> (Output, bool) {
-    let t = Instant::now();
-    let mut in_time = true;
-    while matches!(child.try_wait(), Ok(None)) {
-        if t.elapsed() > limit {
-            in_time = false;
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child.wait_with_output().unwrap(), in_time)
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// Start `program` on `socket` through the layer.
-fn spawn(
-    layer: &Layer,
-    socket: &str,
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Child {
-    Command::new(program)
-        .args(args)
-        .envs(layer.env())
-        .envs(env.iter().copied())
-        .env("WAYLAND_DISPLAY", socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
-}
-
-/// vkcube at 256x256 (the size of the test compositors' outputs).
-fn vkcube_args(frames: u32) -> Vec<String> {
-    [
-        "--wsi", "wayland", "--width", "256", "--height", "256", "--c",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([frames.to_string()])
-    .collect()
-}
-
-/// The report's checks of one app run: one swapchain (at least) created
-/// and destroyed in `sync` mode, `frames` presented in all.
-fn assert_reported(layer: &Layer, pid: u32, sync: &str, frames: u64, said: &str) {
-    let events = layer.events(pid);
-    println!("layer report of {pid}:\n{}", events.join("\n"));
-    let created: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("create"))
-        .collect();
-    let destroyed: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("destroy"))
-        .collect();
-    assert!(
-        !created.is_empty(),
-        "no swapchain through the layer:\n{said}"
-    );
-    assert_eq!(created.len(), destroyed.len(), "every swapchain destroyed");
-    for l in &created {
-        assert_eq!(field(l, "sync"), Some(sync), "{l}");
-    }
-    let total: u64 = destroyed
-        .iter()
-        .map(|l| field(l, "frames").unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(total, frames, "frames presented through the layer");
-}
-
-fn assert_no_validation_errors(said: &str) {
-    assert!(
-        !said.contains("Validation Error"),
-        "the validation layer reported errors:\n{said}"
-    );
-}
 
 /// vkcube presents `frames` frames through the layer and exits 0, the
 /// validation layer silent; the report shows `sync`.
@@ -336,26 +181,6 @@ fn vkcube_through_the_layer_on_the_reference_compositor() {
     assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
 }
 
-/// The cube example's `--wsi mesa` run through the layer; its JSON line.
-fn mesa_cube(layer: &Layer, socket: &str, args: &[&str]) -> (u32, String, String) {
-    let mut all = vec!["--wsi", "mesa", "--json", "--validation", "--timeout", "30"];
-    all.extend_from_slice(args);
-    let child = spawn(layer, socket, &common::built("examples", "cube"), &all, &[]);
-    let pid = child.id();
-    let (out, in_time) = finish(child, Duration::from_secs(300));
-    let said = text(&out);
-    println!("cube {all:?}:\n{said}");
-    assert!(in_time, "the cube did not finish within 300 s");
-    assert!(out.status.success(), "the cube failed: {}", out.status);
-    assert_no_validation_errors(&said);
-    let json = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    (pid, json, said)
-}
-
 #[test]
 fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     let _one = common::one_at_a_time();
@@ -453,198 +278,35 @@ fn a_headless_surface_and_every_other_call_pass_through_untouched() {
     );
 }
 
-/// A window recreated at a new size (sway tiles a second window beside
-/// it, and vkcube follows the configure with `oldSwapchain`): the old
-/// swapchain is retired, hands the surface's sync objects over, and the
-/// new one presents.
+/// `winsys info` finds the layer's manifest (here through
+/// `VK_ADD_LAYER_PATH`, as the loader would), says whether it is on, and
+/// what it would present with on the compositor at hand.
 #[test]
-fn a_recreated_swapchain_takes_the_surface_over() {
-    let _one = common::one_at_a_time();
-    let sway = need!(Sway::start(), "sway 1.12 on virtio-gpu");
-    let layer = Layer::install();
-    let args = ["--wsi", "wayland", "--c", "1000000"];
-    let mut first = spawn(&layer, &sway.socket, Path::new("vkcube"), &args, &[]);
-    let pid = first.id();
-    let created = |n: usize| {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(120) {
-            let c = layer
-                .events(pid)
-                .iter()
-                .filter(|l| field(l, "event") == Some("create"))
-                .count();
-            if c >= n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    };
-    assert!(created(1), "vkcube made no swapchain");
-    // A second window: sway splits the output, vkcube gets a narrower
-    // configure and recreates its swapchain.
-    let mut second = Command::new("weston-simple-shm")
-        .env("WAYLAND_DISPLAY", &sway.socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weston-simple-shm");
-    let recreated = created(2);
-    std::thread::sleep(Duration::from_secs(2));
-    let alive = matches!(first.try_wait(), Ok(None));
-    let _ = second.kill();
-    let _ = second.wait();
-    let _ = first.kill();
-    let out = first.wait_with_output().unwrap();
-    let said = text(&out);
-    println!("vkcube:\n{said}");
-    let events = layer.events(pid);
-    println!("layer report:\n{}", events.join("\n"));
-    assert!(recreated, "vkcube never recreated its swapchain");
-    assert!(alive, "vkcube died after the recreation");
-    assert_no_validation_errors(&said);
-    let destroyed: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("destroy"))
-        .collect();
-    assert!(
-        !destroyed.is_empty(),
-        "the old swapchain was never destroyed"
-    );
-    assert_eq!(
-        field(destroyed[0], "retired"),
-        Some("true"),
-        "{}",
-        destroyed[0]
-    );
-    let widths: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("create"))
-        .map(|l| field(l, "width").unwrap().to_string())
-        .collect();
-    assert_ne!(widths[0], widths[1], "the new swapchain has the new size");
-}
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// The compositor killed under an app presenting through the layer: its
-/// next acquire or present fails with `VK_ERROR_SURFACE_LOST_KHR` within
-/// 1 s (a broken socket wakes the wait at once) — or within two of the
-/// app's frames where a frame takes longer (vkcube with validation under
-/// an emulated CPU): an app calls into the swapchain once per frame; the
-/// app is not hung.
-#[test]
-fn a_killed_compositor_is_a_lost_surface_within_a_second() {
-    let _one = common::one_at_a_time();
-    let mut weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::install();
-    let args = vkcube_args(1_000_000);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn(&layer, &weston.socket, Path::new("vkcube"), &args, &[]);
-    let pid = child.id();
-    let t = Instant::now();
-    while !layer
-        .events(pid)
-        .iter()
-        .any(|l| field(l, "event") == Some("create"))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "vkcube made no swapchain"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Frames flowing.
-    std::thread::sleep(Duration::from_secs(2));
-    let killed = monotonic_ns();
-    weston.kill();
-    let (out, in_time) = finish(child, Duration::from_secs(60));
-    println!("vkcube:\n{}", text(&out));
-    let events = layer.events(pid);
-    println!("layer report:\n{}", events.join("\n"));
-    assert!(in_time, "vkcube hung after its compositor died");
-    let lost = events
-        .iter()
-        .find(|l| field(l, "event") == Some("lost"))
-        .expect("the layer reported no lost surface");
-    let num = |k: &str| -> u64 { field(lost, k).unwrap().parse().unwrap() };
-    let after = Duration::from_nanos(num("monotonic_ns").saturating_sub(killed));
-    let frame = Duration::from_nanos(num("age_ns") / num("frames").max(1));
-    println!(
-        "surface lost {after:?} after the kill ({}); a frame took {frame:?}",
-        field(lost, "call").unwrap()
-    );
-    let bound = Duration::from_secs(1).max(frame * 2);
-    assert!(
-        after < bound,
-        "lost only {after:?} after the kill (bound {bound:?})"
-    );
-}
-
-/// 2,000 frames of the cube (`--wsi mesa`, MAILBOX) through the layer: open
-/// fds and heap the same after the first 100 frames and at the end, and
-/// RSS growing no more than with the driver's own WSI over the same
-/// frames (lavapipe's own RSS grows by some 20 MiB over such a run here,
-/// with the driver's WSI as with the layer).
-#[test]
-fn two_thousand_frames_through_the_layer_leak_nothing() {
+fn winsys_info_reports_the_layer_and_its_choice() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let layer = Layer::install();
-    let args = [
-        "--frames",
-        "2000",
-        "--present-mode",
-        "mailbox",
-        "--size",
-        "64x64",
-    ];
-    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
-    assert_reported(&layer, pid, "explicit", 2000, &said);
-    let figures = |json: &str| {
-        let num = |k: &str| -> i64 {
-            field(json, k)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{k} in {json}"))
-        };
-        (
-            num("end_fds") - num("warm_fds"),
-            num("end_heap_kib") - num("warm_heap_kib"),
-            num("end_rss_kib") - num("warm_rss_kib"),
-        )
-    };
-    let (fds, heap, rss) = figures(&json);
-    // The same frames with the driver's WSI (the validation layer on too).
-    let mut cube = Command::new(common::built("examples", "cube"));
-    cube.args(["--wsi", "mesa", "--json", "--validation", "--timeout", "30"])
-        .args(args)
-        .env("WAYLAND_DISPLAY", &weston.socket);
-    let (out, in_time) = finish(
-        cube.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(600),
-    );
+    let out = Command::new(common::built("", "winsys"))
+        .args(["info", "--json", "--timeout", "60"])
+        .envs(layer.env())
+        .env("WAYLAND_DISPLAY", &weston.socket)
+        .output()
+        .expect("run winsys info");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("winsys info --json is JSON");
+    let l = &report["vulkan_layer"];
+    println!("vulkan_layer: {l:#}");
+    assert_eq!(l["name"], LAYER);
+    let installed = l["installed"].as_array().expect("installed");
+    let manifest = layer.dir.join("VkLayer_winsys.json").display().to_string();
     assert!(
-        in_time && out.status.success(),
-        "the driver's run failed:\n{}",
-        text(&out)
+        installed.iter().any(|m| m["manifest"] == manifest.as_str()
+            && m["library_exists"] == true
+            && m["implicit"] == false),
+        "{installed:?}"
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let (_, driver_heap, driver_rss) = figures(stdout.lines().last().unwrap());
-    println!(
-        "frames 100 -> 2000 through the layer: fds {fds:+}, heap {heap:+} KiB, RSS {rss:+} KiB; \
-         with the driver's WSI: heap {driver_heap:+} KiB, RSS {driver_rss:+} KiB"
-    );
-    // A frame in flight holds a release fence or two.
-    assert!(fds.abs() <= 4, "fds changed by {fds}");
-    assert!(heap <= 1024, "heap grew {heap} KiB");
-    assert!(
-        rss <= driver_rss.max(0) + 8192,
-        "RSS grew {rss} KiB (driver's WSI: {driver_rss} KiB)"
-    );
+    assert!(l["enabled"].as_str().unwrap().starts_with("yes"), "{l}");
+    let would = l["would_present_with"].as_str().unwrap();
+    assert!(would.starts_with("explicit"), "{would}");
 }

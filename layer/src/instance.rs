@@ -281,12 +281,11 @@ unsafe fn create_instance_inner(
             names.push(want.as_ptr());
         }
     }
+    // SAFETY: the app's valid application info, if any.
     let mut app = match unsafe { app_info.p_application_info.as_ref() } {
-        // SAFETY: the app's valid application info.
         Some(a) => *a,
         None => vk::ApplicationInfo::default(),
     };
-    let app_version = app.api_version;
     app.api_version = app.api_version.max(DRIVER_API_VERSION);
     let mut ours = *app_info;
     ours.p_application_info = &app;
@@ -303,7 +302,6 @@ unsafe fn create_instance_inner(
             return result;
         }
     }
-    let _ = app_version;
     // SAFETY: the output of a successful create.
     let handle = unsafe { *out };
     let load = |name: &CStr| -> *const c_void {

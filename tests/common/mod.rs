@@ -167,3 +167,5 @@ pub fn built(dir: &str, name: &str) -> std::path::PathBuf {
     );
     path
 }
+#[cfg(feature = "wayland")]
+pub mod layer;

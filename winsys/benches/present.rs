@@ -32,6 +32,8 @@
 //! Run in the VM with `cargo xtask bench present` (needs the cube built in
 //! release: xtask does it).
 
+#[path = "common/cube.rs"]
+mod cube;
 #[path = "common/report.rs"]
 mod report;
 
@@ -45,155 +47,13 @@ mod sway;
 #[allow(dead_code)]
 mod weston;
 
-use std::path::{Path, PathBuf};
-
-use report::{Row, Rows};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// One cube run's figures.
-#[derive(Debug, Default, Clone, Copy)]
-struct Figures {
-    fps: f64,
-    cpu_ms: f64,
-    latency_ms: Option<f64>,
-}
-
-fn cube_binary() -> PathBuf {
-    // target/release/deps/present-<hash> -> target/release/examples/cube
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile = exe.parent().unwrap().parent().unwrap();
-    let cube = profile.join("examples").join("cube");
-    assert!(
-        cube.exists(),
-        "{} is missing: cargo build --release --examples --all-features",
-        cube.display()
-    );
-    cube
-}
-
-fn field(json: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &json[at..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
-}
-
-/// Run the cube; its figures, or why it failed (a bench row is never made
-/// of a broken run).
-fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Result<Figures, String> {
-    let mut child = Command::new(cube)
-        .args(args)
-        .arg("--json")
-        .env("WAYLAND_DISPLAY", socket)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the cube");
-    // A run that stalls (each of its waits may take the cube's whole
-    // --timeout) would hold the bench far past its row budget: it is cut
-    // off, and the row says so.
-    let limit = run_limit();
-    let t = Instant::now();
-    while child.try_wait().ok().flatten().is_none() {
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("cube {args:?} cut off after {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("the cube's output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().last().unwrap_or_default();
-        return Err(format!("cube {args:?} failed: {last}"));
-    }
-    let json = stdout.lines().last().unwrap_or_default();
-    Ok(Figures {
-        fps: field(json, "fps").ok_or("no fps")?,
-        cpu_ms: field(json, "cpu_ms_per_frame").ok_or("no cpu_ms_per_frame")?,
-        latency_ms: field(json, "latency_mean_ms"),
-    })
-}
-
-/// System calls per presented frame of a `frames`-frame cube run, counted
-/// by `strace -f -c` (all threads).
-fn syscalls_per_frame(cube: &Path, socket: &str, args: &[&str], frames: u32) -> Option<f64> {
-    let summary = std::env::temp_dir().join(format!("winsys-strace-{}", std::process::id()));
-    let n = frames.to_string();
-    let status = Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&summary)
-        .arg(cube)
-        .args(args)
-        .args(["--frames", &n])
-        .env("WAYLAND_DISPLAY", socket)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    let text = std::fs::read_to_string(&summary).ok()?;
-    let _ = std::fs::remove_file(&summary);
-    if !status.success() {
-        return None;
-    }
-    // The last line: "100.00 <secs> <usecs/call> <calls> <errors> total".
-    let total = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_end().ends_with("total"))?;
-    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
-    Some(calls / f64::from(frames))
-}
-
-/// The compositors of the bench.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Weston,
-    Sway,
-    Mutter,
-}
-
-/// A running compositor of the bench, stopped on drop.
-enum Running {
-    Weston(weston::Weston),
-    Sway(sway::Sway),
-    Mutter(mutter::Mutter),
-}
-
-impl Running {
-    /// Start `kind` for windows of `w` x `h` (weston's kiosk shell and
-    /// mutter's virtual monitor get an output of that size; sway keeps
-    /// virtio-gpu's output and tiles the window).
-    fn start(kind: Kind, w: u32, h: u32) -> Result<Running, String> {
-        let t = Instant::now();
-        let r = match kind {
-            Kind::Weston => Running::Weston(weston::Weston::start_sized("gl", w, h)?),
-            Kind::Sway => Running::Sway(sway::Sway::start()?),
-            Kind::Mutter => Running::Mutter(mutter::Mutter::start_sized(w, h)?),
-        };
-        println!("{kind:?} up in {:.1?}", t.elapsed());
-        Ok(r)
-    }
-
-    fn socket(&self) -> &str {
-        match self {
-            Running::Weston(c) => &c.socket,
-            Running::Sway(c) => &c.socket,
-            Running::Mutter(c) => &c.socket,
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        match self {
-            Running::Weston(c) => c.alive(),
-            Running::Sway(c) => c.alive(),
-            Running::Mutter(c) => c.alive(),
-        }
-    }
-}
+use cube::{
+    cube_binary, frames_for, mean, run_cube, run_seconds, syscalls_per_frame, Kind, Running,
+};
+use report::{Row, Rows};
 
 /// One row's configuration: what it is called, the arguments of both
 /// WSIs, winsys's own, and the frame-rate goal.
@@ -313,14 +173,6 @@ fn warm_up(
     slowest
 }
 
-fn mean(a: Figures, b: Figures) -> Figures {
-    Figures {
-        fps: (a.fps + b.fps) / 2.0,
-        cpu_ms: (a.cpu_ms + b.cpu_ms) / 2.0,
-        latency_ms: a.latency_ms.zip(b.latency_ms).map(|(x, y)| (x + y) / 2.0),
-    }
-}
-
 /// How one configuration ended.
 enum Outcome {
     /// Its rows, and the lower frame rate of the two WSIs (the next
@@ -392,29 +244,6 @@ fn compare(cube: &Path, socket: &str, c: &Config, frames: u32) -> Outcome {
         rows.push(row("commit-to-presentation latency", "ms", wl, ml, "-"));
     }
     Outcome::Rows(rows, w.fps.min(m.fps))
-}
-
-/// The seconds of frames each run of a row presents.
-fn run_seconds() -> f64 {
-    std::env::var("WINSYS_BENCH_RUN_SECONDS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(6.0)
-}
-
-/// The longest a single cube run may take: its start-up (seconds under
-/// emulation) and its frames' budget, many times over.
-fn run_limit() -> Duration {
-    Duration::from_secs_f64((run_seconds() * 20.0).max(180.0))
-}
-
-/// Frames for a run of about `seconds` at `fps`, within `min..=max`.
-fn frames_for(fps: Option<f64>, seconds: f64, min: u32, max: u32) -> u32 {
-    match fps {
-        Some(f) if f.is_finite() && f > 0.0 => ((f * seconds).round() as u32).clamp(min, max),
-        _ => min,
-    }
 }
 
 /// The syscall row of weston FIFO at `size`: winsys's count over Mesa's.

@@ -118,4 +118,19 @@ say "the reference compositor (examples/compositor) with the cube as its client 
 grep -E '^(cube|compositor): (wsi|[0-9]+ frames|done|output)' "$OUT/compositor.txt" | sed 's/^/[demo]   /' || true
 say "  the compositor imports the cube's dma-bufs into Vulkan (lavapipe), waits for each acquire"
 say "  point without blocking its event loop, and signals each release point after composing."
+say "vkcube (vulkan-tools, unmodified) through the Vulkan layer VK_LAYER_WINSYS_wsi on the"
+say "  reference compositor -> $OUT/vkcube-layer.png, $OUT/vkcube-layer.txt"
+"$BIN/winsys" layer install --explicit --dir "$OUT/layer" > "$OUT/layer-install.txt" 2>&1
+rm -f "$OUT/layer-report.jsonl"
+if "$BIN/examples/compositor" --socket winsys-demo-layer --png "$OUT/vkcube-layer.png" \
+  --run env VK_ADD_LAYER_PATH="$OUT/layer" VK_INSTANCE_LAYERS=VK_LAYER_WINSYS_wsi \
+  WINSYS_LAYER_REPORT="$OUT/layer-report.jsonl" \
+  vkcube --wsi wayland --width 256 --height 256 --c 120 > "$OUT/vkcube-layer.txt" 2>&1; then
+  last=$(grep '"event":"destroy"' "$OUT/layer-report.jsonl" | tail -n 1)
+  say "  vkcube's VK_KHR_swapchain was winsys's: $(echo "$last" | sed -n 's/.*"sync":"\([^"]*\)".*/\1/p') sync," \
+    "$(echo "$last" | sed -n 's/.*"frames":\([0-9]*\).*/\1/p') frames (the layer's report: $OUT/layer-report.jsonl)"
+  say "  any Vulkan app the same way: winsys layer install, then WINSYS_LAYER=1 APP"
+else
+  say "  FAILED: $(tail -n 1 "$OUT/vkcube-layer.txt") ($OUT/vkcube-layer.txt)"
+fi
 say "done"

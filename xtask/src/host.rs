@@ -772,6 +772,9 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
         "cube-mesa.txt",
         "cube-implicit.txt",
         "compositor.txt",
+        "vkcube-layer.png",
+        "vkcube-layer.txt",
+        "layer-report.jsonl",
     ];
     step!("==== demo ====");
     let mut missing = Vec::new();

@@ -246,6 +246,7 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ("test cube", "*", &[LavapipeDmabuf]),
     // The layer presents with winsys's swapchain.
     ("test layer", "*", &[LavapipeDmabuf]),
+    ("test layer_soak", "*", &[LavapipeDmabuf]),
     ("example cube", "*", &[LavapipeDmabuf]),
     // The reference compositor imports client dma-bufs into lavapipe.
     ("test compositor", "*", &[LavapipeDmabuf]),

@@ -1,0 +1,186 @@
+//! The Vulkan layer for the tests: installed by `winsys layer install`,
+//! apps started through it (the validation layer above it), and its
+//! report read back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const LAYER: &str = "VK_LAYER_WINSYS_wsi";
+
+/// The layer installed as an explicit layer in a directory of its own
+/// (by `winsys layer install`), and the report file its apps write.
+pub struct Layer {
+    pub dir: PathBuf,
+    pub report: PathBuf,
+}
+
+impl Layer {
+    pub fn install() -> Layer {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "winsys-layer-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = Command::new(super::built("", "winsys"))
+            .args(["layer", "install", "--explicit", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run winsys layer install");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "winsys layer install: {said}");
+        let manifest = dir.join("VkLayer_winsys.json");
+        let text = std::fs::read_to_string(&manifest).expect("the manifest");
+        assert!(text.contains(LAYER), "{text}");
+        println!("{said}");
+        let report = dir.join("report.jsonl");
+        Layer { dir, report }
+    }
+
+    /// The environment that puts an app on the layer, validation above it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("VK_ADD_LAYER_PATH", self.dir.display().to_string()),
+            (
+                "VK_INSTANCE_LAYERS",
+                format!("VK_LAYER_KHRONOS_validation:{LAYER}"),
+            ),
+            ("WINSYS_LAYER_REPORT", self.report.display().to_string()),
+        ]
+    }
+
+    /// The report's lines of process `pid`.
+    pub fn events(&self, pid: u32) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.report).unwrap_or_default();
+        let tag = format!("\"pid\":{pid},");
+        text.lines()
+            .filter(|l| l.contains(&tag))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `"key":value` of a flat JSON line, quotes trimmed.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    let end = if let Some(s) = rest.strip_prefix('"') {
+        return s.split('"').next();
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    Some(&rest[..end])
+}
+
+/// Wait for `child` at most `limit` (killed after it): its output.
+pub fn finish(mut child: Child, limit: Duration) -> (Output, bool) {
+    let t = Instant::now();
+    let mut in_time = true;
+    while matches!(child.try_wait(), Ok(None)) {
+        if t.elapsed() > limit {
+            in_time = false;
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), in_time)
+}
+
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Start `program` on `socket` through the layer.
+pub fn spawn(
+    layer: &Layer,
+    socket: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    Command::new(program)
+        .args(args)
+        .envs(layer.env())
+        .envs(env.iter().copied())
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
+}
+
+/// vkcube at 256x256 (the size of the test compositors' outputs).
+pub fn vkcube_args(frames: u32) -> Vec<String> {
+    [
+        "--wsi", "wayland", "--width", "256", "--height", "256", "--c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([frames.to_string()])
+    .collect()
+}
+
+/// The report's checks of one app run: one swapchain (at least) created
+/// and destroyed in `sync` mode, `frames` presented in all.
+pub fn assert_reported(layer: &Layer, pid: u32, sync: &str, frames: u64, said: &str) {
+    let events = layer.events(pid);
+    println!("layer report of {pid}:\n{}", events.join("\n"));
+    let created: Vec<_> = events
+        .iter()
+        .filter(|l| field(l, "event") == Some("create"))
+        .collect();
+    let destroyed: Vec<_> = events
+        .iter()
+        .filter(|l| field(l, "event") == Some("destroy"))
+        .collect();
+    assert!(
+        !created.is_empty(),
+        "no swapchain through the layer:\n{said}"
+    );
+    assert_eq!(created.len(), destroyed.len(), "every swapchain destroyed");
+    for l in &created {
+        assert_eq!(field(l, "sync"), Some(sync), "{l}");
+    }
+    let total: u64 = destroyed
+        .iter()
+        .map(|l| field(l, "frames").unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, frames, "frames presented through the layer");
+}
+
+pub fn assert_no_validation_errors(said: &str) {
+    assert!(
+        !said.contains("Validation Error"),
+        "the validation layer reported errors:\n{said}"
+    );
+}
+
+/// The cube example's `--wsi mesa` run through the layer; its JSON line.
+pub fn mesa_cube(layer: &Layer, socket: &str, args: &[&str]) -> (u32, String, String) {
+    let mut all = vec!["--wsi", "mesa", "--json", "--validation", "--timeout", "30"];
+    all.extend_from_slice(args);
+    let child = spawn(layer, socket, &super::built("examples", "cube"), &all, &[]);
+    let pid = child.id();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("cube {all:?}:\n{said}");
+    assert!(in_time, "the cube did not finish within 300 s");
+    assert!(out.status.success(), "the cube failed: {}", out.status);
+    assert_no_validation_errors(&said);
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (pid, json, said)
+}

@@ -1,0 +1,231 @@
+//! What the presentation benches share: running the cube example (and
+//! counting its system calls), the compositors they start, and the time
+//! budgets of their rows.
+
+// Each bench binary that includes this uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{mutter, sway, weston};
+
+/// One cube run's figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Figures {
+    pub(crate) fps: f64,
+    pub(crate) cpu_ms: f64,
+    pub(crate) latency_ms: Option<f64>,
+}
+
+pub(crate) fn cube_binary() -> PathBuf {
+    // target/release/deps/present-<hash> -> target/release/examples/cube
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let cube = profile.join("examples").join("cube");
+    assert!(
+        cube.exists(),
+        "{} is missing: cargo build --release --examples --all-features",
+        cube.display()
+    );
+    cube
+}
+
+pub(crate) fn field(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Run `program` with `args` and `env` on `socket`, cut off after
+/// [`run_limit`]: its stdout and how long it ran, or why it failed (a
+/// bench row is never made of a broken run).
+pub(crate) fn run_program(
+    program: &Path,
+    socket: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(String, Duration), String> {
+    let t = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    // A run that stalls (each of its waits may take the cube's whole
+    // --timeout) would hold the bench far past its row budget: it is cut
+    // off, and the row says so.
+    let limit = run_limit();
+    while child.try_wait().ok().flatten().is_none() {
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{} {args:?} cut off after {limit:?}",
+                program.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = t.elapsed();
+    let out = child.wait_with_output().expect("the program's output");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        return Err(format!("{} {args:?} failed: {last}", program.display()));
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), elapsed))
+}
+
+/// Run the cube with `env`; its figures.
+pub(crate) fn run_cube_env(
+    cube: &Path,
+    socket: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Figures, String> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (stdout, _) = run_program(cube, socket, &all, env)?;
+    let json = stdout.lines().last().unwrap_or_default();
+    Ok(Figures {
+        fps: field(json, "fps").ok_or("no fps")?,
+        cpu_ms: field(json, "cpu_ms_per_frame").ok_or("no cpu_ms_per_frame")?,
+        latency_ms: field(json, "latency_mean_ms"),
+    })
+}
+
+/// Run the cube; its figures.
+pub(crate) fn run_cube(cube: &Path, socket: &str, args: &[&str]) -> Result<Figures, String> {
+    run_cube_env(cube, socket, args, &[])
+}
+
+/// System calls of a whole run of `program` (all threads), counted by
+/// `strace -f -c`.
+pub(crate) fn syscalls(
+    program: &Path,
+    socket: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Option<f64> {
+    let summary = std::env::temp_dir().join(format!("winsys-strace-{}", std::process::id()));
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&summary)
+        .arg(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    let text = std::fs::read_to_string(&summary).ok()?;
+    let _ = std::fs::remove_file(&summary);
+    if !status.success() {
+        return None;
+    }
+    // The last line: "100.00 <secs> <usecs/call> <calls> <errors> total".
+    let total = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with("total"))?;
+    total.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// System calls per presented frame of a `frames`-frame cube run, counted
+/// by `strace -f -c` (all threads).
+pub(crate) fn syscalls_per_frame(
+    cube: &Path,
+    socket: &str,
+    args: &[&str],
+    frames: u32,
+) -> Option<f64> {
+    let n = frames.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--frames", &n]);
+    Some(syscalls(cube, socket, &all, &[])? / f64::from(frames))
+}
+
+/// The compositors of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Weston,
+    Sway,
+    Mutter,
+}
+
+/// A running compositor of the bench, stopped on drop.
+pub(crate) enum Running {
+    Weston(weston::Weston),
+    Sway(sway::Sway),
+    Mutter(mutter::Mutter),
+}
+
+impl Running {
+    /// Start `kind` for windows of `w` x `h` (weston's kiosk shell and
+    /// mutter's virtual monitor get an output of that size; sway keeps
+    /// virtio-gpu's output and tiles the window).
+    pub(crate) fn start(kind: Kind, w: u32, h: u32) -> Result<Running, String> {
+        let t = Instant::now();
+        let r = match kind {
+            Kind::Weston => Running::Weston(weston::Weston::start_sized("gl", w, h)?),
+            Kind::Sway => Running::Sway(sway::Sway::start()?),
+            Kind::Mutter => Running::Mutter(mutter::Mutter::start_sized(w, h)?),
+        };
+        println!("{kind:?} up in {:.1?}", t.elapsed());
+        Ok(r)
+    }
+
+    pub(crate) fn socket(&self) -> &str {
+        match self {
+            Running::Weston(c) => &c.socket,
+            Running::Sway(c) => &c.socket,
+            Running::Mutter(c) => &c.socket,
+        }
+    }
+
+    pub(crate) fn alive(&mut self) -> bool {
+        match self {
+            Running::Weston(c) => c.alive(),
+            Running::Sway(c) => c.alive(),
+            Running::Mutter(c) => c.alive(),
+        }
+    }
+}
+
+pub(crate) fn mean(a: Figures, b: Figures) -> Figures {
+    Figures {
+        fps: (a.fps + b.fps) / 2.0,
+        cpu_ms: (a.cpu_ms + b.cpu_ms) / 2.0,
+        latency_ms: a.latency_ms.zip(b.latency_ms).map(|(x, y)| (x + y) / 2.0),
+    }
+}
+
+/// The seconds of frames each run of a row presents.
+pub(crate) fn run_seconds() -> f64 {
+    std::env::var("WINSYS_BENCH_RUN_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(6.0)
+}
+
+/// The longest a single cube run may take: its start-up (seconds under
+/// emulation) and its frames' budget, many times over.
+pub(crate) fn run_limit() -> Duration {
+    Duration::from_secs_f64((run_seconds() * 20.0).max(180.0))
+}
+
+/// Frames for a run of about `seconds` at `fps`, within `min..=max`.
+pub(crate) fn frames_for(fps: Option<f64>, seconds: f64, min: u32, max: u32) -> u32 {
+    match fps {
+        Some(f) if f.is_finite() && f > 0.0 => ((f * seconds).round() as u32).clamp(min, max),
+        _ => min,
+    }
+}
