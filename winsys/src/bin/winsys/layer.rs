@@ -111,13 +111,8 @@ fn default_library() -> Option<PathBuf> {
 
 /// `winsys layer ...`; the exit code.
 pub fn command(args: &[String]) -> i32 {
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let has = |flag: &str| crate::has_flag(args, flag);
+    let value = |flag: &str| crate::flag_value(args, flag);
     let implicit = !has("--explicit");
     let dir = match value("--dir")
         .map(PathBuf::from)

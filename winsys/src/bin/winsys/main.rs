@@ -43,15 +43,23 @@ const USAGE: &str = "usage: winsys info [--json] [--html PATH] [--timeout SECS]
 /// How long `info` waits for a compositor by default.
 const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Whether `flag` is among `args`.
+fn has_flag(args: &[String], flag: &str) -> bool {
+    args.iter().any(|a| a == flag)
+}
+
+/// The argument after `flag`, if any.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let has = |flag: &str| has_flag(&args, flag);
+    let value = |flag: &str| flag_value(&args, flag);
     match args.first().map(String::as_str) {
         Some("info") => {
             let timeout = match value("--timeout").map(|v| v.parse::<f64>()) {
