@@ -148,11 +148,17 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
     );
 }
 
-/// 2,000 frames of the cube (`--wsi mesa`, MAILBOX) through the layer: open
-/// fds and heap the same after the first 100 frames and at the end, and
-/// RSS growing no more than with the driver's own WSI over the same
-/// frames (lavapipe's own RSS grows by some 20 MiB over such a run here,
-/// with the driver's WSI as with the layer).
+/// 2,000 frames of the cube (`--wsi mesa`, MAILBOX) through the layer:
+/// open fds and the main heap the same after the first 100 frames and at
+/// the end, and RSS within a bound no per-frame leak of a Vulkan object
+/// stays under.
+///
+/// RSS alone is no leak signal here: with the driver's own WSI the same
+/// 1,900 frames grew it by 8.9 to 20.7 MiB in three runs (lavapipe's
+/// threads allocate in arenas of their own, which the cube's heap figure,
+/// glibc's main arena, does not count, and freed pages stay resident).
+/// The bound, 64 MiB, is 35 KiB a frame: one leaked 256x256 image a frame
+/// (256 KiB) would be 475 MiB.
 #[test]
 fn two_thousand_frames_through_the_layer_leak_nothing() {
     let _one = common::one_at_a_time();
@@ -168,47 +174,19 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
     ];
     let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
     assert_reported(&layer, pid, "explicit", 2000, &said);
-    let figures = |json: &str| {
-        let num = |k: &str| -> i64 {
-            field(json, k)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{k} in {json}"))
-        };
-        (
-            num("end_fds") - num("warm_fds"),
-            num("end_heap_kib") - num("warm_heap_kib"),
-            num("end_rss_kib") - num("warm_rss_kib"),
-        )
+    let num = |k: &str| -> i64 {
+        field(&json, k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {json}"))
     };
-    let (fds, heap, rss) = figures(&json);
-    // The same frames with the driver's WSI (the validation layer on too).
-    let mut cube = Command::new(common::built("examples", "cube"));
-    cube.args(["--wsi", "mesa", "--json", "--validation", "--timeout", "30"])
-        .args(args)
-        .env("WAYLAND_DISPLAY", &weston.socket);
-    let (out, in_time) = finish(
-        cube.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(600),
-    );
-    assert!(
-        in_time && out.status.success(),
-        "the driver's run failed:\n{}",
-        text(&out)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let (_, driver_heap, driver_rss) = figures(stdout.lines().last().unwrap());
+    let fds = num("end_fds") - num("warm_fds");
+    let heap = num("end_heap_kib") - num("warm_heap_kib");
+    let rss = num("end_rss_kib") - num("warm_rss_kib");
     println!(
-        "frames 100 -> 2000 through the layer: fds {fds:+}, heap {heap:+} KiB, RSS {rss:+} KiB; \
-         with the driver's WSI: heap {driver_heap:+} KiB, RSS {driver_rss:+} KiB"
+        "frames 100 -> 2000 through the layer: fds {fds:+}, heap {heap:+} KiB, RSS {rss:+} KiB"
     );
     // A frame in flight holds a release fence or two.
     assert!(fds.abs() <= 4, "fds changed by {fds}");
     assert!(heap <= 1024, "heap grew {heap} KiB");
-    assert!(
-        rss <= driver_rss.max(0) + 8192,
-        "RSS grew {rss} KiB (driver's WSI: {driver_rss} KiB)"
-    );
+    assert!(rss <= 64 * 1024, "RSS grew {rss} KiB");
 }
