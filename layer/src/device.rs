@@ -169,7 +169,7 @@ unsafe fn create_device_inner(
     };
     // SAFETY: the loader's link info for this layer, advanced for the next
     // layer as the interface prescribes.
-    let (next_gipa, next_gdpa) = unsafe {
+    let (next_gipa, next_gdpa, next_link) = unsafe {
         let link = (*link_info).u.p_layer_info;
         if link.is_null() {
             return vk::Result::ERROR_INITIALIZATION_FAILED;
@@ -178,6 +178,7 @@ unsafe fn create_device_inner(
         (
             (*link).pfn_next_get_instance_proc_addr,
             (*link).pfn_next_get_device_proc_addr,
+            (*link).p_next,
         )
     };
     // SAFETY: the loader's callback struct, if present.
@@ -233,8 +234,13 @@ unsafe fn create_device_inner(
     if result != vk::Result::SUCCESS && served.is_some() {
         debug!("vkCreateDevice with winsys's extensions failed ({result}); not serving it");
         served = None;
-        // SAFETY: the app's own create info.
-        result = unsafe { create(pd, info, allocator, out) };
+        // SAFETY: the app's own create info, the chain's link put back
+        // where the next layer found it (it advanced it for the layer
+        // below on the first call).
+        result = unsafe {
+            (*link_info).u.p_layer_info = next_link;
+            create(pd, info, allocator, out)
+        };
     }
     if result != vk::Result::SUCCESS {
         return result;

@@ -249,13 +249,13 @@ unsafe fn create_instance_inner(
     };
     // SAFETY: the loader's link info for this layer; advancing it hands the
     // next link to the next layer, as the loader's interface prescribes.
-    let next_gipa = unsafe {
+    let (next_gipa, next_link) = unsafe {
         let link = (*link_info).u.p_layer_info;
         if link.is_null() {
             return vk::Result::ERROR_INITIALIZATION_FAILED;
         }
         (*link_info).u.p_layer_info = (*link).p_next;
-        (*link).pfn_next_get_instance_proc_addr
+        ((*link).pfn_next_get_instance_proc_addr, (*link).p_next)
     };
     // SAFETY: the global command, from the next layer.
     let Some(create) = (unsafe { next_gipa(vk::Instance::null(), c"vkCreateInstance".as_ptr()) })
@@ -296,8 +296,13 @@ unsafe fn create_instance_inner(
     let mut usable = result == vk::Result::SUCCESS;
     if !usable {
         debug!("vkCreateInstance with Vulkan 1.2 and {INSTANCE_EXTENSIONS:?} failed ({result}); serving nothing");
-        // SAFETY: the app's own create info.
-        result = unsafe { create(info, allocator, out) };
+        // SAFETY: the app's own create info, the chain's link put back
+        // where the next layer found it (it advanced it for the layer
+        // below on the first call).
+        result = unsafe {
+            (*link_info).u.p_layer_info = next_link;
+            create(info, allocator, out)
+        };
         if result != vk::Result::SUCCESS {
             return result;
         }
@@ -629,10 +634,11 @@ unsafe extern "system" fn surface_capabilities2(
         let surface = unsafe { (*info).surface };
         match ours(pd, surface) {
             (Some(_), Some(s)) => {
-                // SAFETY: a valid output struct and pNext chain.
+                // SAFETY: valid input and output structs and pNext chains.
                 unsafe {
                     (*out).surface_capabilities = capabilities(&s);
-                    fill_capability_chain((*out).p_next);
+                    let mode = asked_present_mode((*info).p_next);
+                    fill_capability_chain((*out).p_next, mode, &s);
                 }
                 vk::Result::SUCCESS
             }
@@ -654,13 +660,38 @@ unsafe extern "system" fn surface_capabilities2(
     })
 }
 
+/// The present mode a `VkPhysicalDeviceSurfaceInfo2KHR` chain asks about
+/// (`VkSurfacePresentModeEXT`, VK_EXT_surface_maintenance1), if any.
+///
+/// # Safety
+///
+/// `next` must be a valid input pNext chain.
+unsafe fn asked_present_mode(mut next: *const c_void) -> Option<vk::PresentModeKHR> {
+    while !next.is_null() {
+        // SAFETY: every chained struct starts with sType, pNext.
+        let header = unsafe { &*(next as *const vk::BaseInStructure<'_>) };
+        if header.s_type == vk::StructureType::SURFACE_PRESENT_MODE_EXT {
+            // SAFETY: the struct its sType names.
+            return Some(unsafe { (*(next as *const vk::SurfacePresentModeEXT<'_>)).present_mode });
+        }
+        next = header.p_next.cast();
+    }
+    None
+}
+
 /// Answer the extension structs of a `VkSurfaceCapabilities2KHR` chain the
-/// layer knows: not protected, no shared presentable image.
+/// layer knows: not protected, no shared presentable image, each present
+/// mode compatible with itself alone (`mode`: the one asked about), no
+/// scaling.
 ///
 /// # Safety
 ///
 /// `next` must be a valid output pNext chain.
-unsafe fn fill_capability_chain(mut next: *mut c_void) {
+unsafe fn fill_capability_chain(
+    mut next: *mut c_void,
+    mode: Option<vk::PresentModeKHR>,
+    served: &Served,
+) {
     while !next.is_null() {
         // SAFETY: every chained struct starts with sType, pNext.
         let header = unsafe { &mut *(next as *mut vk::BaseOutStructure<'_>) };
@@ -674,6 +705,40 @@ unsafe fn fill_capability_chain(mut next: *mut c_void) {
                 // SAFETY: as above.
                 let p = unsafe { &mut *(next as *mut vk::SharedPresentSurfaceCapabilitiesKHR<'_>) };
                 p.shared_present_supported_usage_flags = vk::ImageUsageFlags::empty();
+            }
+            vk::StructureType::SURFACE_PRESENT_MODE_COMPATIBILITY_EXT => {
+                // SAFETY: as above; the app's array holds present_mode_count.
+                let p = unsafe { &mut *(next as *mut vk::SurfacePresentModeCompatibilityEXT<'_>) };
+                let modes: &[vk::PresentModeKHR] = match mode {
+                    Some(m) if PRESENT_MODES.contains(&m) => &[m][..],
+                    _ => &[],
+                };
+                // SAFETY: the two-call idiom on the app's array.
+                unsafe {
+                    if p.p_present_modes.is_null() {
+                        p.present_mode_count = modes.len() as u32;
+                    } else {
+                        let n = (p.present_mode_count as usize).min(modes.len());
+                        std::ptr::copy_nonoverlapping(modes.as_ptr(), p.p_present_modes, n);
+                        p.present_mode_count = n as u32;
+                    }
+                }
+            }
+            vk::StructureType::SURFACE_PRESENT_SCALING_CAPABILITIES_EXT => {
+                // SAFETY: as above.
+                let p =
+                    unsafe { &mut *(next as *mut vk::SurfacePresentScalingCapabilitiesEXT<'_>) };
+                p.supported_present_scaling = vk::PresentScalingFlagsEXT::empty();
+                p.supported_present_gravity_x = vk::PresentGravityFlagsEXT::empty();
+                p.supported_present_gravity_y = vk::PresentGravityFlagsEXT::empty();
+                p.min_scaled_image_extent = vk::Extent2D {
+                    width: 1,
+                    height: 1,
+                };
+                p.max_scaled_image_extent = vk::Extent2D {
+                    width: served.max_extent,
+                    height: served.max_extent,
+                };
             }
             _ => {}
         }
