@@ -977,12 +977,7 @@ impl Device {
                 info.name
             )));
         }
-        if info.api_version < vk::API_VERSION_1_2 {
-            return Err(Error::MissingExtensions {
-                device: info.name,
-                missing: vec!["Vulkan 1.2"],
-            });
-        }
+        let info = require_vulkan_1_2(info)?;
         // VkDrmFormatModifierPropertiesList2EXT is core-adjacent to format
         // features 2 (Vulkan 1.3): only probed where the chain is valid.
         if let Some(d) = &instance.shared.debug {
@@ -1066,20 +1061,14 @@ impl Device {
         loader_data: Option<SetLoaderData>,
     ) -> Result<Self> {
         let info = instance.physical_device(physical)?;
-        if info.api_version < vk::API_VERSION_1_2 {
-            return Err(Error::MissingExtensions {
-                device: info.name,
-                missing: vec!["Vulkan 1.2"],
-            });
-        }
-        let borrowed = Some(loader_data);
+        let info = require_vulkan_1_2(info)?;
         Ok(Self::assemble(
             instance,
             info,
             raw,
             queue_family,
             queue,
-            borrowed,
+            Some(loader_data),
         ))
     }
 
@@ -1221,6 +1210,18 @@ impl fmt::Debug for Device {
             .field("sync_fd", &self.shared.sync_fd)
             .finish()
     }
+}
+
+/// `info`, if its device offers Vulkan 1.2 (what winsys uses);
+/// [`Error::MissingExtensions`] otherwise.
+fn require_vulkan_1_2(info: PhysicalDeviceInfo) -> Result<PhysicalDeviceInfo> {
+    if info.api_version < vk::API_VERSION_1_2 {
+        return Err(Error::MissingExtensions {
+            device: info.name,
+            missing: vec!["Vulkan 1.2"],
+        });
+    }
+    Ok(info)
 }
 
 fn sync_fd_support(
