@@ -132,8 +132,9 @@ fn assert_sway_shows_the_cube(sway: &Sway, args: &[&str]) {
 }
 
 /// Run the cube on `socket` until `grab`'s picture shows a cube frame in
-/// its top-left 256x256.
+/// its top-left 256x256 (with `--srgb`, its clear colour sRGB-encoded).
 fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common::weston::Shot) {
+    let srgb = args.contains(&"--srgb");
     let mut all = vec!["--frames", "100000", "--timeout", "30"];
     all.extend_from_slice(args);
     let mut child = spawn(socket, &all);
@@ -149,7 +150,12 @@ fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common:
         std::thread::sleep(Duration::from_millis(500));
         let shot = grab();
         let (w, h) = (shot.width.min(256), shot.height.min(256));
-        match common::cube_frame(w, h, |x, y| shot.pixel(x, y)) {
+        let pixel = |x, y| shot.pixel(x, y);
+        let frame = match srgb {
+            true => common::cube_frame_srgb(w, h, pixel),
+            false => common::cube_frame(w, h, pixel),
+        };
+        match frame {
             Ok(faces) => break Some(faces),
             Err(what) => last = what,
         }
@@ -185,6 +191,10 @@ fn cube_on_weston_gl_through_winsys_and_mesa() {
     assert_weston_shows_the_cube(&weston, &[]);
     assert_weston_shows_the_cube(&weston, &["--copy-frames"]);
     assert_weston_shows_the_cube(&weston, &["--wsi", "mesa"]);
+    // B8G8R8A8_SRGB images: winsys's (GBM buffers imported as sRGB) and
+    // Mesa's show the same encoded clear colour.
+    assert_weston_shows_the_cube(&weston, &["--srgb"]);
+    assert_weston_shows_the_cube(&weston, &["--wsi", "mesa", "--srgb"]);
 }
 
 #[test]
@@ -204,6 +214,7 @@ fn cube_on_weston_pixman_through_wl_shm() {
     run(&weston.socket, 30, &["--wsi", "mesa"]);
     assert_weston_shows_the_cube(&weston, &[]);
     assert_weston_shows_the_cube(&weston, &[no_udmabuf]);
+    assert_weston_shows_the_cube(&weston, &["--srgb"]);
 }
 
 #[test]

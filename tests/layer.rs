@@ -192,36 +192,104 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     assert_reported(&layer, pid, "explicit", 30, &said);
     // What weston shows: the example's own pixel check (only the clear
     // colour and exact face colours, several faces).
-    let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
-    let all = ["--wsi", "mesa", "--frames", "100000", "--timeout", "30"];
-    let mut child = spawn(
-        &layer,
-        &weston.socket,
-        &common::built("examples", "cube"),
-        &all,
-        &[],
-    );
+    let faces = weston_shows_the_cube(&layer, &weston.socket, &[], |w, h, p| {
+        common::cube_frame(w, h, p)
+    });
+    println!("weston shows a cube frame through the layer: face pixels {faces:?}");
+}
+
+/// A cube frame check of tests/common (`cube_frame`, `cube_frame_srgb`).
+type FrameCheck = fn(u32, u32, &dyn Fn(u32, u32) -> u32) -> Result<[u32; 6], String>;
+
+/// Run the cube (`--wsi mesa` plus `extra`) through the layer until
+/// weston's output passes `check`: its face pixel counts.
+fn weston_shows_the_cube(
+    layer: &Layer,
+    socket: &str,
+    extra: &[&str],
+    check: FrameCheck,
+) -> [u32; 6] {
+    let conn = winsys::wayland::connect(Some(socket)).unwrap();
+    let mut all = vec!["--wsi", "mesa", "--frames", "100000", "--timeout", "30"];
+    all.extend_from_slice(extra);
+    let mut child = spawn(layer, socket, &common::built("examples", "cube"), &all, &[]);
     let t = Instant::now();
     let mut last = String::new();
     let faces = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "weston never showed a cube frame: {last}"
-        );
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("weston never showed a cube frame: {last}");
+        }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the cube exited early: {status}");
         }
         std::thread::sleep(Duration::from_millis(500));
         let shot = capture(&conn).unwrap();
         let (w, h) = (shot.width.min(256), shot.height.min(256));
-        match common::cube_frame(w, h, |x, y| shot.pixel(x, y)) {
+        match check(w, h, &|x, y| shot.pixel(x, y)) {
             Ok(f) => break f,
             Err(what) => last = what,
         }
     };
     let _ = child.kill();
     let _ = child.wait();
-    println!("weston shows a cube frame through the layer: face pixels {faces:?}");
+    faces
+}
+
+#[test]
+fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &["--frames", "20", "--srgb"]);
+    assert_eq!(
+        field(&json, "path"),
+        Some("VK_KHR_swapchain, B8G8R8A8_SRGB"),
+        "{json}"
+    );
+    assert_reported(&layer, pid, "explicit", 20, &said);
+    for l in layer.events(pid) {
+        if field(&l, "event") == Some("create") {
+            assert_eq!(field(&l, "format"), Some("B8G8R8A8_SRGB"), "{l}");
+        }
+    }
+    // The clear colour on screen is CUBE_CLEAR encoded (0x102040 ->
+    // about 0x476389): the GPU wrote sRGB into the compositor's buffer.
+    let faces = weston_shows_the_cube(&layer, &weston.socket, &["--srgb"], |w, h, p| {
+        common::cube_frame_srgb(w, h, p)
+    });
+    println!(
+        "weston shows the sRGB cube through the layer (clear {:06x}): face pixels {faces:?}",
+        common::srgb_encoded(common::CUBE_CLEAR)
+    );
+}
+
+#[test]
+fn a_second_swapchain_on_a_surface_is_refused_as_in_use() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    // Without the validation layer: it reports the (deliberate) second
+    // swapchain as the app's error.
+    let all = ["--wsi", "mesa", "--frames", "10", "--second-swapchain"];
+    let child = spawn(
+        &layer,
+        &weston.socket,
+        &common::built("examples", "cube"),
+        &all,
+        &[],
+    );
+    let pid = child.id();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("cube {all:?}:\n{said}");
+    assert!(in_time && out.status.success(), "the cube failed: {said}");
+    assert!(
+        said.contains("a second swapchain on the surface: ERROR_NATIVE_WINDOW_IN_USE_KHR"),
+        "{said}"
+    );
+    // The first swapchain went on presenting.
+    assert_reported(&layer, pid, "explicit", 10, &said);
 }
 
 #[test]

@@ -38,6 +38,11 @@
 //!   and copy each frame into the compositor's LINEAR buffer, as winsys does
 //!   by itself when the compositor's device is another GPU;
 //! - `--wsi winsys|mesa` (default winsys);
+//! - `--srgb`: images in `B8G8R8A8_SRGB` (the GPU encodes the colours)
+//!   instead of `B8G8R8A8_UNORM`;
+//! - `--second-swapchain` (mesa only): after the first swapchain, ask for
+//!   another on the same surface without `oldSwapchain`, which must be
+//!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
 //! - `--json`: the figures as one JSON object on the last line;
 //! - `--timeout SECS`: the bound on every wait (default 5);
@@ -91,12 +96,14 @@ pub struct Args {
     pub json: bool,
     pub own_weston: bool,
     pub copy_frames: bool,
+    pub srgb: bool,
+    pub second_swapchain: bool,
     pub timeout: Duration,
 }
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -111,6 +118,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         json: false,
         own_weston: false,
         copy_frames: false,
+        srgb: false,
+        second_swapchain: false,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -165,12 +174,17 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--timeout" => args.timeout = Duration::from_secs_f64(value()?.parse()?),
             "--weston" => args.own_weston = true,
             "--copy-frames" => args.copy_frames = true,
+            "--srgb" => args.srgb = true,
+            "--second-swapchain" => args.second_swapchain = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
     }
     if args.mesa && args.copy_frames {
         return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
+    }
+    if args.second_swapchain && !args.mesa {
+        return Err("--second-swapchain is for --wsi mesa (VK_KHR_swapchain)".into());
     }
     if args.mesa && args.sync.is_some() {
         return Err("--sync chooses winsys's sync mode; Mesa's WSI chooses its own".into());
@@ -435,6 +449,9 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     config.image_count = args.images as usize;
     config.sync = args.sync;
     config.copy_frames = args.copy_frames;
+    if args.srgb {
+        config.encoding = winsys::vulkan::format::Encoding::Srgb;
+    }
     config.timeout = args.timeout;
     config.present_mode = match args.present_mode {
         Mode::Fifo => PresentMode::Fifo,

@@ -323,11 +323,15 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let swapchain_fn = khr::swapchain::Device::new(&instance, &device);
 
     let formats = unsafe { surface_fn.get_physical_device_surface_formats(physical, surface) }?;
+    let want = match args.srgb {
+        true => vk::Format::B8G8R8A8_SRGB,
+        false => vk::Format::B8G8R8A8_UNORM,
+    };
     let format = *formats
         .iter()
-        .find(|f| f.format == vk::Format::B8G8R8A8_UNORM)
-        .or(formats.first())
-        .ok_or("the surface offers no format")?;
+        .find(|f| f.format == want)
+        .or(formats.first().filter(|_| !args.srgb))
+        .ok_or(format!("the surface offers no {want:?} ({formats:?})"))?;
     let modes = unsafe { surface_fn.get_physical_device_surface_present_modes(physical, surface) }?;
     let present_mode = match args.present_mode {
         Mode::Fifo => vk::PresentModeKHR::FIFO,
@@ -355,6 +359,21 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     // SAFETY: no swapchain yet, nothing in use.
     let first = unsafe { wsi.create(window.size_or(fallback), vk::SwapchainKHR::null()) }?;
     let mut chain = Some(first);
+    if args.second_swapchain {
+        // SAFETY: nothing is in use yet; a swapchain made by mistake is
+        // destroyed at once.
+        let second = unsafe { wsi.create(window.size_or(fallback), vk::SwapchainKHR::null()) };
+        match second {
+            Err(e) if e.downcast_ref() == Some(&vk::Result::ERROR_NATIVE_WINDOW_IN_USE_KHR) => {
+                println!("cube: a second swapchain on the surface: ERROR_NATIVE_WINDOW_IN_USE_KHR");
+            }
+            Err(e) => return Err(format!("a second swapchain on the surface: {e}").into()),
+            Ok(c) => {
+                unsafe { wsi.destroy(c) };
+                return Err("a second swapchain on the surface was made (not refused)".into());
+            }
+        }
+    }
     let pool = unsafe {
         device.create_command_pool(
             &vk::CommandPoolCreateInfo::default()

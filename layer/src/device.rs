@@ -43,6 +43,18 @@ pub const HIDDEN: [&CStr; 15] = [
     c"VK_NV_low_latency2",
 ];
 
+/// Device commands that may carry a swapchain handle to the driver: on a
+/// served device the layer wraps them (where the driver has them) so that
+/// its own swapchains' handles never go down.
+pub const WRAPPED: [&CStr; 6] = [
+    c"vkSetDebugUtilsObjectNameEXT",
+    c"vkSetDebugUtilsObjectTagEXT",
+    c"vkDebugMarkerSetObjectNameEXT",
+    c"vkDebugMarkerSetObjectTagEXT",
+    c"vkCreateImage",
+    c"vkBindImageMemory2",
+];
+
 /// One device of the chain.
 pub struct DeviceData {
     /// The device.
@@ -58,7 +70,7 @@ pub struct DeviceData {
     /// winsys over the device, where the layer serves it.
     pub winsys: Option<winsys::vulkan::Device>,
     /// The layer's swapchains on it, by handle.
-    pub swapchains: Mutex<HashMap<u64, Arc<Mutex<LayerSwapchain>>>>,
+    pub swapchains: Mutex<HashMap<u64, Arc<LayerSwapchain>>>,
 }
 
 impl DeviceData {
@@ -68,9 +80,18 @@ impl DeviceData {
     }
 
     /// The layer's swapchain `handle`, if it is one.
-    pub fn swapchain(&self, handle: vk::SwapchainKHR) -> Option<Arc<Mutex<LayerSwapchain>>> {
+    pub fn swapchain(&self, handle: vk::SwapchainKHR) -> Option<Arc<LayerSwapchain>> {
         let map = self.swapchains.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&handle.as_raw()).cloned()
+    }
+
+    /// The layer's swapchains on `surface`.
+    pub fn swapchains_of(&self, surface: vk::SurfaceKHR) -> Vec<Arc<LayerSwapchain>> {
+        let map = self.swapchains.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|s| s.surface == surface)
+            .cloned()
+            .collect()
     }
 }
 
@@ -122,7 +143,216 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
         b"vkAcquireNextImage2KHR" => entry!(sc::acquire_next_image2),
         b"vkQueuePresentKHR" => entry!(sc::queue_present),
         b"vkGetDeviceGroupSurfacePresentModesKHR" => entry!(sc::device_group_surface_present_modes),
+        b"vkSetDebugUtilsObjectNameEXT" => entry!(set_object_name),
+        b"vkSetDebugUtilsObjectTagEXT" => entry!(set_object_tag),
+        b"vkDebugMarkerSetObjectNameEXT" => entry!(marker_object_name),
+        b"vkDebugMarkerSetObjectTagEXT" => entry!(marker_object_tag),
+        b"vkCreateImage" => entry!(create_image),
+        b"vkBindImageMemory2" => entry!(bind_image_memory2),
         _ => return None,
+    })
+}
+
+/// The next layer's `name` for `device`, as type `F`.
+///
+/// # Safety
+///
+/// `F` must be the command's function pointer type.
+unsafe fn next<F>(d: &DeviceData, name: &CStr) -> Option<F> {
+    // SAFETY: the next layer's entry point with our device.
+    let f = unsafe { (d.next_gdpa)(d.handle, name.as_ptr()) }?;
+    // SAFETY: the caller names `F` as the command's type.
+    Some(unsafe { std::mem::transmute_copy::<unsafe extern "system" fn(), F>(&f) })
+}
+
+/// Whether an object named in a debug call is one of the layer's
+/// swapchains (never the driver's to name).
+fn our_swapchain(d: &DeviceData, handle: u64) -> bool {
+    d.swapchain(vk::SwapchainKHR::from_raw(handle)).is_some()
+}
+
+/// A debug-naming command: done (as a no-op) for the layer's own
+/// swapchains, passed on for every other object.
+///
+/// # Safety
+///
+/// `F` must be the type of command `name`; `call` calls it with the app's
+/// valid arguments.
+unsafe fn debug_named<F>(
+    device: vk::Device,
+    name: &CStr,
+    swapchain: impl FnOnce() -> Option<u64>,
+    call: impl FnOnce(F) -> vk::Result,
+) -> vk::Result {
+    guard(vk::Result::ERROR_OUT_OF_HOST_MEMORY, || {
+        let Some(d) = data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        if swapchain().is_some_and(|h| our_swapchain(&d, h)) {
+            return vk::Result::SUCCESS;
+        }
+        // SAFETY: the caller names F as the command's type.
+        match unsafe { next::<F>(&d, name) } {
+            Some(f) => call(f),
+            None => vk::Result::SUCCESS,
+        }
+    })
+}
+
+unsafe extern "system" fn set_object_name(
+    device: vk::Device,
+    info: *const vk::DebugUtilsObjectNameInfoEXT<'_>,
+) -> vk::Result {
+    // SAFETY: the command's type and the app's valid arguments.
+    unsafe {
+        debug_named(
+            device,
+            c"vkSetDebugUtilsObjectNameEXT",
+            || {
+                let i = &*info;
+                (i.object_type == vk::ObjectType::SWAPCHAIN_KHR).then_some(i.object_handle)
+            },
+            |f: vk::PFN_vkSetDebugUtilsObjectNameEXT| f(device, info),
+        )
+    }
+}
+
+unsafe extern "system" fn set_object_tag(
+    device: vk::Device,
+    info: *const vk::DebugUtilsObjectTagInfoEXT<'_>,
+) -> vk::Result {
+    // SAFETY: the command's type and the app's valid arguments.
+    unsafe {
+        debug_named(
+            device,
+            c"vkSetDebugUtilsObjectTagEXT",
+            || {
+                let i = &*info;
+                (i.object_type == vk::ObjectType::SWAPCHAIN_KHR).then_some(i.object_handle)
+            },
+            |f: vk::PFN_vkSetDebugUtilsObjectTagEXT| f(device, info),
+        )
+    }
+}
+
+unsafe extern "system" fn marker_object_name(
+    device: vk::Device,
+    info: *const vk::DebugMarkerObjectNameInfoEXT<'_>,
+) -> vk::Result {
+    // SAFETY: the command's type and the app's valid arguments.
+    unsafe {
+        debug_named(
+            device,
+            c"vkDebugMarkerSetObjectNameEXT",
+            || {
+                let i = &*info;
+                let ty = vk::DebugReportObjectTypeEXT::SWAPCHAIN_KHR;
+                (i.object_type == ty).then_some(i.object)
+            },
+            |f: vk::PFN_vkDebugMarkerSetObjectNameEXT| f(device, info),
+        )
+    }
+}
+
+unsafe extern "system" fn marker_object_tag(
+    device: vk::Device,
+    info: *const vk::DebugMarkerObjectTagInfoEXT<'_>,
+) -> vk::Result {
+    // SAFETY: the command's type and the app's valid arguments.
+    unsafe {
+        debug_named(
+            device,
+            c"vkDebugMarkerSetObjectTagEXT",
+            || {
+                let i = &*info;
+                let ty = vk::DebugReportObjectTypeEXT::SWAPCHAIN_KHR;
+                (i.object_type == ty).then_some(i.object)
+            },
+            |f: vk::PFN_vkDebugMarkerSetObjectTagEXT| f(device, info),
+        )
+    }
+}
+
+/// The swapchain a pNext chain names in a struct of type `ty` whose
+/// `VkSwapchainKHR` field follows `sType` and `pNext` (both
+/// `VkImageSwapchainCreateInfoKHR` and `VkBindImageMemorySwapchainInfoKHR`
+/// start so).
+///
+/// # Safety
+///
+/// `next` must be a valid pNext chain.
+unsafe fn swapchain_in_chain(mut next: *const c_void, ty: vk::StructureType) -> Option<u64> {
+    while !next.is_null() {
+        // SAFETY: every struct of a chain starts with sType and pNext.
+        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
+        if header.s_type == ty {
+            // SAFETY: both struct types put the swapchain right after the
+            // header.
+            let sc = unsafe { &*next.cast::<vk::ImageSwapchainCreateInfoKHR<'_>>() };
+            return Some(sc.swapchain.as_raw());
+        }
+        next = header.p_next.cast();
+    }
+    None
+}
+
+/// Images bound to a swapchain's memory (device groups) are not done for
+/// the layer's swapchains: refused with an error, never handed down.
+const NO_SWAPCHAIN_ALIAS: &str = "images aliasing a swapchain image (VkImageSwapchainCreateInfoKHR, VkBindImageMemorySwapchainInfoKHR) are not supported by the layer";
+
+unsafe extern "system" fn create_image(
+    device: vk::Device,
+    info: *const vk::ImageCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::Image,
+) -> vk::Result {
+    guard(vk::Result::ERROR_OUT_OF_HOST_MEMORY, || {
+        let Some(d) = data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        // SAFETY: a valid create info.
+        let named = unsafe {
+            swapchain_in_chain(
+                (*info).p_next,
+                vk::StructureType::IMAGE_SWAPCHAIN_CREATE_INFO_KHR,
+            )
+        };
+        if named.is_some_and(|h| our_swapchain(&d, h)) {
+            eprintln!("winsys layer: vkCreateImage: {NO_SWAPCHAIN_ALIAS}");
+            return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
+        }
+        // SAFETY: the app's valid arguments, passed on.
+        unsafe { (d.raw.fp_v1_0().create_image)(device, info, allocator, out) }
+    })
+}
+
+unsafe extern "system" fn bind_image_memory2(
+    device: vk::Device,
+    count: u32,
+    infos: *const vk::BindImageMemoryInfo<'_>,
+) -> vk::Result {
+    guard(vk::Result::ERROR_OUT_OF_HOST_MEMORY, || {
+        let Some(d) = data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        // SAFETY: the app's valid array.
+        let all = unsafe { slice(infos, count) };
+        let aliased = all.iter().any(|i| {
+            // SAFETY: a valid pNext chain.
+            let named = unsafe {
+                swapchain_in_chain(
+                    i.p_next,
+                    vk::StructureType::BIND_IMAGE_MEMORY_SWAPCHAIN_INFO_KHR,
+                )
+            };
+            named.is_some_and(|h| our_swapchain(&d, h))
+        });
+        if aliased {
+            eprintln!("winsys layer: vkBindImageMemory2: {NO_SWAPCHAIN_ALIAS}");
+            return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
+        }
+        // SAFETY: the app's valid arguments, passed on.
+        unsafe { (d.raw.fp_v1_1().bind_image_memory2)(device, count, infos) }
     })
 }
 

@@ -127,6 +127,38 @@ impl InstanceData {
             debug!("not serving {}: it lacks {missing}", info.name);
             return None;
         }
+        // The acquire imports the image's release into the app's
+        // semaphore and fence: both must take a sync_file.
+        let semaphore_info = vk::PhysicalDeviceExternalSemaphoreInfo::default()
+            .handle_type(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD);
+        let mut semaphore = vk::ExternalSemaphoreProperties::default();
+        let fence_info = vk::PhysicalDeviceExternalFenceInfo::default()
+            .handle_type(vk::ExternalFenceHandleTypeFlags::SYNC_FD);
+        let mut fence = vk::ExternalFenceProperties::default();
+        // SAFETY: plain queries (Vulkan 1.1 core, the driver has 1.2) with
+        // valid in/out structs.
+        unsafe {
+            self.raw.get_physical_device_external_semaphore_properties(
+                pd,
+                &semaphore_info,
+                &mut semaphore,
+            );
+            self.raw
+                .get_physical_device_external_fence_properties(pd, &fence_info, &mut fence);
+        }
+        let importable = semaphore
+            .external_semaphore_features
+            .contains(vk::ExternalSemaphoreFeatureFlags::IMPORTABLE)
+            && fence
+                .external_fence_features
+                .contains(vk::ExternalFenceFeatureFlags::IMPORTABLE);
+        if !importable {
+            debug!(
+                "not serving {}: its semaphores and fences take no sync_file",
+                info.name
+            );
+            return None;
+        }
         // SAFETY: plain queries on a physical device of this instance.
         let (families, props) = unsafe {
             (
@@ -148,6 +180,13 @@ impl InstanceData {
             family: family as u32,
             max_extent: props.limits.max_image_dimension2_d,
         })
+    }
+
+    /// Let the driver's WSI serve `surface` from now on (winsys could not
+    /// make a swapchain for it): the layer no longer answers for it.
+    pub fn leave_to_driver(&self, surface: vk::SurfaceKHR) {
+        let mut map = self.surfaces.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&surface.as_raw());
     }
 
     /// The app's Wayland surface behind `surface`, if it is one.
@@ -746,12 +785,21 @@ unsafe fn fill_capability_chain(
     }
 }
 
-/// The formats the layer's swapchains take: B8G8R8A8_UNORM (DRM
-/// XRGB8888, what every compositor and wl_shm take).
-pub const FORMATS: [vk::SurfaceFormatKHR; 1] = [vk::SurfaceFormatKHR {
-    format: vk::Format::B8G8R8A8_UNORM,
-    color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
-}];
+/// The formats the layer's swapchains take: DRM XRGB8888 (what every
+/// compositor and wl_shm take) as B8G8R8A8_SRGB (the GPU encodes the
+/// app's linear colours) or B8G8R8A8_UNORM (the app's values as they
+/// are); sRGB first, as in Mesa's WSI. A Wayland surface without a colour
+/// description holds sRGB content either way.
+pub const FORMATS: [vk::SurfaceFormatKHR; 2] = [
+    vk::SurfaceFormatKHR {
+        format: vk::Format::B8G8R8A8_SRGB,
+        color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
+    },
+    vk::SurfaceFormatKHR {
+        format: vk::Format::B8G8R8A8_UNORM,
+        color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
+    },
+];
 
 unsafe extern "system" fn surface_formats(
     pd: vk::PhysicalDevice,

@@ -161,6 +161,14 @@ pub unsafe extern "system" fn get_device_proc_addr(
     // SAFETY: a NUL-terminated command name (the loader's contract).
     let name = unsafe { CStr::from_ptr(name) };
     let data = device::data(device)?;
+    if device::WRAPPED.contains(&name) {
+        // SAFETY: the next layer's entry point with our device.
+        let theirs = unsafe { (data.next_gdpa)(device, name.as_ptr()) };
+        return match data.serves() && theirs.is_some() {
+            true => device::intercept(name).flatten(),
+            false => theirs,
+        };
+    }
     if data.serves() || device::ALWAYS.contains(&name) {
         if let Some(f) = device::intercept(name) {
             return f;

@@ -23,7 +23,7 @@
 //! acquire of an ownership transfer must come in pairs.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ use raw_window_handle::{
 };
 use winsys::format::Fourcc;
 use winsys::sync::SyncFile;
-use winsys::wayland::swapchain::{PresentMode, Swapchain, SwapchainConfig};
+use winsys::vulkan::format::Encoding;
+use winsys::wayland::swapchain::{ImageState, PresentMode, Swapchain, SwapchainConfig};
 
 use crate::device::{self, DeviceData};
 use crate::instance::{fill, slice, FORMATS, MAX_IMAGES, USAGE};
@@ -46,20 +47,39 @@ use crate::{debug, guard};
 /// rendering done first), and bounds every wait for the compositor.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// One of the layer's swapchains.
+/// One of the layer's swapchains: what never changes, readable without
+/// its lock, and the winsys swapchain behind the lock (acquire and present
+/// on one swapchain are externally synchronized by the app, as the spec
+/// requires, so the lock only orders them with destruction).
 pub struct LayerSwapchain {
+    /// Its images, as `vkGetSwapchainImagesKHR` gives them.
+    pub images: Vec<vk::Image>,
+    /// The handle the app got.
+    pub handle: u64,
+    /// The surface it presents to.
+    pub surface: vk::SurfaceKHR,
+    /// Whether a newer swapchain took the surface (`oldSwapchain`).
+    pub retired: AtomicBool,
+    state: Mutex<State>,
+}
+
+/// What acquire and present change.
+struct State {
     chain: Swapchain,
-    images: Vec<vk::Image>,
     handle: u64,
     present_mode: vk::PresentModeKHR,
     acquires: u64,
+    /// An image winsys gave but the app never got (importing its release
+    /// into the app's semaphore or fence failed), with that release: the
+    /// next acquire hands it out first, so no image is lost.
+    unclaimed: Option<(usize, Option<SyncFile>)>,
     /// Whether the loss of the surface was reported.
     lost: bool,
     /// When it was created.
     created: std::time::Instant,
 }
 
-impl LayerSwapchain {
+impl State {
     fn report(&mut self, event: &str) {
         let mut fields = vec![
             ("event", Value::Str(event.into())),
@@ -70,10 +90,14 @@ impl LayerSwapchain {
                 "path",
                 Value::Str(format!("{:?}", self.chain.buffer_path())),
             ),
-            ("images", Value::Num(self.images.len() as u64)),
+            ("images", Value::Num(self.chain.len() as u64)),
             (
                 "present_mode",
                 Value::Str(format!("{:?}", self.present_mode)),
+            ),
+            (
+                "format",
+                Value::Str(format!("{:?}", self.chain.image(0).vk_format().format)),
             ),
             ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
             ("frames", Value::Num(self.chain.frames_presented())),
@@ -85,9 +109,7 @@ impl LayerSwapchain {
         fields.push(("height", Value::Num(u64::from(extent.height))));
         report::write(&fields);
     }
-}
 
-impl LayerSwapchain {
     /// Report (once) that `call` found the surface lost, with the
     /// `CLOCK_MONOTONIC` time it did.
     fn report_lost(&mut self, call: &str) {
@@ -111,6 +133,18 @@ impl LayerSwapchain {
     }
 }
 
+impl LayerSwapchain {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Give the surface to a newer swapchain.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.lock().chain.retire();
+    }
+}
+
 /// `WINSYS_LAYER_SYNC=syncobj|explicit|implicit|shm`: the sync mode every
 /// swapchain of the layer uses (refused where unavailable), instead of the
 /// best the compositor offers.
@@ -127,7 +161,7 @@ fn forced_sync() -> Option<winsys::wayland::sync::SyncMode> {
     mode
 }
 
-impl Drop for LayerSwapchain {
+impl Drop for State {
     fn drop(&mut self) {
         self.report("destroy");
     }
@@ -135,10 +169,6 @@ impl Drop for LayerSwapchain {
 
 /// Handles of the layer's swapchains: unique in the process, never 0.
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(0x5753_0000_0000_0001);
-
-fn lock(s: &Mutex<LayerSwapchain>) -> MutexGuard<'_, LayerSwapchain> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What an error of winsys's swapchain is to the app: a compositor gone
 /// or broken is a lost surface, a retired swapchain is out of date, a
@@ -193,21 +223,34 @@ unsafe fn create_inner(
         .filter(|_| d.serves());
     let (Some(surface), Some(ws)) = (surface, d.winsys.as_ref()) else {
         // SAFETY: the app's valid arguments, passed on.
-        return unsafe { (d.swapchain_fn.fp().create_swapchain_khr)(device, info, allocator, out) };
+        return unsafe { to_driver(&d, device, ci, allocator, out) };
     };
-    if let Some(old) = d.swapchain(ci.old_swapchain) {
-        lock(&old).chain.retire();
+    let old = d.swapchain(ci.old_swapchain);
+    if let Some(old) = &old {
+        old.retire();
+    }
+    // One live swapchain per surface: another that is not `oldSwapchain`
+    // still holds it.
+    let in_use = d
+        .swapchains_of(ci.surface)
+        .iter()
+        .any(|s| s.handle != ci.old_swapchain.as_raw() && !s.retired.load(Ordering::Acquire));
+    if in_use {
+        eprintln!(
+            "winsys layer: vkCreateSwapchainKHR: the surface has a live swapchain that is not oldSwapchain"
+        );
+        return vk::Result::ERROR_NATIVE_WINDOW_IN_USE_KHR;
     }
     let refuse = |why: String| {
         eprintln!("winsys layer: vkCreateSwapchainKHR: {why}");
         vk::Result::ERROR_INITIALIZATION_FAILED
     };
-    if !FORMATS.iter().any(|f| f.format == ci.image_format) {
+    let Some(encoding) = encoding_of(ci.image_format, ci.image_color_space) else {
         return refuse(format!(
-            "format {:?} is not among the surface's",
-            ci.image_format
+            "format {:?} in {:?} is not among the surface's",
+            ci.image_format, ci.image_color_space
         ));
-    }
+    };
     if !USAGE.contains(ci.image_usage) || ci.image_array_layers != 1 {
         return refuse(format!(
             "usage {:?} / {} layers: the surface allows {USAGE:?}, 1 layer",
@@ -219,6 +262,7 @@ unsafe fn create_inner(
         return refuse(format!("an empty extent {w}x{h}"));
     }
     let mut config = SwapchainConfig::new(w, h, Fourcc::XRGB8888);
+    config.encoding = encoding;
     config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
     config.usage = ci.image_usage;
     config.timeout = WAIT;
@@ -243,38 +287,87 @@ unsafe fn create_inner(
         Ok(c) => c,
         Err(e) => {
             eprintln!("winsys layer: vkCreateSwapchainKHR ({w}x{h}): {e}");
-            return match result_of(&e, false) {
-                r @ vk::Result::ERROR_SURFACE_LOST_KHR => r,
-                _ => vk::Result::ERROR_INITIALIZATION_FAILED,
-            };
+            if result_of(&e, false) == vk::Result::ERROR_SURFACE_LOST_KHR {
+                return vk::Result::ERROR_SURFACE_LOST_KHR;
+            }
+            // What winsys cannot do here, the driver's WSI may: the
+            // surface is the driver's from now on (its swapchains and
+            // ours must not both hold the wl_surface's protocol objects).
+            eprintln!("winsys layer: the driver's own WSI presents to this surface");
+            d.instance.leave_to_driver(ci.surface);
+            // SAFETY: the app's valid arguments, passed on.
+            return unsafe { to_driver(&d, device, ci, allocator, out) };
         }
     };
     let images: Vec<vk::Image> = (0..chain.len()).map(|i| chain.image(i).raw()).collect();
     let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-    let mut sc = LayerSwapchain {
+    let mut state = State {
         chain,
-        images,
         handle,
         present_mode: ci.present_mode,
         acquires: 0,
+        unclaimed: None,
         lost: false,
         created: std::time::Instant::now(),
     };
     debug!(
-        "swapchain {handle:#x}: {w}x{h}, {} images, {:?}, sync {}, {:?}",
-        sc.images.len(),
+        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} {:?}, sync {}, {:?}",
+        images.len(),
+        ci.image_format,
         ci.present_mode,
-        sc.chain.sync_mode(),
-        sc.chain.buffer_path()
+        state.chain.sync_mode(),
+        state.chain.buffer_path()
     );
-    sc.report("create");
+    state.report("create");
     d.swapchains
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(handle, Arc::new(Mutex::new(sc)));
+        .insert(
+            handle,
+            Arc::new(LayerSwapchain {
+                images,
+                handle,
+                surface: ci.surface,
+                retired: AtomicBool::new(false),
+                state: Mutex::new(state),
+            }),
+        );
     // SAFETY: a valid output pointer.
     unsafe { *out = vk::SwapchainKHR::from_raw(handle) };
     vk::Result::SUCCESS
+}
+
+/// The encoding of a surface format the layer offers.
+fn encoding_of(format: vk::Format, space: vk::ColorSpaceKHR) -> Option<Encoding> {
+    FORMATS
+        .iter()
+        .find(|f| f.format == format && f.color_space == space)?;
+    Some(match format {
+        vk::Format::B8G8R8A8_SRGB => Encoding::Srgb,
+        _ => Encoding::Unorm,
+    })
+}
+
+/// `vkCreateSwapchainKHR` in the driver, for a surface the layer does not
+/// present to; an `oldSwapchain` of the layer's (already retired) is not
+/// the driver's to know.
+///
+/// # Safety
+///
+/// The app's valid arguments.
+unsafe fn to_driver(
+    d: &DeviceData,
+    device: vk::Device,
+    ci: &vk::SwapchainCreateInfoKHR<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::SwapchainKHR,
+) -> vk::Result {
+    let mut info = *ci;
+    if d.swapchain(ci.old_swapchain).is_some() {
+        info.old_swapchain = vk::SwapchainKHR::null();
+    }
+    // SAFETY: the app's create info (its pNext chain included).
+    unsafe { (d.swapchain_fn.fp().create_swapchain_khr)(device, &info, allocator, out) }
 }
 
 pub(crate) unsafe extern "system" fn destroy_swapchain(
@@ -316,7 +409,7 @@ pub(crate) unsafe extern "system" fn get_swapchain_images(
         };
         match d.swapchain(swapchain) {
             // SAFETY: the app's valid count and array.
-            Some(sc) => unsafe { fill(&lock(&sc).images, count, out) },
+            Some(sc) => unsafe { fill(&sc.images, count, out) },
             // SAFETY: the app's valid arguments, passed on.
             None => unsafe {
                 (d.swapchain_fn.fp().get_swapchain_images_khr)(device, swapchain, count, out)
@@ -333,7 +426,7 @@ pub(crate) unsafe extern "system" fn get_swapchain_images(
 /// of `d`'s device (vkAcquireNextImageKHR's rules); `out` must be valid.
 unsafe fn acquire_on(
     d: &DeviceData,
-    sc: &Mutex<LayerSwapchain>,
+    sc: &LayerSwapchain,
     timeout: u64,
     semaphore: vk::Semaphore,
     fence: vk::Fence,
@@ -342,16 +435,20 @@ unsafe fn acquire_on(
     let Some(ws) = d.winsys.as_ref() else {
         return vk::Result::ERROR_DEVICE_LOST;
     };
-    let mut sc = lock(sc);
-    if sc.chain.retired() {
+    let mut st = sc.lock();
+    if st.chain.retired() {
         return vk::Result::ERROR_OUT_OF_DATE_KHR;
     }
-    let (index, free) = match sc.chain.acquire_with_fence(Duration::from_nanos(timeout)) {
+    let claimed = match st.unclaimed.take() {
+        Some(v) => Ok(v),
+        None => st.chain.acquire_with_fence(Duration::from_nanos(timeout)),
+    };
+    let (index, free) = match claimed {
         Ok(v) => v,
         Err(e) => {
             let r = result_of(&e, timeout == 0);
             if r == vk::Result::ERROR_SURFACE_LOST_KHR {
-                sc.report_lost("vkAcquireNextImageKHR");
+                st.report_lost("vkAcquireNextImageKHR");
             }
             if r.as_raw() < 0 {
                 eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
@@ -359,38 +456,33 @@ unsafe fn acquire_on(
             return r;
         }
     };
-    sc.acquires += 1;
-    // The same fence for both: the semaphore gets a dup.
-    let for_semaphore = match (&free, semaphore != vk::Semaphore::null()) {
-        (Some(f), true) => match f.try_clone() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
-                return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
-            }
-        },
-        _ => None,
-    };
+    // Each import takes a dup of the release; the original stays here
+    // until both took, so that a failed import loses no image.
     let imported = (|| -> winsys::vulkan::Result<()> {
+        let dup = || free.as_ref().map(SyncFile::try_clone).transpose();
         if semaphore != vk::Semaphore::null() {
+            let f = dup().map_err(winsys::vulkan::Error::Sync)?;
             // SAFETY: the app's unsignalled binary semaphore of this device
             // (vkAcquireNextImageKHR's valid usage), used by no other
             // thread during the call.
-            unsafe { ws.import_into_semaphore(semaphore, for_semaphore) }?;
+            unsafe { ws.import_into_semaphore(semaphore, f) }?;
         }
         if fence != vk::Fence::null() {
+            let f = dup().map_err(winsys::vulkan::Error::Sync)?;
             // SAFETY: the app's unsignalled fence of this device, as above.
-            unsafe { ws.import_into_fence(fence, free) }?;
+            unsafe { ws.import_into_fence(fence, f) }?;
         }
         Ok(())
     })();
     if let Err(e) = imported {
         eprintln!("winsys layer: vkAcquireNextImageKHR: {e}");
+        st.unclaimed = Some((index, free));
         return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
     }
+    st.acquires += 1;
     // SAFETY: a valid output pointer.
     unsafe { *out = index as u32 };
-    match sc.chain.suboptimal() {
+    match st.chain.suboptimal() {
         Ok(true) => vk::Result::SUBOPTIMAL_KHR,
         Ok(false) => vk::Result::SUCCESS,
         Err(e) => result_of(&e, false),
@@ -489,27 +581,35 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
     let mine = ours.iter().flatten().count();
     let theirs = ours.len() - mine;
     let mut results = vec![vk::Result::SUCCESS; ours.len()];
+    // A submission on the app's present queue that waits for the app's
+    // semaphores (then `more`): each present consumes the waits it was
+    // given, even one that fails (the spec's rule).
+    let on_queue = |with_waits: bool| -> winsys::vulkan::Result<winsys::vulkan::Submission<'_>> {
+        let mut job = ws.submission()?;
+        // SAFETY: the app's present queue, of the family winsys uses (the
+        // only one its surfaces support), held by the app for this call;
+        // the app's semaphores have pending signals and live until the
+        // present's work is done.
+        unsafe {
+            job.on_queue(queue);
+            if with_waits {
+                for &s in waits {
+                    job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
+                }
+            }
+        }
+        Ok(job)
+    };
     // With one of the layer's swapchains alone, its submission waits for
     // the app's semaphores; with several (or the driver's too), a first
     // submission does, and the others wait for its sync_file.
     let first: Option<Option<SyncFile>> = if mine == 1 && theirs == 0 {
         None
     } else {
-        let done = (|| -> winsys::vulkan::Result<Option<SyncFile>> {
-            let mut job = ws.submission()?;
-            // SAFETY: the app's present queue, of the family winsys uses
-            // (the only one its surfaces support), held by the app for
-            // this call; the app's semaphores have pending signals and
-            // live until the present's work is done.
-            unsafe {
-                job.on_queue(queue);
-                for &s in waits {
-                    job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
-                }
-            }
+        let done = on_queue(true).and_then(|mut job| {
             job.signal_sync_file();
             Ok(job.submit()?.take_sync_file())
-        })();
+        });
         match done {
             Ok(f) => Some(f),
             Err(e) => {
@@ -521,17 +621,21 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
     for (i, sc) in ours.iter().enumerate() {
         let Some(sc) = sc else { continue };
         let index = indices[i] as usize;
+        let mut st = sc.lock();
         let r = (|| -> Result<(), winsys::wayland::Error> {
             let vk_err = |e| winsys::wayland::Error::Vulkan(Box::new(e));
-            let mut job = ws.submission().map_err(vk_err)?;
-            // SAFETY: as for the first submission above.
-            unsafe {
-                job.on_queue(queue);
-                if first.is_none() {
-                    for &s in waits {
-                        job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
-                    }
-                }
+            let mut job = on_queue(first.is_none()).map_err(vk_err)?;
+            let acquired = index < st.chain.len()
+                && st.chain.state(index) == ImageState::Acquired
+                && st.unclaimed.as_ref().map(|u| u.0) != Some(index);
+            if !acquired {
+                // Not the app's to present: its waits still happen.
+                job.submit().map_err(vk_err)?;
+                return Err(winsys::wayland::Error::ImageState {
+                    index,
+                    state: ImageState::Free,
+                    wanted: "an image the app acquired (vkQueuePresentKHR)",
+                });
             }
             if let Some(Some(f)) = &first {
                 let f = f
@@ -540,11 +644,10 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
                 job.wait_for_sync_file(f, vk::PipelineStageFlags::ALL_COMMANDS)
                     .map_err(vk_err)?;
             }
-            lock(sc).chain.present(index, job)
+            st.chain.present(index, job)
         })();
-        let mut sc = lock(sc);
         results[i] = match r {
-            Ok(()) => match sc.chain.suboptimal() {
+            Ok(()) => match st.chain.suboptimal() {
                 Ok(true) => vk::Result::SUBOPTIMAL_KHR,
                 Ok(false) => vk::Result::SUCCESS,
                 Err(e) => result_of(&e, false),
@@ -562,9 +665,8 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
             }
         };
         if results[i] == vk::Result::ERROR_SURFACE_LOST_KHR {
-            sc.report_lost("vkQueuePresentKHR");
+            st.report_lost("vkQueuePresentKHR");
         }
-        drop(sc);
     }
     if theirs > 0 {
         // The driver's swapchains need the app's rendering done: waited
@@ -579,6 +681,9 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         let their_indices: Vec<_> = picks.iter().map(|&i| indices[i]).collect();
         let mut their_results = vec![vk::Result::SUCCESS; picks.len()];
         let mut sub = *pi;
+        // The pNext structs (present regions, ids, fences...) have one
+        // entry per swapchain of the app's list, which no longer matches.
+        sub.p_next = std::ptr::null();
         sub.wait_semaphore_count = 0;
         sub.p_wait_semaphores = std::ptr::null();
         sub.swapchain_count = picks.len() as u32;

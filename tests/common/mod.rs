@@ -119,6 +119,47 @@ pub fn cube_frame(
     height: u32,
     pixel: impl Fn(u32, u32) -> u32,
 ) -> Result<[u32; 6], String> {
+    cube_frame_with(width, height, pixel, |p| p == CUBE_CLEAR)
+}
+
+/// [`cube_frame`] for a cube rendered into `*_SRGB` images (`--srgb`):
+/// the faces' 0 and 255 components stay, the clear colour is the sRGB
+/// encoding of [`CUBE_CLEAR`] (within one step per channel: the GPU's
+/// rounding).
+pub fn cube_frame_srgb(
+    width: u32,
+    height: u32,
+    pixel: impl Fn(u32, u32) -> u32,
+) -> Result<[u32; 6], String> {
+    let clear = srgb_encoded(CUBE_CLEAR);
+    cube_frame_with(width, height, pixel, |p| {
+        (0..3).all(|i| {
+            let (a, b) = ((p >> (8 * i)) & 0xff, (clear >> (8 * i)) & 0xff);
+            a.abs_diff(b) <= 1
+        })
+    })
+}
+
+/// `0xRRGGBB` with each channel, read as UNORM, encoded as sRGB (the
+/// transfer function of `VK_FORMAT_*_SRGB` writes).
+pub fn srgb_encoded(rgb: u32) -> u32 {
+    (0..3).fold(0, |acc, i| {
+        let v = f64::from((rgb >> (8 * i)) & 0xff) / 255.0;
+        let e = if v <= 0.003_130_8 {
+            12.92 * v
+        } else {
+            1.055 * v.powf(1.0 / 2.4) - 0.055
+        };
+        acc | (((e * 255.0).round() as u32) << (8 * i))
+    })
+}
+
+fn cube_frame_with(
+    width: u32,
+    height: u32,
+    pixel: impl Fn(u32, u32) -> u32,
+    is_clear: impl Fn(u32) -> bool,
+) -> Result<[u32; 6], String> {
     let mut faces = [0u32; 6];
     let mut stray = None;
     for y in 0..height {
@@ -126,7 +167,7 @@ pub fn cube_frame(
             let p = pixel(x, y) & 0xffffff;
             match CUBE_FACES.iter().position(|&f| f == p) {
                 Some(i) => faces[i] += 1,
-                None if p == CUBE_CLEAR => {}
+                None if is_clear(p) => {}
                 None => stray = stray.or(Some((x, y, p))),
             }
         }
@@ -140,12 +181,12 @@ pub fn cube_frame(
     let visible = faces.iter().filter(|&&n| n > 0).count();
     let corners_clear = corners
         .iter()
-        .all(|&(x, y)| pixel(x, y) & 0xffffff == CUBE_CLEAR);
+        .all(|&(x, y)| is_clear(pixel(x, y) & 0xffffff));
     if visible >= 2 && stray.is_none() && corners_clear {
         Ok(faces)
     } else {
         Err(format!(
-            "faces {faces:?}, stray pixel {stray:?}, corners clear: {corners_clear}"
+            "faces {faces:?}, stray pixel {stray:?} (0xRRGGBB), corners clear: {corners_clear}"
         ))
     }
 }

@@ -94,6 +94,32 @@ pub fn to_vk(fourcc: Fourcc) -> Option<VkFormatMapping> {
     TABLE.iter().find(|m| m.fourcc == fourcc).copied()
 }
 
+/// How an image's colour values are stored: the same bytes, two Vulkan
+/// formats. With [`Encoding::Srgb`] the image has the format's sRGB twin
+/// (`B8G8R8A8_SRGB` for `XRGB8888`): the GPU encodes what shaders, clears
+/// and blits write, and a compositor that reads the buffer as the DRM
+/// format shows it as sRGB content, which is what a Wayland surface
+/// without a colour-management description holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// The format as it is (`*_UNORM`).
+    #[default]
+    Unorm,
+    /// Its sRGB twin (`*_SRGB`), where Vulkan has one.
+    Srgb,
+}
+
+impl VkFormatMapping {
+    /// This mapping with `encoding`'s Vulkan format (`None`: the format
+    /// has no sRGB twin).
+    pub fn encoded(self, encoding: Encoding) -> Option<VkFormatMapping> {
+        match encoding {
+            Encoding::Unorm => Some(self),
+            Encoding::Srgb => self.srgb.map(|format| VkFormatMapping { format, ..self }),
+        }
+    }
+}
+
 /// Whether an image's alpha channel carries meaning, which picks the `A`
 /// or the `X` DRM format for one Vulkan format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

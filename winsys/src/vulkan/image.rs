@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use ash::vk;
 
 use super::device::{DeviceShared, KeepAlive};
-use super::format::{to_vk, VkFormatMapping};
+use super::format::{to_vk, Encoding, VkFormatMapping};
 use super::Submission;
 use super::{Device, Error, Refusal, Result};
 use crate::dmabuf::Dmabuf;
@@ -458,6 +458,19 @@ impl Device {
     /// the modifier, the features `usage` needs, the size, the plane count,
     /// or when the dma-buf is too small for the image.
     pub fn import_dmabuf(&self, dmabuf: &Dmabuf, usage: vk::ImageUsageFlags) -> Result<Image> {
+        self.import_dmabuf_as(dmabuf, usage, Encoding::Unorm)
+    }
+
+    /// [`Device::import_dmabuf`] with the Vulkan format of `encoding`
+    /// (the format's sRGB twin for [`Encoding::Srgb`]; refused with
+    /// [`Refusal::Format`] where there is none, or where the driver offers
+    /// no modifier for it).
+    pub fn import_dmabuf_as(
+        &self,
+        dmabuf: &Dmabuf,
+        usage: vk::ImageUsageFlags,
+        encoding: Encoding,
+    ) -> Result<Image> {
         self.need_dmabuf_images()?;
         let mut ask = Ask {
             op: "import",
@@ -472,7 +485,9 @@ impl Device {
             height: dmabuf.height(),
             usage,
         };
-        ask.mapping = to_vk(dmabuf.format()).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        ask.mapping = to_vk(dmabuf.format())
+            .and_then(|m| m.encoded(encoding))
+            .ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
         let planes = dmabuf.planes();
         let disjoint = dmabuf.is_disjoint();
         let offered = self.modifiers_of(ask.mapping.format);
@@ -675,6 +690,20 @@ impl Device {
         modifiers: &[Modifier],
         usage: vk::ImageUsageFlags,
     ) -> Result<(Image, Dmabuf)> {
+        self.export_image_as(width, height, format, modifiers, usage, Encoding::Unorm)
+    }
+
+    /// [`Device::export_image`] with the Vulkan format of `encoding` (see
+    /// [`Device::import_dmabuf_as`]); the dma-buf is `format` either way.
+    pub fn export_image_as(
+        &self,
+        width: u32,
+        height: u32,
+        format: Fourcc,
+        modifiers: &[Modifier],
+        usage: vk::ImageUsageFlags,
+        encoding: Encoding,
+    ) -> Result<(Image, Dmabuf)> {
         self.need_dmabuf_images()?;
         if width == 0 || height == 0 {
             return Err(crate::dmabuf::Error::ZeroSize { width, height }.into());
@@ -692,7 +721,9 @@ impl Device {
             height,
             usage,
         };
-        ask.mapping = to_vk(format).ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        ask.mapping = to_vk(format)
+            .and_then(|m| m.encoded(encoding))
+            .ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
         let offered = self.modifiers_of(ask.mapping.format);
         let candidates: Vec<Modifier> = if modifiers.is_empty() {
             offered.iter().map(|m| m.modifier).collect()

@@ -52,6 +52,7 @@ use crate::device::{DrmDevice, NodeKind};
 use crate::dmabuf::{Access, Dmabuf};
 use crate::format::{Fourcc, Modifier};
 use crate::sync::{SyncFile, Syncobj};
+use crate::vulkan::format::Encoding;
 use crate::vulkan::{Device, Image, Pending, Submission};
 
 /// How presented frames are paced.
@@ -87,6 +88,10 @@ pub struct SwapchainConfig {
     pub height: u32,
     /// The DRM format of the images.
     pub format: Fourcc,
+    /// Their Vulkan format: the DRM format's own, or its sRGB twin (the
+    /// GPU encodes what the app writes; the compositor gets the same
+    /// bytes in `format`).
+    pub encoding: Encoding,
     /// Number of images (at least 2).
     pub image_count: usize,
     /// Force a sync mode (`None`: the best available).
@@ -123,6 +128,7 @@ impl SwapchainConfig {
             width,
             height,
             format,
+            encoding: Encoding::Unorm,
             image_count: 4,
             sync: None,
             usage: vk::ImageUsageFlags::TRANSFER_DST,
@@ -392,12 +398,13 @@ impl Swapchain {
             let render = match copies {
                 true => Some(
                     device
-                        .export_image(
+                        .export_image_as(
                             config.width,
                             config.height,
                             config.format,
                             &[],
                             render_usage,
+                            config.encoding,
                         )
                         .map_err(vk_err)?
                         .0,
@@ -1034,7 +1041,9 @@ fn allocate(
                             crate::alloc::gbm::Usage::RENDERING,
                         )
                         .ok()?;
-                    let image = device.import_dmabuf(&dmabuf, usage).ok()?;
+                    let image = device
+                        .import_dmabuf_as(&dmabuf, usage, config.encoding)
+                        .ok()?;
                     out.push((image, dmabuf));
                 }
                 Some(out)
@@ -1062,7 +1071,14 @@ fn export_images(
     (0..config.image_count)
         .map(|_| {
             device
-                .export_image(config.width, config.height, config.format, modifiers, usage)
+                .export_image_as(
+                    config.width,
+                    config.height,
+                    config.format,
+                    modifiers,
+                    usage,
+                    config.encoding,
+                )
                 .map_err(vk_err)
         })
         .collect()
@@ -1094,7 +1110,9 @@ fn allocate_shm(
                 let (dmabuf, memfd) = udmabuf
                     .allocate_with_memfd(config.width, config.height, config.format)
                     .ok()?;
-                let image = device.import_dmabuf(&dmabuf, usage).ok()?;
+                let image = device
+                    .import_dmabuf_as(&dmabuf, usage, config.encoding)
+                    .ok()?;
                 Some((image, dmabuf, Some(memfd)))
             })
             .collect()
