@@ -265,6 +265,25 @@ fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
 }
 
 #[test]
+fn present_ids_are_waited_for_through_the_layer() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    // FIFO: frame callbacks say when a frame is shown; MAILBOX: the
+    // wp_presentation feedback (presented or discarded).
+    for mode in ["fifo", "mailbox"] {
+        let args = ["--frames", "30", "--present-wait", "--present-mode", mode];
+        let (pid, _, said) = mesa_cube(&layer, &weston.socket, &args);
+        // Each frame from the third waits for the present two back.
+        assert!(
+            said.contains("cube: present waits: 28 succeeded"),
+            "{mode}: {said}"
+        );
+        assert_reported(&layer, pid, "explicit", 30, &said);
+    }
+}
+
+#[test]
 fn a_second_swapchain_on_a_surface_is_refused_as_in_use() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");

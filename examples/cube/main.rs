@@ -40,6 +40,9 @@
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--srgb`: images in `B8G8R8A8_SRGB` (the GPU encodes the colours)
 //!   instead of `B8G8R8A8_UNORM`;
+//! - `--present-wait` (mesa only): every present carries an id
+//!   (`VK_KHR_present_id`) and each frame first waits, with
+//!   `vkWaitForPresentKHR`, until the one two frames back was shown;
 //! - `--second-swapchain` (mesa only): after the first swapchain, ask for
 //!   another on the same surface without `oldSwapchain`, which must be
 //!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
@@ -98,12 +101,13 @@ pub struct Args {
     pub copy_frames: bool,
     pub srgb: bool,
     pub second_swapchain: bool,
+    pub present_wait: bool,
     pub timeout: Duration,
 }
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--present-wait] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -120,6 +124,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         copy_frames: false,
         srgb: false,
         second_swapchain: false,
+        present_wait: false,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -176,6 +181,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--copy-frames" => args.copy_frames = true,
             "--srgb" => args.srgb = true,
             "--second-swapchain" => args.second_swapchain = true,
+            "--present-wait" => args.present_wait = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
@@ -183,8 +189,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     if args.mesa && args.copy_frames {
         return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
     }
-    if args.second_swapchain && !args.mesa {
-        return Err("--second-swapchain is for --wsi mesa (VK_KHR_swapchain)".into());
+    if (args.second_swapchain || args.present_wait) && !args.mesa {
+        return Err(
+            "--second-swapchain and --present-wait are for --wsi mesa (VK_KHR_swapchain)".into(),
+        );
     }
     if args.mesa && args.sync.is_some() {
         return Err("--sync chooses winsys's sync mode; Mesa's WSI chooses its own".into());
@@ -219,6 +227,8 @@ pub struct Frames {
     /// Swapchains made anew after the first (configure, suboptimal, out
     /// of date).
     pub recreated: u32,
+    /// `vkWaitForPresentKHR` calls that returned success (`--present-wait`).
+    pub present_waits: u64,
 }
 
 /// glibc's `struct mallinfo2`.
@@ -306,6 +316,7 @@ impl Frames {
             width: 0,
             height: 0,
             recreated: 0,
+            present_waits: 0,
         }
     }
 
@@ -620,6 +631,9 @@ fn report(args: &Args, f: &Frames) {
         "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}{asked}, {} images",
         f.sync, f.path, args.present_mode, f.width, f.height, f.images
     );
+    if args.present_wait {
+        println!("cube: present waits: {} succeeded", f.present_waits);
+    }
     match f.recreated {
         0 => println!("cube: swapchain never recreated"),
         n => println!(

@@ -309,16 +309,30 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
-    let device_ext = [khr::swapchain::NAME.as_ptr()];
-    let device = unsafe {
-        instance.create_device(
-            physical,
-            &vk::DeviceCreateInfo::default()
-                .queue_create_infos(&queues)
-                .enabled_extension_names(&device_ext),
-            None,
-        )
-    }?;
+    let mut device_ext = vec![khr::swapchain::NAME.as_ptr()];
+    let mut present_id = vk::PhysicalDevicePresentIdFeaturesKHR::default().present_id(true);
+    let mut present_wait = vk::PhysicalDevicePresentWaitFeaturesKHR::default().present_wait(true);
+    let mut device_info = vk::DeviceCreateInfo::default().queue_create_infos(&queues);
+    if args.present_wait {
+        let offered = unsafe { instance.enumerate_device_extension_properties(physical) }?;
+        let has = |name: &std::ffi::CStr| {
+            offered
+                .iter()
+                .any(|e| e.extension_name_as_c_str() == Ok(name))
+        };
+        for name in [khr::present_id::NAME, khr::present_wait::NAME] {
+            if !has(name) {
+                return Err(format!("the device offers no {name:?}").into());
+            }
+            device_ext.push(name.as_ptr());
+        }
+        device_info = device_info
+            .push_next(&mut present_id)
+            .push_next(&mut present_wait);
+    }
+    let device_info = device_info.enabled_extension_names(&device_ext);
+    let device = unsafe { instance.create_device(physical, &device_info, None) }?;
+    let waiter = khr::present_wait::Device::new(&instance, &device);
     let queue = unsafe { device.get_device_queue(family, 0) };
     let swapchain_fn = khr::swapchain::Device::new(&instance, &device);
 
@@ -443,6 +457,19 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
                 frames.recreated += 1;
             }
             let c = chain.as_ref().ok_or("no swapchain")?;
+            if args.present_wait && frames.presented >= 2 {
+                // Until the present two frames back (ids are frame numbers
+                // from 1) was shown.
+                let id = frames.presented - 1;
+                match unsafe { waiter.wait_for_present(c.swapchain, id, timeout) } {
+                    Ok(()) => frames.present_waits += 1,
+                    Err(vk::Result::ERROR_OUT_OF_DATE_KHR) => {
+                        stale = Some("present wait: VK_ERROR_OUT_OF_DATE_KHR".into());
+                        continue;
+                    }
+                    Err(e) => return Err(format!("vkWaitForPresentKHR({id}): {e}").into()),
+                }
+            }
             let slot = submitted % FRAMES_IN_FLIGHT;
             unsafe { device.wait_for_fences(&[fences[slot]], true, timeout) }?;
             // Out of date: nothing was acquired, the semaphore is not to be
@@ -495,15 +522,16 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             }
             let swapchains = [c.swapchain];
             let indices = [index];
-            let present = unsafe {
-                swapchain_fn.queue_present(
-                    queue,
-                    &vk::PresentInfoKHR::default()
-                        .wait_semaphores(&signal)
-                        .swapchains(&swapchains)
-                        .image_indices(&indices),
-                )
-            };
+            let ids = [frames.presented + 1];
+            let mut id_info = vk::PresentIdKHR::default().present_ids(&ids);
+            let mut present_info = vk::PresentInfoKHR::default()
+                .wait_semaphores(&signal)
+                .swapchains(&swapchains)
+                .image_indices(&indices);
+            if args.present_wait {
+                present_info = present_info.push_next(&mut id_info);
+            }
+            let present = unsafe { swapchain_fn.queue_present(queue, &present_info) };
             // Out of date: the image went back unshown (the semaphore wait
             // still happens); the semaphores are made anew with the
             // swapchain, after the device idles.

@@ -25,12 +25,10 @@ pub const ALWAYS: [&CStr; 4] = [
 /// the layer does not implement (commands taking a `VkSwapchainKHR`, or
 /// present-time structs whose promise would be broken): hidden from the
 /// app on devices the layer serves.
-pub const HIDDEN: [&CStr; 15] = [
+pub const HIDDEN: [&CStr; 13] = [
     c"VK_EXT_swapchain_maintenance1",
     c"VK_KHR_swapchain_maintenance1",
-    c"VK_KHR_present_id",
     c"VK_KHR_present_id2",
-    c"VK_KHR_present_wait",
     c"VK_KHR_present_wait2",
     c"VK_GOOGLE_display_timing",
     c"VK_KHR_shared_presentable_image",
@@ -42,6 +40,42 @@ pub const HIDDEN: [&CStr; 15] = [
     c"VK_AMD_display_native_hdr",
     c"VK_NV_low_latency2",
 ];
+
+/// Device extensions the layer's swapchains implement, offered on served
+/// devices even where the driver lacks them (then they are taken out of
+/// `vkCreateDevice` before it goes down), with their feature structs.
+pub const PROVIDED: [(&CStr, vk::StructureType); 2] = [
+    (
+        c"VK_KHR_present_id",
+        vk::StructureType::PHYSICAL_DEVICE_PRESENT_ID_FEATURES_KHR,
+    ),
+    (
+        c"VK_KHR_present_wait",
+        vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR,
+    ),
+];
+
+/// The driver's own device extensions of `pd`.
+fn driver_extensions(inst: &InstanceData, pd: vk::PhysicalDevice) -> Vec<vk::ExtensionProperties> {
+    // SAFETY: a plain query on a physical device of this instance.
+    unsafe { inst.raw.enumerate_device_extension_properties(pd) }.unwrap_or_default()
+}
+
+/// The extensions of [`PROVIDED`] that the driver of `pd` lacks.
+fn provided_by_layer(
+    inst: &InstanceData,
+    pd: vk::PhysicalDevice,
+) -> Vec<(&'static CStr, vk::StructureType)> {
+    let theirs = driver_extensions(inst, pd);
+    PROVIDED
+        .into_iter()
+        .filter(|(name, _)| {
+            !theirs
+                .iter()
+                .any(|e| e.extension_name_as_c_str() == Ok(*name))
+        })
+        .collect()
+}
 
 /// Device commands that may carry a swapchain handle to the driver: on a
 /// served device the layer wraps them (where the driver has them) so that
@@ -124,6 +158,9 @@ pub fn instance_intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
     Some(match name.to_bytes() {
         b"vkCreateDevice" => entry!(create_device),
         b"vkEnumerateDeviceExtensionProperties" => entry!(enumerate_device_extensions),
+        b"vkGetPhysicalDeviceFeatures2" | b"vkGetPhysicalDeviceFeatures2KHR" => {
+            entry!(physical_device_features2)
+        }
         _ => return None,
     })
 }
@@ -142,6 +179,7 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
         b"vkAcquireNextImageKHR" => entry!(sc::acquire_next_image),
         b"vkAcquireNextImage2KHR" => entry!(sc::acquire_next_image2),
         b"vkQueuePresentKHR" => entry!(sc::queue_present),
+        b"vkWaitForPresentKHR" => entry!(sc::wait_for_present),
         b"vkGetDeviceGroupSurfacePresentModesKHR" => entry!(sc::device_group_surface_present_modes),
         b"vkSetDebugUtilsObjectNameEXT" => entry!(set_object_name),
         b"vkSetDebugUtilsObjectTagEXT" => entry!(set_object_tag),
@@ -158,7 +196,7 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
 /// # Safety
 ///
 /// `F` must be the command's function pointer type.
-unsafe fn next<F>(d: &DeviceData, name: &CStr) -> Option<F> {
+pub(crate) unsafe fn next<F>(d: &DeviceData, name: &CStr) -> Option<F> {
     // SAFETY: the next layer's entry point with our device.
     let f = unsafe { (d.next_gdpa)(d.handle, name.as_ptr()) }?;
     // SAFETY: the caller names `F` as the command's type.
@@ -455,11 +493,32 @@ unsafe fn create_device_inner(
             }
         }
     }
+    // What the layer provides and the driver lacks does not go down: the
+    // names, and the feature structs (unlinked for the call, then put
+    // back: the chain is the app's).
+    let mut unlinked = Vec::new();
     let mut ours = *app_info;
+    if served.is_some() {
+        let provided = provided_by_layer(&inst, pd);
+        // SAFETY: valid C strings.
+        names.retain(|&n| {
+            !provided
+                .iter()
+                .any(|(p, _)| unsafe { CStr::from_ptr(n) } == *p)
+        });
+        // SAFETY: the app's valid pNext chain, restored below.
+        unsafe {
+            for (_, ty) in &provided {
+                unlink(&mut ours.p_next, *ty, &mut unlinked);
+            }
+        }
+    }
     ours.enabled_extension_count = names.len() as u32;
     ours.pp_enabled_extension_names = names.as_ptr();
     // SAFETY: a valid create info; the chain's link was advanced.
     let mut result = unsafe { create(pd, &ours, allocator, out) };
+    // SAFETY: the links unlinked above, in reverse order.
+    unsafe { relink(unlinked) };
     let mut served = served;
     if result != vk::Result::SUCCESS && served.is_some() {
         debug!("vkCreateDevice with winsys's extensions failed ({result}); not serving it");
@@ -570,6 +629,82 @@ unsafe extern "system" fn destroy_device(
     })
 }
 
+/// A struct taken out of a pNext chain: the link that pointed at it and
+/// what it pointed at.
+type Unlinked = (*mut *const c_void, *const c_void);
+
+/// Take the structs of type `ty` out of the chain starting at `*head`
+/// (the app's structs' links are changed in place, recorded in `undo`).
+///
+/// # Safety
+///
+/// `*head` must start a valid chain whose structs stay alive and unused by
+/// others until [`relink`] puts them back.
+unsafe fn unlink(head: *mut *const c_void, ty: vk::StructureType, undo: &mut Vec<Unlinked>) {
+    let mut link = head;
+    // SAFETY: links of a valid chain; every struct starts with sType, pNext.
+    unsafe {
+        while !(*link).is_null() {
+            let node = (*link).cast_mut().cast::<vk::BaseOutStructure<'_>>();
+            if (*node).s_type == ty {
+                undo.push((link, *link));
+                *link = (*node).p_next.cast_const().cast();
+            } else {
+                link = std::ptr::addr_of_mut!((*node).p_next).cast();
+            }
+        }
+    }
+}
+
+/// Put back what [`unlink`] took out.
+///
+/// # Safety
+///
+/// `undo` from [`unlink`], the chain unchanged since.
+unsafe fn relink(undo: Vec<Unlinked>) {
+    for (link, was) in undo.into_iter().rev() {
+        // SAFETY: the link as unlink found it.
+        unsafe { *link = was };
+    }
+}
+
+/// `vkGetPhysicalDeviceFeatures2`: the driver's answer, with the features
+/// of what the layer provides ([`PROVIDED`]) on served devices.
+unsafe extern "system" fn physical_device_features2(
+    pd: vk::PhysicalDevice,
+    out: *mut vk::PhysicalDeviceFeatures2<'_>,
+) {
+    guard((), || {
+        let Some(inst) = instance::of_physical(pd) else {
+            return;
+        };
+        // SAFETY: the app's valid arguments, passed on (Vulkan 1.1 core:
+        // the driver has 1.2).
+        unsafe { (inst.raw.fp_v1_1().get_physical_device_features2)(pd, out) };
+        if inst.served(pd).is_none() {
+            return;
+        }
+        // SAFETY: the app's valid output chain.
+        unsafe {
+            let mut next = (*out).p_next.cast::<vk::BaseOutStructure<'_>>();
+            while !next.is_null() {
+                match (*next).s_type {
+                    vk::StructureType::PHYSICAL_DEVICE_PRESENT_ID_FEATURES_KHR => {
+                        (*next.cast::<vk::PhysicalDevicePresentIdFeaturesKHR<'_>>()).present_id =
+                            vk::TRUE;
+                    }
+                    vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR => {
+                        (*next.cast::<vk::PhysicalDevicePresentWaitFeaturesKHR<'_>>())
+                            .present_wait = vk::TRUE;
+                    }
+                    _ => {}
+                }
+                next = (*next).p_next;
+            }
+        }
+    })
+}
+
 fn remember_queue(device: vk::Device, queue: vk::Queue) {
     if queue == vk::Queue::null() {
         return;
@@ -612,6 +747,18 @@ unsafe extern "system" fn get_device_queue2(
     })
 }
 
+/// An extension's properties.
+fn extension(name: &CStr, spec_version: u32) -> vk::ExtensionProperties {
+    let mut e = vk::ExtensionProperties {
+        spec_version,
+        ..Default::default()
+    };
+    for (d, s) in e.extension_name.iter_mut().zip(name.to_bytes()) {
+        *d = *s as c_char;
+    }
+    e
+}
+
 unsafe extern "system" fn enumerate_device_extensions(
     pd: vk::PhysicalDevice,
     layer: *const c_char,
@@ -622,19 +769,10 @@ unsafe extern "system" fn enumerate_device_extensions(
         // SAFETY: a valid C string if non-null.
         let layer = (!layer.is_null()).then(|| unsafe { CStr::from_ptr(layer) });
         if layer == Some(LAYER_NAME) {
-            let mut swapchain = vk::ExtensionProperties {
-                spec_version: 70,
-                ..Default::default()
-            };
-            for (d, s) in swapchain
-                .extension_name
-                .iter_mut()
-                .zip(c"VK_KHR_swapchain".to_bytes())
-            {
-                *d = *s as c_char;
-            }
+            let mut all = vec![extension(c"VK_KHR_swapchain", 70)];
+            all.extend(PROVIDED.iter().map(|(name, _)| extension(name, 1)));
             // SAFETY: the app's valid count and array.
-            return unsafe { fill(&[swapchain], count, out) };
+            return unsafe { fill(&all, count, out) };
         }
         let Some(inst) = instance::of_physical(pd) else {
             return vk::Result::ERROR_INITIALIZATION_FAILED;
@@ -663,6 +801,11 @@ unsafe extern "system" fn enumerate_device_extensions(
             e.extension_name_as_c_str()
                 .map_or(true, |name| !HIDDEN.contains(&name))
         });
+        for (name, _) in PROVIDED {
+            if !all.iter().any(|e| e.extension_name_as_c_str() == Ok(name)) {
+                all.push(extension(name, 1));
+            }
+        }
         // SAFETY: the app's valid count and array.
         unsafe { fill(&all, count, out) }
     })

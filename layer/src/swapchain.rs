@@ -22,6 +22,7 @@
 //! record an acquire from the FOREIGN family on, and the release and
 //! acquire of an ownership transfer must come in pairs.
 
+use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +78,39 @@ struct State {
     lost: bool,
     /// When it was created.
     created: std::time::Instant,
+    /// `VK_KHR_present_id`: the ids of the latest presents, with their
+    /// frame marks ([`Swapchain::frame_mark`]), ids increasing.
+    present_ids: VecDeque<(u64, u64)>,
+}
+
+/// Present ids remembered per swapchain; an older one waited for counts
+/// as the oldest remembered (long shown by then).
+const PRESENT_IDS: usize = 64;
+
+impl State {
+    /// The frame mark a wait for `id` waits for: that of the first present
+    /// with an id at least `id` (`None`: none presented yet).
+    fn mark_of(&self, id: u64) -> Option<u64> {
+        let front = self.present_ids.front()?;
+        if id <= front.0 {
+            return Some(front.1);
+        }
+        self.present_ids
+            .iter()
+            .find(|(i, _)| *i >= id)
+            .map(|(_, m)| *m)
+    }
+
+    fn remember_present_id(&mut self, id: u64) {
+        if id == 0 {
+            return;
+        }
+        if self.present_ids.len() == PRESENT_IDS {
+            self.present_ids.pop_front();
+        }
+        let mark = self.chain.frame_mark();
+        self.present_ids.push_back((id, mark));
+    }
 }
 
 impl State {
@@ -309,6 +343,7 @@ unsafe fn create_inner(
         unclaimed: None,
         lost: false,
         created: std::time::Instant::now(),
+        present_ids: VecDeque::new(),
     };
     debug!(
         "swapchain {handle:#x}: {w}x{h}, {} images, {:?} {:?}, sync {}, {:?}",
@@ -578,6 +613,9 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         // SAFETY: the app's valid arguments, passed on.
         return unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, info) };
     };
+    // SAFETY: a valid pNext chain; VkPresentIdKHR's array has one id per
+    // swapchain.
+    let ids = unsafe { present_ids(pi) };
     let mine = ours.iter().flatten().count();
     let theirs = ours.len() - mine;
     let mut results = vec![vk::Result::SUCCESS; ours.len()];
@@ -646,6 +684,9 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
             }
             st.chain.present(index, job)
         })();
+        if r.is_ok() {
+            st.remember_present_id(ids.get(i).copied().unwrap_or(0));
+        }
         results[i] = match r {
             Ok(()) => match st.chain.suboptimal() {
                 Ok(true) => vk::Result::SUBOPTIMAL_KHR,
@@ -705,6 +746,88 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), pi.p_results, results.len()) };
     }
     worst(&results)
+}
+
+/// The present ids of `VkPresentIdKHR` in the present's chain (empty:
+/// none).
+///
+/// # Safety
+///
+/// `pi` must be a valid present info with a valid pNext chain.
+unsafe fn present_ids<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [u64] {
+    let mut next = pi.p_next;
+    while !next.is_null() {
+        // SAFETY: every struct of a chain starts with sType and pNext.
+        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
+        if header.s_type == vk::StructureType::PRESENT_ID_KHR {
+            // SAFETY: the struct of that type, its array of
+            // swapchain_count ids (or null).
+            return unsafe {
+                let ids = &*next.cast::<vk::PresentIdKHR<'_>>();
+                slice(ids.p_present_ids, ids.swapchain_count)
+            };
+        }
+        next = header.p_next.cast();
+    }
+    &[]
+}
+
+/// `vkWaitForPresentKHR`: until the compositor has shown (or replaced) the
+/// present with an id at least `id`. The swapchain is locked only in
+/// slices of the wait, so that another thread's presents go on.
+pub(crate) unsafe extern "system" fn wait_for_present(
+    device: vk::Device,
+    swapchain: vk::SwapchainKHR,
+    id: u64,
+    timeout: u64,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        let Some(sc) = d.swapchain(swapchain) else {
+            // SAFETY: the command's type; the app's valid arguments, passed on.
+            return match unsafe {
+                device::next::<vk::PFN_vkWaitForPresentKHR>(&d, c"vkWaitForPresentKHR")
+            } {
+                Some(f) => unsafe { f(device, swapchain, id, timeout) },
+                None => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
+            };
+        };
+        const SLICE: Duration = Duration::from_millis(10);
+        let start = std::time::Instant::now();
+        let limit = Duration::from_nanos(timeout);
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            let mut st = sc.lock();
+            if st.chain.retired() {
+                return vk::Result::ERROR_OUT_OF_DATE_KHR;
+            }
+            match st.mark_of(id) {
+                Some(mark) => match st.chain.wait_shown_until(mark, left.min(SLICE)) {
+                    Ok(()) => return vk::Result::SUCCESS,
+                    Err(winsys::wayland::Error::Timeout { .. }) => {}
+                    Err(e) => {
+                        let r = result_of(&e, false);
+                        if r == vk::Result::ERROR_SURFACE_LOST_KHR {
+                            st.report_lost("vkWaitForPresentKHR");
+                        }
+                        eprintln!("winsys layer: vkWaitForPresentKHR: {e}");
+                        return r;
+                    }
+                },
+                None => {
+                    // Not presented yet (another thread may): wait
+                    // unlocked.
+                    drop(st);
+                    std::thread::sleep(left.min(Duration::from_millis(2)));
+                }
+            }
+            if left.is_zero() {
+                return vk::Result::TIMEOUT;
+            }
+        }
+    })
 }
 
 pub(crate) unsafe extern "system" fn device_group_surface_present_modes(

@@ -177,12 +177,20 @@ impl Presentation {
 
     /// Wait (at most `timeout`) until every request has been answered.
     pub fn wait_all(&mut self, timeout: Duration) -> Result<PresentationStats> {
+        let all = self.state.stats.requested;
+        self.wait_answered(all, timeout)
+    }
+
+    /// Wait (at most `timeout`) until the first `n` requests have been
+    /// answered (presented or discarded: the compositor answers a
+    /// surface's updates in commit order).
+    pub fn wait_answered(&mut self, n: u64, timeout: Duration) -> Result<PresentationStats> {
         super::dispatch_until(
             &mut self.queue,
             &mut self.state,
             "presentation feedback",
             timeout,
-            |s| s.stats.outstanding() == 0,
+            |s| s.stats.presented + s.stats.discarded >= n,
         )?;
         Ok(self.state.stats)
     }

@@ -793,10 +793,24 @@ impl Surface {
     }
 
     fn wait_frame_for(&mut self, timeout: Duration) -> Result<()> {
-        let target = self.frames_asked;
+        self.wait_frames_done(self.frames_asked, timeout)
+    }
+
+    /// Commits so far that asked the compositor to say when they are
+    /// shown (frame callback or presentation feedback): the numbers
+    /// [`Surface::wait_frames_done`] takes.
+    pub fn frames_asked(&self) -> u64 {
+        self.frames_asked
+    }
+
+    /// Wait (at most `timeout`, [`Error::Timeout`] after it) until the
+    /// compositor has shown (or replaced) the first `target` frames asked
+    /// ([`Surface::frames_asked`]), by the same signal as
+    /// [`Surface::frames_done`].
+    pub fn wait_frames_done(&mut self, target: u64, timeout: Duration) -> Result<()> {
         match (&mut self.presentation, self.frame_callbacks) {
             (Some(p), false) => {
-                let r = p.wait_all(timeout).map(drop);
+                let r = p.wait_answered(target, timeout).map(drop);
                 self.check_failed()?;
                 r
             }

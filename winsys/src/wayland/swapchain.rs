@@ -835,6 +835,22 @@ impl Swapchain {
         Ok(())
     }
 
+    /// The mark of the frame presented last, for
+    /// [`Swapchain::wait_shown_until`]: its place among the surface's
+    /// commits.
+    pub fn frame_mark(&self) -> u64 {
+        self.surface.frames_asked()
+    }
+
+    /// Wait, at most `timeout` ([`Error::Timeout`] after it), until the
+    /// compositor has shown (or, MAILBOX, replaced) the frame whose
+    /// [`Swapchain::frame_mark`] is `mark`, and every frame before it
+    /// (Vulkan's `vkWaitForPresentKHR`). A frame of a window the
+    /// compositor does not show (hidden, occluded) may never be.
+    pub fn wait_shown_until(&mut self, mark: u64, timeout: Duration) -> Result<()> {
+        self.surface.wait_frames_done(mark, timeout)
+    }
+
     /// Wait (bounded) until the compositor has shown (or, MAILBOX,
     /// replaced) every frame presented.
     pub fn wait_shown(&mut self) -> Result<()> {
