@@ -810,3 +810,55 @@ unsafe extern "system" fn enumerate_device_extensions(
         unsafe { fill(&all, count, out) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlinked_structs_leave_the_chain_and_come_back() {
+        let mut wait = vk::PhysicalDevicePresentWaitFeaturesKHR::default();
+        let mut id = vk::PhysicalDevicePresentIdFeaturesKHR::default();
+        let mut v11 = vk::PhysicalDeviceVulkan11Features::default();
+        // v11 -> id -> wait
+        id.p_next = std::ptr::addr_of_mut!(wait).cast();
+        v11.p_next = std::ptr::addr_of_mut!(id).cast();
+        let mut head: *const c_void = std::ptr::addr_of!(v11).cast();
+        let types = |mut p: *const c_void| {
+            let mut out = Vec::new();
+            while !p.is_null() {
+                // SAFETY: the test's own chain.
+                let h = unsafe { &*p.cast::<vk::BaseInStructure<'_>>() };
+                out.push(h.s_type);
+                p = h.p_next.cast();
+            }
+            out
+        };
+        let mut undo = Vec::new();
+        // SAFETY: the test's own chain, alive throughout.
+        unsafe {
+            for (_, ty) in PROVIDED {
+                unlink(&mut head, ty, &mut undo);
+            }
+        }
+        assert_eq!(
+            types(head),
+            [vk::StructureType::PHYSICAL_DEVICE_VULKAN_1_1_FEATURES]
+        );
+        // SAFETY: as above.
+        unsafe { relink(undo) };
+        assert_eq!(types(head).len(), 3);
+        // The first struct itself can go too.
+        let mut head: *const c_void = std::ptr::addr_of!(id).cast();
+        let mut undo = Vec::new();
+        // SAFETY: as above.
+        unsafe { unlink(&mut head, PROVIDED[0].1, &mut undo) };
+        assert_eq!(
+            types(head),
+            [vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR]
+        );
+        // SAFETY: as above.
+        unsafe { relink(undo) };
+        assert_eq!(types(head).len(), 2);
+    }
+}

@@ -83,6 +83,17 @@ struct State {
     present_ids: VecDeque<(u64, u64)>,
 }
 
+/// The frame mark of the first present in `ids` ((id, mark), ids
+/// increasing) with an id at least `id`; an id older than every one kept
+/// is the oldest kept.
+fn mark_of(ids: &VecDeque<(u64, u64)>, id: u64) -> Option<u64> {
+    let front = ids.front()?;
+    if id <= front.0 {
+        return Some(front.1);
+    }
+    ids.iter().find(|(i, _)| *i >= id).map(|(_, m)| *m)
+}
+
 /// Present ids remembered per swapchain; an older one waited for counts
 /// as the oldest remembered (long shown by then).
 const PRESENT_IDS: usize = 64;
@@ -91,14 +102,7 @@ impl State {
     /// The frame mark a wait for `id` waits for: that of the first present
     /// with an id at least `id` (`None`: none presented yet).
     fn mark_of(&self, id: u64) -> Option<u64> {
-        let front = self.present_ids.front()?;
-        if id <= front.0 {
-            return Some(front.1);
-        }
-        self.present_ids
-            .iter()
-            .find(|(i, _)| *i >= id)
-            .map(|(_, m)| *m)
+        mark_of(&self.present_ids, id)
     }
 
     fn remember_present_id(&mut self, id: u64) {
@@ -866,6 +870,17 @@ mod tests {
             worst(&[R::SUBOPTIMAL_KHR, R::ERROR_OUT_OF_DATE_KHR]),
             R::ERROR_OUT_OF_DATE_KHR
         );
+    }
+
+    #[test]
+    fn a_present_wait_waits_for_the_first_present_with_that_id_or_later() {
+        let ids: VecDeque<(u64, u64)> = [(3, 10), (5, 11), (9, 12)].into();
+        assert_eq!(mark_of(&ids, 1), Some(10));
+        assert_eq!(mark_of(&ids, 3), Some(10));
+        assert_eq!(mark_of(&ids, 4), Some(11));
+        assert_eq!(mark_of(&ids, 9), Some(12));
+        assert_eq!(mark_of(&ids, 10), None);
+        assert_eq!(mark_of(&VecDeque::new(), 1), None);
     }
 
     #[test]
