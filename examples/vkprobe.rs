@@ -64,6 +64,8 @@ fn with_instance(entry: &ash::Entry, instance: &ash::Instance) -> Result<String>
             .any(|e| e.extension_name_as_c_str() == Ok(n))
     };
     let maintenance1 = has(ext::swapchain_maintenance1::NAME);
+    let present_wait = has(khr::present_wait::NAME);
+    let display_timing = has(ash::google::display_timing::NAME);
     let families = unsafe { instance.get_physical_device_queue_family_properties(pd) };
     let family = families
         .iter()
@@ -87,7 +89,8 @@ fn with_instance(entry: &ash::Entry, instance: &ash::Instance) -> Result<String>
     }
     let (copy, frames, images, modes) = result?;
     Ok(format!(
-        "{{\"device\":\"{name}\",\"extensions\":{},\"swapchain_maintenance1\":{maintenance1},\
+        "{{\"device\":\"{name}\",\"extensions\":{},\"swapchain_maintenance1\":{maintenance1},\"present_wait\":{present_wait},\
+\"display_timing\":{display_timing},\
 \"copy\":\"{copy}\",\"headless_frames\":{frames},\"headless_images\":{images},\"present_modes\":\"{modes}\"}}",
         extensions.len()
     ))

@@ -43,6 +43,11 @@
 //! - `--present-wait` (mesa only): every present carries an id
 //!   (`VK_KHR_present_id`) and each frame first waits, with
 //!   `vkWaitForPresentKHR`, until the one two frames back was shown;
+//! - `--maintenance1` (mesa only): `VK_EXT_swapchain_maintenance1`:
+//!   every present signals a fence (`VkSwapchainPresentFenceInfoEXT`),
+//!   waited for before its slot is used again, and every tenth frame
+//!   acquires one more image and gives it back unpresented
+//!   (`vkReleaseSwapchainImagesEXT`);
 //! - `--second-swapchain` (mesa only): after the first swapchain, ask for
 //!   another on the same surface without `oldSwapchain`, which must be
 //!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
@@ -102,12 +107,13 @@ pub struct Args {
     pub srgb: bool,
     pub second_swapchain: bool,
     pub present_wait: bool,
+    pub maintenance1: bool,
     pub timeout: Duration,
 }
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--present-wait] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--present-wait] [--maintenance1] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -125,6 +131,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         srgb: false,
         second_swapchain: false,
         present_wait: false,
+        maintenance1: false,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -182,6 +189,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--srgb" => args.srgb = true,
             "--second-swapchain" => args.second_swapchain = true,
             "--present-wait" => args.present_wait = true,
+            "--maintenance1" => args.maintenance1 = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
@@ -229,6 +237,10 @@ pub struct Frames {
     pub recreated: u32,
     /// `vkWaitForPresentKHR` calls that returned success (`--present-wait`).
     pub present_waits: u64,
+    /// Present fences waited for, and images given back unpresented
+    /// (`--maintenance1`).
+    pub present_fences: u64,
+    pub released: u64,
 }
 
 /// glibc's `struct mallinfo2`.
@@ -317,6 +329,8 @@ impl Frames {
             height: 0,
             recreated: 0,
             present_waits: 0,
+            present_fences: 0,
+            released: 0,
         }
     }
 
@@ -633,6 +647,12 @@ fn report(args: &Args, f: &Frames) {
     );
     if args.present_wait {
         println!("cube: present waits: {} succeeded", f.present_waits);
+    }
+    if args.maintenance1 {
+        println!(
+            "cube: present fences: {} signalled; images released unpresented: {}",
+            f.present_fences, f.released
+        );
     }
     match f.recreated {
         0 => println!("cube: swapchain never recreated"),

@@ -248,6 +248,11 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     // SAFETY: loading the system Vulkan loader.
     let entry = unsafe { ash::Entry::load() }?;
     let mut extensions = ash_window::enumerate_required_extensions(display)?.to_vec();
+    if args.maintenance1 {
+        // VK_EXT_swapchain_maintenance1's instance side.
+        extensions.push(khr::get_surface_capabilities2::NAME.as_ptr());
+        extensions.push(ext::surface_maintenance1::NAME.as_ptr());
+    }
     let mut layers: Vec<*const i8> = Vec::new();
     let layer = c"VK_LAYER_KHRONOS_validation";
     if args.validation {
@@ -312,14 +317,24 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let mut device_ext = vec![khr::swapchain::NAME.as_ptr()];
     let mut present_id = vk::PhysicalDevicePresentIdFeaturesKHR::default().present_id(true);
     let mut present_wait = vk::PhysicalDevicePresentWaitFeaturesKHR::default().present_wait(true);
+    let mut maintenance1 =
+        vk::PhysicalDeviceSwapchainMaintenance1FeaturesEXT::default().swapchain_maintenance1(true);
     let mut device_info = vk::DeviceCreateInfo::default().queue_create_infos(&queues);
+    let offered = unsafe { instance.enumerate_device_extension_properties(physical) }?;
+    let has = |name: &std::ffi::CStr| {
+        offered
+            .iter()
+            .any(|e| e.extension_name_as_c_str() == Ok(name))
+    };
+    if args.maintenance1 {
+        let name = ext::swapchain_maintenance1::NAME;
+        if !has(name) {
+            return Err(format!("the device offers no {name:?}").into());
+        }
+        device_ext.push(name.as_ptr());
+        device_info = device_info.push_next(&mut maintenance1);
+    }
     if args.present_wait {
-        let offered = unsafe { instance.enumerate_device_extension_properties(physical) }?;
-        let has = |name: &std::ffi::CStr| {
-            offered
-                .iter()
-                .any(|e| e.extension_name_as_c_str() == Ok(name))
-        };
         for name in [khr::present_id::NAME, khr::present_wait::NAME] {
             if !has(name) {
                 return Err(format!("the device offers no {name:?}").into());
@@ -333,6 +348,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let device_info = device_info.enabled_extension_names(&device_ext);
     let device = unsafe { instance.create_device(physical, &device_info, None) }?;
     let waiter = khr::present_wait::Device::new(&instance, &device);
+    let releaser = ext::swapchain_maintenance1::Device::new(&instance, &device);
     let queue = unsafe { device.get_device_queue(family, 0) };
     let swapchain_fn = khr::swapchain::Device::new(&instance, &device);
 
@@ -405,7 +421,17 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     }?;
     let mut acquired = Vec::new();
     let mut fences = Vec::new();
+    // --maintenance1: a present fence per slot (signalled: nothing to wait
+    // for before the first present), and one for the extra acquires.
+    let mut present_fences = Vec::new();
+    let extra = unsafe { device.create_fence(&Default::default(), None) }?;
     for _ in 0..FRAMES_IN_FLIGHT {
+        present_fences.push(unsafe {
+            device.create_fence(
+                &vk::FenceCreateInfo::default().flags(vk::FenceCreateFlags::SIGNALED),
+                None,
+            )
+        }?);
         acquired.push(unsafe { device.create_semaphore(&Default::default(), None) }?);
         fences.push(unsafe {
             device.create_fence(
@@ -472,6 +498,38 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             }
             let slot = submitted % FRAMES_IN_FLIGHT;
             unsafe { device.wait_for_fences(&[fences[slot]], true, timeout) }?;
+            if args.maintenance1 {
+                // The slot's last present is done with its semaphores.
+                let f = [present_fences[slot]];
+                unsafe { device.wait_for_fences(&f, true, timeout) }?;
+                if submitted >= FRAMES_IN_FLIGHT {
+                    frames.present_fences += 1;
+                }
+                if frames.presented % 10 == 9 {
+                    // One more image, given back unpresented once free.
+                    let got = unsafe {
+                        swapchain_fn.acquire_next_image(
+                            c.swapchain,
+                            timeout,
+                            vk::Semaphore::null(),
+                            extra,
+                        )
+                    };
+                    if let Ok((index, _)) = got {
+                        unsafe {
+                            device.wait_for_fences(&[extra], true, timeout)?;
+                            device.reset_fences(&[extra])?;
+                            let indices = [index];
+                            releaser.release_swapchain_images(
+                                &vk::ReleaseSwapchainImagesInfoEXT::default()
+                                    .swapchain(c.swapchain)
+                                    .image_indices(&indices),
+                            )?;
+                        }
+                        frames.released += 1;
+                    }
+                }
+            }
             // Out of date: nothing was acquired, the semaphore is not to be
             // signalled and the fence was not reset; the slot is retried
             // on the new swapchain.
@@ -524,12 +582,18 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             let indices = [index];
             let ids = [frames.presented + 1];
             let mut id_info = vk::PresentIdKHR::default().present_ids(&ids);
+            let present_fence = [present_fences[slot]];
+            let mut fence_info = vk::SwapchainPresentFenceInfoEXT::default().fences(&present_fence);
             let mut present_info = vk::PresentInfoKHR::default()
                 .wait_semaphores(&signal)
                 .swapchains(&swapchains)
                 .image_indices(&indices);
             if args.present_wait {
                 present_info = present_info.push_next(&mut id_info);
+            }
+            if args.maintenance1 {
+                unsafe { device.reset_fences(&present_fence) }?;
+                present_info = present_info.push_next(&mut fence_info);
             }
             let present = unsafe { swapchain_fn.queue_present(queue, &present_info) };
             // Out of date: the image went back unshown (the semaphore wait
@@ -572,7 +636,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         for s in acquired {
             device.destroy_semaphore(s, None);
         }
-        for f in fences {
+        for f in fences.into_iter().chain(present_fences).chain([extra]) {
             device.destroy_fence(f, None);
         }
         device.destroy_command_pool(pool, None);

@@ -25,8 +25,7 @@ pub const ALWAYS: [&CStr; 4] = [
 /// the layer does not implement (commands taking a `VkSwapchainKHR`, or
 /// present-time structs whose promise would be broken): hidden from the
 /// app on devices the layer serves.
-pub const HIDDEN: [&CStr; 13] = [
-    c"VK_EXT_swapchain_maintenance1",
+pub const HIDDEN: [&CStr; 12] = [
     c"VK_KHR_swapchain_maintenance1",
     c"VK_KHR_present_id2",
     c"VK_KHR_present_wait2",
@@ -44,7 +43,8 @@ pub const HIDDEN: [&CStr; 13] = [
 /// Device extensions the layer's swapchains implement, offered on served
 /// devices even where the driver lacks them (then they are taken out of
 /// `vkCreateDevice` before it goes down), with their feature structs.
-pub const PROVIDED: [(&CStr, vk::StructureType); 2] = [
+/// Each feature struct is one `VkBool32` after `sType` and `pNext`.
+pub const PROVIDED: [(&CStr, vk::StructureType); 3] = [
     (
         c"VK_KHR_present_id",
         vk::StructureType::PHYSICAL_DEVICE_PRESENT_ID_FEATURES_KHR,
@@ -52,6 +52,10 @@ pub const PROVIDED: [(&CStr, vk::StructureType); 2] = [
     (
         c"VK_KHR_present_wait",
         vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR,
+    ),
+    (
+        c"VK_EXT_swapchain_maintenance1",
+        vk::StructureType::PHYSICAL_DEVICE_SWAPCHAIN_MAINTENANCE_1_FEATURES_EXT,
     ),
 ];
 
@@ -180,6 +184,7 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
         b"vkAcquireNextImage2KHR" => entry!(sc::acquire_next_image2),
         b"vkQueuePresentKHR" => entry!(sc::queue_present),
         b"vkWaitForPresentKHR" => entry!(sc::wait_for_present),
+        b"vkReleaseSwapchainImagesEXT" => entry!(sc::release_images),
         b"vkGetDeviceGroupSurfacePresentModesKHR" => entry!(sc::device_group_surface_present_modes),
         b"vkSetDebugUtilsObjectNameEXT" => entry!(set_object_name),
         b"vkSetDebugUtilsObjectTagEXT" => entry!(set_object_tag),
@@ -684,20 +689,15 @@ unsafe extern "system" fn physical_device_features2(
         if inst.served(pd).is_none() {
             return;
         }
-        // SAFETY: the app's valid output chain.
+        // SAFETY: the app's valid output chain; the provided extensions'
+        // feature structs are one VkBool32 after the header, as
+        // VkPhysicalDevicePresentIdFeaturesKHR.
         unsafe {
             let mut next = (*out).p_next.cast::<vk::BaseOutStructure<'_>>();
             while !next.is_null() {
-                match (*next).s_type {
-                    vk::StructureType::PHYSICAL_DEVICE_PRESENT_ID_FEATURES_KHR => {
-                        (*next.cast::<vk::PhysicalDevicePresentIdFeaturesKHR<'_>>()).present_id =
-                            vk::TRUE;
-                    }
-                    vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR => {
-                        (*next.cast::<vk::PhysicalDevicePresentWaitFeaturesKHR<'_>>())
-                            .present_wait = vk::TRUE;
-                    }
-                    _ => {}
+                if PROVIDED.iter().any(|(_, ty)| *ty == (*next).s_type) {
+                    (*next.cast::<vk::PhysicalDevicePresentIdFeaturesKHR<'_>>()).present_id =
+                        vk::TRUE;
                 }
                 next = (*next).p_next;
             }

@@ -22,7 +22,7 @@
 //! record an acquire from the FOREIGN family on, and the release and
 //! acquire of an ownership transfer must come in pairs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -81,6 +81,10 @@ struct State {
     /// `VK_KHR_present_id`: the ids of the latest presents, with their
     /// frame marks ([`Swapchain::frame_mark`]), ids increasing.
     present_ids: VecDeque<(u64, u64)>,
+    /// The releases handed out with acquired images (dups went to the
+    /// app's semaphore and fence), kept until the image is presented, or
+    /// given back with it by `vkReleaseSwapchainImagesEXT`.
+    held: HashMap<usize, SyncFile>,
 }
 
 /// The frame mark of the first present in `ids` ((id, mark), ids
@@ -348,6 +352,7 @@ unsafe fn create_inner(
         lost: false,
         created: std::time::Instant::now(),
         present_ids: VecDeque::new(),
+        held: HashMap::new(),
     };
     debug!(
         "swapchain {handle:#x}: {w}x{h}, {} images, {:?} {:?}, sync {}, {:?}",
@@ -519,6 +524,9 @@ unsafe fn acquire_on(
         return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
     }
     st.acquires += 1;
+    if let Some(f) = free {
+        st.held.insert(index, f);
+    }
     // SAFETY: a valid output pointer.
     unsafe { *out = index as u32 };
     match st.chain.suboptimal() {
@@ -686,6 +694,8 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
                 job.wait_for_sync_file(f, vk::PipelineStageFlags::ALL_COMMANDS)
                     .map_err(vk_err)?;
             }
+            // The app's rendering waited for it (the acquire semaphore).
+            st.held.remove(&index);
             st.chain.present(index, job)
         })();
         if r.is_ok() {
@@ -745,6 +755,31 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
             };
         }
     }
+    // SAFETY: a valid pNext chain.
+    let fences = unsafe { present_fences(pi) };
+    if fences.iter().any(|&f| f != vk::Fence::null()) {
+        // VK_EXT_swapchain_maintenance1: each fence signals once the
+        // present's work is done (its wait semaphores reusable): a batch
+        // after it on the same queue.
+        let done = on_queue(false).and_then(|mut job| {
+            job.signal_sync_file();
+            Ok(job.submit()?.take_sync_file())
+        });
+        let signalled = done.and_then(|f| {
+            for &fence in fences.iter().filter(|&&f| f != vk::Fence::null()) {
+                let dup = f.as_ref().map(SyncFile::try_clone).transpose();
+                let dup = dup.map_err(winsys::vulkan::Error::Sync)?;
+                // SAFETY: the app's unsignalled fence of this device, given
+                // to this present (its valid usage).
+                unsafe { ws.import_into_fence(fence, dup) }?;
+            }
+            Ok(())
+        });
+        if let Err(e) = signalled {
+            eprintln!("winsys layer: vkQueuePresentKHR (present fences): {e}");
+            return vk::Result::ERROR_DEVICE_LOST;
+        }
+    }
     if !pi.p_results.is_null() {
         // SAFETY: the app's array of swapchain_count results.
         unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), pi.p_results, results.len()) };
@@ -774,6 +809,69 @@ unsafe fn present_ids<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [u64] {
         next = header.p_next.cast();
     }
     &[]
+}
+
+/// The fences of `VkSwapchainPresentFenceInfoEXT` in the present's chain
+/// (empty: none).
+///
+/// # Safety
+///
+/// `pi` must be a valid present info with a valid pNext chain.
+unsafe fn present_fences<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [vk::Fence] {
+    let mut next = pi.p_next;
+    while !next.is_null() {
+        // SAFETY: every struct of a chain starts with sType and pNext.
+        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
+        if header.s_type == vk::StructureType::SWAPCHAIN_PRESENT_FENCE_INFO_EXT {
+            // SAFETY: the struct of that type, its array of
+            // swapchain_count fences.
+            return unsafe {
+                let f = &*next.cast::<vk::SwapchainPresentFenceInfoEXT<'_>>();
+                slice(f.p_fences, f.swapchain_count)
+            };
+        }
+        next = header.p_next.cast();
+    }
+    &[]
+}
+
+/// `vkReleaseSwapchainImagesEXT`: acquired images given back unpresented,
+/// free again (their next writer waits for what their acquire would have).
+pub(crate) unsafe extern "system" fn release_images(
+    device: vk::Device,
+    info: *const vk::ReleaseSwapchainImagesInfoEXT<'_>,
+) -> vk::Result {
+    guard(vk::Result::ERROR_DEVICE_LOST, || {
+        let Some(d) = device::data(device) else {
+            return vk::Result::ERROR_DEVICE_LOST;
+        };
+        // SAFETY: a valid info struct and its array.
+        let (swapchain, indices) = unsafe {
+            let i = &*info;
+            (i.swapchain, slice(i.p_image_indices, i.image_index_count))
+        };
+        let Some(sc) = d.swapchain(swapchain) else {
+            // SAFETY: the command's type; the app's valid arguments, passed on.
+            return match unsafe {
+                device::next::<vk::PFN_vkReleaseSwapchainImagesEXT>(
+                    &d,
+                    c"vkReleaseSwapchainImagesEXT",
+                )
+            } {
+                Some(f) => unsafe { f(device, info) },
+                None => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
+            };
+        };
+        let mut st = sc.lock();
+        for &i in indices {
+            let index = i as usize;
+            let held = st.held.remove(&index);
+            if let Err(e) = st.chain.release_unpresented(index, held) {
+                eprintln!("winsys layer: vkReleaseSwapchainImagesEXT: {e}");
+            }
+        }
+        vk::Result::SUCCESS
+    })
 }
 
 /// `vkWaitForPresentKHR`: until the compositor has shown (or replaced) the

@@ -662,6 +662,21 @@ impl Swapchain {
         Ok((index, fence))
     }
 
+    /// Give acquired image `index` back unpresented (Vulkan's
+    /// `vkReleaseSwapchainImagesEXT`): it is free again, and its next
+    /// writer waits for `release` — the fence
+    /// [`Swapchain::acquire_with_fence`] gave with it, which the app may
+    /// never have waited for.
+    pub fn release_unpresented(&mut self, index: usize, release: Option<SyncFile>) -> Result<()> {
+        self.expect(index, ImageState::Acquired, "a release unpresented")?;
+        let img = &mut self.images[index];
+        if release.is_some() {
+            img.release = release;
+        }
+        img.state = ImageState::Free;
+        Ok(())
+    }
+
     /// Give the `wl_surface` over to a newer swapchain (Vulkan's
     /// `oldSwapchain`): the per-surface protocol objects go
     /// ([`Surface::retire`]), presents fail with [`Error::Retired`], and
