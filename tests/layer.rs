@@ -133,6 +133,23 @@ fn vkcube_through_the_layer_on_pixman_weston_with_wl_shm() {
     vkcube_is_shown(&layer, &weston.socket, &[], || {
         capture(&conn).ok().and_then(shot)
     });
+    // What winsys cannot do here (drm-syncobj forced on a compositor
+    // without dma-bufs), the driver's own WSI does: vkcube still runs.
+    let args = vkcube_args(10);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("WINSYS_LAYER_SYNC", "syncobj")];
+    let child = spawn(&layer, &weston.socket, Path::new("vkcube"), &args, &env);
+    let pid = child.id();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("vkcube {args:?} with {env:?}:\n{said}");
+    assert!(in_time && out.status.success(), "vkcube failed: {said}");
+    assert_no_validation_errors(&said);
+    assert!(
+        said.contains("the driver's own WSI presents to this surface"),
+        "{said}"
+    );
+    assert!(layer.events(pid).is_empty(), "{:?}", layer.events(pid));
 }
 
 #[test]
