@@ -194,6 +194,7 @@ fn cube_on_weston_gl_through_winsys_and_mesa() {
     // B8G8R8A8_SRGB images: winsys's (GBM buffers imported as sRGB) and
     // Mesa's show the same encoded clear colour.
     assert_weston_shows_the_cube(&weston, &["--srgb"]);
+    assert_weston_shows_the_cube(&weston, &["--copy-frames", "--srgb"]);
     assert_weston_shows_the_cube(&weston, &["--wsi", "mesa", "--srgb"]);
 }
 

@@ -150,6 +150,32 @@ fn vkcube_through_the_layer_on_pixman_weston_with_wl_shm() {
         "{said}"
     );
     assert!(layer.events(pid).is_empty(), "{:?}", layer.events(pid));
+    // The present ids the layer gives (lavapipe has none) hold on the
+    // driver's swapchain too: waited for once the driver took the present.
+    let all = [
+        "--wsi",
+        "mesa",
+        "--validation",
+        "--frames",
+        "20",
+        "--present-wait",
+    ];
+    let cube = common::built("examples", "cube");
+    let child = spawn(&layer, &weston.socket, &cube, &all, &env);
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("cube {all:?} with {env:?}:\n{said}");
+    assert!(
+        in_time && out.status.success(),
+        "the cube failed ({}): {said}",
+        out.status
+    );
+    assert_no_validation_errors(&said);
+    assert!(said.contains("cube: present waits: 18 succeeded"), "{said}");
+    assert!(
+        said.contains("the driver's own WSI presents to this surface"),
+        "{said}"
+    );
 }
 
 #[test]

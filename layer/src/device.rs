@@ -42,9 +42,12 @@ pub const HIDDEN: [&CStr; 12] = [
 
 /// Device extensions the layer's swapchains implement, offered on served
 /// devices even where the driver lacks them (then they are taken out of
-/// `vkCreateDevice` before it goes down), with their feature structs.
+/// `vkCreateDevice` before it goes down), with their feature structs. (The
+/// layer's swapchains also implement `VK_EXT_swapchain_maintenance1`, but
+/// only where the driver offers it: its present fences and image releases
+/// must work on the driver's swapchains too.)
 /// Each feature struct is one `VkBool32` after `sType` and `pNext`.
-pub const PROVIDED: [(&CStr, vk::StructureType); 3] = [
+pub const PROVIDED: [(&CStr, vk::StructureType); 2] = [
     (
         c"VK_KHR_present_id",
         vk::StructureType::PHYSICAL_DEVICE_PRESENT_ID_FEATURES_KHR,
@@ -52,10 +55,6 @@ pub const PROVIDED: [(&CStr, vk::StructureType); 3] = [
     (
         c"VK_KHR_present_wait",
         vk::StructureType::PHYSICAL_DEVICE_PRESENT_WAIT_FEATURES_KHR,
-    ),
-    (
-        c"VK_EXT_swapchain_maintenance1",
-        vk::StructureType::PHYSICAL_DEVICE_SWAPCHAIN_MAINTENANCE_1_FEATURES_EXT,
     ),
 ];
 
@@ -84,13 +83,14 @@ fn provided_by_layer(
 /// Device commands that may carry a swapchain handle to the driver: on a
 /// served device the layer wraps them (where the driver has them) so that
 /// its own swapchains' handles never go down.
-pub const WRAPPED: [&CStr; 6] = [
+pub const WRAPPED: [&CStr; 7] = [
     c"vkSetDebugUtilsObjectNameEXT",
     c"vkSetDebugUtilsObjectTagEXT",
     c"vkDebugMarkerSetObjectNameEXT",
     c"vkDebugMarkerSetObjectTagEXT",
     c"vkCreateImage",
     c"vkBindImageMemory2",
+    c"vkBindImageMemory2KHR",
 ];
 
 /// One device of the chain.
@@ -107,6 +107,13 @@ pub struct DeviceData {
     pub instance: Arc<InstanceData>,
     /// winsys over the device, where the layer serves it.
     pub winsys: Option<winsys::vulkan::Device>,
+    /// The extensions of [`PROVIDED`] that the layer, not the driver,
+    /// gives this device.
+    pub provides: Vec<&'static CStr>,
+    /// `VK_KHR_present_id` given by the layer: the latest id presented to
+    /// each of the driver's swapchains (a wait for it ends once the
+    /// driver's present returned).
+    pub driver_present_ids: Mutex<HashMap<u64, u64>>,
     /// The layer's swapchains on it, by handle.
     pub swapchains: Mutex<HashMap<u64, Arc<LayerSwapchain>>>,
 }
@@ -192,6 +199,7 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
         b"vkDebugMarkerSetObjectTagEXT" => entry!(marker_object_tag),
         b"vkCreateImage" => entry!(create_image),
         b"vkBindImageMemory2" => entry!(bind_image_memory2),
+        b"vkBindImageMemory2KHR" => entry!(bind_image_memory2_khr),
         _ => return None,
     })
 }
@@ -374,6 +382,22 @@ unsafe extern "system" fn bind_image_memory2(
     count: u32,
     infos: *const vk::BindImageMemoryInfo<'_>,
 ) -> vk::Result {
+    // SAFETY: the app's valid arguments.
+    unsafe { bind_image_memory2_as(device, count, infos, c"vkBindImageMemory2") }
+}
+
+/// `vkBindImageMemory2` (or its KHR alias `name`), refusing images bound
+/// to the layer's swapchains.
+///
+/// # Safety
+///
+/// The app's valid arguments.
+unsafe fn bind_image_memory2_as(
+    device: vk::Device,
+    count: u32,
+    infos: *const vk::BindImageMemoryInfo<'_>,
+    name: &CStr,
+) -> vk::Result {
     guard(vk::Result::ERROR_OUT_OF_HOST_MEMORY, || {
         let Some(d) = data(device) else {
             return vk::Result::ERROR_DEVICE_LOST;
@@ -394,9 +418,21 @@ unsafe extern "system" fn bind_image_memory2(
             eprintln!("winsys layer: vkBindImageMemory2: {NO_SWAPCHAIN_ALIAS}");
             return vk::Result::ERROR_OUT_OF_HOST_MEMORY;
         }
-        // SAFETY: the app's valid arguments, passed on.
-        unsafe { (d.raw.fp_v1_1().bind_image_memory2)(device, count, infos) }
+        // SAFETY: the command's type; the app's valid arguments, passed on.
+        match unsafe { next::<vk::PFN_vkBindImageMemory2>(&d, name) } {
+            Some(f) => unsafe { f(device, count, infos) },
+            None => vk::Result::ERROR_OUT_OF_HOST_MEMORY,
+        }
     })
+}
+
+unsafe extern "system" fn bind_image_memory2_khr(
+    device: vk::Device,
+    count: u32,
+    infos: *const vk::BindImageMemoryInfo<'_>,
+) -> vk::Result {
+    // SAFETY: the app's valid arguments.
+    unsafe { bind_image_memory2_as(device, count, infos, c"vkBindImageMemory2KHR") }
 }
 
 unsafe extern "system" fn create_device(
@@ -489,7 +525,26 @@ unsafe fn create_device_inner(
             app_info.enabled_extension_count,
         )
     };
-    let mut names: Vec<*const c_char> = app_names.to_vec();
+    // What the layer provides and the driver lacks never goes down: the
+    // names, and the feature structs (unlinked for the calls, then put
+    // back: the chain is the app's).
+    let provided = match inst.served(pd) {
+        Some(_) => provided_by_layer(&inst, pd),
+        None => Vec::new(),
+    };
+    // SAFETY: valid C strings.
+    let is_provided = |n: *const c_char| {
+        provided
+            .iter()
+            .any(|(p, _)| unsafe { CStr::from_ptr(n) } == *p)
+    };
+    let app_wants_provided = app_names.iter().any(|&n| is_provided(n));
+    let mut names: Vec<*const c_char> = app_names
+        .iter()
+        .copied()
+        .filter(|&n| !is_provided(n))
+        .collect();
+    let app_count = names.len();
     if let Some(s) = &served {
         for want in s.info.extensions.present() {
             // SAFETY: valid C strings.
@@ -498,44 +553,33 @@ unsafe fn create_device_inner(
             }
         }
     }
-    // What the layer provides and the driver lacks does not go down: the
-    // names, and the feature structs (unlinked for the call, then put
-    // back: the chain is the app's).
     let mut unlinked = Vec::new();
     let mut ours = *app_info;
-    if served.is_some() {
-        let provided = provided_by_layer(&inst, pd);
-        // SAFETY: valid C strings.
-        names.retain(|&n| {
-            !provided
-                .iter()
-                .any(|(p, _)| unsafe { CStr::from_ptr(n) } == *p)
-        });
-        // SAFETY: the app's valid pNext chain, restored below.
-        unsafe {
-            for (_, ty) in &provided {
-                unlink(&mut ours.p_next, *ty, &mut unlinked);
-            }
+    // SAFETY: the app's valid pNext chain, restored below.
+    unsafe {
+        for (_, ty) in &provided {
+            unlink(&mut ours.p_next, *ty, &mut unlinked);
         }
     }
     ours.enabled_extension_count = names.len() as u32;
     ours.pp_enabled_extension_names = names.as_ptr();
     // SAFETY: a valid create info; the chain's link was advanced.
     let mut result = unsafe { create(pd, &ours, allocator, out) };
-    // SAFETY: the links unlinked above, in reverse order.
-    unsafe { relink(unlinked) };
     let mut served = served;
     if result != vk::Result::SUCCESS && served.is_some() {
         debug!("vkCreateDevice with winsys's extensions failed ({result}); not serving it");
         served = None;
-        // SAFETY: the app's own create info, the chain's link put back
-        // where the next layer found it (it advanced it for the layer
-        // below on the first call).
+        ours.enabled_extension_count = app_count as u32;
+        // SAFETY: the app's own extensions (less the layer's), the chain's
+        // link put back where the next layer found it (it advanced it for
+        // the layer below on the first call).
         result = unsafe {
             (*link_info).u.p_layer_info = next_link;
-            create(pd, info, allocator, out)
+            create(pd, &ours, allocator, out)
         };
     }
+    // SAFETY: the links unlinked above, in reverse order.
+    unsafe { relink(unlinked) };
     if result != vk::Result::SUCCESS {
         return result;
     }
@@ -582,13 +626,30 @@ unsafe fn create_device_inner(
             }
         }
     });
+    if winsys.is_none() && app_wants_provided {
+        // The app enabled what only the layer's swapchains give, on a
+        // device the layer cannot serve after all.
+        eprintln!(
+            "winsys layer: vkCreateDevice: the layer cannot serve this device, and the app enabled an extension only the layer provides"
+        );
+        drop(winsys);
+        // SAFETY: the device just made, used by no one yet.
+        unsafe { (raw.fp_v1_0().destroy_device)(handle, allocator) };
+        return vk::Result::ERROR_EXTENSION_NOT_PRESENT;
+    }
+    let provides = match &winsys {
+        Some(_) => provided.iter().map(|(n, _)| *n).collect(),
+        None => Vec::new(),
+    };
     let data = Arc::new(DeviceData {
         handle,
+        provides,
         next_gdpa,
         raw,
         swapchain_fn,
         instance: inst,
         winsys,
+        driver_present_ids: Mutex::new(HashMap::new()),
         swapchains: Mutex::new(HashMap::new()),
     });
     registry()
@@ -636,7 +697,7 @@ unsafe extern "system" fn destroy_device(
 
 /// A struct taken out of a pNext chain: the link that pointed at it and
 /// what it pointed at.
-type Unlinked = (*mut *const c_void, *const c_void);
+pub(crate) type Unlinked = (*mut *const c_void, *const c_void);
 
 /// Take the structs of type `ty` out of the chain starting at `*head`
 /// (the app's structs' links are changed in place, recorded in `undo`).
@@ -645,7 +706,11 @@ type Unlinked = (*mut *const c_void, *const c_void);
 ///
 /// `*head` must start a valid chain whose structs stay alive and unused by
 /// others until [`relink`] puts them back.
-unsafe fn unlink(head: *mut *const c_void, ty: vk::StructureType, undo: &mut Vec<Unlinked>) {
+pub(crate) unsafe fn unlink(
+    head: *mut *const c_void,
+    ty: vk::StructureType,
+    undo: &mut Vec<Unlinked>,
+) {
     let mut link = head;
     // SAFETY: links of a valid chain; every struct starts with sType, pNext.
     unsafe {
@@ -666,7 +731,7 @@ unsafe fn unlink(head: *mut *const c_void, ty: vk::StructureType, undo: &mut Vec
 /// # Safety
 ///
 /// `undo` from [`unlink`], the chain unchanged since.
-unsafe fn relink(undo: Vec<Unlinked>) {
+pub(crate) unsafe fn relink(undo: Vec<Unlinked>) {
     for (link, was) in undo.into_iter().rev() {
         // SAFETY: the link as unlink found it.
         unsafe { *link = was };

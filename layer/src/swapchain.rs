@@ -500,21 +500,35 @@ unsafe fn acquire_on(
             return r;
         }
     };
-    // Each import takes a dup of the release; the original stays here
-    // until both took, so that a failed import loses no image.
+    // Each import takes a dup of the release (both made first); the
+    // original stays here until both took, so that a failed import loses
+    // no image. The fence goes first: a failed semaphore import after it
+    // is undone by resetting the fence (back to its own payload).
     let imported = (|| -> winsys::vulkan::Result<()> {
-        let dup = || free.as_ref().map(SyncFile::try_clone).transpose();
-        if semaphore != vk::Semaphore::null() {
-            let f = dup().map_err(winsys::vulkan::Error::Sync)?;
-            // SAFETY: the app's unsignalled binary semaphore of this device
+        let dup = || {
+            free.as_ref()
+                .map(SyncFile::try_clone)
+                .transpose()
+                .map_err(winsys::vulkan::Error::Sync)
+        };
+        let for_fence = (fence != vk::Fence::null()).then(dup).transpose()?;
+        let for_semaphore = (semaphore != vk::Semaphore::null()).then(dup).transpose()?;
+        if let Some(f) = for_fence {
+            // SAFETY: the app's unsignalled fence of this device
             // (vkAcquireNextImageKHR's valid usage), used by no other
             // thread during the call.
-            unsafe { ws.import_into_semaphore(semaphore, f) }?;
-        }
-        if fence != vk::Fence::null() {
-            let f = dup().map_err(winsys::vulkan::Error::Sync)?;
-            // SAFETY: the app's unsignalled fence of this device, as above.
             unsafe { ws.import_into_fence(fence, f) }?;
+        }
+        if let Some(f) = for_semaphore {
+            // SAFETY: the app's unsignalled binary semaphore of this
+            // device, as above.
+            if let Err(e) = unsafe { ws.import_into_semaphore(semaphore, f) } {
+                if fence != vk::Fence::null() {
+                    // SAFETY: the app's fence, imported into just above.
+                    let _ = unsafe { d.raw.reset_fences(&[fence]) };
+                }
+                return Err(e);
+            }
         }
         Ok(())
     })();
@@ -529,10 +543,11 @@ unsafe fn acquire_on(
     }
     // SAFETY: a valid output pointer.
     unsafe { *out = index as u32 };
+    // The image is the app's now: a broken connection is for the present
+    // to report.
     match st.chain.suboptimal() {
         Ok(true) => vk::Result::SUBOPTIMAL_KHR,
-        Ok(false) => vk::Result::SUCCESS,
-        Err(e) => result_of(&e, false),
+        _ => vk::Result::SUCCESS,
     }
 }
 
@@ -621,13 +636,33 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         )
     };
     let ours: Vec<_> = chains.iter().map(|&c| d.swapchain(c)).collect();
-    let (Some(ws), true) = (d.winsys.as_ref(), ours.iter().any(Option::is_some)) else {
-        // SAFETY: the app's valid arguments, passed on.
-        return unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, info) };
-    };
     // SAFETY: a valid pNext chain; VkPresentIdKHR's array has one id per
     // swapchain.
     let ids = unsafe { present_ids(pi) };
+    let (Some(ws), true) = (d.winsys.as_ref(), ours.iter().any(Option::is_some)) else {
+        if ids.is_empty() || !d.provides.contains(&c"VK_KHR_present_id") {
+            // SAFETY: the app's valid arguments, passed on.
+            return unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, info) };
+        }
+        // The ids are the layer's: a driver without VK_KHR_present_id
+        // must not see them.
+        let mut narrowed = *pi;
+        let mut unlinked = Vec::new();
+        // SAFETY: the app's valid pNext chain, put back after the call; the
+        // app's valid arguments, passed on.
+        let r = unsafe {
+            device::unlink(
+                std::ptr::addr_of_mut!(narrowed.p_next),
+                vk::StructureType::PRESENT_ID_KHR,
+                &mut unlinked,
+            );
+            let r = (d.swapchain_fn.fp().queue_present_khr)(queue, &narrowed);
+            device::relink(unlinked);
+            r
+        };
+        remember_driver_ids(&d, chains, ids);
+        return r;
+    };
     let mine = ours.iter().flatten().count();
     let theirs = ours.len() - mine;
     let mut results = vec![vk::Result::SUCCESS; ours.len()];
@@ -737,8 +772,19 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         let mut their_results = vec![vk::Result::SUCCESS; picks.len()];
         let mut sub = *pi;
         // The pNext structs (present regions, ids, fences...) have one
-        // entry per swapchain of the app's list, which no longer matches.
+        // entry per swapchain of the app's list, which no longer matches:
+        // the ids go down narrowed (where the driver has them), the
+        // fences are signalled below, the rest is dropped.
         sub.p_next = std::ptr::null();
+        let their_ids: Vec<u64> = picks
+            .iter()
+            .map(|&i| ids.get(i).copied().unwrap_or(0))
+            .collect();
+        let mut id_info = vk::PresentIdKHR::default().present_ids(&their_ids);
+        let driver_ids = !ids.is_empty() && !d.provides.contains(&c"VK_KHR_present_id");
+        if driver_ids {
+            sub = sub.push_next(&mut id_info);
+        }
         sub.wait_semaphore_count = 0;
         sub.p_wait_semaphores = std::ptr::null();
         sub.swapchain_count = picks.len() as u32;
@@ -747,6 +793,7 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         sub.p_results = their_results.as_mut_ptr();
         // SAFETY: the app's present, narrowed to the driver's swapchains.
         let r = unsafe { (d.swapchain_fn.fp().queue_present_khr)(queue, &sub) };
+        remember_driver_ids(&d, &their_chains, &their_ids);
         for (k, &i) in picks.iter().enumerate() {
             results[i] = if r.as_raw() < 0 && their_results[k] == vk::Result::SUCCESS {
                 r
@@ -811,6 +858,53 @@ unsafe fn present_ids<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [u64] {
     &[]
 }
 
+/// Where the layer gives `VK_KHR_present_id` (the driver has none): the
+/// ids presented to the driver's swapchains, for `vkWaitForPresentKHR`.
+fn remember_driver_ids(d: &DeviceData, chains: &[vk::SwapchainKHR], ids: &[u64]) {
+    if ids.is_empty() || !d.provides.contains(&c"VK_KHR_present_id") {
+        return;
+    }
+    let mut map = d
+        .driver_present_ids
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for (c, &id) in chains.iter().zip(ids) {
+        if id != 0 && d.swapchain(*c).is_none() {
+            let last = map.entry(c.as_raw()).or_insert(0);
+            *last = (*last).max(id);
+        }
+    }
+}
+
+/// `vkWaitForPresentKHR` on a driver's swapchain where the layer gives
+/// the extension: until a present with an id at least `id` was handed to
+/// the driver's WSI (its `vkQueuePresentKHR` returned), within `limit`.
+fn wait_driver_present(
+    d: &DeviceData,
+    swapchain: vk::SwapchainKHR,
+    id: u64,
+    limit: Duration,
+) -> vk::Result {
+    let start = std::time::Instant::now();
+    loop {
+        let last = {
+            let map = d
+                .driver_present_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.get(&swapchain.as_raw()).copied().unwrap_or(0)
+        };
+        if last >= id {
+            return vk::Result::SUCCESS;
+        }
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return vk::Result::TIMEOUT;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(2)));
+    }
+}
+
 /// The fences of `VkSwapchainPresentFenceInfoEXT` in the present's chain
 /// (empty: none).
 ///
@@ -859,7 +953,7 @@ pub(crate) unsafe extern "system" fn release_images(
                 )
             } {
                 Some(f) => unsafe { f(device, info) },
-                None => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
+                None => vk::Result::ERROR_SURFACE_LOST_KHR,
             };
         };
         let mut st = sc.lock();
@@ -887,28 +981,35 @@ pub(crate) unsafe extern "system" fn wait_for_present(
         let Some(d) = device::data(device) else {
             return vk::Result::ERROR_DEVICE_LOST;
         };
+        let limit = Duration::from_nanos(timeout);
         let Some(sc) = d.swapchain(swapchain) else {
+            if d.provides.contains(&c"VK_KHR_present_wait") {
+                return wait_driver_present(&d, swapchain, id, limit);
+            }
             // SAFETY: the command's type; the app's valid arguments, passed on.
             return match unsafe {
                 device::next::<vk::PFN_vkWaitForPresentKHR>(&d, c"vkWaitForPresentKHR")
             } {
                 Some(f) => unsafe { f(device, swapchain, id, timeout) },
-                None => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
+                None => vk::Result::ERROR_SURFACE_LOST_KHR,
             };
         };
         const SLICE: Duration = Duration::from_millis(10);
         let start = std::time::Instant::now();
-        let limit = Duration::from_nanos(timeout);
         loop {
-            let left = limit.saturating_sub(start.elapsed());
             let mut st = sc.lock();
+            let left = limit.saturating_sub(start.elapsed());
             if st.chain.retired() {
                 return vk::Result::ERROR_OUT_OF_DATE_KHR;
             }
             match st.mark_of(id) {
                 Some(mark) => match st.chain.wait_shown_until(mark, left.min(SLICE)) {
                     Ok(()) => return vk::Result::SUCCESS,
-                    Err(winsys::wayland::Error::Timeout { .. }) => {}
+                    Err(winsys::wayland::Error::Timeout { .. }) => {
+                        // Let a presenting thread have the swapchain.
+                        drop(st);
+                        std::thread::yield_now();
+                    }
                     Err(e) => {
                         let r = result_of(&e, false);
                         if r == vk::Result::ERROR_SURFACE_LOST_KHR {

@@ -363,9 +363,14 @@ impl Swapchain {
                 )));
             }
             let shared = vk::ImageUsageFlags::TRANSFER_DST;
+            // Copied into bit for bit: UNORM whatever the app renders in.
+            let unorm = SwapchainConfig {
+                encoding: Encoding::Unorm,
+                ..config.clone()
+            };
             with_no_memfd(allocate(
                 device,
-                config,
+                &unorm,
                 target,
                 &[Modifier::LINEAR],
                 shared,
@@ -984,7 +989,8 @@ fn copy_frame(
     // SAFETY: the job's command buffer is recording on the device of both
     // images (checked by the transitions, which also registered them with
     // the job, keeping them alive until its work is done); both are in
-    // the layouts just recorded, of the same format and extent.
+    // the layouts just recorded, of the same extent and size-compatible
+    // formats (one DRM format; the render image may be its sRGB twin).
     unsafe {
         device.raw().cmd_copy_image(
             job.cmd(),
