@@ -332,19 +332,11 @@ unsafe extern "system" fn marker_object_tag(
 /// # Safety
 ///
 /// `next` must be a valid pNext chain.
-unsafe fn swapchain_in_chain(mut next: *const c_void, ty: vk::StructureType) -> Option<u64> {
-    while !next.is_null() {
-        // SAFETY: every struct of a chain starts with sType and pNext.
-        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
-        if header.s_type == ty {
-            // SAFETY: both struct types put the swapchain right after the
-            // header.
-            let sc = unsafe { &*next.cast::<vk::ImageSwapchainCreateInfoKHR<'_>>() };
-            return Some(sc.swapchain.as_raw());
-        }
-        next = header.p_next.cast();
-    }
-    None
+unsafe fn swapchain_in_chain(next: *const c_void, ty: vk::StructureType) -> Option<u64> {
+    // SAFETY: a valid chain (the caller's contract); both struct types put
+    // the swapchain right after the header, as VkImageSwapchainCreateInfoKHR.
+    let named = unsafe { loader::chained::<vk::ImageSwapchainCreateInfoKHR<'_>>(next, ty) };
+    named.map(|s| s.swapchain.as_raw())
 }
 
 /// Images bound to a swapchain's memory (device groups) are not done for

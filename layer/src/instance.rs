@@ -705,17 +705,16 @@ unsafe extern "system" fn surface_capabilities2(
 /// # Safety
 ///
 /// `next` must be a valid input pNext chain.
-unsafe fn asked_present_mode(mut next: *const c_void) -> Option<vk::PresentModeKHR> {
-    while !next.is_null() {
-        // SAFETY: every chained struct starts with sType, pNext.
-        let header = unsafe { &*(next as *const vk::BaseInStructure<'_>) };
-        if header.s_type == vk::StructureType::SURFACE_PRESENT_MODE_EXT {
-            // SAFETY: the struct its sType names.
-            return Some(unsafe { (*(next as *const vk::SurfacePresentModeEXT<'_>)).present_mode });
-        }
-        next = header.p_next.cast();
-    }
-    None
+unsafe fn asked_present_mode(next: *const c_void) -> Option<vk::PresentModeKHR> {
+    // SAFETY: a valid chain (the caller's contract), the struct its sType
+    // names.
+    let mode = unsafe {
+        loader::chained::<vk::SurfacePresentModeEXT<'_>>(
+            next,
+            vk::StructureType::SURFACE_PRESENT_MODE_EXT,
+        )
+    };
+    mode.map(|m| m.present_mode)
 }
 
 /// Answer the extension structs of a `VkSurfaceCapabilities2KHR` chain the

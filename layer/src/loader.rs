@@ -148,3 +148,23 @@ pub unsafe fn find_in_chain<T>(
     }
     None
 }
+
+/// The first struct of type `s_type` in the `pNext` chain starting at
+/// `next`, read as `T`.
+///
+/// # Safety
+///
+/// `next` must be a valid Vulkan `pNext` chain that outlives `'a`, and `T`
+/// the struct type `s_type` names (or a prefix of its layout).
+pub unsafe fn chained<'a, T>(mut next: *const c_void, s_type: vk::StructureType) -> Option<&'a T> {
+    while !next.is_null() {
+        // SAFETY: every struct of a pNext chain starts with sType, pNext.
+        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
+        if header.s_type == s_type {
+            // SAFETY: the caller names T as the struct of that type.
+            return Some(unsafe { &*next.cast::<T>() });
+        }
+        next = header.p_next.cast();
+    }
+    None
+}

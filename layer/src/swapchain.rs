@@ -41,7 +41,7 @@ use winsys::wayland::swapchain::{ImageState, PresentMode, Swapchain, SwapchainCo
 use crate::device::{self, DeviceData};
 use crate::instance::{fill, slice, FORMATS, MAX_IMAGES, USAGE};
 use crate::report::{self, Value};
-use crate::{debug, guard};
+use crate::{debug, guard, loader};
 
 /// How long the layer waits, on the CPU, in the rare present that mixes
 /// its swapchains with the driver's (the driver's need the app's
@@ -685,17 +685,21 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         }
         Ok(job)
     };
+    // A batch on the queue (waiting for the app's semaphores or not) whose
+    // completion is a sync_file (`None`: already complete).
+    let batch_done = |with_waits: bool| {
+        on_queue(with_waits).and_then(|mut job| {
+            job.signal_sync_file();
+            Ok(job.submit()?.take_sync_file())
+        })
+    };
     // With one of the layer's swapchains alone, its submission waits for
     // the app's semaphores; with several (or the driver's too), a first
     // submission does, and the others wait for its sync_file.
     let first: Option<Option<SyncFile>> = if mine == 1 && theirs == 0 {
         None
     } else {
-        let done = on_queue(true).and_then(|mut job| {
-            job.signal_sync_file();
-            Ok(job.submit()?.take_sync_file())
-        });
-        match done {
+        match batch_done(true) {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("winsys layer: vkQueuePresentKHR: {e}");
@@ -808,11 +812,7 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         // VK_EXT_swapchain_maintenance1: each fence signals once the
         // present's work is done (its wait semaphores reusable): a batch
         // after it on the same queue.
-        let done = on_queue(false).and_then(|mut job| {
-            job.signal_sync_file();
-            Ok(job.submit()?.take_sync_file())
-        });
-        let signalled = done.and_then(|f| {
+        let signalled = batch_done(false).and_then(|f| {
             for &fence in fences.iter().filter(|&&f| f != vk::Fence::null()) {
                 let dup = f.as_ref().map(SyncFile::try_clone).transpose();
                 let dup = dup.map_err(winsys::vulkan::Error::Sync)?;
@@ -841,21 +841,15 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
 ///
 /// `pi` must be a valid present info with a valid pNext chain.
 unsafe fn present_ids<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [u64] {
-    let mut next = pi.p_next;
-    while !next.is_null() {
-        // SAFETY: every struct of a chain starts with sType and pNext.
-        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
-        if header.s_type == vk::StructureType::PRESENT_ID_KHR {
-            // SAFETY: the struct of that type, its array of
-            // swapchain_count ids (or null).
-            return unsafe {
-                let ids = &*next.cast::<vk::PresentIdKHR<'_>>();
-                slice(ids.p_present_ids, ids.swapchain_count)
-            };
+    // SAFETY: a valid chain (the caller's contract); the struct's array of
+    // swapchain_count ids (or null).
+    unsafe {
+        match loader::chained::<vk::PresentIdKHR<'_>>(pi.p_next, vk::StructureType::PRESENT_ID_KHR)
+        {
+            Some(ids) => slice(ids.p_present_ids, ids.swapchain_count),
+            None => &[],
         }
-        next = header.p_next.cast();
     }
-    &[]
 }
 
 /// Where the layer gives `VK_KHR_present_id` (the driver has none): the
@@ -912,21 +906,15 @@ fn wait_driver_present(
 ///
 /// `pi` must be a valid present info with a valid pNext chain.
 unsafe fn present_fences<'a>(pi: &'a vk::PresentInfoKHR<'_>) -> &'a [vk::Fence] {
-    let mut next = pi.p_next;
-    while !next.is_null() {
-        // SAFETY: every struct of a chain starts with sType and pNext.
-        let header = unsafe { &*next.cast::<vk::BaseInStructure<'_>>() };
-        if header.s_type == vk::StructureType::SWAPCHAIN_PRESENT_FENCE_INFO_EXT {
-            // SAFETY: the struct of that type, its array of
-            // swapchain_count fences.
-            return unsafe {
-                let f = &*next.cast::<vk::SwapchainPresentFenceInfoEXT<'_>>();
-                slice(f.p_fences, f.swapchain_count)
-            };
+    let ty = vk::StructureType::SWAPCHAIN_PRESENT_FENCE_INFO_EXT;
+    // SAFETY: a valid chain (the caller's contract); the struct's array of
+    // swapchain_count fences.
+    unsafe {
+        match loader::chained::<vk::SwapchainPresentFenceInfoEXT<'_>>(pi.p_next, ty) {
+            Some(f) => slice(f.p_fences, f.swapchain_count),
+            None => &[],
         }
-        next = header.p_next.cast();
     }
-    &[]
 }
 
 /// `vkReleaseSwapchainImagesEXT`: acquired images given back unpresented,
