@@ -60,9 +60,11 @@
 //!
 //! It prints the sync mode and buffer path used, the size rendered at (the
 //! last swapchain's) and how often the swapchain was made anew, frames per
-//! second, CPU time per frame (all threads, including the driver's) and
-//! the latency from commit to presentation that the compositor's
-//! `wp_presentation` feedback reports.
+//! second, CPU time per frame (all threads, including the driver's) —
+//! over the whole run and in the steady state (after a fifth of the
+//! frames, at most 30: start-up, first compiles and recreations left out,
+//! alike for both WSIs) — and the latency from commit to presentation
+//! that the compositor's `wp_presentation` feedback reports.
 
 mod mesa;
 mod render;
@@ -241,6 +243,20 @@ pub struct Frames {
     /// (`--maintenance1`).
     pub present_fences: u64,
     pub released: u64,
+    /// The frame after which the steady state is timed
+    /// ([`steady_from`]), and the wall clock and CPU time then.
+    steady_from: u64,
+    steady_start: Option<(Instant, Duration)>,
+    /// Frames per second and CPU ms per frame from `steady_from` to the
+    /// end: start-up (device, swapchain, first compiles, the
+    /// compositor's first frames) left out, for both WSIs alike.
+    pub steady: Option<(f64, f64)>,
+}
+
+/// The frame after which a run of `frames` is in its steady state: a
+/// fifth of the run, at least 1, at most 30.
+pub fn steady_from(frames: u64) -> u64 {
+    (frames / 5).clamp(1, 30)
 }
 
 /// glibc's `struct mallinfo2`.
@@ -310,7 +326,7 @@ fn cpu_time() -> Duration {
 }
 
 impl Frames {
-    pub fn start(_: &Args) -> Frames {
+    pub fn start(args: &Args) -> Frames {
         Frames {
             start: Instant::now(),
             cpu_start: cpu_time(),
@@ -331,6 +347,9 @@ impl Frames {
             present_waits: 0,
             present_fences: 0,
             released: 0,
+            steady_from: steady_from(args.frames),
+            steady_start: None,
+            steady: None,
         }
     }
 
@@ -346,11 +365,22 @@ impl Frames {
         if self.presented == WARM_FRAMES {
             self.warm = Some(sample());
         }
+        if self.presented == self.steady_from {
+            self.steady_start = Some((Instant::now(), cpu_time()));
+        }
     }
 
     pub fn finish(&mut self) {
         self.wall = self.start.elapsed();
         self.cpu = cpu_time() - self.cpu_start;
+        if let Some((t, cpu)) = self.steady_start {
+            let n = self.presented - self.steady_from;
+            let secs = t.elapsed().as_secs_f64();
+            if n > 0 && secs > 0.0 {
+                let cpu_ms = (cpu_time() - cpu).as_secs_f64() * 1e3 / n as f64;
+                self.steady = Some((n as f64 / secs, cpu_ms));
+            }
+        }
         self.rss_kib.1 = rss_kib();
         self.heap_kib.1 = heap_kib();
         self.end = sample();
@@ -665,6 +695,12 @@ fn report(args: &Args, f: &Frames) {
         "cube: {} frames in {secs:.2} s: {fps:.1} fps, CPU {cpu_ms:.2} ms/frame, RSS {} -> {} KiB, heap in use {} -> {} KiB",
         f.presented, f.rss_kib.0, f.rss_kib.1, f.heap_kib.0, f.heap_kib.1
     );
+    if let Some((fps, cpu_ms)) = f.steady {
+        println!(
+            "cube: steady state (after frame {}): {fps:.1} fps, CPU {cpu_ms:.2} ms/frame",
+            f.steady_from
+        );
+    }
     match p {
         Some(p) => println!(
             "cube: presentation: {} presented ({} zero-copy), {} discarded, latency mean {} ms, max {:.1} ms",
@@ -682,7 +718,7 @@ fn report(args: &Args, f: &Frames) {
             "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
 \"images\":{},\"width\":{},\"height\":{},\"recreated\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
 \"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
-\"latency_mean_ms\":{},\"latency_max_ms\":{},{}}}",
+\"latency_mean_ms\":{},\"latency_max_ms\":{},\"steady_from\":{},\"steady_fps\":{},\"steady_cpu_ms_per_frame\":{},{}}}",
             f.sync,
             f.path.replace('"', "'"),
             args.present_mode,
@@ -696,6 +732,9 @@ fn report(args: &Args, f: &Frames) {
             p.map_or("null".into(), |p| p.zero_copy.to_string()),
             opt(p.and_then(|p| ms(p.mean_latency()))),
             opt(p.map(|p| p.latency_max.as_secs_f64() * 1e3)),
+            f.steady_from,
+            opt(f.steady.map(|s| s.0)),
+            opt(f.steady.map(|s| s.1)),
             steady_state(f),
         );
     }

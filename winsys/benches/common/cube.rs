@@ -17,6 +17,23 @@ pub(crate) struct Figures {
     pub(crate) fps: f64,
     pub(crate) cpu_ms: f64,
     pub(crate) latency_ms: Option<f64>,
+    /// The same two after the start-up: from a fifth of the run (at most
+    /// 30 frames) to its end (the cube's `steady_*` figures).
+    pub(crate) steady_fps: Option<f64>,
+    pub(crate) steady_cpu_ms: Option<f64>,
+}
+
+impl Figures {
+    /// Frames per second in the steady state (the whole run's where the
+    /// run was too short for one).
+    pub(crate) fn steady_fps(&self) -> f64 {
+        self.steady_fps.unwrap_or(self.fps)
+    }
+
+    /// CPU ms per frame in the steady state (as [`Figures::steady_fps`]).
+    pub(crate) fn steady_cpu_ms(&self) -> f64 {
+        self.steady_cpu_ms.unwrap_or(self.cpu_ms)
+    }
 }
 
 pub(crate) fn cube_binary() -> PathBuf {
@@ -97,6 +114,8 @@ pub(crate) fn run_cube_env(
         fps: field(json, "fps").ok_or("no fps")?,
         cpu_ms: field(json, "cpu_ms_per_frame").ok_or("no cpu_ms_per_frame")?,
         latency_ms: field(json, "latency_mean_ms"),
+        steady_fps: field(json, "steady_fps"),
+        steady_cpu_ms: field(json, "steady_cpu_ms_per_frame"),
     })
 }
 
@@ -204,6 +223,11 @@ pub(crate) fn mean(a: Figures, b: Figures) -> Figures {
         fps: (a.fps + b.fps) / 2.0,
         cpu_ms: (a.cpu_ms + b.cpu_ms) / 2.0,
         latency_ms: a.latency_ms.zip(b.latency_ms).map(|(x, y)| (x + y) / 2.0),
+        steady_fps: a.steady_fps.zip(b.steady_fps).map(|(x, y)| (x + y) / 2.0),
+        steady_cpu_ms: a
+            .steady_cpu_ms
+            .zip(b.steady_cpu_ms)
+            .map(|(x, y)| (x + y) / 2.0),
     }
 }
 

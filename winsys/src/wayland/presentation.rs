@@ -129,6 +129,14 @@ impl Presentation {
     /// Ask for feedback on the surface's next commit; call it just before
     /// that commit (the request time is the start of the latency).
     pub fn request(&mut self) -> Result<()> {
+        self.ask()?;
+        self.queue.flush().map_err(Error::wayland)
+    }
+
+    /// [`Presentation::request`] without the flush: for a caller whose
+    /// commit right after it flushes the connection (one `sendmsg` for
+    /// both).
+    pub(crate) fn ask(&mut self) -> Result<()> {
         // Answers that arrived meanwhile (read from the socket while the
         // surface's own queue waited) are taken now, so a long run that
         // never asks for the stats does not pile them up.
@@ -138,7 +146,7 @@ impl Presentation {
         let asked = self.state.clock.map(rustix::time::clock_gettime);
         self.wp.feedback(&self.surface, &self.qh, Asked(asked));
         self.state.stats.requested += 1;
-        self.queue.flush().map_err(Error::wayland)
+        Ok(())
     }
 
     /// The answers so far (reads what the socket has, never waits).

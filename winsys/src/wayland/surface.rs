@@ -765,7 +765,8 @@ impl Surface {
             fifo.set_barrier();
         }
         if let Some(p) = &mut self.presentation {
-            p.request()?;
+            // Sent with the commit (the flush below).
+            p.ask()?;
         }
         self.frames_asked += 1;
         self.surface.commit();
