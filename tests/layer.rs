@@ -233,6 +233,11 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     assert_eq!(field(&json, "wsi"), Some("mesa"), "{json}");
     assert_eq!(field(&json, "frames"), Some("30"), "{json}");
     assert_reported(&layer, pid, "explicit", 30, &said);
+    for l in layer.events(pid) {
+        if field(&l, "event") == Some("create") {
+            assert_eq!(field(&l, "drm_format"), Some("XRGB8888"), "{l}");
+        }
+    }
     // What weston shows: the example's own pixel check (only the clear
     // colour and exact face colours, several faces).
     let faces = weston_shows_the_cube(&layer, &weston.socket, &[], |w, h, p| {
@@ -305,6 +310,37 @@ fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
         "weston shows the sRGB cube through the layer (clear {:06x}): face pixels {faces:?}",
         common::srgb_encoded(common::CUBE_CLEAR)
     );
+}
+
+#[test]
+fn a_premultiplied_swapchain_through_the_layer_presents_argb8888_buffers() {
+    let _one = common::one_at_a_time();
+    // weston gl (dma-bufs, explicit sync), then pixman weston (wl_shm).
+    for (renderer, sync) in [("gl", "explicit"), ("pixman", "shm")] {
+        let weston = need!(Weston::start(renderer), "weston");
+        let layer = Layer::install();
+        let args = ["--frames", "20", "--premultiplied"];
+        let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
+        assert_eq!(
+            field(&json, "path"),
+            Some("VK_KHR_swapchain, B8G8R8A8_UNORM, premultiplied alpha"),
+            "{json}"
+        );
+        assert_reported(&layer, pid, sync, 20, &said);
+        // The compositor got buffers with alpha (it blends by it), not
+        // XRGB8888 (whose alpha it ignores).
+        for l in layer.events(pid) {
+            if field(&l, "event") == Some("create") {
+                assert_eq!(field(&l, "drm_format"), Some("ARGB8888"), "{l}");
+            }
+        }
+        // The cube's pixels are opaque: the picture is the opaque one.
+        let faces =
+            weston_shows_the_cube(&layer, &weston.socket, &["--premultiplied"], |w, h, p| {
+                common::cube_frame(w, h, p)
+            });
+        println!("{renderer} weston shows the premultiplied cube: face pixels {faces:?}");
+    }
 }
 
 #[test]

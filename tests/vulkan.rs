@@ -389,6 +389,28 @@ fn unsupported_modifier_and_format_are_refused_before_vulkan_sees_them() {
         ),
         "{err}"
     );
+    // sRGB of a format without an sRGB Vulkan twin: refused as such.
+    let err = device
+        .export_image_as(
+            64,
+            64,
+            Fourcc::RGB565,
+            &[Modifier::LINEAR],
+            usage,
+            winsys::vulkan::format::Encoding::Srgb,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                refusal: Refusal::NoSrgb,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sRGB"), "{err}");
     assert_eq!(open_fds(), before, "an fd leaked on refusal");
     assert!(start.elapsed() < LONG);
 }

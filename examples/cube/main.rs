@@ -40,6 +40,9 @@
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--srgb`: images in `B8G8R8A8_SRGB` (the GPU encodes the colours)
 //!   instead of `B8G8R8A8_UNORM`;
+//! - `--premultiplied` (mesa only): the swapchain's composite alpha is
+//!   `PRE_MULTIPLIED` instead of `OPAQUE` (the compositor blends by the
+//!   images' alpha; the cube's pixels are opaque, so it looks the same);
 //! - `--present-wait` (mesa only): every present carries an id
 //!   (`VK_KHR_present_id`) and each frame first waits, with
 //!   `vkWaitForPresentKHR`, until the one two frames back was shown;
@@ -107,6 +110,7 @@ pub struct Args {
     pub own_weston: bool,
     pub copy_frames: bool,
     pub srgb: bool,
+    pub premultiplied: bool,
     pub second_swapchain: bool,
     pub present_wait: bool,
     pub maintenance1: bool,
@@ -115,7 +119,7 @@ pub struct Args {
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--present-wait] [--maintenance1] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -131,6 +135,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         own_weston: false,
         copy_frames: false,
         srgb: false,
+        premultiplied: false,
         second_swapchain: false,
         present_wait: false,
         maintenance1: false,
@@ -189,6 +194,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--weston" => args.own_weston = true,
             "--copy-frames" => args.copy_frames = true,
             "--srgb" => args.srgb = true,
+            "--premultiplied" => args.premultiplied = true,
             "--second-swapchain" => args.second_swapchain = true,
             "--present-wait" => args.present_wait = true,
             "--maintenance1" => args.maintenance1 = true,
@@ -199,9 +205,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     if args.mesa && args.copy_frames {
         return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
     }
-    if (args.second_swapchain || args.present_wait) && !args.mesa {
+    if (args.second_swapchain || args.present_wait || args.premultiplied) && !args.mesa {
         return Err(
-            "--second-swapchain and --present-wait are for --wsi mesa (VK_KHR_swapchain)".into(),
+            "--second-swapchain, --present-wait and --premultiplied are for --wsi mesa (VK_KHR_swapchain)"
+                .into(),
         );
     }
     if args.mesa && args.sync.is_some() {

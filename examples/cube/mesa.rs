@@ -48,6 +48,8 @@ struct Wsi<'a> {
     surface: vk::SurfaceKHR,
     format: vk::SurfaceFormatKHR,
     present_mode: vk::PresentModeKHR,
+    /// `OPAQUE`, or `PRE_MULTIPLIED` (`--premultiplied`).
+    alpha: vk::CompositeAlphaFlagsKHR,
     /// Images asked for (`--images`).
     images: u32,
 }
@@ -125,7 +127,7 @@ impl Wsi<'_> {
                     .image_usage(vk::ImageUsageFlags::COLOR_ATTACHMENT)
                     .image_sharing_mode(vk::SharingMode::EXCLUSIVE)
                     .pre_transform(vk::SurfaceTransformFlagsKHR::IDENTITY)
-                    .composite_alpha(vk::CompositeAlphaFlagsKHR::OPAQUE)
+                    .composite_alpha(self.alpha)
                     .present_mode(self.present_mode)
                     .clipped(true)
                     .old_swapchain(old),
@@ -371,6 +373,19 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     if !modes.contains(&present_mode) {
         return Err(format!("Mesa's WSI offers no {present_mode:?} here ({modes:?})").into());
     }
+    let alpha = match args.premultiplied {
+        true => vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED,
+        false => vk::CompositeAlphaFlagsKHR::OPAQUE,
+    };
+    // SAFETY: the run's live surface and physical device.
+    let caps = unsafe { surface_fn.get_physical_device_surface_capabilities(physical, surface) }?;
+    if !caps.supported_composite_alpha.contains(alpha) {
+        return Err(format!(
+            "the surface offers no {alpha:?} composite alpha ({:?})",
+            caps.supported_composite_alpha
+        )
+        .into());
+    }
     let wsi = Wsi {
         instance: &instance,
         physical,
@@ -380,6 +395,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         surface,
         format,
         present_mode,
+        alpha,
         images: args.images,
     };
     // The window's size: the one the compositor configured (Window::open
@@ -624,6 +640,9 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     }
     frames.sync = "driver".into();
     frames.path = format!("VK_KHR_swapchain, {:?}", format.format);
+    if args.premultiplied {
+        frames.path.push_str(", premultiplied alpha");
+    }
     if let Some(c) = &chain {
         frames.images = c.views.len();
         (frames.width, frames.height) = (c.extent.width, c.extent.height);

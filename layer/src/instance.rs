@@ -615,6 +615,14 @@ pub const USAGE: vk::ImageUsageFlags = vk::ImageUsageFlags::from_raw(
         | vk::ImageUsageFlags::SAMPLED.as_raw(),
 );
 
+/// The composite alpha modes of the layer's surfaces (Mesa's Wayland WSI
+/// offers the same): opaque (`XRGB8888` buffers) and premultiplied
+/// (`ARGB8888`, the alpha wl_surface blends by).
+pub const COMPOSITE_ALPHA: vk::CompositeAlphaFlagsKHR = vk::CompositeAlphaFlagsKHR::from_raw(
+    vk::CompositeAlphaFlagsKHR::OPAQUE.as_raw()
+        | vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED.as_raw(),
+);
+
 fn capabilities(s: &Served) -> vk::SurfaceCapabilitiesKHR {
     vk::SurfaceCapabilitiesKHR {
         min_image_count: MIN_IMAGES,
@@ -635,7 +643,7 @@ fn capabilities(s: &Served) -> vk::SurfaceCapabilitiesKHR {
         max_image_array_layers: 1,
         supported_transforms: vk::SurfaceTransformFlagsKHR::IDENTITY,
         current_transform: vk::SurfaceTransformFlagsKHR::IDENTITY,
-        supported_composite_alpha: vk::CompositeAlphaFlagsKHR::OPAQUE,
+        supported_composite_alpha: COMPOSITE_ALPHA,
         supported_usage_flags: USAGE,
     }
 }

@@ -39,7 +39,7 @@ use winsys::vulkan::format::Encoding;
 use winsys::wayland::swapchain::{ImageState, PresentMode, Swapchain, SwapchainConfig};
 
 use crate::device::{self, DeviceData};
-use crate::instance::{fill, slice, FORMATS, MAX_IMAGES, USAGE};
+use crate::instance::{fill, slice, COMPOSITE_ALPHA, FORMATS, MAX_IMAGES, USAGE};
 use crate::report::{self, Value};
 use crate::{debug, guard, loader};
 
@@ -69,6 +69,9 @@ struct State {
     chain: Swapchain,
     handle: u64,
     present_mode: vk::PresentModeKHR,
+    /// The DRM format of its buffers: `XRGB8888` (opaque) or `ARGB8888`
+    /// (premultiplied alpha).
+    drm_format: Fourcc,
     acquires: u64,
     /// An image winsys gave but the app never got (importing its release
     /// into the app's semaphore or fence failed), with that release: the
@@ -140,6 +143,10 @@ impl State {
             (
                 "format",
                 Value::Str(format!("{:?}", self.chain.image(0).vk_format().format)),
+            ),
+            (
+                "drm_format",
+                Value::Str(self.drm_format.name().unwrap_or("?").into()),
             ),
             ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
             ("frames", Value::Num(self.chain.frames_presented())),
@@ -303,7 +310,18 @@ unsafe fn create_inner(
     if w == 0 || h == 0 {
         return refuse(format!("an empty extent {w}x{h}"));
     }
-    let mut config = SwapchainConfig::new(w, h, Fourcc::XRGB8888);
+    // The compositor blends by the alpha of ARGB8888 buffers (premultiplied,
+    // wl_surface's rule) and ignores XRGB8888's.
+    let drm_format = match ci.composite_alpha {
+        vk::CompositeAlphaFlagsKHR::OPAQUE => Fourcc::XRGB8888,
+        vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED => Fourcc::ARGB8888,
+        other => {
+            return refuse(format!(
+                "composite alpha {other:?}: the surface allows {COMPOSITE_ALPHA:?}"
+            ))
+        }
+    };
+    let mut config = SwapchainConfig::new(w, h, drm_format);
     config.encoding = encoding;
     config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
     config.usage = ci.image_usage;
@@ -347,6 +365,7 @@ unsafe fn create_inner(
         chain,
         handle,
         present_mode: ci.present_mode,
+        drm_format,
         acquires: 0,
         unclaimed: None,
         lost: false,
@@ -355,9 +374,10 @@ unsafe fn create_inner(
         held: HashMap::new(),
     };
     debug!(
-        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} {:?}, sync {}, {:?}",
+        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}",
         images.len(),
         ci.image_format,
+        drm_format,
         ci.present_mode,
         state.chain.sync_mode(),
         state.chain.buffer_path()

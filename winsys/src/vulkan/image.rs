@@ -253,6 +253,14 @@ impl Device {
         }
     }
 
+    /// The Vulkan format of `ask`'s DRM format in `encoding`.
+    fn mapping_for(&self, ask: &Ask, encoding: Encoding) -> Result<VkFormatMapping> {
+        let mapping = to_vk(ask.mapping.fourcc).ok_or_else(|| self.refuse(ask, Refusal::Format))?;
+        mapping
+            .encoded(encoding)
+            .ok_or_else(|| self.refuse(ask, Refusal::NoSrgb))
+    }
+
     fn refuse(&self, ask: &Ask, refusal: Refusal) -> Error {
         Error::Unsupported {
             device: self.shared.info.name.clone(),
@@ -463,8 +471,8 @@ impl Device {
 
     /// [`Device::import_dmabuf`] with the Vulkan format of `encoding`
     /// (the format's sRGB twin for [`Encoding::Srgb`]; refused with
-    /// [`Refusal::Format`] where there is none, or where the driver offers
-    /// no modifier for it).
+    /// [`Refusal::NoSrgb`] where there is none, [`Refusal::Format`] where
+    /// the driver offers no modifier for it).
     pub fn import_dmabuf_as(
         &self,
         dmabuf: &Dmabuf,
@@ -485,9 +493,7 @@ impl Device {
             height: dmabuf.height(),
             usage,
         };
-        ask.mapping = to_vk(dmabuf.format())
-            .and_then(|m| m.encoded(encoding))
-            .ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        ask.mapping = self.mapping_for(&ask, encoding)?;
         let planes = dmabuf.planes();
         let disjoint = dmabuf.is_disjoint();
         let offered = self.modifiers_of(ask.mapping.format);
@@ -721,9 +727,7 @@ impl Device {
             height,
             usage,
         };
-        ask.mapping = to_vk(format)
-            .and_then(|m| m.encoded(encoding))
-            .ok_or_else(|| self.refuse(&ask, Refusal::Format))?;
+        ask.mapping = self.mapping_for(&ask, encoding)?;
         let offered = self.modifiers_of(ask.mapping.format);
         let candidates: Vec<Modifier> = if modifiers.is_empty() {
             offered.iter().map(|m| m.modifier).collect()

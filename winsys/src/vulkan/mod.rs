@@ -191,6 +191,10 @@ pub enum Refusal {
         /// The largest height the driver allows.
         max_height: u32,
     },
+    /// An sRGB image was asked for ([`Encoding::Srgb`](format::Encoding::Srgb))
+    /// of a DRM format with no sRGB Vulkan twin (only 8-bit RGB ones have
+    /// one).
+    NoSrgb,
     /// The driver says the combination cannot be imported (or exported)
     /// as a dma-buf.
     External,
@@ -213,6 +217,9 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Format => f.write_str("no Vulkan format or no modifiers for this format"),
+            Refusal::NoSrgb => {
+                f.write_str("an sRGB image was asked for; this format has no sRGB Vulkan format")
+            }
             Refusal::Modifier { supported } => {
                 f.write_str("modifier not supported; the driver lists [")?;
                 for (i, m) in supported.iter().enumerate() {

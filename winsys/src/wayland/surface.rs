@@ -33,6 +33,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use crate::format::Fourcc;
+
 use wayland_client::protocol::{
     wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
 };
@@ -172,6 +174,8 @@ pub struct Surface {
     /// Whether commits ask for a frame callback
     /// ([`Surface::request_frame_callbacks`]).
     frame_callbacks: bool,
+    /// The format of new wl_shm buffers ([`Surface::set_shm_format`]).
+    shm_format: wl_shm::Format,
     /// Whether [`Surface::retire`] gave up the per-surface objects.
     retired: bool,
 }
@@ -332,6 +336,7 @@ impl Surface {
             timeout,
             frames_asked: 0,
             frame_callbacks: true,
+            shm_format: wl_shm::Format::Xrgb8888,
             retired: false,
         })
     }
@@ -399,8 +404,26 @@ impl Surface {
         Ok(id)
     }
 
-    /// A wl_shm buffer of `width` x `height` XRGB8888 in its own memfd
-    /// pool; fill it with [`Surface::write_shm`].
+    /// The format of the wl_shm buffers made from now on: `XRGB8888` (the
+    /// default) or `ARGB8888` (premultiplied alpha, which the compositor
+    /// blends) — the two every compositor takes (`wl_shm`'s required
+    /// formats). Others: [`Error::Wayland`] naming the format.
+    pub fn set_shm_format(&mut self, format: Fourcc) -> Result<()> {
+        self.shm_format = match format {
+            Fourcc::XRGB8888 => wl_shm::Format::Xrgb8888,
+            Fourcc::ARGB8888 => wl_shm::Format::Argb8888,
+            other => {
+                return Err(Error::Wayland(format!(
+                    "wl_shm buffers here are XRGB8888 or ARGB8888, not {other}"
+                )))
+            }
+        };
+        Ok(())
+    }
+
+    /// A wl_shm buffer of `width` x `height` in its own memfd pool, 4
+    /// bytes a pixel ([`Surface::set_shm_format`]: XRGB8888 unless set);
+    /// fill it with [`Surface::write_shm`].
     pub fn add_shm(&mut self, width: u32, height: u32) -> Result<BufferId> {
         let (stride, size) = shm_layout(width, height, u64::from(width) * 4)?;
         let memfd = rustix::fs::memfd_create("winsys-shm", rustix::fs::MemfdFlags::CLOEXEC)
@@ -417,7 +440,8 @@ impl Surface {
         Ok(id)
     }
 
-    /// A wl_shm buffer (XRGB8888) over memory the caller owns and fills:
+    /// A wl_shm buffer (XRGB8888, or [`Surface::set_shm_format`]'s) over
+    /// memory the caller owns and fills:
     /// `height` rows of `stride` bytes from `offset` in `memfd` (e.g. the
     /// memfd behind a udmabuf the GPU renders into: no copy at all). The
     /// compositor reads those bytes whenever it holds the buffer, so the
@@ -462,7 +486,7 @@ impl Surface {
         let pool = shm.create_pool(memfd, pool_size, &self.qh, ());
         let id = BufferId(self.state.buffers.len());
         let (w, h) = (width as i32, height as i32);
-        let wl = pool.create_buffer(offset, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
+        let wl = pool.create_buffer(offset, w, h, stride, self.shm_format, &self.qh, id);
         pool.destroy();
         self.state.buffers.push(Buffer {
             wl,

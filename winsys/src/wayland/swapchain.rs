@@ -303,9 +303,9 @@ impl Swapchain {
             dmabuf: device.extensions().dmabuf_images(),
         };
         let mode = sync::choose(&offer, &can, config.sync)?;
-        if mode == SyncMode::Shm && config.format != Fourcc::XRGB8888 {
+        if mode == SyncMode::Shm && ![Fourcc::XRGB8888, Fourcc::ARGB8888].contains(&config.format) {
             return Err(Error::Wayland(format!(
-                "the wl_shm path copies XRGB8888 images, not {}",
+                "the wl_shm path takes XRGB8888 or ARGB8888 images, not {}",
                 config.format
             )));
         }
@@ -383,6 +383,9 @@ impl Swapchain {
             Some(w) => Surface::for_surface(conn, w, mode, config.timeout)?,
             None => Surface::new(conn, &config.title, mode, config.timeout)?,
         };
+        if mode == SyncMode::Shm {
+            surface.set_shm_format(config.format)?;
+        }
         match config.present_mode {
             PresentMode::Fifo => {
                 surface.use_fifo()?;
