@@ -313,12 +313,16 @@ unsafe fn create_inner(
     // The compositor blends by the alpha of ARGB8888 buffers (premultiplied,
     // wl_surface's rule) and ignores XRGB8888's.
     let drm_format = match ci.composite_alpha {
-        vk::CompositeAlphaFlagsKHR::OPAQUE => Fourcc::XRGB8888,
         vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED => Fourcc::ARGB8888,
+        vk::CompositeAlphaFlagsKHR::OPAQUE => Fourcc::XRGB8888,
         other => {
-            return refuse(format!(
-                "composite alpha {other:?}: the surface allows {COMPOSITE_ALPHA:?}"
-            ))
+            // Not among the surface's (invalid usage: the validation
+            // layer says so); opaque, as Mesa's Wayland WSI takes it,
+            // so that apps written for X11's INHERIT still run.
+            eprintln!(
+                "winsys layer: vkCreateSwapchainKHR: composite alpha {other:?} is not the surface's ({COMPOSITE_ALPHA:?}): opaque"
+            );
+            Fourcc::XRGB8888
         }
     };
     let mut config = SwapchainConfig::new(w, h, drm_format);

@@ -500,7 +500,7 @@ impl Surface {
         Ok(id)
     }
 
-    /// Write `bytes` (XRGB8888 rows, packed) into a free wl_shm buffer of
+    /// Write `bytes` (rows of the buffer's format, packed) into a free wl_shm buffer of
     /// [`Surface::add_shm`].
     pub fn write_shm(&mut self, id: BufferId, bytes: &[u8]) -> Result<()> {
         let (_, size, row) = self.own_shm(id)?;
