@@ -409,15 +409,7 @@ impl Surface {
     /// blends) — the two every compositor takes (`wl_shm`'s required
     /// formats). Others: [`Error::Wayland`] naming the format.
     pub fn set_shm_format(&mut self, format: Fourcc) -> Result<()> {
-        self.shm_format = match format {
-            Fourcc::XRGB8888 => wl_shm::Format::Xrgb8888,
-            Fourcc::ARGB8888 => wl_shm::Format::Argb8888,
-            other => {
-                return Err(Error::Wayland(format!(
-                    "wl_shm buffers here are XRGB8888 or ARGB8888, not {other}"
-                )))
-            }
-        };
+        self.shm_format = shm_format(format)?;
         Ok(())
     }
 
@@ -1222,6 +1214,18 @@ impl Drop for Surface {
 
 /// `(stride, size)` of a wl_shm buffer of `height` rows of `stride` bytes
 /// (at least `width` pixels of 4), each within an `i32`.
+/// The wl_shm code of `format`, one of the two every compositor takes
+/// (XRGB8888, ARGB8888); others: [`Error::Wayland`] naming the format.
+pub(crate) fn shm_format(format: Fourcc) -> Result<wl_shm::Format> {
+    match format {
+        Fourcc::XRGB8888 => Ok(wl_shm::Format::Xrgb8888),
+        Fourcc::ARGB8888 => Ok(wl_shm::Format::Argb8888),
+        other => Err(Error::Wayland(format!(
+            "wl_shm buffers here are XRGB8888 or ARGB8888, not {other}"
+        ))),
+    }
+}
+
 fn shm_layout(width: u32, height: u32, stride: u64) -> Result<(i32, i32)> {
     if width == 0 || height == 0 {
         return Err(Error::Wayland("an empty wl_shm buffer".into()));
@@ -1441,8 +1445,22 @@ super::registry_state!(State);
 
 #[cfg(test)]
 mod tests {
-    use super::shm_layout;
+    use super::{shm_format, shm_layout, wl_shm, Fourcc};
     use crate::wayland::Error;
+
+    #[test]
+    fn shm_formats_are_the_two_every_compositor_takes() {
+        assert_eq!(
+            shm_format(Fourcc::XRGB8888).unwrap(),
+            wl_shm::Format::Xrgb8888
+        );
+        assert_eq!(
+            shm_format(Fourcc::ARGB8888).unwrap(),
+            wl_shm::Format::Argb8888
+        );
+        let e = shm_format(Fourcc::RGB565).unwrap_err().to_string();
+        assert!(e.contains("RGB565"), "{e}");
+    }
 
     #[test]
     fn shm_layout_takes_padded_rows_and_refuses_what_wl_shm_cannot_hold() {

@@ -303,11 +303,9 @@ impl Swapchain {
             dmabuf: device.extensions().dmabuf_images(),
         };
         let mode = sync::choose(&offer, &can, config.sync)?;
-        if mode == SyncMode::Shm && ![Fourcc::XRGB8888, Fourcc::ARGB8888].contains(&config.format) {
-            return Err(Error::Wayland(format!(
-                "the wl_shm path takes XRGB8888 or ARGB8888 images, not {}",
-                config.format
-            )));
+        if mode == SyncMode::Shm {
+            // Refused before anything is allocated.
+            super::surface::shm_format(config.format)?;
         }
         // The modifiers the compositor takes for the format, in its order
         // of preference (v3: its format list); wl_shm: any linear one.
