@@ -86,7 +86,13 @@ fn a_recreated_swapchain_takes_the_surface_over() {
         .filter(|l| field(l, "event") == Some("create"))
         .map(|l| field(l, "width").unwrap().to_string())
         .collect();
-    assert_ne!(widths[0], widths[1], "the new swapchain has the new size");
+    // vkcube may first recreate at the old size (a suboptimal present
+    // before sway's configure arrives): some later swapchain has the new
+    // size.
+    assert!(
+        widths[1..].iter().any(|w| *w != widths[0]),
+        "no new swapchain has the new size: {widths:?}"
+    );
 }
 
 fn monotonic_ns() -> u64 {
