@@ -78,6 +78,15 @@ impl SyncFile {
         Ok(SyncFile { fd })
     }
 
+    /// [`SyncFile::from_fd`] that also gives the combined state the check
+    /// read (no extra system call): a fence from another process that has
+    /// already signalled need not be waited for, imported or kept.
+    #[cfg_attr(not(feature = "wayland"), allow(dead_code))]
+    pub(crate) fn from_fd_with_status(fd: OwnedFd) -> Result<(Self, FenceStatus)> {
+        let status = check_sync_file(fd.as_fd())?;
+        Ok((SyncFile { fd }, status))
+    }
+
     /// Wrap `fd` without checking it; for fds a kernel ioctl just returned
     /// as sync_files.
     pub(crate) fn from_fd_unchecked(fd: OwnedFd) -> Self {
@@ -223,8 +232,8 @@ impl fmt::Debug for SyncFile {
 }
 
 /// Check that `fd` is a sync_file: an anonymous inode that answers
-/// `SYNC_IOC_FILE_INFO`.
-pub(crate) fn check_sync_file(fd: BorrowedFd<'_>) -> Result<()> {
+/// `SYNC_IOC_FILE_INFO`; its combined state, as that answer tells.
+fn check_sync_file(fd: BorrowedFd<'_>) -> Result<FenceStatus> {
     let st = rustix::fs::fstatfs(fd).map_err(|errno| match errno {
         Errno::BADF => Error::NotSyncFile {
             what: "closed or invalid fd (EBADF)".into(),
@@ -242,9 +251,48 @@ pub(crate) fn check_sync_file(fd: BorrowedFd<'_>) -> Result<()> {
     let mut arg = sys::sync_file_info::default();
     // SAFETY: num_fences = 0: the kernel writes no fence array.
     match unsafe { sys::SYNC_IOC_FILE_INFO.call(fd, &mut arg) } {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(FenceStatus::from_raw(arg.status)),
         Err(_) => Err(Error::NotSyncFile {
             what: describe(fd, st.f_type as u32),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::vgem::Vgem;
+    use crate::dmabuf::Access;
+    use crate::format::Fourcc;
+
+    /// The state read by the sync_file check follows a real fence: active
+    /// while vgem's write fence is pending, signalled after (in the VM;
+    /// skipped without vgem unless `WINSYS_REQUIRE_DEVICES=1`).
+    #[test]
+    fn the_check_reads_whether_the_fence_has_signalled() {
+        let vgem = match Vgem::open() {
+            Ok(v) => v,
+            Err(e) if std::env::var_os("WINSYS_REQUIRE_DEVICES").is_some_and(|v| v == "1") => {
+                panic!("required device missing: vgem: {e}")
+            }
+            Err(e) => {
+                println!("SKIP: vgem unavailable: {e}");
+                return;
+            }
+        };
+        let buf = vgem.create(16, 16, Fourcc::XRGB8888).expect("vgem buffer");
+        let fence = buf.attach_fence(Access::Write).expect("vgem fence");
+        let pending = buf.dmabuf().export_sync_file(Access::Read).expect("export");
+        let dup = || OwnedFd::from(pending.try_clone().expect("dup"));
+        let (_, status) = SyncFile::from_fd_with_status(dup()).expect("a sync_file");
+        assert_eq!(status, FenceStatus::Active);
+        fence.signal().expect("signal");
+        let (_, status) = SyncFile::from_fd_with_status(dup()).expect("a sync_file");
+        assert_eq!(status, FenceStatus::Signaled);
+        let not_one = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        assert!(matches!(
+            SyncFile::from_fd_with_status(not_one),
+            Err(Error::NotSyncFile { .. })
+        ));
     }
 }

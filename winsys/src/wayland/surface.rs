@@ -63,7 +63,7 @@ use super::presentation::{Presentation, PresentationStats};
 use super::sync::SyncMode;
 use super::{roundtrip, Error, Registry, Result};
 use crate::dmabuf::Dmabuf;
-use crate::sync::{Deadline, SyncFile};
+use crate::sync::{Deadline, FenceStatus, SyncFile};
 use crate::sync::{Syncobj, WaitFor};
 
 /// A buffer of a [`Surface`].
@@ -887,7 +887,8 @@ impl Surface {
     /// buffer is free once the compositor released it, and the caller
     /// must make its next write wait for the returned fence (e.g. a GPU
     /// semaphore wait), so that the CPU need not block on the compositor's
-    /// GPU work.
+    /// GPU work. `None`: nothing to wait for (no fence, or one that has
+    /// signalled by now).
     pub fn take_release_within(
         &mut self,
         id: BufferId,
@@ -907,7 +908,10 @@ impl Surface {
             BufferState::Releasing(f) => Some(f),
             BufferState::Free => None,
         };
-        Ok(fence)
+        // One poll instead of an import and a wait on the GPU (usually a
+        // dup, an import, a poll and closes): the compositor's work tends
+        // to be done by the time its buffer comes back round.
+        Ok(fence.filter(|f| !matches!(f.is_signaled(), Ok(true))))
     }
 
     /// The first of `ids` (in that order) that the compositor has
@@ -1389,7 +1393,15 @@ impl Dispatch<release_v1::ZwpLinuxBufferReleaseV1, BufferId> for State {
         _: &QueueHandle<Self>,
     ) {
         let fence = match event {
-            release_v1::Event::FencedRelease { fence } => SyncFile::from_fd(fence).ok(),
+            // A fence already signalled is as good as an immediate release:
+            // dropped here, it costs no import, wait or fd later (the check
+            // that it is a sync_file read its state).
+            release_v1::Event::FencedRelease { fence } => {
+                match SyncFile::from_fd_with_status(fence) {
+                    Ok((f, FenceStatus::Active)) => Some(f),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         if let Some(b) = state.buffers.get_mut(id.0) {
