@@ -71,6 +71,7 @@ fn frame_copies(rows: &mut Rows) {
         || anon.copy_from_slice(black_box(&src)),
     );
     rows.push(Row {
+        spread: None,
         name: "frame 3840x2160 read from mapped udmabuf (SYNC START/END incl.)".into(),
         value: gb / read_s,
         unit: "GB/s",
@@ -91,6 +92,7 @@ fn frame_copies(rows: &mut Rows) {
         || anon.copy_from_slice(black_box(shmem.bytes())),
     );
     rows.push(Row {
+        spread: None,
         name: "frame 3840x2160 read from mapped udmabuf, vs the same pages".into(),
         value: gb / read_s,
         unit: "GB/s",
@@ -110,6 +112,7 @@ fn frame_copies(rows: &mut Rows) {
         || anon.copy_from_slice(black_box(&src)),
     );
     rows.push(Row {
+        spread: None,
         name: "frame 3840x2160 write into mapped udmabuf (SYNC START/END incl.)".into(),
         value: gb / write_s,
         unit: "GB/s",
@@ -128,6 +131,7 @@ fn frame_copies(rows: &mut Rows) {
         || shmem.write(black_box(&src)),
     );
     rows.push(Row {
+        spread: None,
         name: "frame 3840x2160 write into mapped udmabuf, vs the same pages".into(),
         value: gb / write_s,
         unit: "GB/s",
@@ -214,6 +218,7 @@ fn export_import(rows: &mut Rows) {
         },
     );
     rows.push(Row {
+        spread: None,
         name: "export_sync_file(RW) + import_sync_file(WRITE) + close, API".into(),
         value: api_s * 1e6,
         unit: "us",
@@ -294,6 +299,7 @@ fn timeline_round_trip(rows: &mut Rows) {
     };
     raw!(drm::DRM_IOCTL_SYNCOBJ_DESTROY, dfd, &mut destroy);
     rows.push(Row {
+        spread: None,
         name: "timeline point -> sync_file -> next point, API".into(),
         value: api_s * 1e6,
         unit: "us",
@@ -372,6 +378,7 @@ mod vulkan_benches {
                 || drop(gbm_alloc(&gbm, w, h)),
             );
             rows.push(Row {
+                spread: None,
                 name: format!("GBM alloc + export + Vulkan import, {w}x{h}, per buffer"),
                 value: with_import * 1e6,
                 unit: "us",
@@ -458,6 +465,7 @@ mod vulkan_benches {
             },
         );
         rows.push(Row {
+            spread: None,
             name: "GPU clear -> CPU read guard, 256x256, bridged (sync_file)".into(),
             value: bridged * 1e6,
             unit: "us",
@@ -618,6 +626,7 @@ mod vulkan_benches {
         baseline.destroy(&device);
         let stats = device.pool_stats();
         rows.push(Row {
+            spread: None,
             name: format!(
                 "submission with one dma-buf wait + signal, API ({} pools, {} semaphores made)",
                 stats.slots_created, stats.semaphores_created

@@ -25,9 +25,13 @@
 //!   the difference of two `strace -f -c` runs of 30 and 90 frames, with
 //!   the layer over without (goal <= 1.0).
 //!
-//! Runs are interleaved (layer, driver, winsys, winsys, driver, layer),
-//! each about `WINSYS_BENCH_RUN_SECONDS` (default 6) seconds of frames,
-//! sized by the warm-up's rate; every row is appended to
+//! Runs are interleaved in two rounds (layer, driver, winsys, then
+//! winsys, driver, layer), each about `WINSYS_BENCH_RUN_SECONDS` (default
+//! 6) seconds of frames, sized by the warm-up's rate. A row's ratio is of
+//! the two rounds' means; its `ratio_low`/`ratio_high` are the rounds' own
+//! ratios, and its verdict says `met` or `missed` only when both rounds
+//! agree, `undecided` when the goal lies between them (run-to-run noise
+//! on a shared TCG machine reaches 15-30%). Every row is appended to
 //! `$WINSYS_BENCH_OUT` (default `target/bench/results.json`) as it is
 //! measured.
 
@@ -131,13 +135,15 @@ impl Bench {
         run_cube_env(&self.cube, socket, &all, &env)
     }
 
+    /// A row of `v` over `b` (means of the rounds), with the spread of the
+    /// rounds' own ratios (`vs` over `bs`, round by round).
     fn row(
         &mut self,
         name: String,
         unit: &'static str,
-        v: f64,
+        (v, vs): (f64, &[f64]),
         base: &str,
-        b: f64,
+        (b, bs): (f64, &[f64]),
         goal: &'static str,
     ) {
         self.rows.push(Row {
@@ -148,6 +154,7 @@ impl Bench {
             baseline_value: b,
             ratio: if b > 0.0 { v / b } else { f64::NAN },
             goal,
+            spread: report::spread(vs, bs),
         });
     }
 
@@ -178,39 +185,56 @@ impl Bench {
                 }
             }
         }
-        let of = |p: Via| {
-            let mut it = figures.iter().filter(|(q, _)| *q == p).map(|(_, f)| *f);
-            let a = it.next().expect("two runs");
-            mean(a, it.next().expect("two runs"))
+        // The runs of one path, round by round (round 1: the first three
+        // runs, round 2: the last three).
+        let runs = |p: Via| -> Vec<Figures> {
+            let mut v: Vec<Figures> = figures
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, f)| *f)
+                .collect();
+            if p == Via::Winsys {
+                // W W in the middle: the first belongs to round 1.
+                v.truncate(2);
+            }
+            v
         };
-        let (l, d, w) = (of(Via::Layer), of(Via::Driver), of(Via::Winsys));
+        let (ls, ds, ws) = (runs(Via::Layer), runs(Via::Driver), runs(Via::Winsys));
+        let (l, d, w) = (mean(ls[0], ls[1]), mean(ds[0], ds[1]), mean(ws[0], ws[1]));
         println!("{what}: layer {l:?}, driver {d:?}, winsys {w:?}");
+        let fps: Vec<f64> = ls.iter().map(Figures::steady_fps).collect();
+        let base_fps: Vec<f64> = ds.iter().map(Figures::steady_fps).collect();
+        let cpu: Vec<f64> = ls.iter().map(Figures::steady_cpu_ms).collect();
+        let base_cpu: Vec<f64> = ws.iter().map(Figures::steady_cpu_ms).collect();
         // Steady state: start-up (the swapchain's creation is inside the
         // timed frames of the `--wsi mesa` path, outside them on the
         // `--wsi winsys` path) and first compiles left out of both.
         self.row(
             format!("layer {what}: frames per second (steady), cube through the layer"),
             "fps",
-            l.steady_fps(),
+            (l.steady_fps(), &fps),
             "the driver's WSI (fps)",
-            d.steady_fps(),
+            (d.steady_fps(), &base_fps),
             goal,
         );
         self.row(
             format!("layer {what}: CPU time per frame (steady), cube through the layer"),
             "ms",
-            l.steady_cpu_ms(),
+            (l.steady_cpu_ms(), &cpu),
             "winsys's own swapchain (CPU ms/frame)",
-            w.steady_cpu_ms(),
+            (w.steady_cpu_ms(), &base_cpu),
             "<= 1.05",
         );
         if let (Some(a), Some(b)) = (l.latency_ms, d.latency_ms) {
+            let lat = |v: &[Figures]| -> Vec<f64> {
+                v.iter().map(|f| f.latency_ms.unwrap_or(f64::NAN)).collect()
+            };
             self.row(
                 format!("layer {what}: commit-to-presentation latency, cube through the layer"),
                 "ms",
-                a,
+                (a, &lat(&ls)),
                 "the driver's WSI (latency)",
-                b,
+                (b, &lat(&ds)),
                 "-",
             );
         }
@@ -242,22 +266,23 @@ impl Bench {
                 }
             }
         }
-        let avg = |p: Via| {
-            let v: Vec<f64> = fps
-                .iter()
+        // Round by round: L D, then D L.
+        let of = |p: Via| -> Vec<f64> {
+            fps.iter()
                 .filter(|(q, _)| *q == p)
                 .map(|(_, f)| *f)
-                .collect();
-            v.iter().sum::<f64>() / v.len() as f64
+                .collect()
         };
+        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (l, d) = (of(Via::Layer), of(Via::Driver));
         self.row(
             format!(
                 "layer {what}: vkcube frames per second (start-up included), through the layer"
             ),
             "fps",
-            avg(Via::Layer),
+            (avg(&l), &l),
             "the driver's WSI (vkcube fps)",
-            avg(Via::Driver),
+            (avg(&d), &d),
             goal,
         );
     }
@@ -297,9 +322,9 @@ impl Bench {
         self.row(
             format!("layer {what}: system calls per steady-state frame, cube through the layer"),
             "calls",
-            per[0],
+            (per[0], &[]),
             "the driver's WSI (calls per frame)",
-            per[1],
+            (per[1], &[]),
             "<= 1.0",
         );
     }

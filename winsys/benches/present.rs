@@ -228,6 +228,7 @@ fn compare(cube: &Path, socket: &str, c: &Config, frames: u32) -> Outcome {
     };
     println!("{}: winsys {w:?}, mesa {m:?}", c.what);
     let row = |name: &str, unit: &'static str, v: f64, b: f64, goal: &'static str| Row {
+        spread: None,
         name: format!("cube {}: {name}, winsys", c.what),
         value: v,
         unit,
@@ -258,6 +259,7 @@ fn syscall_row(cube: &Path, socket: &str, size: &'static str) -> Option<Row> {
         per.push(n?);
     }
     Some(Row {
+        spread: None,
         name: format!("cube weston FIFO {size}: syscalls per frame, winsys"),
         value: per[0],
         unit: "calls",

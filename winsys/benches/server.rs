@@ -101,6 +101,7 @@ fn acquire_latency(rows: &mut Rows, vgem: &Vgem) {
     }
     let (g, b) = (median(gate), median(blocking));
     rows.push(Row {
+        spread: None,
         name: "acquire-to-apply latency, gate in the event loop".into(),
         value: g * 1e6,
         unit: "us",
@@ -189,6 +190,7 @@ fn event_loop_stall(rows: &mut Rows, vgem: &Vgem) {
     }
     let (g, b) = (median(gate), median(blocking));
     rows.push(Row {
+        spread: None,
         name: "event loop's longest stall, fence 50 ms late, gate".into(),
         value: g * 1e3,
         unit: "ms",
@@ -252,6 +254,7 @@ fn release_path(rows: &mut Rows, vgem: &Vgem) {
     };
     raw!(drm::DRM_IOCTL_SYNCOBJ_DESTROY, dfd, &mut destroy);
     rows.push(Row {
+        spread: None,
         name: "release into a drm-syncobj point, ReleaseTracker".into(),
         value: api_s * 1e6,
         unit: "us",

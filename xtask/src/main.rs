@@ -35,7 +35,7 @@ commands:
   demo            the main job: install the test bed if needed, boot the VM
                   and run every example there (devices required)
   bench [NAME]    build the benchmarks (release) and run them (or only NAME:
-                  core, present, server) in the VM; each row is appended to
+                  core, present, server, layer) in the VM; each row is appended to
                   target/bench/results.json as it is measured
   setup           only install / check the test bed (host packages, virtme-ng,
                   guest root, KVM probe)
