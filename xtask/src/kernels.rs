@@ -68,6 +68,11 @@ pub const OLD_KERNEL_LACKS: &[Feature] = &[
 /// syncobjs on vgem or 5.10's virtio_gpu).
 pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     (
+        "lib winsys",
+        "sync::sync_file::tests::the_check_reads_whether_the_fence_has_signalled",
+        &[DmabufSyncFile],
+    ),
+    (
         "test bad_input",
         "allocators_refuse_bad_requests_without_leaking",
         &[Udmabuf],

@@ -58,7 +58,7 @@ pub fn spread(values: &[f64], baselines: &[f64]) -> Option<(f64, f64)> {
     let ratios: Vec<f64> = values
         .iter()
         .zip(baselines)
-        .filter(|(_, &b)| b > 0.0)
+        .filter(|(v, &b)| v.is_finite() && b.is_finite() && b > 0.0)
         .map(|(v, b)| v / b)
         .collect();
     if ratios.len() < 2 {

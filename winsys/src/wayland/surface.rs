@@ -92,7 +92,8 @@ struct Buffer {
     /// `wl_buffer.release` seen since the last commit.
     released: bool,
     /// Explicit sync: the release object's answer since the last commit
-    /// (`Some(None)`: immediate release).
+    /// (`Some(None)`: immediate release, or a fence that had signalled
+    /// when it arrived).
     release_fence: Option<Option<SyncFile>>,
     dmabuf: bool,
     /// drm-syncobj: the release point of the last commit.

@@ -638,7 +638,8 @@ impl Swapchain {
     /// compositor's release fence (explicit sync) or the compositor's reads
     /// in its dma-buf (implicit sync; waited for here, within `timeout`,
     /// on kernels that cannot export them). `None`: nothing is left to wait
-    /// for (the other modes' releases said so). The fence is the caller's:
+    /// for (the other modes' releases said so, or the compositor's fence
+    /// has signalled already). The fence is the caller's:
     /// [`Swapchain::begin`] and [`Swapchain::present`] no longer wait for
     /// it. When frames are copied ([`Swapchain::copies_frames`]) the
     /// app's image is free at once and the copy in `present` waits.
