@@ -69,9 +69,6 @@ struct State {
     chain: Swapchain,
     handle: u64,
     present_mode: vk::PresentModeKHR,
-    /// The DRM format of its buffers: `XRGB8888` (opaque) or `ARGB8888`
-    /// (premultiplied alpha).
-    drm_format: Fourcc,
     acquires: u64,
     /// An image winsys gave but the app never got (importing its release
     /// into the app's semaphore or fence failed), with that release: the
@@ -146,7 +143,8 @@ impl State {
             ),
             (
                 "drm_format",
-                Value::Str(self.drm_format.name().unwrap_or("?").into()),
+                // XRGB8888 (opaque) or ARGB8888 (premultiplied alpha).
+                Value::Str(self.chain.image(0).format().name().unwrap_or("?").into()),
             ),
             ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
             ("frames", Value::Num(self.chain.frames_presented())),
@@ -369,7 +367,6 @@ unsafe fn create_inner(
         chain,
         handle,
         present_mode: ci.present_mode,
-        drm_format,
         acquires: 0,
         unclaimed: None,
         lost: false,

@@ -186,18 +186,13 @@ impl Bench {
             }
         }
         // The runs of one path, round by round (round 1: the first three
-        // runs, round 2: the last three).
+        // runs, round 2: the last three; each path runs once in each).
         let runs = |p: Via| -> Vec<Figures> {
-            let mut v: Vec<Figures> = figures
+            figures
                 .iter()
                 .filter(|(q, _)| *q == p)
                 .map(|(_, f)| *f)
-                .collect();
-            if p == Via::Winsys {
-                // W W in the middle: the first belongs to round 1.
-                v.truncate(2);
-            }
-            v
+                .collect()
         };
         let (ls, ds, ws) = (runs(Via::Layer), runs(Via::Driver), runs(Via::Winsys));
         let (l, d, w) = (mean(ls[0], ls[1]), mean(ds[0], ds[1]), mean(ws[0], ws[1]));

@@ -74,14 +74,12 @@ impl SyncFile {
     /// A dma-buf, pipe, regular file, memfd or any other fd is refused with
     /// [`Error::NotSyncFile`] (and closed, as it was given by value).
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
-        check_sync_file(fd.as_fd())?;
-        Ok(SyncFile { fd })
+        Self::from_fd_with_status(fd).map(|(f, _)| f)
     }
 
     /// [`SyncFile::from_fd`] that also gives the combined state the check
     /// read (no extra system call): a fence from another process that has
     /// already signalled need not be waited for, imported or kept.
-    #[cfg_attr(not(feature = "wayland"), allow(dead_code))]
     pub(crate) fn from_fd_with_status(fd: OwnedFd) -> Result<(Self, FenceStatus)> {
         let status = check_sync_file(fd.as_fd())?;
         Ok((SyncFile { fd }, status))

@@ -33,8 +33,6 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use crate::format::Fourcc;
-
 use wayland_client::protocol::{
     wl_buffer, wl_callback, wl_compositor, wl_registry, wl_shm, wl_shm_pool, wl_surface,
 };
@@ -63,6 +61,7 @@ use super::presentation::{Presentation, PresentationStats};
 use super::sync::SyncMode;
 use super::{roundtrip, Error, Registry, Result};
 use crate::dmabuf::Dmabuf;
+use crate::format::Fourcc;
 use crate::sync::{Deadline, FenceStatus, SyncFile};
 use crate::sync::{Syncobj, WaitFor};
 
