@@ -783,3 +783,126 @@ fn a_feedback_change_makes_the_swapchain_suboptimal_and_a_new_one_fits() {
     }
     assert!(!chain.suboptimal().unwrap());
 }
+
+#[test]
+fn a_release_fence_that_is_no_sync_file_is_a_typed_error_and_the_buffer_stays_out() {
+    use winsys::wayland::swapchain::{Swapchain, SwapchainConfig};
+    use winsys::wayland::Error;
+    let _one = common::one_at_a_time();
+    let c = need!(
+        Compositor::start_with(&[], &["--bad-release-fence"]),
+        "the reference compositor"
+    );
+    let gpu = need!(common::vk::Gpu::new(), "Vulkan with validation");
+    let fds_before = common::open_fds();
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let mut config = SwapchainConfig::new(256, 256, Fourcc::XRGB8888);
+    config.sync = Some(SyncMode::ExplicitSync);
+    config.image_count = 3;
+    let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    assert_eq!(chain.sync_mode(), SyncMode::ExplicitSync);
+    // Each present hands a buffer over; the first one the compositor gives
+    // back comes with an eventfd as its "fence". Some later call must say
+    // so (a typed error naming the buffer), not take the buffer back.
+    let mut refused = None;
+    for frame in 0..12 {
+        let step = (|| -> Result<(), Error> {
+            let i = chain.acquire(LONG * 4)?;
+            let mut job = gpu.device.submission().unwrap();
+            chain.begin(&mut job, i)?;
+            chain.present(i, job)
+        })();
+        match step {
+            Ok(()) => {}
+            Err(e @ Error::BadReleaseFence { .. }) => {
+                println!("frame {frame}: {e}");
+                refused = Some(e);
+                break;
+            }
+            Err(e) => panic!("frame {frame}: {e}\n{}", c.log_text()),
+        }
+    }
+    let Some(Error::BadReleaseFence { buffer, source }) = refused else {
+        panic!("12 frames and no refusal:\n{}", c.log_text());
+    };
+    assert!(buffer < 3, "buffer {buffer}");
+    assert!(
+        matches!(source, winsys::sync::Error::NotSyncFile { .. }),
+        "{source:?}"
+    );
+    // The refused buffer never comes back: of 3 images at most 2 are
+    // handed out from here on (the others' releases are refused too), and
+    // then a wait for one ends in a timeout (bounded, no hang).
+    let mut handed = 0;
+    let end = loop {
+        match chain.acquire(Duration::from_secs(2)) {
+            Ok(i) => {
+                handed += 1;
+                assert!(
+                    handed <= 2,
+                    "image {i}: a refused buffer was handed out again"
+                );
+            }
+            Err(Error::BadReleaseFence { .. }) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, Error::Timeout { .. }), "{end}");
+    drop(chain);
+    drop(conn);
+    // Every fd the refusals came with is closed.
+    assert_eq!(common::open_fds(), fds_before, "fds leaked");
+}
+
+/// The fds of this process open on DRM nodes.
+fn dri_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with("/dev/dri"))
+        .count()
+}
+
+#[test]
+fn a_swapchain_made_while_another_lives_shares_its_gbm_device() {
+    use winsys::wayland::swapchain::{BufferPath, Swapchain, SwapchainConfig};
+    let _one = common::one_at_a_time();
+    let c = need!(Compositor::start(&[]), "the reference compositor");
+    let gpu = need!(common::vk::Gpu::new(), "Vulkan with validation");
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    // No drm-syncobj: its timelines are a DRM node of each swapchain's own.
+    config.sync = Some(SyncMode::ExplicitSync);
+    let t = Instant::now();
+    let first = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    let first_took = t.elapsed();
+    assert!(
+        matches!(first.buffer_path(), BufferPath::CompositorDevice { .. }),
+        "{:?}",
+        first.buffer_path()
+    );
+    let dri = dri_fds();
+    assert!(dri >= 1, "the GBM device is open while a swapchain lives");
+    // What a resize does: the new swapchain is made before the old one goes.
+    let t = Instant::now();
+    let second = Swapchain::new(&gpu.device, &conn, &config).unwrap();
+    let second_took = t.elapsed();
+    println!("first swapchain made in {first_took:?}, the second in {second_took:?}");
+    assert_eq!(second.buffer_path(), first.buffer_path());
+    assert_eq!(
+        dri_fds(),
+        dri,
+        "the second swapchain opened a DRM node of its own"
+    );
+    drop(first);
+    assert_eq!(
+        dri_fds(),
+        dri,
+        "the GBM device closed while a swapchain uses it"
+    );
+    drop(second);
+    assert!(
+        dri_fds() < dri,
+        "the GBM device stays open with no swapchain"
+    );
+}

@@ -157,3 +157,32 @@ fn unsupported_format_is_a_typed_error() {
         Err(Error::ZeroSize)
     ));
 }
+
+#[test]
+fn a_shared_allocator_is_searched_once_while_it_is_held() {
+    use std::sync::Arc;
+    let a = need!(
+        GbmAllocator::shared(Some("virtio_gpu")),
+        "GBM on virtio_gpu"
+    );
+    let b = GbmAllocator::shared(Some("virtio_gpu")).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "a second search while the first is held"
+    );
+    assert_eq!(a.device().kind(), Some(NodeKind::Primary));
+    // Another driver, another device.
+    let v = GbmAllocator::shared(Some("vgem")).unwrap();
+    assert!(!Arc::ptr_eq(&a, &v));
+    assert_eq!(v.device().driver(), "vgem");
+    // No device of a driver: the search's error, and nothing kept.
+    assert!(matches!(
+        GbmAllocator::shared(Some("no-such-driver")),
+        Err(Error::NoDevice { .. })
+    ));
+    drop((a, b));
+    // Nobody holds it any more: a new search, a new device.
+    let c = GbmAllocator::shared(Some("virtio_gpu")).unwrap();
+    assert_eq!(Arc::strong_count(&c), 1);
+    assert_eq!(c.device().driver(), "virtio_gpu");
+}

@@ -20,7 +20,8 @@
 //!
 //! ```text
 //! compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation]
-//!            [--exit-after SECS] [--run PROGRAM ARGS...]
+//!            [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence]
+//!            [--run PROGRAM ARGS...]
 //! ```
 //!
 //! `--run` starts a client on the compositor's socket once it listens and
@@ -31,6 +32,9 @@
 //! feedback after that many frames (a scanout tranche comes first), as a
 //! compositor does when a surface can go to a display plane: clients should
 //! find their swapchains suboptimal.
+//! `--bad-release-fence` plays a broken compositor: each explicit-sync
+//! release carries an eventfd where a sync_file belongs, so that clients'
+//! tests can check they refuse it (and never reuse the buffer on its word).
 //!
 //! Every second it prints a stats line: frames, commits applied and held,
 //! releases delivered, protocol errors sent, and the event loop's longest
@@ -88,10 +92,11 @@ struct Args {
     validation: bool,
     exit_after: Option<Duration>,
     feedback_change_after: Option<u64>,
+    bad_release_fence: bool,
     run: Vec<String>,
 }
 
-const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--run PROGRAM ARGS...]";
+const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence] [--run PROGRAM ARGS...]";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -103,6 +108,7 @@ fn parse_args() -> Result<Args, Error> {
         validation: false,
         exit_after: None,
         feedback_change_after: None,
+        bad_release_fence: false,
         run: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -123,6 +129,9 @@ fn parse_args() -> Result<Args, Error> {
             "--validation" => args.validation = true,
             "--exit-after" => args.exit_after = Some(Duration::from_secs_f64(value()?.parse()?)),
             "--feedback-change-after" => args.feedback_change_after = Some(value()?.parse()?),
+            // A broken compositor, for clients' tests: every explicit-sync
+            // release is "fenced" with an eventfd, which is no sync_file.
+            "--bad-release-fence" => args.bad_release_fence = true,
             "--run" => {
                 args.run = it.by_ref().collect();
                 if args.run.is_empty() {
@@ -273,6 +282,8 @@ pub struct State {
     png_writer: Option<std::thread::JoinHandle<()>>,
     last_shown: Option<Vec<u8>>,
     refresh: Duration,
+    /// `--bad-release-fence`.
+    bad_release_fence: bool,
 }
 
 impl State {
@@ -368,7 +379,7 @@ impl State {
                             None
                         }
                     };
-                    let to = release_target(&p, &buffer, dma, late);
+                    let to = release_target(&p, &buffer, dma, late, self.bad_release_fence);
                     HeldBuffer::Dmabuf {
                         dma: dma.clone(),
                         gate,
@@ -667,6 +678,7 @@ fn release_target(
     buffer: &WlBuffer,
     dma: &Arc<DmaBuffer>,
     late: Arc<Mutex<Vec<(SyncFile, WlBuffer)>>>,
+    bad_fence: bool,
 ) -> ReleaseTo {
     if let Some((_, timeline, point)) = &p.release_point {
         return ReleaseTo::Timeline {
@@ -677,9 +689,13 @@ fn release_target(
     let buffer = buffer.clone();
     if let Some(release) = p.buffer_release.clone() {
         return ReleaseTo::Fence(Box::new(move |r| {
-            match r {
-                Release::Now => release.immediate_release(),
-                Release::AfterFence(fence) => release.fenced_release(fence.as_fd()),
+            let eventfd = bad_fence
+                .then(|| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).ok())
+                .flatten();
+            match (r, eventfd) {
+                (_, Some(not_a_fence)) => release.fenced_release(not_a_fence.as_fd()),
+                (Release::Now, None) => release.immediate_release(),
+                (Release::AfterFence(fence), None) => release.fenced_release(fence.as_fd()),
             }
             buffer.release();
         }));
@@ -882,6 +898,7 @@ fn run() -> Result<(), Error> {
         png_writer: None,
         last_shown: None,
         refresh,
+        bad_release_fence: args.bad_release_fence,
     };
 
     let timer = rustix::time::timerfd_create(

@@ -229,9 +229,11 @@ fn result_of(e: &winsys::wayland::Error, zero_timeout: bool) -> vk::Result {
     match e {
         E::Retired => vk::Result::ERROR_OUT_OF_DATE_KHR,
         E::Timeout { .. } | E::ImageState { .. } => waited(),
-        E::Connect { .. } | E::Wayland(_) | E::Io { .. } | E::MissingGlobal(_) => {
-            vk::Result::ERROR_SURFACE_LOST_KHR
-        }
+        E::Connect { .. }
+        | E::Wayland(_)
+        | E::Io { .. }
+        | E::MissingGlobal(_)
+        | E::BadReleaseFence { .. } => vk::Result::ERROR_SURFACE_LOST_KHR,
         E::Vulkan(v) => match **v {
             winsys::vulkan::Error::Vk { result, .. } if result.as_raw() < 0 => result,
             winsys::vulkan::Error::Timeout { .. } => waited(),

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rustix::io::Errno;
 
@@ -88,6 +88,39 @@ impl GbmAllocator {
                 tried.join("; ")
             },
         })
+    }
+
+    /// [`GbmAllocator::find`], shared: while anyone holds the returned
+    /// allocator, asking again for the same `driver` gives it back instead
+    /// of searching anew. Each GBM device has Mesa load a driver and build
+    /// a screen (on devices served by kms_swrast, such as vgem, twice: the
+    /// render node's attempt fails first), which a swapchain made while its
+    /// predecessor lives (a resize) need not pay again. Once every holder
+    /// has let go, the device closes.
+    ///
+    /// ```no_run
+    /// use winsys::alloc::gbm::GbmAllocator;
+    /// let a = GbmAllocator::shared(Some("vgem"))?;
+    /// let b = GbmAllocator::shared(Some("vgem"))?;
+    /// assert!(std::sync::Arc::ptr_eq(&a, &b));
+    /// # Ok::<(), winsys::alloc::Error>(())
+    /// ```
+    pub fn shared(driver: Option<&str>) -> Result<Arc<Self>> {
+        type Held = Vec<(Option<String>, Weak<GbmAllocator>)>;
+        static SHARED: Mutex<Held> = Mutex::new(Vec::new());
+        // Held across the search: two threads asking at once search once.
+        let mut held = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|(_, g)| g.strong_count() > 0);
+        let live = held
+            .iter()
+            .filter(|(d, _)| d.as_deref() == driver)
+            .find_map(|(_, g)| g.upgrade());
+        if let Some(g) = live {
+            return Ok(g);
+        }
+        let g = Arc::new(Self::find(driver)?);
+        held.push((driver.map(str::to_owned), Arc::downgrade(&g)));
+        Ok(g)
     }
 
     /// The DRM device GBM runs on.

@@ -153,6 +153,16 @@ pub enum Error {
     /// The sync mode asked for is not available.
     #[error(transparent)]
     Unavailable(#[from] sync::Unavailable),
+    /// The compositor's release fence for a buffer
+    /// (`zwp_linux_buffer_release_v1.fenced_release`) is not a sync_file:
+    /// nothing tells when it is done reading, so the buffer stays its own.
+    #[error("the compositor's release fence for buffer {buffer} is unusable: {source}")]
+    BadReleaseFence {
+        /// The buffer ([`surface::BufferId`]'s index).
+        buffer: usize,
+        /// Why the fd was refused (e.g. not a sync_file).
+        source: crate::sync::Error,
+    },
 }
 
 impl Error {

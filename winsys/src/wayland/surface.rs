@@ -111,7 +111,9 @@ struct State {
     closed: bool,
     frames_done: u64,
     buffers: Vec<Buffer>,
-    failed: Option<String>,
+    /// What the compositor did that ends this surface's use, told at the
+    /// next call.
+    failed: Option<Error>,
     /// Per-surface linux-dmabuf feedback: the round being parsed, the
     /// first one received, and whether a later one differed from it.
     feedback: super::feedback::FeedbackBuilder,
@@ -579,7 +581,7 @@ impl Surface {
 
     fn check_failed(&mut self) -> Result<()> {
         match self.state.failed.take() {
-            Some(why) => Err(Error::Wayland(why)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -960,8 +962,10 @@ impl Surface {
                 let mode = self.mode;
                 let ids = ids.to_vec();
                 let r = super::dispatch_until(&mut self.queue, &mut self.state, what, left, |s| {
-                    ids.iter()
-                        .any(|id| released_by_event(&s.buffers[id.0], mode))
+                    s.failed.is_some()
+                        || ids
+                            .iter()
+                            .any(|id| released_by_event(&s.buffers[id.0], mode))
                 });
                 self.check_failed()?;
                 r?;
@@ -1169,6 +1173,8 @@ impl Surface {
         timeout: Duration,
         done: impl Fn(&State) -> bool,
     ) -> Result<()> {
+        // A failure read meanwhile ends the wait: it is the answer.
+        let done = |s: &State| s.failed.is_some() || done(s);
         super::dispatch_until(&mut self.queue, &mut self.state, what, timeout, done)?;
         self.check_failed()
     }
@@ -1376,9 +1382,9 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, ()> for State {
         _: &QueueHandle<Self>,
     ) {
         if let params_v1::Event::Failed = event {
-            state.failed = Some(
+            state.failed = Some(Error::Wayland(
                 "the compositor refused the dma-buf (zwp_linux_buffer_params_v1.failed)".into(),
-            );
+            ));
         }
     }
 }
@@ -1399,7 +1405,17 @@ impl Dispatch<release_v1::ZwpLinuxBufferReleaseV1, BufferId> for State {
             release_v1::Event::FencedRelease { fence } => {
                 match SyncFile::from_fd_with_status(fence) {
                     Ok((f, FenceStatus::Active)) => Some(f),
-                    _ => None,
+                    Ok(_) => None,
+                    Err(source) => {
+                        // Nothing tells when the compositor is done with
+                        // the buffer: it stays the compositor's (never
+                        // reused), and the surface's next call fails.
+                        state.failed = Some(Error::BadReleaseFence {
+                            buffer: id.0,
+                            source,
+                        });
+                        return;
+                    }
                 }
             }
             _ => None,

@@ -215,7 +215,18 @@ pub struct Swapchain {
     fifo_patience: Duration,
     missed_callbacks: u64,
     copies: bool,
+    /// The GBM device the images came from, shared with the process's
+    /// other swapchains on the same compositor device: one made while this
+    /// one lives (a resize) opens none of its own.
+    _allocator: SharedAllocator,
 }
+
+/// A GBM device shared by swapchains ([`GbmAllocator::shared`](crate::alloc::gbm::GbmAllocator::shared)).
+#[cfg(feature = "gbm")]
+type SharedAllocator = Option<std::sync::Arc<crate::alloc::gbm::GbmAllocator>>;
+/// No GBM without the feature.
+#[cfg(not(feature = "gbm"))]
+type SharedAllocator = Option<std::convert::Infallible>;
 
 impl Swapchain {
     /// Probe the compositor behind `conn`, choose the sync mode, allocate
@@ -350,7 +361,7 @@ impl Swapchain {
         let copies = mode != SyncMode::Shm
             && (config.copy_frames
                 || (linear && main_device.is_some_and(|d| another_gpu(device, d))));
-        let (allocated, path) = if mode == SyncMode::Shm {
+        let (allocated, path, allocator) = if mode == SyncMode::Shm {
             allocate_shm(device, config, usage)?
         } else if copies {
             // The shared buffers are only copied into, and LINEAR.
@@ -466,6 +477,7 @@ impl Swapchain {
             fifo_patience: config.fifo_patience,
             missed_callbacks: 0,
             copies,
+            _allocator: allocator,
         })
     }
 
@@ -1052,14 +1064,14 @@ fn timeline_device(
 
 /// The dma-buf images: on the compositor's device `target` through GBM
 /// where the feature and the device allow (LINEAR), else exported by
-/// Vulkan.
+/// Vulkan; with the GBM device they came from.
 fn allocate(
     device: &Device,
     config: &SwapchainConfig,
     target: Option<u64>,
     modifiers: &[Modifier],
     usage: vk::ImageUsageFlags,
-) -> Result<(Vec<(Image, Dmabuf)>, BufferPath)> {
+) -> Result<(Vec<(Image, Dmabuf)>, BufferPath, SharedAllocator)> {
     #[cfg(feature = "gbm")]
     if let Some(dev) = target
         .filter(|_| modifiers.contains(&Modifier::LINEAR))
@@ -1067,7 +1079,7 @@ fn allocate(
     {
         let driver = dev.driver().to_string();
         drop(dev);
-        if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::find(Some(&driver)) {
+        if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::shared(Some(&driver)) {
             let on_gbm = || -> Option<Vec<(Image, Dmabuf)>> {
                 let mut out = Vec::with_capacity(config.image_count);
                 for _ in 0..config.image_count {
@@ -1089,7 +1101,7 @@ fn allocate(
             };
             // Where GBM or the import fails, Vulkan's own export below.
             if let Some(out) = on_gbm() {
-                return Ok((out, BufferPath::CompositorDevice { driver }));
+                return Ok((out, BufferPath::CompositorDevice { driver }, Some(gbm)));
             }
         }
     }
@@ -1097,6 +1109,7 @@ fn allocate(
     Ok((
         export_images(device, config, modifiers, usage)?,
         BufferPath::VulkanExport,
+        None,
     ))
 }
 
@@ -1127,10 +1140,10 @@ fn export_images(
 type Allocated = (Image, Dmabuf, Option<OwnedFd>);
 
 fn with_no_memfd(
-    (images, path): (Vec<(Image, Dmabuf)>, BufferPath),
-) -> (Vec<Allocated>, BufferPath) {
+    (images, path, allocator): (Vec<(Image, Dmabuf)>, BufferPath, SharedAllocator),
+) -> (Vec<Allocated>, BufferPath, SharedAllocator) {
     let images = images.into_iter().map(|(i, d)| (i, d, None)).collect();
-    (images, path)
+    (images, path, allocator)
 }
 
 /// The wl_shm path's images: over memfds through udmabuf, the same memfds
@@ -1141,7 +1154,7 @@ fn allocate_shm(
     device: &Device,
     config: &SwapchainConfig,
     usage: vk::ImageUsageFlags,
-) -> Result<(Vec<Allocated>, BufferPath)> {
+) -> Result<(Vec<Allocated>, BufferPath, SharedAllocator)> {
     let shared = || -> Option<Vec<Allocated>> {
         let udmabuf = crate::alloc::udmabuf::Udmabuf::open().ok()?;
         (0..config.image_count)
@@ -1157,10 +1170,10 @@ fn allocate_shm(
             .collect()
     };
     if let Some(out) = shared() {
-        return Ok((out, BufferPath::ShmZeroCopy));
+        return Ok((out, BufferPath::ShmZeroCopy, None));
     }
     let out = export_images(device, config, &[Modifier::LINEAR], usage)?;
-    Ok(with_no_memfd((out, BufferPath::ShmCopy)))
+    Ok(with_no_memfd((out, BufferPath::ShmCopy, None)))
 }
 
 fn vk_err(e: crate::vulkan::Error) -> Error {
