@@ -1071,7 +1071,7 @@ fn allocate(
     target: Option<u64>,
     modifiers: &[Modifier],
     usage: vk::ImageUsageFlags,
-) -> Result<(Vec<(Image, Dmabuf)>, BufferPath, SharedAllocator)> {
+) -> Result<Images<(Image, Dmabuf)>> {
     #[cfg(feature = "gbm")]
     if let Some(dev) = target
         .filter(|_| modifiers.contains(&Modifier::LINEAR))
@@ -1136,12 +1136,14 @@ fn export_images(
         .collect()
 }
 
+/// A swapchain's images, how they reach the compositor, and the GBM
+/// device they came from.
+type Images<T> = (Vec<T>, BufferPath, SharedAllocator);
+
 /// One image and what the swapchain made it from.
 type Allocated = (Image, Dmabuf, Option<OwnedFd>);
 
-fn with_no_memfd(
-    (images, path, allocator): (Vec<(Image, Dmabuf)>, BufferPath, SharedAllocator),
-) -> (Vec<Allocated>, BufferPath, SharedAllocator) {
+fn with_no_memfd((images, path, allocator): Images<(Image, Dmabuf)>) -> Images<Allocated> {
     let images = images.into_iter().map(|(i, d)| (i, d, None)).collect();
     (images, path, allocator)
 }
@@ -1154,7 +1156,7 @@ fn allocate_shm(
     device: &Device,
     config: &SwapchainConfig,
     usage: vk::ImageUsageFlags,
-) -> Result<(Vec<Allocated>, BufferPath, SharedAllocator)> {
+) -> Result<Images<Allocated>> {
     let shared = || -> Option<Vec<Allocated>> {
         let udmabuf = crate::alloc::udmabuf::Udmabuf::open().ok()?;
         (0..config.image_count)
