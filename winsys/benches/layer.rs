@@ -54,8 +54,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cube::{
-    cube_binary, frames_for, mean, run_cube_env, run_program, run_seconds, syscalls, Figures, Kind,
-    Running,
+    cube_binary, frames_for, fresh_runs, mean, run_cube_env, run_program, run_seconds, selected,
+    syscalls, Figures, Kind, Running,
 };
 use report::{Row, Rows};
 
@@ -347,7 +347,11 @@ fn main() {
         ("1920x1080", (1920, 1080), 3, (6, 120)),
     ] {
         for kind in [Kind::Weston, Kind::Sway, Kind::Mutter] {
+            if !selected(kind, size) {
+                continue;
+            }
             let t = Instant::now();
+            fresh_runs(kind, w, h);
             let comp = match Running::start(kind, w, h) {
                 Ok(c) => c,
                 Err(e) => {

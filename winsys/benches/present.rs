@@ -51,7 +51,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cube::{
-    cube_binary, frames_for, mean, run_cube, run_seconds, syscalls_per_frame, Kind, Running,
+    cube_binary, frames_for, fresh_runs, mean, run_cube, run_seconds, selected, syscalls_per_frame,
+    Kind, Running,
 };
 use report::{Row, Rows};
 
@@ -290,6 +291,9 @@ fn main() {
         ("1920x1080", (1920, 1080), 3, (6, 120)),
     ] {
         for kind in [Kind::Weston, Kind::Sway, Kind::Mutter] {
+            if !selected(kind, size) {
+                continue;
+            }
             // Mutter and weston take wl_shm from winsys's warm-up the way
             // their rows do; sway its default (drm-syncobj).
             let warm_args: &[&str] = if kind == Kind::Mutter {
@@ -298,6 +302,7 @@ fn main() {
                 &[]
             };
             let t = Instant::now();
+            fresh_runs(kind, w, h);
             let mut comp = match Running::start(kind, w, h) {
                 Ok(c) => c,
                 Err(e) => {

@@ -674,16 +674,23 @@ pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
     if let Some(n) = name {
         cargo_args.extend(["--bench", n]);
     }
+    let mut env = vec![(
+        "WINSYS_BENCH_OUT".to_string(),
+        out.to_string_lossy().into_owned(),
+    )];
+    // The benches' own knobs, passed on from this shell.
+    for var in ["WINSYS_BENCH_RUN_SECONDS", "WINSYS_BENCH_ONLY"] {
+        if let Ok(v) = std::env::var(var) {
+            env.push((var.to_string(), v));
+        }
+    }
     let mut report = run_built_in_vm(
         opts,
         "benchmarks",
         &cargo_args,
         Want::Benches,
         &["--bench"],
-        vec![(
-            "WINSYS_BENCH_OUT".to_string(),
-            out.to_string_lossy().into_owned(),
-        )],
+        env,
     )?;
     if out.is_file() {
         step!("bench results: {}", out.display());

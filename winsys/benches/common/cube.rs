@@ -56,7 +56,8 @@ pub(crate) fn field(json: &str, key: &str) -> Option<f64> {
     rest[..end].trim().parse().ok()
 }
 
-/// Run `program` with `args` and `env` on `socket`, cut off after
+/// Run `program` with `args` and `env` on `socket` (or a compositor of
+/// its own, [`fresh_runs`]), once the compositor is idle, cut off after
 /// [`run_limit`]: its stdout and how long it ran, or why it failed (a
 /// bench row is never made of a broken run).
 pub(crate) fn run_program(
@@ -65,6 +66,9 @@ pub(crate) fn run_program(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<(String, Duration), String> {
+    let (socket, _fresh) = run_target(socket)?;
+    let socket = socket.as_str();
+    settle();
     let t = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -97,6 +101,90 @@ pub(crate) fn run_program(
         return Err(format!("{} {args:?} failed: {last}", program.display()));
     }
     Ok((String::from_utf8_lossy(&out.stdout).into_owned(), elapsed))
+}
+
+/// The compositor kind and size whose every run gets a compositor of its
+/// own ([`fresh_runs`]).
+static FRESH: std::sync::Mutex<Option<(Kind, u32, u32)>> = std::sync::Mutex::new(None);
+
+/// Say which compositor the next rows run on (`kind`, an output of `w` x
+/// `h`). mutter 48 headless at 1920x1080 shows the first window it maps
+/// within seconds but every later one only after a stall of 60-100 s
+/// under TCG (measured: the cube's 60 s waits ran out for the layer, the
+/// driver's WSI and winsys's own swapchain alike, and waiting for mutter
+/// to go idle first did not help): there every run ([`run_program`],
+/// [`syscalls`]) starts a mutter of its own and presents to it instead
+/// of the row's compositor.
+pub(crate) fn fresh_runs(kind: Kind, w: u32, h: u32) {
+    let fresh = (kind == Kind::Mutter && h > 256).then_some((kind, w, h));
+    *FRESH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+}
+
+/// The socket a run presents to: `socket`, or that of a compositor
+/// started for this run ([`fresh_runs`]), which the returned value keeps
+/// running until the run is done.
+fn run_target(socket: &str) -> Result<(String, Option<Running>), String> {
+    let fresh = *FRESH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match fresh {
+        None => Ok((socket.to_string(), None)),
+        Some((kind, w, h)) => {
+            let c = Running::start(kind, w, h)?;
+            Ok((c.socket().to_string(), Some(c)))
+        }
+    }
+}
+
+/// The compositors the benches run.
+const COMPOSITORS: [&str; 3] = ["weston", "sway", "mutter"];
+
+/// CPU time (clock ticks) of the running compositors so far.
+fn compositor_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // "pid (comm) state ppid ... utime stime ...": comm may hold spaces.
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
+            COMPOSITORS.contains(&comm).then_some(())?;
+            let f: Vec<&str> = tail.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Wait (at most 2 minutes) until the compositor is idle — under a tenth
+/// of a CPU over half a second — so that a run does not share the CPUs
+/// with what the compositor still does for the run before. mutter 48
+/// headless at 1920x1080 keeps both vCPUs busy for tens of seconds after
+/// a window closes (measured: about 1,600 ticks in 8 s, 30 s on), and a
+/// run started meanwhile waited past the cube's 60 s timeouts.
+fn settle() {
+    const SAMPLE: Duration = Duration::from_millis(500);
+    let t = Instant::now();
+    loop {
+        let a = compositor_ticks();
+        std::thread::sleep(SAMPLE);
+        let busy = compositor_ticks().saturating_sub(a);
+        if busy < 5 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            println!(
+                "the compositor is still busy after {:.0?}; running anyway",
+                t.elapsed()
+            );
+            return;
+        }
+    }
+    if t.elapsed() > Duration::from_secs(2) {
+        println!("waited {:.1?} for the compositor to settle", t.elapsed());
+    }
 }
 
 /// Run the cube with `env`; its figures.
@@ -132,6 +220,9 @@ pub(crate) fn syscalls(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Option<f64> {
+    let (socket, _fresh) = run_target(socket).ok()?;
+    let socket = socket.as_str();
+    settle();
     let summary = std::env::temp_dir().join(format!("winsys-strace-{}", std::process::id()));
     let status = Command::new("strace")
         .args(["-f", "-c", "-o"])
@@ -229,6 +320,14 @@ pub(crate) fn mean(a: Figures, b: Figures) -> Figures {
             .zip(b.steady_cpu_ms)
             .map(|(x, y)| (x + y) / 2.0),
     }
+}
+
+/// Whether the rows of `kind` at `size` are to be measured:
+/// `WINSYS_BENCH_ONLY` (e.g. `mutter 1920x1080`, or `sway`) keeps the
+/// compositor-and-size pairs whose name contains it; unset, all.
+pub(crate) fn selected(kind: Kind, size: &str) -> bool {
+    let name = format!("{kind:?} {size}").to_lowercase();
+    std::env::var("WINSYS_BENCH_ONLY").map_or(true, |only| name.contains(&only.to_lowercase()))
 }
 
 /// The seconds of frames each run of a row presents.
