@@ -33,8 +33,14 @@ use crate::uapi::drm;
 pub use gbm::BufferObjectFlags as Usage;
 
 /// A GBM device on one DRM node.
+///
+/// It may be shared between threads ([`GbmAllocator::shared`]); Mesa does
+/// not promise that one GBM device takes calls from several threads at
+/// once, so allocations and imports are made one at a time.
 pub struct GbmAllocator {
     gbm: gbm::Device<DrmDevice>,
+    /// Held across each allocation and import.
+    calls: Mutex<()>,
 }
 
 impl GbmAllocator {
@@ -50,7 +56,10 @@ impl GbmAllocator {
             op: "gbm_create_device",
             errno: Errno::from_io_error(&e).unwrap_or(Errno::NODEV),
         })?;
-        Ok(GbmAllocator { gbm })
+        Ok(GbmAllocator {
+            gbm,
+            calls: Mutex::new(()),
+        })
     }
 
     /// The first DRM node (of `driver`, if given) on which GBM can allocate
@@ -178,6 +187,7 @@ impl GbmAllocator {
         let implicit_ok = modifiers.contains(&Modifier::INVALID);
         let linear_only = explicit == [Modifier::LINEAR];
         let mut last_err = None;
+        let _one_at_a_time = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         if !explicit.is_empty() {
             match self.gbm.create_buffer_object_with_modifiers2::<()>(
                 width,
@@ -307,6 +317,7 @@ impl GbmAllocator {
             strides[i] = p.stride() as i32;
             offsets[i] = p.offset() as i32;
         }
+        let _one_at_a_time = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         self.gbm
             .import_buffer_object_from_dma_buf_with_modifiers(
                 dmabuf.planes().len() as u32,

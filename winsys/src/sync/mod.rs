@@ -26,7 +26,7 @@ pub use sync_file::{FenceInfo, FenceStatus, SyncFile, SyncFileInfo};
 pub use syncobj::{Syncobj, SyncobjHandle, WaitFor};
 
 /// Errors of the sync module: sync_files and syncobjs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The fd given as a sync_file is not one.

@@ -155,7 +155,8 @@ pub enum Error {
     Unavailable(#[from] sync::Unavailable),
     /// The compositor's release fence for a buffer
     /// (`zwp_linux_buffer_release_v1.fenced_release`) is not a sync_file:
-    /// nothing tells when it is done reading, so the buffer stays its own.
+    /// nothing tells when it is done reading, so the buffer stays its own,
+    /// and every later call on the surface fails with this error.
     #[error("the compositor's release fence for buffer {buffer} is unusable: {source}")]
     BadReleaseFence {
         /// The buffer ([`surface::BufferId`]'s index).

@@ -111,9 +111,12 @@ struct State {
     closed: bool,
     frames_done: u64,
     buffers: Vec<Buffer>,
-    /// What the compositor did that ends this surface's use, told at the
-    /// next call.
+    /// A refusal by the compositor, told at the next call.
     failed: Option<Error>,
+    /// The first buffer whose release "fence" was unusable, and why: from
+    /// then on every call fails (nothing says when the compositor is done
+    /// with that buffer).
+    refused: Option<(usize, crate::sync::Error)>,
     /// Per-surface linux-dmabuf feedback: the round being parsed, the
     /// first one received, and whether a later one differed from it.
     feedback: super::feedback::FeedbackBuilder,
@@ -582,7 +585,13 @@ impl Surface {
     fn check_failed(&mut self) -> Result<()> {
         match self.state.failed.take() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => match &self.state.refused {
+                Some((buffer, source)) => Err(Error::BadReleaseFence {
+                    buffer: *buffer,
+                    source: source.clone(),
+                }),
+                None => Ok(()),
+            },
         }
     }
 
@@ -962,7 +971,7 @@ impl Surface {
                 let mode = self.mode;
                 let ids = ids.to_vec();
                 let r = super::dispatch_until(&mut self.queue, &mut self.state, what, left, |s| {
-                    s.failed.is_some()
+                    s.broken()
                         || ids
                             .iter()
                             .any(|id| released_by_event(&s.buffers[id.0], mode))
@@ -994,7 +1003,7 @@ impl Surface {
                 &mut self.state,
                 what,
                 left,
-                |s| s.failed.is_some(),
+                |s| s.broken(),
                 &borrowed,
             )?;
             self.check_failed()?;
@@ -1035,7 +1044,7 @@ impl Surface {
                     &mut self.state,
                     what,
                     timeout,
-                    |s| s.failed.is_some(),
+                    |s| s.broken(),
                     &[efd.as_fd()],
                 )?;
                 self.check_failed()?;
@@ -1174,7 +1183,7 @@ impl Surface {
         done: impl Fn(&State) -> bool,
     ) -> Result<()> {
         // A failure read meanwhile ends the wait: it is the answer.
-        let done = |s: &State| s.failed.is_some() || done(s);
+        let done = |s: &State| s.broken() || done(s);
         super::dispatch_until(&mut self.queue, &mut self.state, what, timeout, done)?;
         self.check_failed()
     }
@@ -1274,6 +1283,14 @@ fn released_by_event(b: &Buffer, mode: SyncMode) -> bool {
             b.released && (mode != SyncMode::ExplicitSync || b.release_fence.is_some())
         }
         _ => true,
+    }
+}
+
+impl State {
+    /// Whether a call must fail ([`Surface::check_failed`]'s errors): a
+    /// wait ends on it.
+    fn broken(&self) -> bool {
+        self.failed.is_some() || self.refused.is_some()
     }
 }
 
@@ -1381,7 +1398,7 @@ impl Dispatch<params_v1::ZwpLinuxBufferParamsV1, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let params_v1::Event::Failed = event {
+        if let (params_v1::Event::Failed, None) = (event, &state.failed) {
             state.failed = Some(Error::Wayland(
                 "the compositor refused the dma-buf (zwp_linux_buffer_params_v1.failed)".into(),
             ));
@@ -1409,11 +1426,8 @@ impl Dispatch<release_v1::ZwpLinuxBufferReleaseV1, BufferId> for State {
                     Err(source) => {
                         // Nothing tells when the compositor is done with
                         // the buffer: it stays the compositor's (never
-                        // reused), and the surface's next call fails.
-                        state.failed = Some(Error::BadReleaseFence {
-                            buffer: id.0,
-                            source,
-                        });
+                        // reused), and every later call fails.
+                        state.refused.get_or_insert((id.0, source));
                         return;
                     }
                 }
