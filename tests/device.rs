@@ -85,3 +85,68 @@ fn a_callers_fd_and_dev_t_find_the_same_node() {
     let (r, _w) = rustix::pipe::pipe().unwrap();
     assert!(matches!(DrmDevice::from_fd(r), Err(Error::NotDrmFd(_))));
 }
+
+#[test]
+fn neither_test_bed_device_renders_and_both_make_dumb_buffers_on_their_card_node() {
+    use winsys::alloc::dumb::DumbAllocator;
+    use winsys::alloc::Error as AllocError;
+    use winsys::dmabuf::Access;
+    use winsys::format::Fourcc;
+    for driver in ["vgem", "virtio_gpu"] {
+        let render = common::required(
+            &format!("{driver} render node"),
+            DrmDevice::find(driver, NodeKind::Render),
+        );
+        let Some(render) = render else { return };
+        // vgem has no renderer; the test bed's virtio-gpu has no virgl.
+        assert!(!render.renders(), "{driver} renders");
+        let card = render.open_sibling(NodeKind::Primary).unwrap();
+        assert_eq!(card.kind(), Some(NodeKind::Primary));
+        assert_eq!(card.driver(), driver);
+        let back = card.open_sibling(NodeKind::Render).unwrap();
+        assert_eq!(back.dev_t(), render.dev_t());
+
+        let dumb = DumbAllocator::for_device(&render).unwrap();
+        assert_eq!(dumb.device().path(), card.path());
+        let buf = dumb.create(100, 64, Fourcc::XRGB8888).unwrap();
+        let plane = &buf.planes()[0];
+        assert_eq!(plane.stride(), 512, "{driver}: rows padded to 256 bytes");
+        // Through the dma-buf, bracketed by DMA_BUF_IOCTL_SYNC.
+        let len = 512 * 64;
+        let pattern: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut map = buf.map(Access::ReadWrite).unwrap();
+        map.write(None)
+            .unwrap()
+            .write_bytes(0, 0, &pattern)
+            .unwrap();
+        drop(map);
+        let map = buf.map(Access::Read).unwrap();
+        assert_eq!(
+            &map.read(None).unwrap().to_vec(0).unwrap()[..len],
+            &pattern[..]
+        );
+
+        assert!(matches!(
+            dumb.create(0, 64, Fourcc::XRGB8888),
+            Err(AllocError::ZeroSize)
+        ));
+        assert!(matches!(
+            dumb.create(64, 64, Fourcc::NV12),
+            Err(AllocError::UnsupportedFormat { .. })
+        ));
+    }
+    // virtio-gpu makes 32-bit pixels only: the driver's refusal, typed.
+    let virtio = DrmDevice::find("virtio_gpu", NodeKind::Render).unwrap();
+    let err = DumbAllocator::for_device(&virtio)
+        .unwrap()
+        .create(64, 64, Fourcc::RGB565)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AllocError::Device(winsys::device::Error::Ioctl { errno, .. })
+                if *errno == rustix::io::Errno::INVAL
+        ),
+        "{err:?}"
+    );
+}

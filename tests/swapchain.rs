@@ -53,7 +53,7 @@ fn run_frames(
     let mut config = config.clone();
     config.timeout = Duration::from_secs(20);
     let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
-    // On weston's own device (vgem), through GBM, imported into lavapipe:
+    // On weston's own device (vgem), as dumb buffers, imported into lavapipe:
     // weston 14's llvmpipe crashes on lavapipe's udmabuf exports. Without
     // linux-dmabuf: wl_shm over the images' own memfds (udmabuf).
     let expect = match chain.sync_mode() {
@@ -478,8 +478,8 @@ fn mutter_paces_fifo_with_wp_fifo_v1_and_shows_every_frame() {
 fn sway_takes_frames_on_drm_syncobj_timelines_and_implicitly() {
     let gpu = need!(Gpu::new(), "Vulkan with validation");
     let sway = need!(Sway::start(), "sway 1.12 on virtio-gpu");
-    // Allocated where sway's feedback says (virtio_gpu, through GBM on its
-    // card node): sway refuses vgem buffers.
+    // Allocated where sway's feedback says (virtio_gpu without 3D: dumb
+    // buffers on its card node): sway refuses vgem buffers.
     let on_virtio = BufferPath::CompositorDevice {
         driver: "virtio_gpu".into(),
     };

@@ -312,6 +312,57 @@ impl DrmDevice {
         self.cap(sys::DRM_CAP_SYNCOBJ_TIMELINE).unwrap_or(0) != 0
     }
 
+    /// Whether a GPU renders behind this device. False for vgem (no
+    /// renderer at all) and for virtio-gpu whose host gives no 3D
+    /// (`VIRTGPU_PARAM_3D_FEATURES` is 0): Mesa serves those with
+    /// kms_swrast alone, whose only buffers are dumb buffers on the primary
+    /// node ([`crate::alloc::dumb`]). Every other driver is taken to render.
+    pub fn renders(&self) -> bool {
+        match self.driver.as_str() {
+            "vgem" => false,
+            "virtio_gpu" => {
+                let mut value: std::ffi::c_int = 0;
+                let mut arg = crate::uapi::virtgpu::drm_virtgpu_getparam {
+                    param: crate::uapi::virtgpu::VIRTGPU_PARAM_3D_FEATURES,
+                    value: std::ptr::addr_of_mut!(value) as u64,
+                };
+                // SAFETY: `value` points to a live `int`, the one the kernel
+                // writes for this parameter.
+                let asked = unsafe {
+                    crate::uapi::virtgpu::DRM_IOCTL_VIRTGPU_GETPARAM.call(&self.fd, &mut arg)
+                };
+                // A kernel that cannot tell: leave the choice to Mesa.
+                asked.is_err() || value != 0
+            }
+            _ => true,
+        }
+    }
+
+    /// Open this device's node of `kind` (its primary node from a render
+    /// node, or the other way round), found through sysfs
+    /// (`/sys/dev/char/MAJOR:MINOR/device/drm/`).
+    pub fn open_sibling(&self, kind: NodeKind) -> Result<Self> {
+        let dir = format!(
+            "/sys/dev/char/{}:{}/device/drm",
+            rustix::fs::major(self.dev),
+            rustix::fs::minor(self.dev)
+        );
+        let not_found = || Error::NotFound {
+            driver: self.driver.clone(),
+            kind,
+            found: format!("no {kind:?} node under {dir}"),
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|_| not_found())?;
+        let mut names: Vec<_> = entries
+            .flatten()
+            .map(|e| Path::new("/dev/dri").join(e.file_name()))
+            .filter(|p| NodeKind::of(p) == Some(kind))
+            .collect();
+        names.sort();
+        let path = names.into_iter().next().ok_or_else(not_found)?;
+        DrmDevice::open(path)
+    }
+
     pub(crate) fn ioctl_error(&self, op: &'static str, errno: Errno) -> Error {
         Error::Ioctl {
             op,

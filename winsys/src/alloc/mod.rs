@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`udmabuf`] | `/dev/udmabuf` | wraps a sealed memfd: CPU-made buffers shareable as dma-bufs (lavapipe's way to dma-bufs) |
 //! | [`heap`] | `/dev/dma_heap/system` | plain system-memory dma-bufs |
+//! | [`dumb`] | a KMS device's primary node | dumb buffers, all a device with no renderer (vgem, virtio-gpu without 3D) makes, without loading Mesa |
 //! | [`vgem`] | the `vgem` DRM driver | dumb buffers plus userspace-controlled fences, the test utility peers' kernel suites use to fake a busy GPU |
 //! | `gbm` (feature `gbm`) | a DRM node through Mesa's GBM | driver-allocated images with format modifiers, several planes |
 //!
@@ -26,6 +27,7 @@ use rustix::io::Errno;
 use crate::dmabuf::Dmabuf;
 use crate::format::{Fourcc, Modifier};
 
+pub mod dumb;
 #[cfg(feature = "gbm")]
 pub mod gbm;
 pub mod heap;

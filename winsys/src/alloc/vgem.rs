@@ -22,17 +22,17 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::dumb::{self, Gem};
 use super::{linear_dmabuf, Error, Result};
 use crate::device::{DrmDevice, NodeKind};
 use crate::dmabuf::{Access, Dmabuf};
-use crate::fd::owned_from_kernel;
 use crate::format::Fourcc;
 use crate::uapi::{drm, vgem as sys};
 
@@ -59,43 +59,12 @@ impl Vgem {
     /// read-write LINEAR [`Dmabuf`] (`DRM_IOCTL_MODE_CREATE_DUMB`, then
     /// `PRIME_HANDLE_TO_FD` with `DRM_RDWR`).
     pub fn create(&self, width: u32, height: u32, format: Fourcc) -> Result<VgemBuffer> {
-        let info = match format.planes() {
-            Some([info]) => *info,
-            Some(_) => {
-                return Err(Error::UnsupportedFormat {
-                    format,
-                    why: "dumb buffers have one plane",
-                })
-            }
-            None => {
-                return Err(Error::UnsupportedFormat {
-                    format,
-                    why: "unknown layout",
-                })
-            }
-        };
-        if width == 0 || height == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let mut arg = drm::drm_mode_create_dumb {
-            width,
-            height,
-            bpp: info.cpp * 8,
-            ..Default::default()
-        };
-        drm::DRM_IOCTL_MODE_CREATE_DUMB
-            .call(self.dev.as_fd(), &mut arg)
-            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_MODE_CREATE_DUMB", e))?;
-        let gem = Gem {
-            dev: self.dev.clone(),
-            handle: arg.handle,
-        };
-        let fd = gem.export(drm::DRM_RDWR | drm::DRM_CLOEXEC)?;
-        let dmabuf = linear_dmabuf(fd, width, height, format, &[(0, arg.pitch)])?;
+        let made = dumb::create(&self.dev, width, height, format)?;
+        let dmabuf = linear_dmabuf(made.fd, width, height, format, &[(0, made.pitch)])?;
         Ok(VgemBuffer {
-            gem,
+            gem: made.gem,
             dmabuf,
-            size: arg.size,
+            size: made.size,
         })
     }
 }
@@ -125,37 +94,6 @@ impl Vgem {
 /// A foreign dma-buf imported into vgem ([`Vgem::import`]).
 pub struct VgemImport {
     _gem: Gem,
-}
-
-/// A GEM handle, closed on drop.
-struct Gem {
-    dev: Arc<DrmDevice>,
-    handle: u32,
-}
-
-impl Gem {
-    fn export(&self, flags: u32) -> Result<OwnedFd> {
-        let mut arg = drm::drm_prime_handle {
-            handle: self.handle,
-            flags,
-            fd: -1,
-        };
-        drm::DRM_IOCTL_PRIME_HANDLE_TO_FD
-            .call(self.dev.as_fd(), &mut arg)
-            .map_err(|e| self.dev.ioctl_error("DRM_IOCTL_PRIME_HANDLE_TO_FD", e))?;
-        Ok(owned_from_kernel(arg.fd))
-    }
-}
-
-impl Drop for Gem {
-    fn drop(&mut self) {
-        let mut arg = drm::drm_gem_close {
-            handle: self.handle,
-            pad: 0,
-        };
-        // The handle goes away with the device fd anyway; nothing to report.
-        let _ = drm::DRM_IOCTL_GEM_CLOSE.call(self.dev.as_fd(), &mut arg);
-    }
 }
 
 /// A vgem dumb buffer and its dma-buf.

@@ -13,7 +13,7 @@
 //!
 //! The definitions follow Linux 6.12's headers:
 //! `include/uapi/linux/{dma-buf,sync_file,udmabuf,dma-heap}.h` and
-//! `include/uapi/drm/{drm,drm_mode,vgem_drm}.h`.
+//! `include/uapi/drm/{drm,drm_mode,vgem_drm,virtgpu_drm}.h`.
 
 #![allow(non_camel_case_types, missing_docs)]
 
@@ -30,6 +30,7 @@ pub mod drm;
 pub mod sync_file;
 pub mod udmabuf;
 pub mod vgem;
+pub mod virtgpu;
 
 pub use rustix::ioctl::opcode;
 
@@ -176,6 +177,7 @@ mod tests {
         assert_eq!(drm::MODE_CREATE_DUMB_OPCODE, 0xc020_64b2);
         assert_eq!(vgem::FENCE_ATTACH_OPCODE, 0xc010_6441);
         assert_eq!(vgem::FENCE_SIGNAL_OPCODE, 0x4008_6442);
+        assert_eq!(virtgpu::GETPARAM_OPCODE, 0xc010_6443);
     }
 
     #[test]

@@ -165,15 +165,18 @@ pub enum BufferPath {
     /// the CPU before the commit (wl_shm carries no fence). Where udmabuf
     /// or the driver's import is missing: [`BufferPath::ShmCopy`].
     ShmZeroCopy,
-    /// Allocated with GBM on the device the compositor's feedback names
-    /// (so it surely imports them) and imported into Vulkan.
+    /// Allocated on the device the compositor's feedback names (so it
+    /// surely imports them) and imported into Vulkan: as dumb buffers where
+    /// no GPU renders behind that device
+    /// ([`DrmDevice::renders`](crate::device::DrmDevice::renders)), else
+    /// through GBM (feature `gbm`).
     CompositorDevice {
         /// That device's driver.
         driver: String,
     },
     /// Vulkan allocates and exports the images as dma-bufs, which the
-    /// compositor imports (without the `gbm` feature, or when GBM cannot
-    /// allocate on the compositor's device).
+    /// compositor imports (when the compositor's device cannot allocate
+    /// them, or it renders and the `gbm` feature is off).
     VulkanExport,
 }
 
@@ -1062,9 +1065,11 @@ fn timeline_device(
     })
 }
 
-/// The dma-buf images: on the compositor's device `target` through GBM
-/// where the feature and the device allow (LINEAR), else exported by
-/// Vulkan; with the GBM device they came from.
+/// The dma-buf images: on the compositor's device `target` where the
+/// device allows (LINEAR) — as dumb buffers where no GPU renders behind it
+/// (what Mesa's GBM would make there, without loading Mesa), else through
+/// GBM with the feature — else exported by Vulkan; with the GBM device
+/// they came from.
 fn allocate(
     device: &Device,
     config: &SwapchainConfig,
@@ -1072,40 +1077,56 @@ fn allocate(
     modifiers: &[Modifier],
     usage: vk::ImageUsageFlags,
 ) -> Result<Images<(Image, Dmabuf)>> {
-    #[cfg(feature = "gbm")]
     if let Some(dev) = target
         .filter(|_| modifiers.contains(&Modifier::LINEAR))
         .and_then(|t| crate::device::DrmDevice::open_dev_t(t).ok())
     {
         let driver = dev.driver().to_string();
-        drop(dev);
-        if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::shared(Some(&driver)) {
-            let on_gbm = || -> Option<Vec<(Image, Dmabuf)>> {
-                let mut out = Vec::with_capacity(config.image_count);
-                for _ in 0..config.image_count {
-                    let dmabuf = gbm
-                        .allocate(
-                            config.width,
-                            config.height,
-                            config.format,
-                            &[Modifier::LINEAR],
-                            crate::alloc::gbm::Usage::RENDERING,
-                        )
-                        .ok()?;
-                    let image = device
-                        .import_dmabuf_as(&dmabuf, usage, config.encoding)
-                        .ok()?;
-                    out.push((image, dmabuf));
+        // Each image made by `make`, imported into Vulkan; None where
+        // either fails (Vulkan's own export below then serves).
+        let on_device = |make: &dyn Fn() -> Option<Dmabuf>| -> Option<Vec<(Image, Dmabuf)>> {
+            let mut out = Vec::with_capacity(config.image_count);
+            for _ in 0..config.image_count {
+                let dmabuf = make()?;
+                let image = device
+                    .import_dmabuf_as(&dmabuf, usage, config.encoding)
+                    .ok()?;
+                out.push((image, dmabuf));
+            }
+            Some(out)
+        };
+        let path = || BufferPath::CompositorDevice {
+            driver: driver.clone(),
+        };
+        if !dev.renders() {
+            if let Ok(dumb) = crate::alloc::dumb::DumbAllocator::for_device(&dev) {
+                drop(dev);
+                let made =
+                    on_device(&|| dumb.create(config.width, config.height, config.format).ok());
+                if let Some(out) = made {
+                    return Ok((out, path(), None));
                 }
-                Some(out)
-            };
-            // Where GBM or the import fails, Vulkan's own export below.
-            if let Some(out) = on_gbm() {
-                return Ok((out, BufferPath::CompositorDevice { driver }, Some(gbm)));
+            }
+        } else {
+            #[cfg(feature = "gbm")]
+            if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::shared(Some(&driver)) {
+                drop(dev);
+                let made = on_device(&|| {
+                    gbm.allocate(
+                        config.width,
+                        config.height,
+                        config.format,
+                        &[Modifier::LINEAR],
+                        crate::alloc::gbm::Usage::RENDERING,
+                    )
+                    .ok()
+                });
+                if let Some(out) = made {
+                    return Ok((out, path(), Some(gbm)));
+                }
             }
         }
     }
-    let _ = target;
     Ok((
         export_images(device, config, modifiers, usage)?,
         BufferPath::VulkanExport,
