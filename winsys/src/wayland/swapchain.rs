@@ -21,11 +21,12 @@
 //! ```
 //!
 //! How the images reach the compositor ([`BufferPath`]): dma-bufs it
-//! imports, allocated on its device (GBM) or exported by Vulkan — the app
+//! imports, allocated on its device (dumb buffers where no GPU renders
+//! behind it, else GBM) or exported by Vulkan — the app
 //! renders into them directly; when the compositor's device is another
 //! GPU, the app renders into images of its own device and each frame is
 //! copied on that GPU into a LINEAR buffer the compositor imports (on its
-//! device through GBM, else exported by the app's)
+//! device, else exported by the app's)
 //! ([`SwapchainConfig::copy_frames`]); without linux-dmabuf, wl_shm pools
 //! made of the images' own memory (udmabuf), or one copy per frame.
 //!
@@ -218,7 +219,8 @@ pub struct Swapchain {
     fifo_patience: Duration,
     missed_callbacks: u64,
     copies: bool,
-    /// The GBM device the images came from, shared with the process's
+    /// The GBM device the images came from (none for dumb buffers: their
+    /// dma-bufs alone keep them), shared with the process's
     /// other swapchains on the same compositor device: one made while this
     /// one lives (a resize) opens none of its own.
     _allocator: SharedAllocator,
