@@ -321,8 +321,14 @@ fn interop_proves_what_is_shared_and_its_html_matches_its_json() {
     // GBM on vgem's card node exports what the CPU reads back.
     let gbm_vgem = named(&r, "exporters", &["gbm:", "card", "(vgem)"]);
     assert_eq!(cell(&r, &gbm_vgem, "cpu-map")["round_trip"], true);
-    // weston takes vgem's dma-bufs.
+    // Dumb buffers on virtio_gpu's card node (the swapchain's images for
+    // sway) read back exact, and weston (on vgem) takes them.
+    let dumb_virtio = named(&r, "exporters", &["dumb:", "card", "(virtio_gpu)"]);
+    let c = cell(&r, &dumb_virtio, "cpu-map");
+    assert_eq!(c["round_trip"], true, "{c}");
     let compositor = named(&r, "importers", &["compositor:"]);
+    assert_eq!(cell(&r, &dumb_virtio, &compositor)["status"], "ok");
+    // weston takes vgem's dma-bufs.
     assert_eq!(cell(&r, "vgem", &compositor)["status"], "ok");
     // lavapipe: imports and reads back exact, waiting for the pending write
     // (where Mesa has its dma-buf support at all).

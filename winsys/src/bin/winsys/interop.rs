@@ -1,7 +1,7 @@
 //! `winsys interop`: every exporter x importer pair, tried for real.
 //!
 //! Exporters: udmabuf, each dma-heap, vgem, GBM on each DRM node that
-//! allocates, Vulkan on each device that exports dma-bufs. Importers: a
+//! allocates, dumb buffers on each card node, Vulkan on each device that exports dma-bufs. Importers: a
 //! CPU mapping, vgem (PRIME import), GBM on each node, Vulkan on each device, and the
 //! compositor behind `WAYLAND_DISPLAY` (linux-dmabuf `create_immed`).
 //!
@@ -16,12 +16,13 @@
 
 use std::time::{Duration, Instant};
 
+use winsys::alloc::dumb::DumbAllocator;
 use winsys::alloc::gbm::{GbmAllocator, Usage};
 use winsys::alloc::heap::DmaHeap;
 use winsys::alloc::udmabuf::Udmabuf;
 use winsys::alloc::vgem::{Vgem, VgemBuffer, VgemFence};
 use winsys::alloc::Allocator;
-use winsys::device::DrmDevice;
+use winsys::device::{DrmDevice, NodeKind};
 use winsys::dmabuf::{Access, Dmabuf};
 use winsys::format::{Fourcc, Modifier};
 use winsys::vulkan::ash::vk;
@@ -147,6 +148,28 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
                     dmabuf: b,
                     vgem: None,
                     _keep: Some(Box::new(g)),
+                })
+            }),
+        });
+    }
+    // Dumb buffers on each device's card node (what GBM's kms_swrast makes
+    // where no GPU renders; the swapchain's own choice there).
+    for node in DrmDevice::list() {
+        if node.kind != NodeKind::Primary {
+            continue;
+        }
+        let path = node.path.clone();
+        out.push(Exporter {
+            name: format!("dumb:{} ({})", node.path.display(), node.driver),
+            make: Box::new(move || {
+                let dev = DrmDevice::open(&path).map_err(|e| e.to_string())?;
+                let b = DumbAllocator::for_device(&dev)
+                    .and_then(|d| d.create(W, H, f))
+                    .map_err(|e| e.to_string())?;
+                Ok(Made {
+                    dmabuf: b,
+                    vgem: None,
+                    _keep: None,
                 })
             }),
         });
