@@ -97,7 +97,7 @@ fn neither_test_bed_device_renders_and_both_make_dumb_buffers_on_their_card_node
             &format!("{driver} render node"),
             DrmDevice::find(driver, NodeKind::Render),
         );
-        let Some(render) = render else { return };
+        let Some(render) = render else { continue };
         // vgem has no renderer; the test bed's virtio-gpu has no virgl.
         assert!(!render.renders(), "{driver} renders");
         let card = render.open_sibling(NodeKind::Primary).unwrap();
@@ -105,9 +105,13 @@ fn neither_test_bed_device_renders_and_both_make_dumb_buffers_on_their_card_node
         assert_eq!(card.driver(), driver);
         let back = card.open_sibling(NodeKind::Render).unwrap();
         assert_eq!(back.dev_t(), render.dev_t());
+        assert_eq!(back.path(), render.path());
 
-        let dumb = DumbAllocator::for_device(&render).unwrap();
-        assert_eq!(dumb.device().path(), card.path());
+        let dumb = DumbAllocator::new(render).unwrap();
+        assert_eq!(dumb.device().dev_t(), card.dev_t());
+        // Given the card node, it is used as is.
+        let again = DumbAllocator::new(card).unwrap();
+        assert_eq!(again.device().dev_t(), dumb.device().dev_t());
         let buf = dumb.create(100, 64, Fourcc::XRGB8888).unwrap();
         let plane = &buf.planes()[0];
         assert_eq!(plane.stride(), 512, "{driver}: rows padded to 256 bytes");
@@ -134,10 +138,20 @@ fn neither_test_bed_device_renders_and_both_make_dumb_buffers_on_their_card_node
             dumb.create(64, 64, Fourcc::NV12),
             Err(AllocError::UnsupportedFormat { .. })
         ));
+        if driver == "vgem" {
+            // 3-byte pixels too (virtio-gpu makes 32-bit ones only).
+            let rgb = dumb.create(100, 8, Fourcc::RGB888).unwrap();
+            assert_eq!(rgb.planes()[0].stride(), 768, "256 pixels of 3 bytes");
+        }
+        // Rows past what a pitch can hold: typed, before the kernel.
+        assert!(matches!(
+            dumb.create(u32::MAX - 10, 1, Fourcc::XRGB8888),
+            Err(AllocError::TooLarge { .. })
+        ));
     }
     // virtio-gpu makes 32-bit pixels only: the driver's refusal, typed.
     let virtio = DrmDevice::find("virtio_gpu", NodeKind::Render).unwrap();
-    let err = DumbAllocator::for_device(&virtio)
+    let err = DumbAllocator::new(virtio)
         .unwrap()
         .create(64, 64, Fourcc::RGB565)
         .unwrap_err();

@@ -233,7 +233,7 @@ impl DrmDevice {
             }
         }
         for (path, dev) in cards {
-            let driver = card_driver(&path, &out).unwrap_or_else(|| "?".into());
+            let driver = card_driver(dev, &out).unwrap_or_else(|| "?".into());
             out.push(NodeInfo {
                 path,
                 kind: NodeKind::Primary,
@@ -318,49 +318,40 @@ impl DrmDevice {
     /// kms_swrast alone, whose only buffers are dumb buffers on the primary
     /// node ([`crate::alloc::dumb`]). Every other driver is taken to render.
     pub fn renders(&self) -> bool {
-        match self.driver.as_str() {
-            "vgem" => false,
-            "virtio_gpu" => {
-                let mut value: std::ffi::c_int = 0;
-                let mut arg = crate::uapi::virtgpu::drm_virtgpu_getparam {
-                    param: crate::uapi::virtgpu::VIRTGPU_PARAM_3D_FEATURES,
-                    value: std::ptr::addr_of_mut!(value) as u64,
-                };
-                // SAFETY: `value` points to a live `int`, the one the kernel
-                // writes for this parameter.
-                let asked = unsafe {
-                    crate::uapi::virtgpu::DRM_IOCTL_VIRTGPU_GETPARAM.call(&self.fd, &mut arg)
-                };
-                // A kernel that cannot tell: leave the choice to Mesa.
-                asked.is_err() || value != 0
-            }
-            _ => true,
-        }
+        let virgl_3d = || {
+            let mut value: std::ffi::c_int = 0;
+            let mut arg = crate::uapi::virtgpu::drm_virtgpu_getparam {
+                param: crate::uapi::virtgpu::VIRTGPU_PARAM_3D_FEATURES,
+                value: std::ptr::addr_of_mut!(value) as u64,
+            };
+            // SAFETY: `value` points to a live `int`, the one the kernel
+            // writes for this parameter.
+            unsafe { crate::uapi::virtgpu::DRM_IOCTL_VIRTGPU_GETPARAM.call(&self.fd, &mut arg) }
+                .map(|_| value)
+        };
+        renders(&self.driver, virgl_3d)
     }
 
-    /// Open this device's node of `kind` (its primary node from a render
-    /// node, or the other way round), found through sysfs
-    /// (`/sys/dev/char/MAJOR:MINOR/device/drm/`).
+    /// Open this device's node of `kind`: its primary node from a render
+    /// node or the other way round (of the same kind: that node opened
+    /// again). Found through sysfs (`/sys/dev/char/MAJOR:MINOR/device/drm/`)
+    /// by device number, so renamed nodes (a container's) are found too.
     pub fn open_sibling(&self, kind: NodeKind) -> Result<Self> {
-        let dir = format!(
-            "/sys/dev/char/{}:{}/device/drm",
-            rustix::fs::major(self.dev),
-            rustix::fs::minor(self.dev)
-        );
-        let not_found = || Error::NotFound {
+        let nodes = sysfs_nodes(self.dev).map_err(|e| Error::NotFound {
             driver: self.driver.clone(),
             kind,
-            found: format!("no {kind:?} node under {dir}"),
-        };
-        let entries = std::fs::read_dir(&dir).map_err(|_| not_found())?;
-        let mut names: Vec<_> = entries
-            .flatten()
-            .map(|e| Path::new("/dev/dri").join(e.file_name()))
-            .filter(|p| NodeKind::of(p) == Some(kind))
-            .collect();
-        names.sort();
-        let path = names.into_iter().next().ok_or_else(not_found)?;
-        DrmDevice::open(path)
+            found: format!("{}/drm: {e}", sysfs_device(self.dev)),
+        })?;
+        let dev = nodes
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, dev)| dev)
+            .ok_or_else(|| Error::NotFound {
+                driver: self.driver.clone(),
+                kind,
+                found: format!("no such node under {}/drm", sysfs_device(self.dev)),
+            })?;
+        DrmDevice::open_dev_t(dev)
     }
 
     pub(crate) fn ioctl_error(&self, op: &'static str, errno: Errno) -> Error {
@@ -392,25 +383,63 @@ impl fmt::Debug for DrmDevice {
 }
 
 /// The driver of a primary node without opening it: the driver of the
-/// render node of the same device (sysfs `device/drm/renderD*`, among the
-/// `known` render nodes), else the sysfs driver link's name.
-fn card_driver(card: &Path, known: &[NodeInfo]) -> Option<String> {
-    let name = card.file_name()?.to_str()?;
-    let sys = Path::new("/sys/class/drm").join(name).join("device");
-    if let Ok(entries) = std::fs::read_dir(sys.join("drm")) {
-        for e in entries.flatten() {
-            let sibling = e.file_name();
-            let sibling = sibling.to_string_lossy();
-            if sibling.starts_with("renderD") {
-                let path = Path::new("/dev/dri").join(&*sibling);
-                if let Some(n) = known.iter().find(|n| n.path == path) {
+/// render node of the same device (among the `known` render nodes, matched
+/// by device number), else the sysfs driver link's name.
+fn card_driver(card: u64, known: &[NodeInfo]) -> Option<String> {
+    if let Ok(nodes) = sysfs_nodes(card) {
+        for (kind, dev) in nodes {
+            if kind == NodeKind::Render {
+                if let Some(n) = known.iter().find(|n| n.dev == dev) {
                     return Some(n.driver.clone());
                 }
             }
         }
     }
-    let link = std::fs::read_link(sys.join("driver")).ok()?;
+    let link = std::fs::read_link(format!("{}/driver", sysfs_device(card))).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The sysfs directory of the device behind DRM node `dev`.
+fn sysfs_device(dev: u64) -> String {
+    format!(
+        "/sys/dev/char/{}:{}/device",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    )
+}
+
+/// Every DRM node of the device behind node `dev`, with its kind and
+/// device number (sysfs `device/drm/*/dev`: names under `/dev/dri` may
+/// differ, e.g. in a container).
+fn sysfs_nodes(dev: u64) -> std::io::Result<Vec<(NodeKind, u64)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("{}/drm", sysfs_device(dev)))?.flatten() {
+        let Some(kind) = NodeKind::of(Path::new(&e.file_name())) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path().join("dev")) else {
+            continue;
+        };
+        let Some((major, minor)) = text.trim().split_once(':') else {
+            continue;
+        };
+        if let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) {
+            out.push((kind, rustix::fs::makedev(major, minor)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether a GPU renders behind a device of `driver`; `virgl_3d` asks a
+/// virtio-gpu device its `VIRTGPU_PARAM_3D_FEATURES`.
+fn renders(driver: &str, virgl_3d: impl FnOnce() -> Result<std::ffi::c_int, Errno>) -> bool {
+    match driver {
+        "vgem" => false,
+        // A kernel that cannot tell: leave the choice to Mesa.
+        "virtio_gpu" => !virgl_3d().is_ok_and(|v| v == 0),
+        _ => true,
+    }
 }
 
 /// The driver name of a DRM fd (`DRM_IOCTL_VERSION`, two calls: lengths, then
@@ -430,4 +459,22 @@ fn driver_name(fd: BorrowedFd<'_>) -> Result<String, Errno> {
     unsafe { sys::DRM_IOCTL_VERSION.call(fd, &mut v2) }?;
     name.truncate(v2.name_len.min(name.len()));
     Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vgem_and_virtio_gpu_without_3d_count_as_not_rendering() {
+        let never = || -> Result<std::ffi::c_int, Errno> { panic!("asked a non-virtio device") };
+        assert!(!renders("vgem", never));
+        for gpu in ["i915", "xe", "amdgpu", "nouveau", "msm", "panfrost"] {
+            assert!(renders(gpu, never), "{gpu}");
+        }
+        assert!(!renders("virtio_gpu", || Ok(0)));
+        assert!(renders("virtio_gpu", || Ok(1)));
+        // A kernel that cannot tell leaves the choice to Mesa.
+        assert!(renders("virtio_gpu", || Err(Errno::INVAL)));
+    }
 }

@@ -12,7 +12,7 @@
 //! use winsys::device::{DrmDevice, NodeKind};
 //! use winsys::format::Fourcc;
 //! let vgem = DrmDevice::find("vgem", NodeKind::Render)?;
-//! let dumb = DumbAllocator::for_device(&vgem)?;
+//! let dumb = DumbAllocator::new(vgem)?;
 //! let buf = dumb.create(300, 200, Fourcc::XRGB8888)?;
 //! assert_eq!(buf.planes()[0].stride() % 256, 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -28,21 +28,26 @@ use crate::fd::owned_from_kernel;
 use crate::format::Fourcc;
 use crate::uapi::drm;
 
-/// Dumb buffers on one device's primary node, rows aligned to
-/// [`STRIDE_ALIGN`] bytes as every allocator here lays them out.
+/// Dumb buffers on one device's primary node, each row padded to a
+/// multiple of [`STRIDE_ALIGN`] bytes as every allocator here lays them out
+/// (the driver may pad further).
 #[derive(Debug, Clone)]
 pub struct DumbAllocator {
     dev: Arc<DrmDevice>,
 }
 
 impl DumbAllocator {
-    /// On `dev`'s device: its primary node (opened here when `dev` is the
-    /// render node). Whether the driver makes dumb buffers shows at the
-    /// first [`DumbAllocator::create`] (`DRM_CAP_DUMB_BUFFER` cannot tell:
-    /// vgem, which makes them, has no modesetting and so answers no
-    /// capability query about them).
-    pub fn for_device(dev: &DrmDevice) -> Result<Self> {
-        let primary = dev.open_sibling(NodeKind::Primary)?;
+    /// On `dev`'s device: `dev` itself if it is the primary node, else the
+    /// primary node of the same device, opened here. Whether the driver
+    /// makes dumb buffers shows at the first [`DumbAllocator::create`]
+    /// (`DRM_CAP_DUMB_BUFFER` cannot tell: vgem, which makes them, has no
+    /// modesetting and so answers no capability query about them).
+    pub fn new(dev: DrmDevice) -> Result<Self> {
+        let primary = if dev.kind() == Some(NodeKind::Primary) {
+            dev
+        } else {
+            dev.open_sibling(NodeKind::Primary)?
+        };
         Ok(DumbAllocator {
             dev: Arc::new(primary),
         })
@@ -58,21 +63,18 @@ impl DumbAllocator {
     /// keeps the buffer.
     pub fn create(&self, width: u32, height: u32, format: Fourcc) -> Result<Dmabuf> {
         let cpp = single_plane_cpp(format)?;
-        // Ask for a width whose rows fill whole STRIDE_ALIGN units (when
-        // the pixel size divides it), so the pitch is aligned whatever the
-        // driver's own rule.
-        let padded = if cpp != 0 && STRIDE_ALIGN.is_multiple_of(cpp) {
-            width.checked_next_multiple_of(STRIDE_ALIGN / cpp)
-        } else {
-            Some(width)
-        };
-        let padded = padded.ok_or(Error::TooLarge {
-            what: "dumb buffer width",
-            size: u64::from(width),
-            limit: u64::from(u32::MAX),
-        })?;
-        let made = create(&self.dev, padded, height, format)?;
-        linear_dmabuf(made.fd, width, height, format, &[(0, made.pitch)])
+        // Ask for whole rows of STRIDE_ALIGN bytes: the smallest pixel count
+        // whose bytes are a multiple of it.
+        let unit = STRIDE_ALIGN / gcd(STRIDE_ALIGN, cpp);
+        let padded = width
+            .checked_next_multiple_of(unit)
+            .filter(|w| w.checked_mul(cpp).is_some())
+            .ok_or(Error::TooLarge {
+                what: "dumb buffer row",
+                size: u64::from(width) * u64::from(cpp),
+                limit: u64::from(u32::MAX),
+            })?;
+        Ok(create(&self.dev, padded, width, height, format)?.dmabuf)
     }
 }
 
@@ -82,17 +84,25 @@ impl Allocator for DumbAllocator {
     }
 }
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The bytes per pixel of a one-plane format.
 fn single_plane_cpp(format: Fourcc) -> Result<u32> {
     match format.planes() {
-        Some([info]) => Ok(info.cpp),
+        Some([info]) if info.cpp > 0 => Ok(info.cpp),
+        Some([_]) | None => Err(Error::UnsupportedFormat {
+            format,
+            why: "unknown layout",
+        }),
         Some(_) => Err(Error::UnsupportedFormat {
             format,
             why: "dumb buffers have one plane",
-        }),
-        None => Err(Error::UnsupportedFormat {
-            format,
-            why: "unknown layout",
         }),
     }
 }
@@ -100,16 +110,17 @@ fn single_plane_cpp(format: Fourcc) -> Result<u32> {
 /// What [`create`] made.
 pub(crate) struct Made {
     pub(crate) gem: Gem,
-    pub(crate) fd: OwnedFd,
-    pub(crate) pitch: u32,
+    pub(crate) dmabuf: Dmabuf,
     pub(crate) size: u64,
 }
 
-/// `DRM_IOCTL_MODE_CREATE_DUMB` of `width` x `height` pixels of `format`
-/// (one plane) on the primary node `dev`, exported read-write
-/// (`PRIME_HANDLE_TO_FD` with `DRM_RDWR`).
+/// `DRM_IOCTL_MODE_CREATE_DUMB` of `alloc_width` x `height` pixels of
+/// `format` (one plane) on the primary node `dev`, exported read-write
+/// (`PRIME_HANDLE_TO_FD` with `DRM_RDWR`) as a `width` x `height` image
+/// (`width <= alloc_width`: the rest of each row is padding).
 pub(crate) fn create(
     dev: &Arc<DrmDevice>,
+    alloc_width: u32,
     width: u32,
     height: u32,
     format: Fourcc,
@@ -119,7 +130,7 @@ pub(crate) fn create(
         return Err(Error::ZeroSize);
     }
     let mut arg = drm::drm_mode_create_dumb {
-        width,
+        width: alloc_width.max(width),
         height,
         bpp: cpp * 8,
         ..Default::default()
@@ -132,10 +143,10 @@ pub(crate) fn create(
         handle: arg.handle,
     };
     let fd = gem.export(drm::DRM_RDWR | drm::DRM_CLOEXEC)?;
+    let dmabuf = linear_dmabuf(fd, width, height, format, &[(0, arg.pitch)])?;
     Ok(Made {
         gem,
-        fd,
-        pitch: arg.pitch,
+        dmabuf,
         size: arg.size,
     })
 }

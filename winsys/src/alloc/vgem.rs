@@ -30,7 +30,7 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::dumb::{self, Gem};
-use super::{linear_dmabuf, Error, Result};
+use super::{Error, Result};
 use crate::device::{DrmDevice, NodeKind};
 use crate::dmabuf::{Access, Dmabuf};
 use crate::format::Fourcc;
@@ -59,11 +59,10 @@ impl Vgem {
     /// read-write LINEAR [`Dmabuf`] (`DRM_IOCTL_MODE_CREATE_DUMB`, then
     /// `PRIME_HANDLE_TO_FD` with `DRM_RDWR`).
     pub fn create(&self, width: u32, height: u32, format: Fourcc) -> Result<VgemBuffer> {
-        let made = dumb::create(&self.dev, width, height, format)?;
-        let dmabuf = linear_dmabuf(made.fd, width, height, format, &[(0, made.pitch)])?;
+        let made = dumb::create(&self.dev, width, width, height, format)?;
         Ok(VgemBuffer {
             gem: made.gem,
-            dmabuf,
+            dmabuf: made.dmabuf,
             size: made.size,
         })
     }

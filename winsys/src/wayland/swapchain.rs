@@ -1100,32 +1100,33 @@ fn allocate(
         let path = || BufferPath::CompositorDevice {
             driver: driver.clone(),
         };
-        if !dev.renders() {
-            if let Ok(dumb) = crate::alloc::dumb::DumbAllocator::for_device(&dev) {
-                drop(dev);
-                let made =
-                    on_device(&|| dumb.create(config.width, config.height, config.format).ok());
-                if let Some(out) = made {
-                    return Ok((out, path(), None));
-                }
-            }
+        // No GPU behind the device: dumb buffers, made here (what Mesa's
+        // kms_swrast would make, without loading it).
+        let dumb = if dev.renders() {
+            None
         } else {
-            #[cfg(feature = "gbm")]
-            if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::shared(Some(&driver)) {
-                drop(dev);
-                let made = on_device(&|| {
-                    gbm.allocate(
-                        config.width,
-                        config.height,
-                        config.format,
-                        &[Modifier::LINEAR],
-                        crate::alloc::gbm::Usage::RENDERING,
-                    )
-                    .ok()
-                });
-                if let Some(out) = made {
-                    return Ok((out, path(), Some(gbm)));
-                }
+            crate::alloc::dumb::DumbAllocator::new(dev).ok()
+        };
+        if let Some(dumb) = dumb {
+            let made = on_device(&|| dumb.create(config.width, config.height, config.format).ok());
+            if let Some(out) = made {
+                return Ok((out, path(), None));
+            }
+        }
+        #[cfg(feature = "gbm")]
+        if let Ok(gbm) = crate::alloc::gbm::GbmAllocator::shared(Some(&driver)) {
+            let made = on_device(&|| {
+                gbm.allocate(
+                    config.width,
+                    config.height,
+                    config.format,
+                    &[Modifier::LINEAR],
+                    crate::alloc::gbm::Usage::RENDERING,
+                )
+                .ok()
+            });
+            if let Some(out) = made {
+                return Ok((out, path(), Some(gbm)));
             }
         }
     }

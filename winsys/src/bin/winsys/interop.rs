@@ -163,7 +163,7 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
             name: format!("dumb:{} ({})", node.path.display(), node.driver),
             make: Box::new(move || {
                 let dev = DrmDevice::open(&path).map_err(|e| e.to_string())?;
-                let b = DumbAllocator::for_device(&dev)
+                let b = DumbAllocator::new(dev)
                     .and_then(|d| d.create(W, H, f))
                     .map_err(|e| e.to_string())?;
                 Ok(Made {
