@@ -191,9 +191,15 @@ impl DrmDevice {
     /// Open the node whose device number is `dev` (as linux-dmabuf
     /// feedback's `main_device` and tranche `target_device` give it).
     pub fn open_dev_t(dev: u64) -> Result<Self> {
-        let node = DrmDevice::list().into_iter().find(|n| n.dev == dev);
+        // Only stat(2) each node: the one wanted is the only one opened.
+        let node = std::fs::read_dir("/dev/dri").ok().and_then(|dir| {
+            dir.flatten().map(|e| e.path()).find(|path| {
+                NodeKind::of(path).is_some()
+                    && rustix::fs::stat(path).ok().as_ref().and_then(drm_rdev) == Some(dev)
+            })
+        });
         match node {
-            Some(n) => DrmDevice::open(n.path),
+            Some(path) => DrmDevice::open(path),
             None => Err(Error::NoSuchDevT {
                 major: rustix::fs::major(dev),
                 minor: rustix::fs::minor(dev),
