@@ -1103,6 +1103,7 @@ fn allocate(
         // No GPU behind the device: dumb buffers, made here (what Mesa's
         // kms_swrast would make, without loading it).
         let dumb = if dev.renders() {
+            drop(dev);
             None
         } else {
             crate::alloc::dumb::DumbAllocator::new(dev).ok()

@@ -41,6 +41,17 @@ struct Made {
     _keep: Option<Box<dyn std::any::Any>>,
 }
 
+impl Made {
+    /// A buffer its dma-buf alone keeps.
+    fn plain(dmabuf: Dmabuf) -> Self {
+        Made {
+            dmabuf,
+            vgem: None,
+            _keep: None,
+        }
+    }
+}
+
 struct Exporter {
     name: String,
     make: Box<dyn Fn() -> Result<Made, String>>,
@@ -92,11 +103,7 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
             let b = Udmabuf::open()
                 .and_then(|u| u.allocate(W, H, f))
                 .map_err(|e| e.to_string())?;
-            Ok(Made {
-                dmabuf: b,
-                vgem: None,
-                _keep: None,
-            })
+            Ok(Made::plain(b))
         }),
     }];
     for name in DmaHeap::names() {
@@ -107,11 +114,7 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
                 let b = DmaHeap::open(&heap)
                     .and_then(|h| h.allocate(W, H, f))
                     .map_err(|e| e.to_string())?;
-                Ok(Made {
-                    dmabuf: b,
-                    vgem: None,
-                    _keep: None,
-                })
+                Ok(Made::plain(b))
             }),
         });
     }
@@ -166,11 +169,7 @@ fn exporters(vgem: Option<&Vgem>) -> Vec<Exporter> {
                 let b = DumbAllocator::new(dev)
                     .and_then(|d| d.create(W, H, f))
                     .map_err(|e| e.to_string())?;
-                Ok(Made {
-                    dmabuf: b,
-                    vgem: None,
-                    _keep: None,
-                })
+                Ok(Made::plain(b))
             }),
         });
     }
