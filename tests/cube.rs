@@ -289,3 +289,33 @@ fn cube_follows_a_fullscreen_configure_smaller_than_its_size() {
     }
     assert_weston_shows_the_cube(&weston, &["--size", "512x512"]);
 }
+
+/// Swapchains made anew every 5 frames (`--recreate-every 5`, as a window
+/// being resized does), on the app's own surface with explicit sync on
+/// weston: between frame 100 and the end (40 of them) no fd and no memory
+/// is left behind — in particular not the release fences of the images a
+/// dropped swapchain still had queued.
+#[test]
+fn swapchains_made_anew_every_few_frames_leave_nothing_behind() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let f = run(
+        &weston.socket,
+        300,
+        &[
+            "--size",
+            "64x64",
+            "--sync",
+            "explicit",
+            "--recreate-every",
+            "5",
+        ],
+    );
+    assert_eq!(f.get("sync"), "explicit");
+    assert_eq!(f.num("recreated"), 59.0, "swapchains made anew");
+    let fds = f.num("end_fds") - f.num("warm_fds");
+    let heap = f.num("end_heap_kib") - f.num("warm_heap_kib");
+    println!("frames 100 -> 300, 40 swapchains made anew: fds {fds:+}, heap {heap:+} KiB");
+    assert!(fds.abs() <= 4.0, "fds changed by {fds}");
+    assert!(heap <= 256.0, "heap grew {heap} KiB");
+}

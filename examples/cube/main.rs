@@ -54,6 +54,10 @@
 //! - `--second-swapchain` (mesa only): after the first swapchain, ask for
 //!   another on the same surface without `oldSwapchain`, which must be
 //!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
+//! - `--recreate-every N`: make the swapchain anew (same size; Mesa:
+//!   with `oldSwapchain`) after every N frames, as a window being resized
+//!   does: the end-of-run fd and heap figures show whether replaced
+//!   swapchains leave anything behind;
 //! - `--validation`: the Khronos validation layer, its errors fail the run;
 //! - `--json`: the figures as one JSON object on the last line;
 //! - `--timeout SECS`: the bound on every wait (default 5);
@@ -114,12 +118,15 @@ pub struct Args {
     pub second_swapchain: bool,
     pub present_wait: bool,
     pub maintenance1: bool,
+    /// Make the swapchain anew after every this many frames (0: only
+    /// when the compositor asks).
+    pub recreate_every: u64,
     pub timeout: Duration,
 }
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -139,6 +146,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         second_swapchain: false,
         present_wait: false,
         maintenance1: false,
+        recreate_every: 0,
         timeout: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
@@ -198,6 +206,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--second-swapchain" => args.second_swapchain = true,
             "--present-wait" => args.present_wait = true,
             "--maintenance1" => args.maintenance1 = true,
+            "--recreate-every" => args.recreate_every = value()?.parse()?,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
@@ -244,6 +253,8 @@ pub struct Frames {
     /// Swapchains made anew after the first (configure, suboptimal, out
     /// of date).
     pub recreated: u32,
+    /// The frame count at the last `--recreate-every` recreation.
+    recreated_at: Option<u64>,
     /// `vkWaitForPresentKHR` calls that returned success (`--present-wait`).
     pub present_waits: u64,
     /// Present fences waited for, and images given back unpresented
@@ -351,6 +362,7 @@ impl Frames {
             width: 0,
             height: 0,
             recreated: 0,
+            recreated_at: None,
             present_waits: 0,
             present_fences: 0,
             released: 0,
@@ -364,6 +376,20 @@ impl Frames {
     /// every run shows the same sequence of frames.
     pub fn t(&self) -> f32 {
         self.presented as f32 / 60.0
+    }
+
+    /// `--recreate-every`: whether the swapchain is to be made anew
+    /// before the next frame (once per multiple of N frames presented).
+    pub fn recreation_due(&mut self, args: &Args) -> bool {
+        let n = args.recreate_every;
+        let due = n > 0
+            && self.presented > 0
+            && self.presented % n == 0
+            && self.recreated_at != Some(self.presented);
+        if due {
+            self.recreated_at = Some(self.presented);
+        }
+        due
     }
 
     /// One more frame presented.
@@ -542,6 +568,9 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         }
         if why.is_none() && current.chain.suboptimal()? {
             why = Some("the swapchain is suboptimal (linux-dmabuf feedback changed)".into());
+        }
+        if why.is_none() && frames.recreation_due(args) {
+            why = Some(format!("--recreate-every {}", args.recreate_every));
         }
         if let Some(why) = why {
             let (width, height) = window.size_or((args.width, args.height));

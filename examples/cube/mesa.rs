@@ -485,6 +485,9 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
                     stale.get_or_insert(why);
                 }
             }
+            if stale.is_none() && frames.recreation_due(args) {
+                stale = Some(format!("--recreate-every {}", args.recreate_every));
+            }
             if let Some(why) = stale.take() {
                 fruitless += 1;
                 if fruitless > FRUITLESS_RECREATIONS {
