@@ -384,7 +384,7 @@ impl Frames {
         let n = args.recreate_every;
         let due = n > 0
             && self.presented > 0
-            && self.presented % n == 0
+            && self.presented.is_multiple_of(n)
             && self.recreated_at != Some(self.presented);
         if due {
             self.recreated_at = Some(self.presented);
