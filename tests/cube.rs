@@ -316,6 +316,9 @@ fn swapchains_made_anew_every_few_frames_leave_nothing_behind() {
     let fds = f.num("end_fds") - f.num("warm_fds");
     let heap = f.num("end_heap_kib") - f.num("warm_heap_kib");
     println!("frames 100 -> 300, 40 swapchains made anew: fds {fds:+}, heap {heap:+} KiB");
+    // A dropped swapchain no longer waits for the releases of the images
+    // it had queued: those come later, to a surface that is gone, and must
+    // be closed, not kept (before wayland::owner, one fd a recreation).
     assert!(fds.abs() <= 4.0, "fds changed by {fds}");
     assert!(heap <= 256.0, "heap grew {heap} KiB");
 }

@@ -77,6 +77,7 @@ macro_rules! registry_state {
 pub(crate) use registry_state;
 
 pub mod feedback;
+mod owner;
 pub mod presentation;
 mod probe;
 pub mod surface;

@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use rustix::time::{ClockId, Timespec};
 use wayland_client::protocol::wl_surface;
-use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
+use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 use wayland_protocols::wp::presentation_time::client::{
     wp_presentation, wp_presentation_feedback as feedback,
 };
 
+use super::owner::Owner;
 use super::{roundtrip, Error, Registry, Result};
 
 /// What the compositor said about the frames asked about so far.
@@ -90,6 +91,9 @@ pub struct Presentation {
     qh: QueueHandle<State>,
     wp: wp_presentation::WpPresentation,
     surface: wl_surface::WlSurface,
+    /// The feedback objects and the registry hear nothing more on the
+    /// queue once this is dropped.
+    owner: Owner,
 }
 
 impl Presentation {
@@ -104,21 +108,27 @@ impl Presentation {
         let mut queue: EventQueue<State> = conn.new_event_queue();
         let qh = queue.handle();
         let mut state = State::default();
-        let registry = conn.display().get_registry(&qh, ());
-        roundtrip(conn, &mut queue, &mut state, timeout)?;
-        let Some((name, version)) = state.reg.global("wp_presentation", 1) else {
+        let owner = Owner::new();
+        let registry = owner.registry(conn, &qh)?;
+        let found = roundtrip(conn, &mut queue, &mut state, timeout)
+            .map(|()| state.reg.global("wp_presentation", 1));
+        let Some((name, version)) = found.inspect_err(|_| owner.leave(&mut queue, &mut state))?
+        else {
+            owner.leave(&mut queue, &mut state);
             return Ok(None);
         };
         let wp: wp_presentation::WpPresentation = registry.bind(name, version, &qh, ());
-        // The clock_id event follows the bind.
-        roundtrip(conn, &mut queue, &mut state, timeout)?;
-        Ok(Some(Presentation {
+        let mut p = Presentation {
             queue,
             state,
             qh,
             wp,
             surface: surface.clone(),
-        }))
+            owner,
+        };
+        // The clock_id event follows the bind.
+        roundtrip(conn, &mut p.queue, &mut p.state, timeout)?;
+        Ok(Some(p))
     }
 
     /// The compositor's presentation clock, if this process can read it.
@@ -144,7 +154,17 @@ impl Presentation {
             .dispatch_pending(&mut self.state)
             .map_err(Error::dispatch)?;
         let asked = self.state.clock.map(rustix::time::clock_gettime);
-        self.wp.feedback(&self.surface, &self.qh, Asked(asked));
+        let data = self
+            .owner
+            .data::<feedback::WpPresentationFeedback, _, _>(&self.qh, Asked(asked));
+        let request = wp_presentation::Request::Feedback {
+            surface: self.surface.clone(),
+        };
+        // A connection already gone answers nothing: the request counts as
+        // asked, and waits for it end in the connection's error.
+        let _ = self
+            .wp
+            .send_constructor::<feedback::WpPresentationFeedback>(request, data);
         self.state.stats.requested += 1;
         Ok(())
     }
@@ -207,6 +227,7 @@ impl Presentation {
 impl Drop for Presentation {
     fn drop(&mut self) {
         self.wp.destroy();
+        self.owner.leave(&mut self.queue, &mut self.state);
         let _ = self.queue.flush();
     }
 }

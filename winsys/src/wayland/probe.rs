@@ -12,6 +12,7 @@ use wayland_protocols::wp::linux_dmabuf::zv1::client::{
 };
 
 use super::feedback::{Feedback, FeedbackBuilder, FeedbackError};
+use super::owner::Owner;
 use super::sync::Offer;
 use super::{roundtrip, Error, Registry, Result};
 use crate::format::{Fourcc, Modifier};
@@ -102,37 +103,61 @@ struct Probe {
 /// answer awaited at most `timeout` ([`Error::Timeout`]).
 pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     let mut queue: EventQueue<Probe> = conn.new_event_queue();
-    let qh = queue.handle();
     let mut state = Probe::default();
-    let registry = conn.display().get_registry(&qh, ());
-    roundtrip(conn, &mut queue, &mut state, timeout)?;
-    if let Some((name, version)) = state.reg.global("zwp_linux_dmabuf_v1", 5) {
-        let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(name, version, &qh, ());
-        if version >= 4 {
-            let fb = proxy.get_default_feedback(&qh, ());
-            let deadline = Deadline::after(Some(timeout));
-            while state.feedback.is_none() {
-                let left = deadline.remaining().unwrap_or(timeout);
-                if left.is_zero() {
-                    return Err(Error::Timeout {
-                        what: "linux-dmabuf default feedback",
-                        timeout,
-                    });
-                }
-                roundtrip(conn, &mut queue, &mut state, left)?;
-            }
-            fb.destroy();
-        } else {
-            roundtrip(conn, &mut queue, &mut state, timeout)?;
-        }
-        proxy.destroy();
-    }
-    conn.flush().map_err(Error::wayland)?;
+    let owner = Owner::new();
+    let asked = ask(conn, &mut queue, &mut state, &owner, timeout);
+    // The queue goes with this call: nothing more is queued on it, and
+    // what was is taken.
+    owner.leave(&mut queue, &mut state);
+    asked?;
     Ok(Report {
         globals: state.reg.globals,
         feedback: state.feedback,
         formats_v3: state.formats_v3,
     })
+}
+
+/// [`probe`]'s questions, answered into `state`.
+fn ask(
+    conn: &Connection,
+    queue: &mut EventQueue<Probe>,
+    state: &mut Probe,
+    owner: &Owner,
+    timeout: Duration,
+) -> Result<()> {
+    let qh = queue.handle();
+    let registry = owner.registry(conn, &qh)?;
+    roundtrip(conn, queue, state, timeout)?;
+    if let Some((name, version)) = state.reg.global("zwp_linux_dmabuf_v1", 5) {
+        let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(name, version, &qh, ());
+        if version >= 4 {
+            let fb = proxy.get_default_feedback(&qh, ());
+            let deadline = Deadline::after(Some(timeout));
+            let answered = (|| {
+                while state.feedback.is_none() {
+                    let left = deadline.remaining().unwrap_or(timeout);
+                    if left.is_zero() {
+                        return Err(Error::Timeout {
+                            what: "linux-dmabuf default feedback",
+                            timeout,
+                        });
+                    }
+                    roundtrip(conn, queue, state, left)?;
+                }
+                Ok(())
+            })();
+            // Destroyed on every path: a late answer must not reach a
+            // queue that is gone.
+            fb.destroy();
+            proxy.destroy();
+            answered?;
+        } else {
+            let answered = roundtrip(conn, queue, state, timeout);
+            proxy.destroy();
+            answered?;
+        }
+    }
+    conn.flush().map_err(Error::wayland)
 }
 
 impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for Probe {

@@ -28,6 +28,13 @@
 //!   blocking bounded wait before Linux 6.6) — `wl_buffer.release` is
 //!   undefined in this mode and not waited for.
 //!
+//! A dropped `Surface` destroys its buffers without waiting for their
+//! releases (their storage is never reused: the compositor's import keeps
+//! it alive while it reads). What the compositor still sends to the
+//! surface's objects afterwards (a release fence, a frame callback, a
+//! presentation feedback) is dropped as it arrives, its fds closed: it is
+//! not kept on the surface's event queue, where nothing would take it.
+//!
 //! [`Dmabuf::attach_fence`]: crate::dmabuf::Dmabuf::attach_fence
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -57,6 +64,7 @@ use wayland_protocols::wp::tearing_control::v1::client::{
 };
 use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
+use super::owner::Owner;
 use super::presentation::{Presentation, PresentationStats};
 use super::sync::SyncMode;
 use super::{roundtrip, Error, Registry, Result};
@@ -183,6 +191,9 @@ pub struct Surface {
     shm_format: wl_shm::Format,
     /// Whether [`Surface::retire`] gave up the per-surface objects.
     retired: bool,
+    /// The owner of the objects that may hear from the compositor after
+    /// this surface is gone (releases, frame callbacks, the registry).
+    owner: Owner,
 }
 
 impl Surface {
@@ -224,7 +235,8 @@ impl Surface {
         let mut queue: EventQueue<State> = conn.new_event_queue();
         let qh = queue.handle();
         let mut state = State::default();
-        let registry = conn.display().get_registry(&qh, ());
+        let owner = Owner::new();
+        let registry = owner.registry(conn, &qh)?;
         roundtrip(conn, &mut queue, &mut state, timeout)?;
         let global = |state: &State, name: &'static str, max: u32| state.reg.global(name, max);
         let need = |g: Option<(u32, u32)>, name: &'static str| g.ok_or(Error::MissingGlobal(name));
@@ -337,6 +349,7 @@ impl Surface {
             tearing: None,
             presentation,
             surface_feedback,
+            owner,
             mode,
             timeout,
             frames_asked: 0,
@@ -633,7 +646,14 @@ impl Surface {
                 if let Some(fence) = fence {
                     sync.set_acquire_fence(fence.as_fd());
                 }
-                sync.get_release(&qh, id);
+                let data = self
+                    .owner
+                    .data::<release_v1::ZwpLinuxBufferReleaseV1, _, _>(&qh, id);
+                // A surface already gone cannot commit either: nothing to
+                // release then.
+                let _ = wayland_client::Proxy::send_constructor::<
+                    release_v1::ZwpLinuxBufferReleaseV1,
+                >(sync, surface_sync_v1::Request::GetRelease {}, data);
             }
             (_, Some(_), _) => {
                 return Err(Error::Wayland(format!(
@@ -785,7 +805,14 @@ impl Surface {
             self.surface.damage(0, 0, i32::MAX, i32::MAX);
         }
         if self.frame_callbacks {
-            self.surface.frame(&self.qh, FrameCallback);
+            let data = self
+                .owner
+                .data::<wl_callback::WlCallback, _, _>(&self.qh, FrameCallback);
+            let _ = wayland_client::Proxy::send_constructor::<wl_callback::WlCallback>(
+                &self.surface,
+                wl_surface::Request::Frame {},
+                data,
+            );
         }
         if let Some((_, fifo)) = &self.fifo {
             fifo.wait_barrier();
@@ -1227,6 +1254,12 @@ impl Drop for Surface {
             self.surface.destroy();
             role.wm.destroy();
         }
+        if let Some(dmabuf) = &self.dmabuf {
+            dmabuf.destroy();
+        }
+        // Nothing this surface made hears anything more on its queue, and
+        // what it heard so far is taken (a release fence closed).
+        self.owner.leave(&mut self.queue, &mut self.state);
         let _ = self.conn.flush();
     }
 }

@@ -915,23 +915,20 @@ impl Swapchain {
 
 impl Drop for Swapchain {
     fn drop(&mut self) {
-        // The compositor may still read queued images: take the shown one
-        // off the window, then wait (bounded) for the releases of the
-        // others before the images go. The one shown last is not waited
-        // for: a compositor may keep its texture until the surface is
-        // destroyed (weston's gl renderer does, for dma-bufs), and the
-        // dma-buf's memory lives on in the compositor's own import anyway.
-        // The app's own surface is not detached: that would unmap its
-        // toplevel, and the app's next swapchain would have to configure
-        // it again.
+        // Nothing waits here for the compositor's releases: a queued image
+        // is never used again, and its memory lives on in the compositor's
+        // own import (the dma-buf, or the wl_shm pool's mapping) for as
+        // long as the compositor reads it; destroying a wl_buffer before
+        // its release is allowed as long as its storage is not reused
+        // (wl_surface.attach). Releases that arrive later are dropped
+        // with their fences (the surface's `Owner`). The GPU work still
+        // using the images keeps them alive until it is done (`collect`
+        // frees what finished). A window of the swapchain's own is taken
+        // off the screen first; the app's own surface is not detached:
+        // that would unmap its toplevel, and the app's next swapchain
+        // would have to configure it again.
         if self.surface.owns_window() {
             let _ = self.surface.detach();
-        }
-        let shown = self.queue.last().copied();
-        for &i in &self.queue {
-            if Some(i) != shown {
-                let _ = self.surface.wait_release(self.images[i].buffer);
-            }
         }
         self.device.collect();
     }

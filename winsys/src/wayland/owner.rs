@@ -1,0 +1,108 @@
+//! Objects that may hear from the compositor after their owner is gone.
+//!
+//! `wayland-client` queues an object's events on the event queue it was
+//! made with, and each queued event holds the object's data, which holds
+//! the queue: events that arrive for a queue nobody dispatches any more
+//! (its [`Surface`](super::surface::Surface) or
+//! [`Presentation`](super::presentation::Presentation) dropped) stay there
+//! for the life of the process, with the fds they carry. Some objects do
+//! hear after their owner: the release object of a buffer the compositor
+//! still holds, the frame callback and the presentation feedback of the
+//! last commits, a registry (it has no destructor). Made through an
+//! [`Owner`], their events go to the queue only while the owner lives;
+//! after [`Owner::leave`] they are dropped as they arrive (their fds
+//! closed).
+
+use std::any::Any;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use wayland_client::backend::protocol::Message;
+use wayland_client::backend::{Backend, ObjectData, ObjectId};
+use wayland_client::protocol::wl_display;
+use wayland_client::protocol::wl_registry::WlRegistry;
+use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
+
+/// The owner of a queue's objects: see the [module docs](self).
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    /// Whether the owner still dispatches the queue; held while an event
+    /// is queued, so none is queued after [`Owner::leave`].
+    live: Arc<Mutex<bool>>,
+}
+
+impl Owner {
+    pub(crate) fn new() -> Self {
+        Owner {
+            live: Arc::new(Mutex::new(true)),
+        }
+    }
+
+    /// The data for a new object of `qh`'s queue (user data `udata`), for
+    /// `Proxy::send_constructor`.
+    pub(crate) fn data<I, U, S>(&self, qh: &QueueHandle<S>, udata: U) -> Arc<dyn ObjectData>
+    where
+        I: Proxy + 'static,
+        U: Send + Sync + 'static,
+        S: Dispatch<I, U> + 'static,
+    {
+        Arc::new(Guarded {
+            target: qh.make_data::<I, U>(udata),
+            live: self.live.clone(),
+        })
+    }
+
+    /// A registry of `conn` on `qh`'s queue (`wl_display.get_registry`;
+    /// a registry has no destructor, so it hears of every later global).
+    pub(crate) fn registry<S>(
+        &self,
+        conn: &Connection,
+        qh: &QueueHandle<S>,
+    ) -> super::Result<WlRegistry>
+    where
+        S: Dispatch<WlRegistry, ()> + 'static,
+    {
+        let data = self.data::<WlRegistry, (), S>(qh, ());
+        conn.display()
+            .send_constructor(wl_display::Request::GetRegistry {}, data)
+            .map_err(|_| super::Error::Wayland("the connection is gone".into()))
+    }
+
+    /// Stop queueing, then dispatch what was queued (into `state`), so the
+    /// queue holds nothing when it is dropped. An event of an object
+    /// destroyed meanwhile cannot be dispatched; it is dropped.
+    pub(crate) fn leave<S: 'static>(&self, queue: &mut EventQueue<S>, state: &mut S) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        // Each failed dispatch has taken (and dropped) one event.
+        while queue.dispatch_pending(state).is_err() {}
+    }
+}
+
+/// An object's data that forwards to its queue while the owner lives.
+struct Guarded {
+    target: Arc<dyn ObjectData>,
+    live: Arc<Mutex<bool>>,
+}
+
+impl ObjectData for Guarded {
+    fn event(
+        self: Arc<Self>,
+        backend: &Backend,
+        msg: Message<ObjectId, OwnedFd>,
+    ) -> Option<Arc<dyn ObjectData>> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        // None of the guarded objects' events makes a new object.
+        match *live {
+            true => self.target.clone().event(backend, msg),
+            false => None,
+        }
+    }
+
+    fn destroyed(&self, id: ObjectId) {
+        self.target.destroyed(id);
+    }
+
+    fn data_as_any(&self) -> &dyn Any {
+        self.target.data_as_any()
+    }
+}
