@@ -23,8 +23,10 @@ use wayland_client::protocol::wl_display;
 use wayland_client::protocol::wl_registry::WlRegistry;
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 
-/// The owner of a queue's objects: see the [module docs](self).
-#[derive(Debug, Clone)]
+/// The owner of a queue's objects: see the [module docs](self). Dropped
+/// without [`Owner::leave`] (a failed construction), it still stops the
+/// queueing.
+#[derive(Debug)]
 pub(crate) struct Owner {
     /// Whether the owner still dispatches the queue; held while an event
     /// is queued, so none is queued after [`Owner::leave`].
@@ -32,6 +34,8 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
+    /// An owner whose objects' events go to their queue until
+    /// [`Owner::leave`].
     pub(crate) fn new() -> Self {
         Owner {
             live: Arc::new(Mutex::new(true)),
@@ -46,6 +50,12 @@ impl Owner {
         U: Send + Sync + 'static,
         S: Dispatch<I, U> + 'static,
     {
+        // A late event dropped must not be one that makes an object (the
+        // backend needs data for it): none of the guarded objects has one.
+        debug_assert!(I::interface().events.iter().all(|e| e
+            .signature
+            .iter()
+            .all(|a| !matches!(a, wayland_client::backend::protocol::ArgumentType::NewId))));
         Arc::new(Guarded {
             target: qh.make_data::<I, U>(udata),
             live: self.live.clone(),
@@ -68,19 +78,34 @@ impl Owner {
             .map_err(|_| super::Error::Wayland("the connection is gone".into()))
     }
 
-    /// Stop queueing, then dispatch what was queued (into `state`), so the
-    /// queue holds nothing when it is dropped. An event of an object
-    /// destroyed meanwhile cannot be dispatched; it is dropped.
+    /// Stop queueing, then dispatch what was queued (into `state`; events
+    /// of objects destroyed meanwhile reach their handlers with a dead
+    /// proxy, as ever). The queue then holds nothing, provided the
+    /// caller destroyed first every object of its own that can still hear
+    /// from the compositor.
     pub(crate) fn leave<S: 'static>(&self, queue: &mut EventQueue<S>, state: &mut S) {
-        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        // Each failed dispatch has taken (and dropped) one event.
+        self.stop();
+        // A malformed message fails its dispatch, after it was taken off
+        // the queue: the loop ends.
         while queue.dispatch_pending(state).is_err() {}
+    }
+
+    fn stop(&self) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 /// An object's data that forwards to its queue while the owner lives.
 struct Guarded {
+    /// The queue's own data for the object (`QueueHandle::make_data`).
     target: Arc<dyn ObjectData>,
+    /// The owner's flag ([`Owner::leave`]).
     live: Arc<Mutex<bool>>,
 }
 
@@ -92,9 +117,10 @@ impl ObjectData for Guarded {
     ) -> Option<Arc<dyn ObjectData>> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         // None of the guarded objects' events makes a new object.
-        match *live {
-            true => self.target.clone().event(backend, msg),
-            false => None,
+        if *live {
+            self.target.clone().event(backend, msg)
+        } else {
+            None
         }
     }
 

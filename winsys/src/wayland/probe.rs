@@ -109,6 +109,8 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     // The queue goes with this call: nothing more is queued on it, and
     // what was is taken.
     owner.leave(&mut queue, &mut state);
+    // The destroy requests go out on every path.
+    conn.flush().map_err(Error::wayland)?;
     asked?;
     Ok(Report {
         globals: state.reg.globals,
@@ -157,7 +159,7 @@ fn ask(
             answered?;
         }
     }
-    conn.flush().map_err(Error::wayland)
+    Ok(())
 }
 
 impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for Probe {

@@ -29,8 +29,10 @@
 //!   undefined in this mode and not waited for.
 //!
 //! A dropped `Surface` destroys its buffers without waiting for their
-//! releases (their storage is never reused: the compositor's import keeps
-//! it alive while it reads). What the compositor still sends to the
+//! releases: the compositor's import keeps their storage alive while it
+//! reads. Storage the caller handed in ([`Surface::add_dmabuf`],
+//! [`Surface::add_shm_memory`]) must not be written while its buffer is
+//! unreleased, the `Surface` dropped or not. What the compositor still sends to the
 //! surface's objects afterwards (a release fence, a frame callback, a
 //! presentation feedback) is dropped as it arrives, its fds closed: it is
 //! not kept on the surface's event queue, where nothing would take it.
@@ -306,7 +308,12 @@ impl Surface {
                 (surface, Some(Role { wm, xdg, toplevel }))
             }
         };
-        let surface_sync = explicit.map(|ex| ex.get_synchronization(&surface, &qh, ()));
+        // The global is needed only to make the surface's object.
+        let surface_sync = explicit.map(|ex| {
+            let sync = ex.get_synchronization(&surface, &qh, ());
+            ex.destroy();
+            sync
+        });
         let syncobj = syncobj_manager.map(|m| {
             let s = m.get_surface(&surface, &qh, ());
             (m, s)
