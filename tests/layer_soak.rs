@@ -181,14 +181,11 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
     ];
     let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
     assert_reported(&layer, pid, "explicit", 2000, &said);
-    let num = |k: &str| -> i64 {
-        field(&json, k)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {json}"))
-    };
-    let fds = num("end_fds") - num("warm_fds");
-    let heap = num("end_heap_kib") - num("warm_heap_kib");
-    let rss = num("end_rss_kib") - num("warm_rss_kib");
+    let (fds, heap, rss) = (
+        grown(&json, "fds"),
+        grown(&json, "heap_kib"),
+        grown(&json, "rss_kib"),
+    );
     println!(
         "frames 100 -> 2000 through the layer: fds {fds:+}, heap {heap:+} KiB, RSS {rss:+} KiB"
     );
@@ -220,20 +217,14 @@ fn swapchains_made_anew_every_few_frames_through_the_layer_leave_nothing_behind(
     ];
     let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
     assert_reported(&layer, pid, "explicit", 300, &said);
-    let num = |k: &str| -> i64 {
-        field(&json, k)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {json}"))
-    };
-    assert_eq!(num("recreated"), 99, "swapchains made anew");
+    assert_eq!(number(&json, "recreated"), 99, "swapchains made anew");
     let retired = layer
         .events(pid)
         .iter()
         .filter(|l| field(l, "event") == Some("destroy") && field(l, "retired") == Some("true"))
         .count();
     assert_eq!(retired, 99, "every replaced swapchain was retired first");
-    let fds = num("end_fds") - num("warm_fds");
-    let heap = num("end_heap_kib") - num("warm_heap_kib");
+    let (fds, heap) = (grown(&json, "fds"), grown(&json, "heap_kib"));
     println!("frames 100 -> 300, 66 swapchains made anew through the layer: fds {fds:+}, heap {heap:+} KiB");
     // One fd a recreation would be 66; a frame in flight holds one or two.
     assert!(fds.abs() <= 4, "fds changed by {fds}");
@@ -241,4 +232,17 @@ fn swapchains_made_anew_every_few_frames_through_the_layer_leave_nothing_behind(
     // grew by 8 KiB a swapchain (+313 to +397 KiB over 40): 528 KiB here.
     // Since, +71 to +83 KiB over 40 in six of seven runs, once +224.
     assert!(heap <= 384, "heap grew {heap} KiB");
+}
+
+/// The number `key` of the cube's JSON figures.
+fn number(json: &str, key: &str) -> i64 {
+    field(json, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {json}"))
+}
+
+/// How much `what` (`fds`, `heap_kib`, `rss_kib`) grew from the cube's
+/// warm sample (frame 100) to its end.
+fn grown(json: &str, what: &str) -> i64 {
+    number(json, &format!("end_{what}")) - number(json, &format!("warm_{what}"))
 }

@@ -62,6 +62,27 @@ impl Owner {
         })
     }
 
+    /// Make an object of `qh`'s queue with `parent`'s `request` (user
+    /// data `udata`). `None`: the parent is gone (its connection too), so
+    /// the object would hear nothing anyway.
+    pub(crate) fn make<I, P, U, S>(
+        &self,
+        parent: &P,
+        request: P::Request<'_>,
+        qh: &QueueHandle<S>,
+        udata: U,
+    ) -> Option<I>
+    where
+        I: Proxy + 'static,
+        P: Proxy,
+        U: Send + Sync + 'static,
+        S: Dispatch<I, U> + 'static,
+    {
+        parent
+            .send_constructor(request, self.data::<I, U, S>(qh, udata))
+            .ok()
+    }
+
     /// A registry of `conn` on `qh`'s queue (`wl_display.get_registry`;
     /// a registry has no destructor, so it hears of every later global).
     pub(crate) fn registry<S>(
@@ -72,10 +93,8 @@ impl Owner {
     where
         S: Dispatch<WlRegistry, ()> + 'static,
     {
-        let data = self.data::<WlRegistry, (), S>(qh, ());
-        conn.display()
-            .send_constructor(wl_display::Request::GetRegistry {}, data)
-            .map_err(|_| super::Error::Wayland("the connection is gone".into()))
+        self.make(&conn.display(), wl_display::Request::GetRegistry {}, qh, ())
+            .ok_or_else(|| super::Error::Wayland("the connection is gone".into()))
     }
 
     /// Stop queueing, then dispatch what was queued (into `state`; events

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use rustix::time::{ClockId, Timespec};
 use wayland_client::protocol::wl_surface;
-use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
+use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::presentation_time::client::{
     wp_presentation, wp_presentation_feedback as feedback,
 };
@@ -154,17 +154,13 @@ impl Presentation {
             .dispatch_pending(&mut self.state)
             .map_err(Error::dispatch)?;
         let asked = self.state.clock.map(rustix::time::clock_gettime);
-        let data = self
-            .owner
-            .data::<feedback::WpPresentationFeedback, _, _>(&self.qh, Asked(asked));
         let request = wp_presentation::Request::Feedback {
             surface: self.surface.clone(),
         };
         // A connection already gone answers nothing: the request counts as
         // asked, and waits for it end in the connection's error.
-        let _ = self
-            .wp
-            .send_constructor::<feedback::WpPresentationFeedback>(request, data);
+        let _: Option<feedback::WpPresentationFeedback> =
+            self.owner.make(&self.wp, request, &self.qh, Asked(asked));
         self.state.stats.requested += 1;
         Ok(())
     }

@@ -110,8 +110,9 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     // what was is taken.
     owner.leave(&mut queue, &mut state);
     // The destroy requests go out on every path.
-    conn.flush().map_err(Error::wayland)?;
+    let flushed = conn.flush();
     asked?;
+    flushed.map_err(Error::wayland)?;
     Ok(Report {
         globals: state.reg.globals,
         feedback: state.feedback,

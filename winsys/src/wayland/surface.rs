@@ -653,14 +653,11 @@ impl Surface {
                 if let Some(fence) = fence {
                     sync.set_acquire_fence(fence.as_fd());
                 }
-                let data = self
-                    .owner
-                    .data::<release_v1::ZwpLinuxBufferReleaseV1, _, _>(&qh, id);
                 // A surface already gone cannot commit either: nothing to
                 // release then.
-                let _ = wayland_client::Proxy::send_constructor::<
-                    release_v1::ZwpLinuxBufferReleaseV1,
-                >(sync, surface_sync_v1::Request::GetRelease {}, data);
+                let _: Option<release_v1::ZwpLinuxBufferReleaseV1> =
+                    self.owner
+                        .make(sync, surface_sync_v1::Request::GetRelease {}, &qh, id);
             }
             (_, Some(_), _) => {
                 return Err(Error::Wayland(format!(
@@ -812,13 +809,11 @@ impl Surface {
             self.surface.damage(0, 0, i32::MAX, i32::MAX);
         }
         if self.frame_callbacks {
-            let data = self
-                .owner
-                .data::<wl_callback::WlCallback, _, _>(&self.qh, FrameCallback);
-            let _ = wayland_client::Proxy::send_constructor::<wl_callback::WlCallback>(
+            let _: Option<wl_callback::WlCallback> = self.owner.make(
                 &self.surface,
                 wl_surface::Request::Frame {},
-                data,
+                &self.qh,
+                FrameCallback,
             );
         }
         if let Some((_, fifo)) = &self.fifo {
