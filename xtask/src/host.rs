@@ -727,6 +727,15 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
     fs::create_dir_all(&out)?;
     let script = out.join("run.sh");
     fs::write(&script, include_str!("demo.sh"))?;
+    let native = Path::new("/dev/dri").exists() && std::env::var_os("WAYLAND_DISPLAY").is_some();
+    // Set up before building: building the gbm feature needs libgbm-dev,
+    // which a fresh machine lacks (the VM case sets up everything else too).
+    let tb = if native {
+        setup::ensure_host_packages()?;
+        None
+    } else {
+        Some(ensure_testbed(opts)?)
+    };
     step!("building the winsys tool and the examples (release)");
     cargo::build(
         &ws,
@@ -748,17 +757,8 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
     let args = [script.as_path(), out.as_path(), bin.as_path()]
         .map(|p| shell_quote(&p.to_string_lossy()))
         .join(" ");
-    let native = Path::new("/dev/dri").exists() && std::env::var_os("WAYLAND_DISPLAY").is_some();
-    let status = if native {
-        step!("this machine has /dev/dri and a WAYLAND_DISPLAY: running natively");
-        Command::new("sh")
-            .args([script.as_os_str(), out.as_os_str(), bin.as_os_str()])
-            .status()
-            .map_err(|e| err(format!("cannot run sh: {e}")))?
-            .success()
-    } else {
+    let status = if let Some(tb) = tb {
         step!("no devices here: running in the VM test bed (the embedded default)");
-        let tb = ensure_testbed(opts)?;
         let exec = crate::vm::staged(GUEST_PREP, &format!("sh {args}"));
         let vm = vm_for(&tb, &tb.root, &ws, opts, Some(exec));
         let done = boot(&vm, opts, &out.join("vm.log"))?;
@@ -766,6 +766,13 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
             step!("the demo's VM timed out: see above");
         }
         done.success()
+    } else {
+        step!("this machine has /dev/dri and a WAYLAND_DISPLAY: running natively");
+        Command::new("sh")
+            .args([script.as_os_str(), out.as_os_str(), bin.as_os_str()])
+            .status()
+            .map_err(|e| err(format!("cannot run sh: {e}")))?
+            .success()
     };
     let files = [
         "screenshot.png",
