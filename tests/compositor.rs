@@ -897,3 +897,79 @@ fn a_swapchain_on_a_device_with_no_renderer_makes_dumb_buffers_and_keeps_no_node
     drop((first, second));
     assert_eq!(dri_fds(), dri);
 }
+
+/// The test's own client state: a bare `wl_surface` of its own, as an app
+/// that hands its surface to winsys has.
+struct App;
+
+impl
+    wayland_client::Dispatch<
+        wayland_client::protocol::wl_registry::WlRegistry,
+        wayland_client::globals::GlobalListContents,
+    > for App
+{
+    fn event(
+        _: &mut Self,
+        _: &wayland_client::protocol::wl_registry::WlRegistry,
+        _: wayland_client::protocol::wl_registry::Event,
+        _: &wayland_client::globals::GlobalListContents,
+        _: &wayland_client::Connection,
+        _: &wayland_client::QueueHandle<Self>,
+    ) {
+    }
+}
+wayland_client::delegate_noop!(App: ignore wayland_client::protocol::wl_compositor::WlCompositor);
+wayland_client::delegate_noop!(App: ignore wayland_client::protocol::wl_surface::WlSurface);
+
+#[test]
+fn a_surface_that_failed_half_made_leaves_the_apps_wl_surface_free_for_a_retry() {
+    use winsys::wayland::Error;
+    let _one = common::one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("winsys-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let c = need!(
+        Compositor::start_with(&[], &["--stall-on-syncobj-surface", go.to_str().unwrap()]),
+        "the reference compositor"
+    );
+    let fds_before = common::open_fds();
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let (globals, mut queue) =
+        wayland_client::globals::registry_queue_init::<App>(&conn).expect("the registry");
+    let compositor: wayland_client::protocol::wl_compositor::WlCompositor = globals
+        .bind(&queue.handle(), 4..=6, ())
+        .expect("wl_compositor");
+    let surface = compositor.create_surface(&queue.handle(), ());
+    // The compositor stops answering once it has made the surface's
+    // drm-syncobj object: the construction times out half made.
+    match Surface::for_surface(
+        &conn,
+        &surface,
+        SyncMode::DrmSyncobj,
+        Duration::from_secs(2),
+    ) {
+        Err(Error::Timeout { what, .. }) => println!("first try: timed out waiting for {what}"),
+        Err(e) => panic!("first try: {e}\n{}", c.log_text()),
+        Ok(_) => panic!(
+            "first try: made, though the compositor stalled\n{}",
+            c.log_text()
+        ),
+    }
+    std::fs::write(&go, b"").unwrap();
+    // The half-made one destroyed its drm-syncobj object, so the retry may
+    // make one for the same wl_surface (else: surface_exists, a protocol
+    // error that ends the connection).
+    let retry = Surface::for_surface(&conn, &surface, SyncMode::DrmSyncobj, LONG)
+        .unwrap_or_else(|e| panic!("the retry: {e}\n{}", c.log_text()));
+    assert_eq!(retry.mode(), SyncMode::DrmSyncobj);
+    drop(retry);
+    surface.destroy();
+    // The connection is whole: no protocol error ended it.
+    queue
+        .roundtrip(&mut App)
+        .unwrap_or_else(|e| panic!("after the retry: {e}\n{}", c.log_text()));
+    drop((globals, queue, conn));
+    assert_eq!(common::open_fds(), fds_before, "fds leaked");
+    let _ = std::fs::remove_dir_all(&dir);
+}

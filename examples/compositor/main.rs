@@ -21,7 +21,7 @@
 //! ```text
 //! compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation]
 //!            [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence]
-//!            [--run PROGRAM ARGS...]
+//!            [--stall-on-syncobj-surface PATH] [--run PROGRAM ARGS...]
 //! ```
 //!
 //! `--run` starts a client on the compositor's socket once it listens and
@@ -93,10 +93,11 @@ struct Args {
     exit_after: Option<Duration>,
     feedback_change_after: Option<u64>,
     bad_release_fence: bool,
+    stall_on_syncobj_surface: Option<PathBuf>,
     run: Vec<String>,
 }
 
-const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence] [--run PROGRAM ARGS...]";
+const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence] [--stall-on-syncobj-surface PATH] [--run PROGRAM ARGS...]";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -109,6 +110,7 @@ fn parse_args() -> Result<Args, Error> {
         exit_after: None,
         feedback_change_after: None,
         bad_release_fence: false,
+        stall_on_syncobj_surface: None,
         run: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -132,6 +134,10 @@ fn parse_args() -> Result<Args, Error> {
             // A broken compositor, for clients' tests: every explicit-sync
             // release is "fenced" with an eventfd, which is no sync_file.
             "--bad-release-fence" => args.bad_release_fence = true,
+            // A compositor that stops answering at a chosen point, for
+            // clients' tests: the first drm-syncobj surface object made
+            // stalls the whole event loop until PATH exists.
+            "--stall-on-syncobj-surface" => args.stall_on_syncobj_surface = Some(value()?.into()),
             "--run" => {
                 args.run = it.by_ref().collect();
                 if args.run.is_empty() {
@@ -284,6 +290,8 @@ pub struct State {
     refresh: Duration,
     /// `--bad-release-fence`.
     bad_release_fence: bool,
+    /// `--stall-on-syncobj-surface` (taken by the first stall).
+    pub stall_on_syncobj_surface: Option<PathBuf>,
 }
 
 impl State {
@@ -899,6 +907,7 @@ fn run() -> Result<(), Error> {
         last_shown: None,
         refresh,
         bad_release_fence: args.bad_release_fence,
+        stall_on_syncobj_surface: args.stall_on_syncobj_surface.clone(),
     };
 
     let timer = rustix::time::timerfd_create(

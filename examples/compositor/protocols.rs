@@ -487,6 +487,9 @@ impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
         match request {
             syncobj_manager::Request::GetSurface { id, surface } => {
                 let sync = init.init(id, surface.clone());
+                if let Some(path) = state.stall_on_syncobj_surface.take() {
+                    stall_until(&path);
+                }
                 match state.surfaces.get_mut(&surface.id()) {
                     Some(surf) if surf.syncobj.is_some() => {
                         state.post_error(
@@ -768,4 +771,15 @@ pub fn checked_commit(
         }
     }
     Some(NewContent { pending })
+}
+
+/// `--stall-on-syncobj-surface`: the event loop stops until `path` exists
+/// (at most two minutes), as a compositor that hangs would.
+fn stall_until(path: &std::path::Path) {
+    eprintln!("compositor: stalled until {} exists", path.display());
+    let t = std::time::Instant::now();
+    while !path.exists() && t.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    eprintln!("compositor: stall over after {:?}", t.elapsed());
 }

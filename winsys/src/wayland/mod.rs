@@ -230,9 +230,11 @@ pub(crate) trait HasRegistry {
 
 /// `wl_display.sync`, then dispatch until its callback fires, at most
 /// `timeout`: a compositor that stops answering is a typed error, not a
-/// hang.
+/// hang. The callback is `owner`'s ([`owner`]): an answer that comes after
+/// a timeout, once the owner is gone, is dropped, not left on its queue.
 pub(crate) fn roundtrip<S>(
     conn: &wayland_client::Connection,
+    owner: &owner::Owner,
     queue: &mut wayland_client::EventQueue<S>,
     state: &mut S,
     timeout: Duration,
@@ -243,7 +245,14 @@ where
         + 'static,
 {
     let target = state.registry().synced + 1;
-    conn.display().sync(&queue.handle(), ());
+    owner
+        .make::<wayland_client::protocol::wl_callback::WlCallback, _, _, _>(
+            &conn.display(),
+            wayland_client::protocol::wl_display::Request::Sync {},
+            &queue.handle(),
+            (),
+        )
+        .ok_or_else(|| Error::Wayland("the connection is gone".into()))?;
     dispatch_until(
         queue,
         state,

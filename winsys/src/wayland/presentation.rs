@@ -110,7 +110,7 @@ impl Presentation {
         let mut state = State::default();
         let owner = Owner::new();
         let registry = owner.registry(conn, &qh)?;
-        let found = roundtrip(conn, &mut queue, &mut state, timeout)
+        let found = roundtrip(conn, &owner, &mut queue, &mut state, timeout)
             .map(|()| state.reg.global("wp_presentation", 1));
         let Some((name, version)) = found.inspect_err(|_| owner.leave(&mut queue, &mut state))?
         else {
@@ -127,7 +127,7 @@ impl Presentation {
             owner,
         };
         // The clock_id event follows the bind.
-        roundtrip(conn, &mut p.queue, &mut p.state, timeout)?;
+        roundtrip(conn, &p.owner, &mut p.queue, &mut p.state, timeout)?;
         Ok(Some(p))
     }
 

@@ -130,7 +130,7 @@ fn ask(
 ) -> Result<()> {
     let qh = queue.handle();
     let registry = owner.registry(conn, &qh)?;
-    roundtrip(conn, queue, state, timeout)?;
+    roundtrip(conn, owner, queue, state, timeout)?;
     if let Some((name, version)) = state.reg.global("zwp_linux_dmabuf_v1", 5) {
         let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(name, version, &qh, ());
         if version >= 4 {
@@ -145,7 +145,7 @@ fn ask(
                             timeout,
                         });
                     }
-                    roundtrip(conn, queue, state, left)?;
+                    roundtrip(conn, owner, queue, state, left)?;
                 }
                 Ok(())
             })();
@@ -155,7 +155,7 @@ fn ask(
             proxy.destroy();
             answered?;
         } else {
-            let answered = roundtrip(conn, queue, state, timeout);
+            let answered = roundtrip(conn, owner, queue, state, timeout);
             proxy.destroy();
             answered?;
         }

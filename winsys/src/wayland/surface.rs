@@ -148,6 +148,18 @@ enum Target<'a> {
     Existing(&'a wl_surface::WlSurface),
 }
 
+/// A [`Target`] with the globals its role needs, found.
+enum Found<'a> {
+    Toplevel {
+        title: &'a str,
+        /// `wl_compositor`'s `(name, version)`.
+        compositor: (u32, u32),
+        /// `xdg_wm_base`'s `(name, version)`.
+        wm: (u32, u32),
+    },
+    Existing(&'a wl_surface::WlSurface),
+}
+
 /// A window presenting buffers in one [`SyncMode`]: a toplevel of its own,
 /// or the app's surface.
 pub struct Surface {
@@ -239,68 +251,54 @@ impl Surface {
         let mut state = State::default();
         let owner = Owner::new();
         let registry = owner.registry(conn, &qh)?;
-        roundtrip(conn, &mut queue, &mut state, timeout)?;
-        let global = |state: &State, name: &'static str, max: u32| state.reg.global(name, max);
-        let need = |g: Option<(u32, u32)>, name: &'static str| g.ok_or(Error::MissingGlobal(name));
+        roundtrip(conn, &owner, &mut queue, &mut state, timeout)?;
+        // Every global the mode needs is found before any is bound: a
+        // missing one leaves nothing behind on the compositor.
+        let global = |name: &'static str, max: u32| state.reg.global(name, max);
+        let need =
+            |name: &'static str, max: u32| global(name, max).ok_or(Error::MissingGlobal(name));
         let dmabuf = match mode {
             SyncMode::Shm => None,
-            _ => {
-                let (n, v) = need(
-                    global(&state, "zwp_linux_dmabuf_v1", 5),
-                    "zwp_linux_dmabuf_v1",
-                )?;
-                if v < 2 {
-                    return Err(Error::MissingGlobal("zwp_linux_dmabuf_v1 version 2"));
-                }
-                Some(registry.bind::<dmabuf_v1::ZwpLinuxDmabufV1, _, _>(n, v, &qh, ()))
-            }
+            _ => Some(need("zwp_linux_dmabuf_v1", 5)?),
         };
-        let shm = match global(&state, "wl_shm", 1) {
-            Some((n, v)) => Some(registry.bind::<wl_shm::WlShm, _, _>(n, v, &qh, ())),
-            None if mode == SyncMode::Shm => return Err(Error::MissingGlobal("wl_shm")),
-            None => None,
-        };
+        if dmabuf.is_some_and(|(_, v)| v < 2) {
+            return Err(Error::MissingGlobal("zwp_linux_dmabuf_v1 version 2"));
+        }
+        let shm = global("wl_shm", 1);
+        if shm.is_none() && mode == SyncMode::Shm {
+            return Err(Error::MissingGlobal("wl_shm"));
+        }
         let explicit = match mode {
-            SyncMode::ExplicitSync => {
-                let (n, v) = need(
-                    global(&state, "zwp_linux_explicit_synchronization_v1", 2),
-                    "zwp_linux_explicit_synchronization_v1",
-                )?;
-                Some(
-                    registry.bind::<explicit_v1::ZwpLinuxExplicitSynchronizationV1, _, _>(
-                        n,
-                        v,
-                        &qh,
-                        (),
-                    ),
-                )
-            }
+            SyncMode::ExplicitSync => Some(need("zwp_linux_explicit_synchronization_v1", 2)?),
             _ => None,
         };
         let syncobj_manager = match mode {
-            SyncMode::DrmSyncobj => {
-                let (n, v) = need(
-                    global(&state, "wp_linux_drm_syncobj_manager_v1", 1),
-                    "wp_linux_drm_syncobj_manager_v1",
-                )?;
-                Some(
-                    registry.bind::<syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1, _, _>(
-                        n,
-                        v,
-                        &qh,
-                        (),
-                    ),
-                )
-            }
+            SyncMode::DrmSyncobj => Some(need("wp_linux_drm_syncobj_manager_v1", 1)?),
             _ => None,
         };
+        let target = match target {
+            Target::Existing(surface) => Found::Existing(surface),
+            Target::Toplevel(title) => Found::Toplevel {
+                title,
+                compositor: need("wl_compositor", 4)?,
+                wm: need("xdg_wm_base", 2)?,
+            },
+        };
+        // From here on, a failure drops the `Surface`, whose Drop destroys
+        // what was made: a retry on the app's surface can make its
+        // per-surface objects again.
+        let dmabuf =
+            dmabuf.map(|(n, v)| registry.bind::<dmabuf_v1::ZwpLinuxDmabufV1, _, _>(n, v, &qh, ()));
+        let shm = shm.map(|(n, v)| registry.bind::<wl_shm::WlShm, _, _>(n, v, &qh, ()));
         let (surface, role) = match target {
-            Target::Existing(surface) => (surface.clone(), None),
-            Target::Toplevel(title) => {
-                let (n, v) = need(global(&state, "wl_compositor", 4), "wl_compositor")?;
-                let compositor: wl_compositor::WlCompositor = registry.bind(n, v, &qh, ());
-                let (n, v) = need(global(&state, "xdg_wm_base", 2), "xdg_wm_base")?;
-                let wm: xdg_wm_base::XdgWmBase = registry.bind(n, v, &qh, ());
+            Found::Existing(surface) => (surface.clone(), None),
+            Found::Toplevel {
+                title,
+                compositor: (cn, cv),
+                wm: (wn, wv),
+            } => {
+                let compositor: wl_compositor::WlCompositor = registry.bind(cn, cv, &qh, ());
+                let wm: xdg_wm_base::XdgWmBase = registry.bind(wn, wv, &qh, ());
                 let surface = compositor.create_surface(&qh, ());
                 let xdg = wm.get_xdg_surface(&surface, &qh, ());
                 let toplevel = xdg.get_toplevel(&qh, ());
@@ -309,37 +307,18 @@ impl Surface {
             }
         };
         // The global is needed only to make the surface's object.
-        let surface_sync = explicit.map(|ex| {
+        let surface_sync = explicit.map(|(n, v)| {
+            let ex: explicit_v1::ZwpLinuxExplicitSynchronizationV1 = registry.bind(n, v, &qh, ());
             let sync = ex.get_synchronization(&surface, &qh, ());
             ex.destroy();
             sync
         });
-        let syncobj = syncobj_manager.map(|m| {
+        let syncobj = syncobj_manager.map(|(n, v)| {
+            let m: syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1 = registry.bind(n, v, &qh, ());
             let s = m.get_surface(&surface, &qh, ());
             (m, s)
         });
-        if role.is_some() {
-            surface.commit();
-            let deadline = Deadline::after(Some(timeout));
-            while !state.configured {
-                let left = deadline.remaining().unwrap_or(timeout);
-                if left.is_zero() {
-                    return Err(Error::Timeout {
-                        what: "the first xdg_surface.configure",
-                        timeout,
-                    });
-                }
-                roundtrip(conn, &mut queue, &mut state, left)?;
-            }
-        }
-        let presentation = Presentation::new(conn, &surface, timeout)?;
-        // Feedback for this surface (v4+): a change later (a scanout
-        // tranche appears, the device goes) makes the swapchain suboptimal.
-        let surface_feedback = dmabuf
-            .as_ref()
-            .filter(|d| wayland_client::Proxy::version(*d) >= 4)
-            .map(|d| d.get_surface_feedback(&surface, &qh, ()));
-        Ok(Surface {
+        let mut made = Surface {
             conn: conn.clone(),
             queue,
             state,
@@ -354,8 +333,8 @@ impl Surface {
             timelines: Vec::new(),
             fifo: None,
             tearing: None,
-            presentation,
-            surface_feedback,
+            presentation: None,
+            surface_feedback: None,
             owner,
             mode,
             timeout,
@@ -363,7 +342,41 @@ impl Surface {
             frame_callbacks: true,
             shm_format: wl_shm::Format::Xrgb8888,
             retired: false,
-        })
+        };
+        if made.role.is_some() {
+            made.surface.commit();
+            let deadline = Deadline::after(Some(timeout));
+            while !made.state.configured {
+                let left = deadline.remaining().unwrap_or(timeout);
+                if left.is_zero() {
+                    return Err(Error::Timeout {
+                        what: "the first xdg_surface.configure",
+                        timeout,
+                    });
+                }
+                roundtrip(conn, &made.owner, &mut made.queue, &mut made.state, left)?;
+            }
+        }
+        made.presentation = Presentation::new(conn, &made.surface, timeout)?;
+        // Feedback for this surface (v4+): a change later (a scanout
+        // tranche appears, the device goes) makes the swapchain suboptimal.
+        made.surface_feedback = made
+            .dmabuf
+            .as_ref()
+            .filter(|d| wayland_client::Proxy::version(*d) >= 4)
+            .map(|d| d.get_surface_feedback(&made.surface, &made.qh, ()));
+        Ok(made)
+    }
+
+    /// [`roundtrip`] on this surface's queue, bounded by its timeout.
+    fn roundtrip(&mut self) -> Result<()> {
+        roundtrip(
+            &self.conn,
+            &self.owner,
+            &mut self.queue,
+            &mut self.state,
+            self.timeout,
+        )
     }
 
     /// What `wp_presentation` said about the frames presented so far
@@ -422,7 +435,7 @@ impl Surface {
         });
         // A refusal arrives as a `failed` event (on the live params object)
         // or a protocol error.
-        let answered = roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout);
+        let answered = self.roundtrip();
         params.destroy();
         answered?;
         self.check_failed()?;
@@ -683,7 +696,7 @@ impl Surface {
         let proxy = manager.import_timeline(fd.as_fd(), &self.qh, ());
         drop(fd);
         self.timelines.push((timeline, proxy, 0));
-        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        self.roundtrip()?;
         self.check_failed()?;
         Ok(TimelineId(self.timelines.len() - 1))
     }
@@ -707,7 +720,7 @@ impl Surface {
         self.fifo = Some((manager, fifo));
         // A surface another party already paces is a protocol error: found
         // here, not at the first commit.
-        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        self.roundtrip()?;
         Ok(true)
     }
 
@@ -728,7 +741,7 @@ impl Surface {
         let control = manager.get_tearing_control(&self.surface, &self.qh, ());
         control.set_presentation_hint(tearing_v1::PresentationHint::Async);
         self.tearing = Some((manager, control));
-        roundtrip(&self.conn, &mut self.queue, &mut self.state, self.timeout)?;
+        self.roundtrip()?;
         Ok(true)
     }
 
