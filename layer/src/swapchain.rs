@@ -343,6 +343,7 @@ unsafe fn create_inner(
     };
     let display = RawDisplayHandle::Wayland(WaylandDisplayHandle::new(display));
     let window = RawWindowHandle::Wayland(WaylandWindowHandle::new(window));
+    let started = std::time::Instant::now();
     // SAFETY: the app's wl_display and wl_surface from
     // VkWaylandSurfaceCreateInfoKHR, which must stay valid while the
     // VkSurfaceKHR (and so this swapchain) lives; the app's process loads
@@ -377,13 +378,14 @@ unsafe fn create_inner(
         held: HashMap::new(),
     };
     debug!(
-        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}",
+        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}, made in {:.1?}",
         images.len(),
         ci.image_format,
         drm_format,
         ci.present_mode,
         state.chain.sync_mode(),
-        state.chain.buffer_path()
+        state.chain.buffer_path(),
+        started.elapsed()
     );
     state.report("create");
     d.swapchains

@@ -20,7 +20,9 @@
 //!   own `--wsi winsys` path (goal <= 1.05: the layer costs nothing winsys's own
 //!   swapchain does not);
 //! - vkcube (vulkan-tools), timed: its frames per second with the layer
-//!   over without (FIFO; start-up included in both);
+//!   over without (FIFO; start-up included in both, after an untimed
+//!   two-frame run of each, so that vkcube's first shader compiles fall on
+//!   neither);
 //! - system calls per steady-state frame (weston and sway, 256x256, FIFO):
 //!   the difference of two `strace -f -c` runs of 30 and 90 frames, with
 //!   the layer over without (goal <= 1.0).
@@ -248,6 +250,19 @@ impl Bench {
     ) {
         let (w, h, n) = (size.0.to_string(), size.1.to_string(), frames.to_string());
         let args = ["--wsi", "wayland", "--width", &w, "--height", &h, "--c", &n];
+        // Warm-up, untimed: vkcube's first run compiles its pipelines into
+        // Mesa's shader cache (about 3.5 s at 256x256 on this bed, on
+        // either path), which would otherwise fall on the first timed run.
+        let warm = [
+            "--wsi", "wayland", "--width", &w, "--height", &h, "--c", "2",
+        ];
+        for path in [Via::Driver, Via::Layer] {
+            let env = self.env(path, kind);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            if let Err(e) = run_program(Path::new("vkcube"), socket, &warm, &env) {
+                println!("{what}: vkcube warm-up {path:?}: {e}");
+            }
+        }
         let mut fps = Vec::new();
         for path in [Via::Layer, Via::Driver, Via::Driver, Via::Layer] {
             let env = self.env(path, kind);
