@@ -251,7 +251,7 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
     // Warm up: one cube run, so that the fd count below is steady.
     cube(&c, 10, &["--sync", "explicit"], &[]);
     c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
-    let fds_before = c.open_fds();
+    let fds_before = c.settled_fds();
 
     // Another client presents all along, every frame, for as long as the
     // test needs (however slow the machine): it is presenting before the
@@ -324,12 +324,10 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
         "no release for the held commit: {s:?}"
     );
     let t = Instant::now();
-    while c.open_fds() > fds_before && t.elapsed() < LONG * 4 {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut after = c.settled_fds();
+    while after > fds_before && t.elapsed() < LONG * 4 {
+        after = c.settled_fds();
     }
-    // At most as many as before: the baseline may hold a transient fd of
-    // its own (the PNG writer's file), a leak only adds.
-    let after = c.open_fds();
     assert!(
         after <= fds_before,
         "fds left in the compositor: {after} > {fds_before}"
@@ -686,7 +684,8 @@ fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_composi
         })
         .unwrap();
     assert_eq!(s.protocol_errors, cases.len() as u64, "{s:?}");
-    let fds = c.open_fds();
+    let fds = c.settled_fds();
+    let before = c.fd_targets();
     for seed in 1..=200u64 {
         bad::garbage(&c.socket, &vgem, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         assert!(
@@ -697,13 +696,19 @@ fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_composi
     }
     c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
     let t = Instant::now();
-    while c.open_fds() > fds && t.elapsed() < LONG {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut after = c.settled_fds();
+    while after > fds && t.elapsed() < LONG {
+        after = c.settled_fds();
     }
-    let after = c.open_fds();
+    let mut new = c.fd_targets();
+    for old in &before {
+        if let Some(i) = new.iter().position(|n| n == old) {
+            new.remove(i);
+        }
+    }
     assert!(
         after <= fds,
-        "garbage left fds in the compositor: {after} > {fds}"
+        "garbage left fds in the compositor: {after} > {fds}; new since: {new:?}"
     );
     // Others are served as before.
     cube(&c, 10, &["--sync", "explicit"], &[]);

@@ -949,11 +949,13 @@ fn run() -> Result<(), Error> {
     let mut last_stats = Instant::now();
     let mut last_line = String::new();
     let mut gate_fds_changed;
+    // The clients' epoll fd, one for the display's life: duplicated once,
+    // not on every turn (two system calls, and an fd that comes and goes).
+    let poll_fd = display.backend().poll_fd().try_clone_to_owned()?;
     loop {
         // Poll: the socket, the clients, the refresh timer, and every held
         // commit's gate (so a signaled fence wakes us before the next tick).
         let (accept, clients, tick) = {
-            let poll_fd = display.backend().poll_fd().try_clone_to_owned()?;
             let gates: Vec<_> = state
                 .surfaces
                 .values()

@@ -185,11 +185,39 @@ impl Compositor {
         Png::read(&self.png)
     }
 
-    /// Open fds of the compositor process.
-    pub fn open_fds(&self) -> usize {
+    /// Open fds of the compositor process, the fewest seen over half a
+    /// second: fds it holds for a moment (the PNG writer's file, every
+    /// 250 ms) are left out, a leaked one stays.
+    pub fn settled_fds(&self) -> usize {
+        let t = Instant::now();
+        let mut fewest = self.open_fds();
+        while t.elapsed() < Duration::from_millis(500) && fewest > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            fewest = fewest.min(self.open_fds());
+        }
+        fewest
+    }
+
+    /// Open fds of the compositor process now.
+    fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// What its open fds are (`/proc/PID/fd` link targets, sorted): for
+    /// failure messages.
+    pub fn fd_targets(&self) -> Vec<String> {
+        let dir = format!("/proc/{}/fd", self.child.id());
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .map(|t| t.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     /// Whether it is still running.
