@@ -323,11 +323,7 @@ fn a_late_fence_holds_only_its_own_client_and_its_release_comes_on_disconnect() 
         s.releases > releases,
         "no release for the held commit: {s:?}"
     );
-    let t = Instant::now();
-    let mut after = c.settled_fds();
-    while after > fds_before && t.elapsed() < LONG * 4 {
-        after = c.settled_fds();
-    }
+    let after = c.fds_down_to(fds_before, LONG * 4);
     assert!(
         after <= fds_before,
         "fds left in the compositor: {after} > {fds_before}"
@@ -695,11 +691,7 @@ fn every_protocol_error_reaches_the_client_and_garbage_never_crashes_the_composi
         );
     }
     c.wait_stats(LONG, |s| s.surfaces == 0).unwrap();
-    let t = Instant::now();
-    let mut after = c.settled_fds();
-    while after > fds && t.elapsed() < LONG {
-        after = c.settled_fds();
-    }
+    let after = c.fds_down_to(fds, LONG);
     let mut new = c.fd_targets();
     for old in &before {
         if let Some(i) = new.iter().position(|n| n == old) {

@@ -198,6 +198,17 @@ impl Compositor {
         fewest
     }
 
+    /// [`Compositor::settled_fds`] once it is down to `baseline` or less,
+    /// or after `within` (then more than `baseline`: a leak).
+    pub fn fds_down_to(&self, baseline: usize, within: Duration) -> usize {
+        let t = Instant::now();
+        let mut n = self.settled_fds();
+        while n > baseline && t.elapsed() < within {
+            n = self.settled_fds();
+        }
+        n
+    }
+
     /// Open fds of the compositor process now.
     fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))

@@ -238,6 +238,20 @@ impl Bench {
         Some(l.fps.min(d.fps))
     }
 
+    /// One vkcube run through `path` (the layer or the driver's WSI): its
+    /// output and wall time.
+    fn vkcube(
+        &self,
+        socket: &str,
+        kind: Kind,
+        path: Via,
+        args: &[&str],
+    ) -> Result<(String, Duration), String> {
+        let env = self.env(path, kind);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_program(Path::new("vkcube"), socket, args, &env)
+    }
+
     /// vkcube timed with and without the layer: `frames` frames each.
     fn vkcube_row(
         &mut self,
@@ -257,17 +271,13 @@ impl Bench {
             "--wsi", "wayland", "--width", &w, "--height", &h, "--c", "2",
         ];
         for path in [Via::Driver, Via::Layer] {
-            let env = self.env(path, kind);
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            if let Err(e) = run_program(Path::new("vkcube"), socket, &warm, &env) {
+            if let Err(e) = self.vkcube(socket, kind, path, &warm) {
                 println!("{what}: vkcube warm-up {path:?}: {e}");
             }
         }
         let mut fps = Vec::new();
         for path in [Via::Layer, Via::Driver, Via::Driver, Via::Layer] {
-            let env = self.env(path, kind);
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            match run_program(Path::new("vkcube"), socket, &args, &env) {
+            match self.vkcube(socket, kind, path, &args) {
                 Ok((_, t)) => fps.push((path, f64::from(frames) / t.as_secs_f64())),
                 Err(e) => {
                     println!("{what}: vkcube {path:?}: {e}");
