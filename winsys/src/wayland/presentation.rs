@@ -30,7 +30,7 @@
 use std::time::Duration;
 
 use rustix::time::{ClockId, Timespec};
-use wayland_client::protocol::wl_surface;
+use wayland_client::protocol::{wl_registry, wl_surface};
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::presentation_time::client::{
     wp_presentation, wp_presentation_feedback as feedback,
@@ -38,6 +38,9 @@ use wayland_protocols::wp::presentation_time::client::{
 
 use super::owner::Owner;
 use super::{roundtrip, Error, Registry, Result};
+
+/// The global bound, and the highest version used.
+pub(crate) const GLOBAL: (&str, u32) = ("wp_presentation", 1);
 
 /// What the compositor said about the frames asked about so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,12 +114,46 @@ impl Presentation {
         let owner = Owner::new();
         let registry = owner.registry(conn, &qh)?;
         let found = roundtrip(conn, &owner, &mut queue, &mut state, timeout)
-            .map(|()| state.reg.global("wp_presentation", 1));
-        let Some((name, version)) = found.inspect_err(|_| owner.leave(&mut queue, &mut state))?
-        else {
+            .map(|()| state.reg.global(GLOBAL.0, GLOBAL.1));
+        let Some(global) = found.inspect_err(|_| owner.leave(&mut queue, &mut state))? else {
             owner.leave(&mut queue, &mut state);
             return Ok(None);
         };
+        Self::bind(
+            conn,
+            (queue, state, owner),
+            &registry,
+            global,
+            surface,
+            timeout,
+        )
+        .map(Some)
+    }
+
+    /// [`Presentation::new`] through `registry`, a registry of `conn` that
+    /// lists `global` (`wp_presentation`'s name and version to bind): no
+    /// registry and no roundtrip for the globals of its own.
+    pub(crate) fn from_global(
+        conn: &Connection,
+        registry: &wl_registry::WlRegistry,
+        global: (u32, u32),
+        surface: &wl_surface::WlSurface,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let queue = (conn.new_event_queue(), State::default(), Owner::new());
+        Self::bind(conn, queue, registry, global, surface, timeout)
+    }
+
+    /// Bind `wp_presentation` onto `queue` and wait for its clock.
+    fn bind(
+        conn: &Connection,
+        (queue, state, owner): (EventQueue<State>, State, Owner),
+        registry: &wl_registry::WlRegistry,
+        (name, version): (u32, u32),
+        surface: &wl_surface::WlSurface,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let qh = queue.handle();
         let wp: wp_presentation::WpPresentation = registry.bind(name, version, &qh, ());
         let mut p = Presentation {
             queue,
@@ -128,7 +165,7 @@ impl Presentation {
         };
         // The clock_id event follows the bind.
         roundtrip(conn, &p.owner, &mut p.queue, &mut p.state, timeout)?;
-        Ok(Some(p))
+        Ok(p)
     }
 
     /// The compositor's presentation clock, if this process can read it.

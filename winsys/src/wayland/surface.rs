@@ -276,6 +276,7 @@ impl Surface {
             SyncMode::DrmSyncobj => Some(need("wp_linux_drm_syncobj_manager_v1", 1)?),
             _ => None,
         };
+        let presentation = global(super::presentation::GLOBAL.0, super::presentation::GLOBAL.1);
         let target = match target {
             Target::Existing(surface) => Found::Existing(surface),
             Target::Toplevel(title) => Found::Toplevel {
@@ -357,7 +358,11 @@ impl Surface {
                 roundtrip(conn, &made.owner, &mut made.queue, &mut made.state, left)?;
             }
         }
-        made.presentation = Presentation::new(conn, &made.surface, timeout)?;
+        // Bound through this surface's registry: no registry (and no
+        // roundtrip for the globals) of its own.
+        made.presentation = presentation
+            .map(|g| Presentation::from_global(conn, &made.registry, g, &made.surface, timeout))
+            .transpose()?;
         // Feedback for this surface (v4+): a change later (a scanout
         // tranche appears, the device goes) makes the swapchain suboptimal.
         made.surface_feedback = made
