@@ -12,7 +12,8 @@
 //!
 //! Also: a window system the layer does not serve (a headless surface)
 //! and every non-WSI call behave as without it; `winsys info` reports the
-//! layer. tests/layer_soak.rs: recreation, a killed compositor, 2,000
+//! layer; a compositor that stalls during a swapchain's creation keeps
+//! the surface on winsys. tests/layer_soak.rs: recreation, a killed compositor, 2,000
 //! frames.
 
 mod common;
@@ -222,6 +223,49 @@ fn vkcube_through_the_layer_on_the_reference_compositor() {
     });
     let s = c.stats().unwrap();
     assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+}
+
+#[test]
+fn a_compositor_slow_to_answer_a_swapchains_creation_keeps_the_surface_on_winsys() {
+    let _one = common::one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("winsys-layer-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    // The compositor stops answering once the swapchain's drm-syncobj
+    // surface object reaches it, until `go` exists.
+    let c = need!(
+        Compositor::start_with(&[], &["--stall-on-syncobj-surface", go.to_str().unwrap()]),
+        "the reference compositor"
+    );
+    let layer = Layer::install();
+    let args = vkcube_args(10);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn(&layer, &c.socket, Path::new("vkcube"), &args, &[]);
+    let pid = child.id();
+    let t = Instant::now();
+    while !c.log_text().contains("compositor: stalled until") {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the compositor never stalled:\n{}",
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Held past the 5 s that bound a frame's waits (the layer's wait began
+    // before the stall): the creation must wait on, not give the surface
+    // to the driver's WSI.
+    std::thread::sleep(Duration::from_secs(7));
+    std::fs::write(&go, b"").unwrap();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("vkcube {args:?}:\n{said}");
+    assert!(in_time, "vkcube did not finish within 300 s");
+    assert!(out.status.success(), "vkcube failed: {}", out.status);
+    assert!(!said.contains("the driver's own WSI"), "{said}");
+    assert_no_validation_errors(&said);
+    assert_reported(&layer, pid, "syncobj", 10, &said);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

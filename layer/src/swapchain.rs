@@ -45,8 +45,16 @@ use crate::{debug, guard, loader};
 
 /// How long the layer waits, on the CPU, in the rare present that mixes
 /// its swapchains with the driver's (the driver's need the app's
-/// rendering done first), and bounds every wait for the compositor.
+/// rendering done first), and bounds every wait for the compositor once
+/// a swapchain is made.
 const WAIT: Duration = Duration::from_secs(5);
+
+/// How long a swapchain's creation waits for the compositor's answers.
+/// Longer than [`WAIT`]: a compositor busy with a window's first
+/// configure can take many seconds to answer (mutter at 1920x1080 on the
+/// test bed: 5-40 s), and a slow answer is no reason to hand the surface
+/// to the driver, whose WSI would wait for it as long.
+const SETUP_WAIT: Duration = Duration::from_secs(60);
 
 /// One of the layer's swapchains: what never changes, readable without
 /// its lock, and the winsys swapchain behind the lock (acquire and present
@@ -329,7 +337,7 @@ unsafe fn create_inner(
     config.encoding = encoding;
     config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
     config.usage = ci.image_usage;
-    config.timeout = WAIT;
+    config.timeout = SETUP_WAIT;
     config.sync = forced_sync();
     config.present_mode = match ci.present_mode {
         vk::PresentModeKHR::MAILBOX => PresentMode::Mailbox,
@@ -348,12 +356,16 @@ unsafe fn create_inner(
     // VkWaylandSurfaceCreateInfoKHR, which must stay valid while the
     // VkSurfaceKHR (and so this swapchain) lives; the app's process loads
     // the libwayland-client that made them.
-    let chain = match unsafe { Swapchain::from_raw_handles(ws, display, window, &config) } {
+    let mut chain = match unsafe { Swapchain::from_raw_handles(ws, display, window, &config) } {
         Ok(c) => c,
         Err(e) => {
             eprintln!("winsys layer: vkCreateSwapchainKHR ({w}x{h}): {e}");
-            if result_of(&e, false) == vk::Result::ERROR_SURFACE_LOST_KHR {
-                return vk::Result::ERROR_SURFACE_LOST_KHR;
+            match result_of(&e, false) {
+                vk::Result::ERROR_SURFACE_LOST_KHR => return vk::Result::ERROR_SURFACE_LOST_KHR,
+                // The compositor did not answer: the driver's WSI would
+                // not get an answer either.
+                vk::Result::TIMEOUT => return vk::Result::ERROR_INITIALIZATION_FAILED,
+                _ => {}
             }
             // What winsys cannot do here, the driver's WSI may: the
             // surface is the driver's from now on (its swapchains and
@@ -364,6 +376,9 @@ unsafe fn create_inner(
             return unsafe { to_driver(&d, device, ci, allocator, out) };
         }
     };
+    // The frames' waits are bounded by WAIT (a present that runs out is
+    // OUT_OF_DATE, and the app's next swapchain waits SETUP_WAIT again).
+    chain.set_timeout(WAIT);
     let images: Vec<vk::Image> = (0..chain.len()).map(|i| chain.image(i).raw()).collect();
     let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
     let mut state = State {

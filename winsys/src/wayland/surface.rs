@@ -396,6 +396,12 @@ impl Surface {
         self.presentation.as_ref().and_then(Presentation::clock)
     }
 
+    /// Bound the waits that take no timeout of their own by `timeout`
+    /// from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// The sync mode.
     pub fn mode(&self) -> SyncMode {
         self.mode

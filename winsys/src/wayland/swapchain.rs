@@ -486,6 +486,14 @@ impl Swapchain {
         })
     }
 
+    /// Bound the waits from now on by `timeout` instead of
+    /// [`SwapchainConfig::timeout`] (e.g. a long bound for the set-up, a
+    /// shorter one for the frames).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.surface.set_timeout(timeout);
+    }
+
     /// The sync mode in use.
     pub fn sync_mode(&self) -> SyncMode {
         self.mode
