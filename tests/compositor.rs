@@ -922,14 +922,7 @@ wayland_client::delegate_noop!(App: ignore wayland_client::protocol::wl_surface:
 fn a_surface_that_failed_half_made_leaves_the_apps_wl_surface_free_for_a_retry() {
     use winsys::wayland::Error;
     let _one = common::one_at_a_time();
-    let dir = std::env::temp_dir().join(format!("winsys-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let go = dir.join("go");
-    let _ = std::fs::remove_file(&go);
-    let c = need!(
-        Compositor::start_with(&[], &["--stall-on-syncobj-surface", go.to_str().unwrap()]),
-        "the reference compositor"
-    );
+    let (c, stall) = need!(Compositor::start_stalling(), "the reference compositor");
     let fds_before = common::open_fds();
     let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
     let (globals, mut queue) =
@@ -953,7 +946,7 @@ fn a_surface_that_failed_half_made_leaves_the_apps_wl_surface_free_for_a_retry()
             c.log_text()
         ),
     }
-    std::fs::write(&go, b"").unwrap();
+    stall.release();
     // The half-made one destroyed its drm-syncobj object, so the retry may
     // make one for the same wl_surface (else: surface_exists, a protocol
     // error that ends the connection).
@@ -968,5 +961,4 @@ fn a_surface_that_failed_half_made_leaves_the_apps_wl_surface_free_for_a_retry()
         .unwrap_or_else(|e| panic!("after the retry: {e}\n{}", c.log_text()));
     drop((globals, queue, conn));
     assert_eq!(common::open_fds(), fds_before, "fds leaked");
-    let _ = std::fs::remove_dir_all(&dir);
 }

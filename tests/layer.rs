@@ -18,13 +18,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::layer::{
-    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, text,
-    vkcube_args, Layer, LAYER,
+    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, spawn_vkcube,
+    text, Layer, LAYER,
 };
 
 use common::compositor::Compositor;
@@ -36,17 +35,26 @@ use common::weston::{capture, Shot, Weston};
 /// vkcube presents `frames` frames through the layer and exits 0, the
 /// validation layer silent; the report shows `sync`.
 fn vkcube_runs(layer: &Layer, socket: &str, sync: &str, frames: u32, env: &[(&str, &str)]) {
-    let args = vkcube_args(frames);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn(layer, socket, Path::new("vkcube"), &args, env);
+    vkcube_finishes(
+        layer,
+        spawn_vkcube(layer, socket, frames, env),
+        sync,
+        frames,
+    );
+}
+
+/// [`vkcube_runs`]'s checks of a vkcube started with `frames` frames;
+/// what it said.
+fn vkcube_finishes(layer: &Layer, child: std::process::Child, sync: &str, frames: u32) -> String {
     let pid = child.id();
     let (out, in_time) = finish(child, Duration::from_secs(300));
     let said = text(&out);
-    println!("vkcube {args:?}:\n{said}");
+    println!("vkcube --c {frames}:\n{said}");
     assert!(in_time, "vkcube did not finish within 300 s");
     assert!(out.status.success(), "vkcube failed: {}", out.status);
     assert_no_validation_errors(&said);
     assert_reported(layer, pid, sync, u64::from(frames), &said);
+    said
 }
 
 /// A picture read back: width, height, and the pixel at (x, y).
@@ -75,9 +83,7 @@ fn vkcube_is_shown(
     env: &[(&str, &str)],
     grab: impl Fn() -> Option<Picture>,
 ) {
-    let args = vkcube_args(1_000_000);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = spawn(layer, socket, Path::new("vkcube"), &args, env);
+    let mut child = spawn_vkcube(layer, socket, 1_000_000, env);
     let t = Instant::now();
     let mut last = 0;
     let shown = loop {
@@ -136,14 +142,12 @@ fn vkcube_through_the_layer_on_pixman_weston_with_wl_shm() {
     });
     // What winsys cannot do here (drm-syncobj forced on a compositor
     // without dma-bufs), the driver's own WSI does: vkcube still runs.
-    let args = vkcube_args(10);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("WINSYS_LAYER_SYNC", "syncobj")];
-    let child = spawn(&layer, &weston.socket, Path::new("vkcube"), &args, &env);
+    let child = spawn_vkcube(&layer, &weston.socket, 10, &env);
     let pid = child.id();
     let (out, in_time) = finish(child, Duration::from_secs(300));
     let said = text(&out);
-    println!("vkcube {args:?} with {env:?}:\n{said}");
+    println!("vkcube --c 10 with {env:?}:\n{said}");
     assert!(in_time && out.status.success(), "vkcube failed: {said}");
     assert_no_validation_errors(&said);
     assert!(
@@ -228,21 +232,11 @@ fn vkcube_through_the_layer_on_the_reference_compositor() {
 #[test]
 fn a_compositor_slow_to_answer_a_swapchains_creation_keeps_the_surface_on_winsys() {
     let _one = common::one_at_a_time();
-    let dir = std::env::temp_dir().join(format!("winsys-layer-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let go = dir.join("go");
-    let _ = std::fs::remove_file(&go);
     // The compositor stops answering once the swapchain's drm-syncobj
-    // surface object reaches it, until `go` exists.
-    let c = need!(
-        Compositor::start_with(&[], &["--stall-on-syncobj-surface", go.to_str().unwrap()]),
-        "the reference compositor"
-    );
+    // surface object reaches it, until released.
+    let (c, stall) = need!(Compositor::start_stalling(), "the reference compositor");
     let layer = Layer::install();
-    let args = vkcube_args(10);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn(&layer, &c.socket, Path::new("vkcube"), &args, &[]);
-    let pid = child.id();
+    let child = spawn_vkcube(&layer, &c.socket, 10, &[]);
     let t = Instant::now();
     while !c.log_text().contains("compositor: stalled until") {
         assert!(
@@ -256,16 +250,9 @@ fn a_compositor_slow_to_answer_a_swapchains_creation_keeps_the_surface_on_winsys
     // before the stall): the creation must wait on, not give the surface
     // to the driver's WSI.
     std::thread::sleep(Duration::from_secs(7));
-    std::fs::write(&go, b"").unwrap();
-    let (out, in_time) = finish(child, Duration::from_secs(300));
-    let said = text(&out);
-    println!("vkcube {args:?}:\n{said}");
-    assert!(in_time, "vkcube did not finish within 300 s");
-    assert!(out.status.success(), "vkcube failed: {}", out.status);
+    stall.release();
+    let said = vkcube_finishes(&layer, child, "syncobj", 10);
     assert!(!said.contains("the driver's own WSI"), "{said}");
-    assert_no_validation_errors(&said);
-    assert_reported(&layer, pid, "syncobj", 10, &said);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

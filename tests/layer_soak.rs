@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::layer::{
-    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, text,
-    vkcube_args, Layer,
+    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, spawn_vkcube,
+    text, Layer,
 };
 use common::need;
 use common::sway::Sway;
@@ -112,9 +112,7 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
     let _one = common::one_at_a_time();
     let mut weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let layer = Layer::install();
-    let args = vkcube_args(1_000_000);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn(&layer, &weston.socket, Path::new("vkcube"), &args, &[]);
+    let child = spawn_vkcube(&layer, &weston.socket, 1_000_000, &[]);
     let pid = child.id();
     let t = Instant::now();
     while !layer

@@ -125,6 +125,24 @@ impl Compositor {
         Err(format!("the compositor did not come up:\n{}", c.log_text()))
     }
 
+    /// [`Compositor::start`] with `--stall-on-syncobj-surface`: it stops
+    /// answering once the first drm-syncobj surface object reaches it,
+    /// until [`Stall::release`].
+    pub fn start_stalling() -> Result<(Compositor, Stall), String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "winsys-stall-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let stall = Stall { dir };
+        let go = stall.go();
+        let go = go.to_str().ok_or("a temporary path that is no string")?;
+        let c = Self::start_with(&[], &["--stall-on-syncobj-surface", go])?;
+        Ok((c, stall))
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -234,6 +252,28 @@ impl Compositor {
     /// Whether it is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// The stall of a compositor from [`Compositor::start_stalling`].
+pub struct Stall {
+    dir: PathBuf,
+}
+
+impl Stall {
+    fn go(&self) -> PathBuf {
+        self.dir.join("go")
+    }
+
+    /// Let the compositor go on.
+    pub fn release(&self) {
+        std::fs::write(self.go(), b"").expect("write the stall's release file");
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

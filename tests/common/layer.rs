@@ -119,15 +119,14 @@ pub fn spawn(
         .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
 }
 
-/// vkcube at 256x256 (the size of the test compositors' outputs).
-pub fn vkcube_args(frames: u32) -> Vec<String> {
-    [
-        "--wsi", "wayland", "--width", "256", "--height", "256", "--c",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([frames.to_string()])
-    .collect()
+/// Start vkcube on `socket` through the layer: `frames` frames at 256x256
+/// (the size of the test compositors' outputs).
+pub fn spawn_vkcube(layer: &Layer, socket: &str, frames: u32, env: &[(&str, &str)]) -> Child {
+    let frames = frames.to_string();
+    let args = [
+        "--wsi", "wayland", "--width", "256", "--height", "256", "--c", &frames,
+    ];
+    spawn(layer, socket, Path::new("vkcube"), &args, env)
 }
 
 /// The report's checks of one app run: one swapchain (at least) created
