@@ -271,36 +271,48 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     }
     // What weston shows: the example's own pixel check (only the clear
     // colour and exact face colours, several faces).
-    let faces = weston_shows_the_cube(&layer, &weston.socket, &[], |w, h, p| {
+    let (_, faces) = weston_shows_the_cube(&layer, &weston.socket, &[], &|w, h, p| {
         common::cube_frame(w, h, p)
     });
     println!("weston shows a cube frame through the layer: face pixels {faces:?}");
 }
 
 /// A cube frame check of tests/common (`cube_frame`, `cube_frame_srgb`).
-type FrameCheck = fn(u32, u32, &dyn Fn(u32, u32) -> u32) -> Result<[u32; 6], String>;
+type FrameCheck<'a> = &'a dyn Fn(u32, u32, &dyn Fn(u32, u32) -> u32) -> Result<[u32; 6], String>;
 
-/// Run the cube (`--wsi mesa` plus `extra`) through the layer until
-/// weston's output passes `check`: its face pixel counts.
+/// Run the cube (`--wsi mesa --validation` plus `extra`) through the
+/// layer until weston's output passes `check`; then it is stopped, and
+/// the validation layer must have been silent. Its pid and the face
+/// pixel counts.
 fn weston_shows_the_cube(
     layer: &Layer,
     socket: &str,
     extra: &[&str],
-    check: FrameCheck,
-) -> [u32; 6] {
+    check: FrameCheck<'_>,
+) -> (u32, [u32; 6]) {
     let conn = winsys::wayland::connect(Some(socket)).unwrap();
-    let mut all = vec!["--wsi", "mesa", "--frames", "100000", "--timeout", "30"];
+    let mut all = vec![
+        "--wsi",
+        "mesa",
+        "--validation",
+        "--frames",
+        "100000",
+        "--timeout",
+        "30",
+    ];
     all.extend_from_slice(extra);
     let mut child = spawn(layer, socket, &common::built("examples", "cube"), &all, &[]);
+    let pid = child.id();
     let t = Instant::now();
     let mut last = String::new();
     let faces = loop {
         if t.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("weston never showed a cube frame: {last}");
+            panic!("weston never showed a cube frame ({extra:?}): {last}");
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("the cube exited early: {status}");
+            let said = text(&child.wait_with_output().unwrap());
+            panic!("the cube {extra:?} exited early: {status}\n{said}");
         }
         std::thread::sleep(Duration::from_millis(500));
         let shot = capture(&conn).unwrap();
@@ -311,8 +323,8 @@ fn weston_shows_the_cube(
         }
     };
     let _ = child.kill();
-    let _ = child.wait();
-    faces
+    assert_no_validation_errors(&text(&child.wait_with_output().unwrap()));
+    (pid, faces)
 }
 
 #[test]
@@ -334,13 +346,118 @@ fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
     }
     // The clear colour on screen is CUBE_CLEAR encoded (0x102040 ->
     // about 0x476389): the GPU wrote sRGB into the compositor's buffer.
-    let faces = weston_shows_the_cube(&layer, &weston.socket, &["--srgb"], |w, h, p| {
+    let (_, faces) = weston_shows_the_cube(&layer, &weston.socket, &["--srgb"], &|w, h, p| {
         common::cube_frame_srgb(w, h, p)
     });
     println!(
         "weston shows the sRGB cube through the layer (clear {:06x}): face pixels {faces:?}",
         common::srgb_encoded(common::CUBE_CLEAR)
     );
+}
+
+/// The surface formats of the cube's `--wsi mesa` run on `socket` (with
+/// the layer when `layer` is given, else the driver's WSI alone).
+fn surface_formats(layer: Option<&Layer>, socket: &str) -> Vec<String> {
+    let args = [
+        "--wsi",
+        "mesa",
+        "--json",
+        "--frames",
+        "1",
+        "--timeout",
+        "30",
+    ];
+    let cube = common::built("examples", "cube");
+    let child = match layer {
+        Some(l) => spawn(l, socket, &cube, &args, &[]),
+        None => {
+            let mut c = Command::new(&cube);
+            c.args(args).env("WAYLAND_DISPLAY", socket);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        }
+    };
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    assert!(in_time && out.status.success(), "the cube failed: {said}");
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let formats = field(&json, "surface_formats").unwrap_or_else(|| panic!("{json}"));
+    formats.split(' ').map(str::to_string).collect()
+}
+
+/// Each format the layer offers on weston gl (dma-bufs, explicit sync)
+/// and pixman weston (wl_shm): at least every one of the cube's list that
+/// the driver's WSI offers there (Mesa's formats), the swapchain's DRM
+/// format its opaque twin, and weston shows the cube in its colours (a
+/// swapped red and blue, or a wrong depth, changes the clear colour).
+#[test]
+fn every_format_the_layer_offers_shows_the_cube_in_its_colours() {
+    let _one = common::one_at_a_time();
+    // The cube's names, each with the DRM format weston gets and how
+    // near the 8-bit output's clear colour must be.
+    let expected: [(&str, &str, u32); 9] = [
+        ("B8G8R8A8_SRGB", "XRGB8888", 1),
+        ("B8G8R8A8_UNORM", "XRGB8888", 0),
+        ("R8G8B8A8_SRGB", "XBGR8888", 1),
+        ("R8G8B8A8_UNORM", "XBGR8888", 0),
+        ("A2R10G10B10_UNORM_PACK32", "XRGB2101010", 1),
+        ("A2B10G10R10_UNORM_PACK32", "XBGR2101010", 1),
+        ("R16G16B16A16_SFLOAT", "XBGR16161616F", 1),
+        ("R16G16B16A16_UNORM", "XBGR16161616", 1),
+        // 5 and 6 bits a channel: 0x10, 0x20, 0x40 come back within 2.
+        ("R5G6B5_UNORM_PACK16", "RGB565", 2),
+    ];
+    for (renderer, sync) in [("gl", "explicit"), ("pixman", "shm")] {
+        let weston = need!(Weston::start(renderer), "weston");
+        let layer = Layer::install();
+        let ours = surface_formats(Some(&layer), &weston.socket);
+        let mesa = surface_formats(None, &weston.socket);
+        println!("{renderer} weston: the layer offers {ours:?}, the driver's WSI {mesa:?}");
+        assert_eq!(ours[..2], ["B8G8R8A8_SRGB", "B8G8R8A8_UNORM"], "{ours:?}");
+        for f in &mesa {
+            let known = expected.iter().any(|(name, _, _)| name == f);
+            assert!(
+                !known || ours.contains(f),
+                "the driver's WSI offers {f}, the layer not: {ours:?}"
+            );
+        }
+        // Beyond B8G8R8A8 (the tests above): R8G8B8A8 at least, everywhere.
+        assert!(ours.iter().any(|f| f == "R8G8B8A8_UNORM"), "{ours:?}");
+        for (format, drm, steps) in expected.iter().skip(2) {
+            if !ours.iter().any(|f| f == format) {
+                continue;
+            }
+            let clear = match format.ends_with("_SRGB") {
+                true => common::srgb_encoded(common::CUBE_CLEAR),
+                false => common::CUBE_CLEAR,
+            };
+            let check =
+                |w, h, p: &dyn Fn(u32, u32) -> u32| common::cube_frame_near(w, h, p, clear, *steps);
+            let (pid, faces) =
+                weston_shows_the_cube(&layer, &weston.socket, &["--format", format], &check);
+            let created: Vec<String> = layer
+                .events(pid)
+                .into_iter()
+                .filter(|l| field(l, "event") == Some("create"))
+                .collect();
+            assert!(
+                !created.is_empty(),
+                "no swapchain of the layer's for {format}"
+            );
+            for l in &created {
+                assert_eq!(field(l, "format"), Some(*format), "{l}");
+                assert_eq!(field(l, "drm_format"), Some(*drm), "{l}");
+                assert_eq!(field(l, "sync"), Some(sync), "{l}");
+            }
+            println!("{renderer} weston shows the {format} cube ({drm}): face pixels {faces:?}");
+        }
+    }
 }
 
 #[test]
@@ -367,9 +484,10 @@ fn a_premultiplied_swapchain_through_the_layer_presents_argb8888_buffers() {
         }
         // The cube's pixels are opaque: the picture is the opaque one.
         let faces =
-            weston_shows_the_cube(&layer, &weston.socket, &["--premultiplied"], |w, h, p| {
+            weston_shows_the_cube(&layer, &weston.socket, &["--premultiplied"], &|w, h, p| {
                 common::cube_frame(w, h, p)
-            });
+            })
+            .1;
         println!("{renderer} weston shows the premultiplied cube: face pixels {faces:?}");
     }
 }

@@ -217,6 +217,50 @@ fn without_linux_dmabuf_the_swapchain_presents_its_memory_as_wl_shm() {
     let ((mode, _), (presented, _, _)) = run_frames(&gpu, &weston, &config, 6, true);
     assert_eq!(mode, SyncMode::Shm);
     assert_eq!(presented, 6);
+    // The formats: pixman weston's wl_shm list, where lavapipe renders
+    // LINEAR images; a swapchain in another of them presents too.
+    let report = wayland::probe(&conn, Duration::from_secs(20)).unwrap();
+    let info = gpu.device.info();
+    let formats = Swapchain::formats(gpu.device.instance(), info, &report, None).unwrap();
+    println!(
+        "pixman weston: wl_shm {:?}, presentable {formats:?}",
+        report.shm_formats
+    );
+    for f in [
+        Fourcc::XRGB8888,
+        Fourcc::ARGB8888,
+        Fourcc::XBGR8888,
+        Fourcc::RGB565,
+    ] {
+        assert!(formats.contains(&f), "{f} not in {formats:?}");
+    }
+    assert!(formats.iter().all(|f| report.shm_formats.contains(f)));
+    config.format = Fourcc::XBGR8888;
+    let ((mode, _), (presented, _, _)) = run_frames(&gpu, &weston, &config, 3, true);
+    assert_eq!((mode, presented), (SyncMode::Shm, 3));
+    // One its wl_shm does not take is refused before anything is made.
+    assert!(!report.shm_formats.contains(&Fourcc::XBGR16161616F));
+    config.format = Fourcc::XBGR16161616F;
+    match Swapchain::new(&gpu.device, &conn, &config) {
+        Err(wayland::Error::Wayland(m)) => {
+            assert!(m.contains("wl_shm takes no XBGR16161616F"), "{m}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an XBGR16161616F swapchain on pixman weston's wl_shm"),
+    }
+    // On weston gl (linux-dmabuf) the half floats are presentable.
+    let gl = need!(Weston::start("gl"), "weston (gl renderer)");
+    let conn = wayland::connect(Some(&gl.socket)).unwrap();
+    let report = wayland::probe(&conn, Duration::from_secs(20)).unwrap();
+    let formats = Swapchain::formats(gpu.device.instance(), info, &report, None).unwrap();
+    println!("weston gl: presentable {formats:?}");
+    assert!(formats.contains(&Fourcc::XBGR16161616F), "{formats:?}");
+    let shm =
+        Swapchain::formats(gpu.device.instance(), info, &report, Some(SyncMode::Shm)).unwrap();
+    assert!(
+        shm.iter().all(|f| report.shm_formats.contains(f)),
+        "{shm:?}"
+    );
 }
 
 #[test]

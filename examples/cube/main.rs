@@ -40,6 +40,10 @@
 //! - `--wsi winsys|mesa` (default winsys);
 //! - `--srgb`: images in `B8G8R8A8_SRGB` (the GPU encodes the colours)
 //!   instead of `B8G8R8A8_UNORM`;
+//! - `--format FORMAT` (mesa only): the swapchain's `VkFormat`, by its
+//!   name (one of [`FORMATS`], e.g. `R8G8B8A8_UNORM`); the run fails
+//!   where the surface does not offer it. `--json` lists the surface's
+//!   formats either way (`surface_formats`);
 //! - `--premultiplied` (mesa only): the swapchain's composite alpha is
 //!   `PRE_MULTIPLIED` instead of `OPAQUE` (the compositor blends by the
 //!   images' alpha; the cube's pixels are opaque, so it looks the same);
@@ -114,6 +118,8 @@ pub struct Args {
     pub own_weston: bool,
     pub copy_frames: bool,
     pub srgb: bool,
+    /// `--format`.
+    pub format: Option<vk::Format>,
     pub premultiplied: bool,
     pub second_swapchain: bool,
     pub present_wait: bool,
@@ -126,7 +132,7 @@ pub struct Args {
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--format VKFORMAT] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -142,6 +148,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         own_weston: false,
         copy_frames: false,
         srgb: false,
+        format: None,
         premultiplied: false,
         second_swapchain: false,
         present_wait: false,
@@ -202,6 +209,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--weston" => args.own_weston = true,
             "--copy-frames" => args.copy_frames = true,
             "--srgb" => args.srgb = true,
+            "--format" => {
+                let v = value()?;
+                let found = FORMATS.into_iter().find(|f| format!("{f:?}") == v);
+                args.format = Some(found.ok_or_else(|| {
+                    format!("--format takes one of {FORMATS:?}, not {v}\n{USAGE}")
+                })?);
+            }
             "--premultiplied" => args.premultiplied = true,
             "--second-swapchain" => args.second_swapchain = true,
             "--present-wait" => args.present_wait = true,
@@ -214,17 +228,35 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     if args.mesa && args.copy_frames {
         return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
     }
-    if (args.second_swapchain || args.present_wait || args.premultiplied) && !args.mesa {
+    if (args.second_swapchain || args.present_wait || args.premultiplied || args.format.is_some())
+        && !args.mesa
+    {
         return Err(
-            "--second-swapchain, --present-wait and --premultiplied are for --wsi mesa (VK_KHR_swapchain)"
+            "--second-swapchain, --present-wait, --premultiplied and --format are for --wsi mesa (VK_KHR_swapchain)"
                 .into(),
         );
+    }
+    if args.srgb && args.format.is_some() {
+        return Err("--srgb is --format B8G8R8A8_SRGB: one or the other".into());
     }
     if args.mesa && args.sync.is_some() {
         return Err("--sync chooses winsys's sync mode; Mesa's WSI chooses its own".into());
     }
     Ok(args)
 }
+
+/// The formats `--format` names: what Mesa's Wayland WSI may offer.
+pub const FORMATS: [vk::Format; 9] = [
+    vk::Format::B8G8R8A8_SRGB,
+    vk::Format::B8G8R8A8_UNORM,
+    vk::Format::R8G8B8A8_SRGB,
+    vk::Format::R8G8B8A8_UNORM,
+    vk::Format::A2R10G10B10_UNORM_PACK32,
+    vk::Format::A2B10G10R10_UNORM_PACK32,
+    vk::Format::R16G16B16A16_SFLOAT,
+    vk::Format::R16G16B16A16_UNORM,
+    vk::Format::R5G6B5_UNORM_PACK16,
+];
 
 /// What a run measured.
 pub struct Frames {
@@ -246,6 +278,8 @@ pub struct Frames {
     pub end: (u64, u64, u64),
     pub sync: String,
     pub path: String,
+    /// The surface's formats, space-separated (`--wsi mesa`).
+    pub surface_formats: String,
     pub images: usize,
     /// The size rendered at: the last swapchain's.
     pub width: u32,
@@ -358,6 +392,7 @@ impl Frames {
             end: (0, 0, 0),
             sync: String::new(),
             path: String::new(),
+            surface_formats: String::new(),
             images: 0,
             width: 0,
             height: 0,
@@ -754,7 +789,8 @@ fn report(args: &Args, f: &Frames) {
             "{{\"wsi\":\"{wsi}\",\"sync\":\"{}\",\"path\":\"{}\",\"present_mode\":\"{:?}\",\
 \"images\":{},\"width\":{},\"height\":{},\"recreated\":{},\"frames\":{},\"seconds\":{secs:.3},\"fps\":{fps:.3},\
 \"cpu_ms_per_frame\":{cpu_ms:.3},\"presented\":{},\"discarded\":{},\"zero_copy\":{},\
-\"latency_mean_ms\":{},\"latency_max_ms\":{},\"steady_from\":{},\"steady_fps\":{},\"steady_cpu_ms_per_frame\":{},{}}}",
+\"latency_mean_ms\":{},\"latency_max_ms\":{},\"steady_from\":{},\"steady_fps\":{},\"steady_cpu_ms_per_frame\":{},{},\
+\"surface_formats\":\"{}\"}}",
             f.sync,
             f.path.replace('"', "'"),
             args.present_mode,
@@ -772,6 +808,7 @@ fn report(args: &Args, f: &Frames) {
             opt(f.steady.map(|s| s.0)),
             opt(f.steady.map(|s| s.1)),
             steady_state(f),
+            f.surface_formats,
         );
     }
 }

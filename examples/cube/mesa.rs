@@ -355,15 +355,18 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     let swapchain_fn = khr::swapchain::Device::new(&instance, &device);
 
     let formats = unsafe { surface_fn.get_physical_device_surface_formats(physical, surface) }?;
-    let want = match args.srgb {
-        true => vk::Format::B8G8R8A8_SRGB,
-        false => vk::Format::B8G8R8A8_UNORM,
+    let want = match (args.format, args.srgb) {
+        (Some(f), _) => f,
+        (None, true) => vk::Format::B8G8R8A8_SRGB,
+        (None, false) => vk::Format::B8G8R8A8_UNORM,
     };
+    let chosen = args.srgb || args.format.is_some();
     let format = *formats
         .iter()
         .find(|f| f.format == want)
-        .or(formats.first().filter(|_| !args.srgb))
+        .or(formats.first().filter(|_| !chosen))
         .ok_or(format!("the surface offers no {want:?} ({formats:?})"))?;
+    let surface_formats: Vec<String> = formats.iter().map(|f| format!("{:?}", f.format)).collect();
     let modes = unsafe { surface_fn.get_physical_device_surface_present_modes(physical, surface) }?;
     let present_mode = match args.present_mode {
         Mode::Fifo => vk::PresentModeKHR::FIFO,
@@ -643,6 +646,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
     }
     frames.sync = "driver".into();
     frames.path = format!("VK_KHR_swapchain, {:?}", format.format);
+    frames.surface_formats = surface_formats.join(" ");
     if args.premultiplied {
         frames.path.push_str(", premultiplied alpha");
     }

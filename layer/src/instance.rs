@@ -8,7 +8,15 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ash::vk;
 use ash::vk::Handle;
+use std::ptr::NonNull;
+
+use raw_window_handle::{RawDisplayHandle, WaylandDisplayHandle};
+use winsys::format::Fourcc;
+use winsys::vulkan::format::{from_vk, Alpha};
 use winsys::vulkan::{Instance, PhysicalDeviceInfo};
+use winsys::wayland::swapchain::Swapchain;
+
+use crate::swapchain::forced_sync;
 
 use crate::{debug, entry, guard, loader};
 
@@ -71,7 +79,13 @@ pub struct InstanceData {
     pub surfaces: Mutex<HashMap<u64, WaylandSurface>>,
     /// Per physical device: `Some` where the layer serves it.
     served: Mutex<HashMap<u64, Option<Served>>>,
+    /// Per surface and physical device: the formats the compositor's
+    /// answer allowed ([`InstanceData::surface_formats`]).
+    formats: Mutex<HashMap<(u64, u64), SurfaceFormats>>,
 }
+
+/// A surface's formats on one device.
+type SurfaceFormats = Arc<[vk::SurfaceFormatKHR]>;
 
 impl InstanceData {
     /// winsys's view of the instance, with `vkGetDeviceProcAddr` taken from
@@ -187,6 +201,72 @@ impl InstanceData {
     pub fn leave_to_driver(&self, surface: vk::SurfaceKHR) {
         let mut map = self.surfaces.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&surface.as_raw());
+    }
+
+    /// The surface formats of `surface` (one of the app's Wayland
+    /// surfaces, `ws`) on the served device `pd`: the [`FORMATS`] whose
+    /// opaque and alpha DRM formats a winsys swapchain can both present in
+    /// there (asked of the compositor once per surface and device, like
+    /// Mesa's WSI offering what the compositor takes). Where the
+    /// compositor does not answer within [`QUERY_WAIT`], or takes none of
+    /// them, the two every compositor takes (`B8G8R8A8`, over `XRGB8888`
+    /// / `ARGB8888`), asked again next time.
+    pub fn surface_formats(
+        &self,
+        pd: vk::PhysicalDevice,
+        surface: vk::SurfaceKHR,
+        ws: WaylandSurface,
+        served: &Served,
+    ) -> SurfaceFormats {
+        let key = (surface.as_raw(), pd.as_raw());
+        let lock = || self.formats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = lock().get(&key) {
+            return known.clone();
+        }
+        let drm = match self.presentable(ws, served) {
+            Ok(drm) => drm,
+            Err(e) => {
+                eprintln!("winsys layer: the surface's formats: {e}; offering B8G8R8A8 alone");
+                return FORMATS[..2].into();
+            }
+        };
+        let both = |format: vk::Format| {
+            [Alpha::Ignored, Alpha::Used]
+                .into_iter()
+                .all(|a| from_vk(format, a).is_some_and(|f| drm.contains(&f)))
+        };
+        let offered: Vec<vk::SurfaceFormatKHR> =
+            FORMATS.iter().copied().filter(|f| both(f.format)).collect();
+        debug!(
+            "surface formats: {:?} (the compositor's, presentable: {})",
+            offered.iter().map(|f| f.format).collect::<Vec<_>>(),
+            drm.iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let offered: SurfaceFormats = match offered.is_empty() {
+            true => FORMATS[..2].into(),
+            false => offered.into(),
+        };
+        lock().insert(key, offered.clone());
+        offered
+    }
+
+    /// The DRM formats a winsys swapchain of `served`'s device can present
+    /// in to `ws`'s compositor.
+    fn presentable(&self, ws: WaylandSurface, served: &Served) -> Result<Vec<Fourcc>, String> {
+        let display = NonNull::new(ws.display).ok_or("a null wl_display")?;
+        let display = RawDisplayHandle::Wayland(WaylandDisplayHandle::new(display));
+        // SAFETY: the app's wl_display from VkWaylandSurfaceCreateInfoKHR,
+        // valid while the VkSurfaceKHR lives (the connection is dropped
+        // before this returns); the app's process loads the
+        // libwayland-client that made it.
+        let conn =
+            unsafe { winsys::wayland::connection_from_raw(display) }.map_err(|e| e.to_string())?;
+        let report = winsys::wayland::probe(&conn, QUERY_WAIT).map_err(|e| e.to_string())?;
+        Swapchain::formats(&self.winsys(None), &served.info, &report, forced_sync())
+            .map_err(|e| e.to_string())
     }
 
     /// The app's Wayland surface behind `surface`, if it is one.
@@ -378,6 +458,7 @@ unsafe fn create_instance_inner(
         usable,
         surfaces: Mutex::new(HashMap::new()),
         served: Mutex::new(HashMap::new()),
+        formats: Mutex::new(HashMap::new()),
     });
     let r = registry();
     {
@@ -528,6 +609,10 @@ unsafe extern "system" fn destroy_surface(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&surface.as_raw());
+        data.formats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| *s != surface.as_raw());
         // SAFETY: the app's valid arguments, passed on.
         unsafe { (data.surface_fn.fp().destroy_surface_khr)(instance, surface, allocator) };
     })
@@ -792,21 +877,41 @@ unsafe fn fill_capability_chain(
     }
 }
 
-/// The formats the layer's swapchains take: DRM XRGB8888 (what every
-/// compositor and wl_shm take) as B8G8R8A8_SRGB (the GPU encodes the
-/// app's linear colours) or B8G8R8A8_UNORM (the app's values as they
-/// are); sRGB first, as in Mesa's WSI. A Wayland surface without a colour
-/// description holds sRGB content either way.
-pub const FORMATS: [vk::SurfaceFormatKHR; 2] = [
-    vk::SurfaceFormatKHR {
-        format: vk::Format::B8G8R8A8_SRGB,
-        color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
-    },
-    vk::SurfaceFormatKHR {
-        format: vk::Format::B8G8R8A8_UNORM,
-        color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
-    },
-];
+/// The formats the layer's swapchains may have, in the order offered:
+/// those of Mesa's Wayland WSI that winsys maps to DRM formats with an
+/// opaque (`X`) and an alpha (`A`) twin — `B8G8R8A8` (DRM `XRGB8888` /
+/// `ARGB8888`, what every compositor takes) first, sRGB before UNORM as in
+/// Mesa's WSI, then `R8G8B8A8` (`XBGR8888`), the 10-bit formats
+/// (`XRGB2101010`, `XBGR2101010`), 16 bits a channel (`XBGR16161616F`,
+/// `XBGR16161616`) and
+/// `R5G6B5` (`RGB565`, which has no alpha to blend: opaque either way). A
+/// surface offers those its compositor and the device allow
+/// ([`InstanceData::surface_formats`]). With `*_SRGB` the GPU encodes the
+/// app's linear colours; the others hold the app's values as they are. A
+/// Wayland surface without a colour description holds sRGB content either
+/// way.
+pub const FORMATS: [vk::SurfaceFormatKHR; 9] = {
+    const fn srgb(format: vk::Format) -> vk::SurfaceFormatKHR {
+        vk::SurfaceFormatKHR {
+            format,
+            color_space: vk::ColorSpaceKHR::SRGB_NONLINEAR,
+        }
+    }
+    [
+        srgb(vk::Format::B8G8R8A8_SRGB),
+        srgb(vk::Format::B8G8R8A8_UNORM),
+        srgb(vk::Format::R8G8B8A8_SRGB),
+        srgb(vk::Format::R8G8B8A8_UNORM),
+        srgb(vk::Format::A2R10G10B10_UNORM_PACK32),
+        srgb(vk::Format::A2B10G10R10_UNORM_PACK32),
+        srgb(vk::Format::R16G16B16A16_SFLOAT),
+        srgb(vk::Format::R16G16B16A16_UNORM),
+        srgb(vk::Format::R5G6B5_UNORM_PACK16),
+    ]
+};
+
+/// How long a surface query waits for the compositor's formats.
+pub const QUERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 unsafe extern "system" fn surface_formats(
     pd: vk::PhysicalDevice,
@@ -816,8 +921,14 @@ unsafe extern "system" fn surface_formats(
 ) -> vk::Result {
     guard(vk::Result::ERROR_SURFACE_LOST_KHR, || {
         match ours(pd, surface) {
-            // SAFETY: the app's valid count and array.
-            (Some(_), Some(_)) => unsafe { fill(&FORMATS, count, out) },
+            (Some(d), Some(served)) => {
+                let Some(ws) = d.wayland_surface(surface) else {
+                    return vk::Result::ERROR_SURFACE_LOST_KHR;
+                };
+                let formats = d.surface_formats(pd, surface, ws, &served);
+                // SAFETY: the app's valid count and array.
+                unsafe { fill(&formats, count, out) }
+            }
             // SAFETY: the app's valid arguments, passed on.
             (Some(d), None) => unsafe {
                 (d.surface_fn.fp().get_physical_device_surface_formats_khr)(pd, surface, count, out)
@@ -837,19 +948,23 @@ unsafe extern "system" fn surface_formats2(
         // SAFETY: valid input struct.
         let surface = unsafe { (*info).surface };
         match ours(pd, surface) {
-            (Some(_), Some(_)) => {
+            (Some(d), Some(served)) => {
+                let Some(ws) = d.wayland_surface(surface) else {
+                    return vk::Result::ERROR_SURFACE_LOST_KHR;
+                };
+                let formats = d.surface_formats(pd, surface, ws, &served);
                 // SAFETY: the app's valid count and array of sTyped structs.
                 unsafe {
                     if out.is_null() {
-                        *count = FORMATS.len() as u32;
+                        *count = formats.len() as u32;
                         return vk::Result::SUCCESS;
                     }
-                    let n = (*count as usize).min(FORMATS.len());
-                    for (i, f) in FORMATS.iter().take(n).enumerate() {
+                    let n = (*count as usize).min(formats.len());
+                    for (i, f) in formats.iter().take(n).enumerate() {
                         (*out.add(i)).surface_format = *f;
                     }
                     *count = n as u32;
-                    if n < FORMATS.len() {
+                    if n < formats.len() {
                         vk::Result::INCOMPLETE
                     } else {
                         vk::Result::SUCCESS

@@ -35,7 +35,7 @@ use raw_window_handle::{
 };
 use winsys::format::Fourcc;
 use winsys::sync::SyncFile;
-use winsys::vulkan::format::Encoding;
+use winsys::vulkan::format::{from_vk, to_vk, Alpha, Encoding};
 use winsys::wayland::swapchain::{ImageState, PresentMode, Swapchain, SwapchainConfig};
 
 use crate::device::{self, DeviceData};
@@ -205,7 +205,7 @@ impl LayerSwapchain {
 /// best the compositor offers.
 pub const SYNC_ENV: &str = "WINSYS_LAYER_SYNC";
 
-fn forced_sync() -> Option<winsys::wayland::sync::SyncMode> {
+pub(crate) fn forced_sync() -> Option<winsys::wayland::sync::SyncMode> {
     let v = std::env::var(SYNC_ENV).ok()?;
     let mode = winsys::wayland::sync::SyncMode::ALL
         .into_iter()
@@ -302,7 +302,23 @@ unsafe fn create_inner(
         eprintln!("winsys layer: vkCreateSwapchainKHR: {why}");
         vk::Result::ERROR_INITIALIZATION_FAILED
     };
-    let Some(encoding) = encoding_of(ci.image_format, ci.image_color_space) else {
+    // The compositor blends by the alpha of `A` DRM formats (ARGB8888:
+    // premultiplied, wl_surface's rule) and ignores `X` formats'.
+    let alpha = match ci.composite_alpha {
+        vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED => Alpha::Used,
+        vk::CompositeAlphaFlagsKHR::OPAQUE => Alpha::Ignored,
+        other => {
+            // Not among the surface's (invalid usage: the validation
+            // layer says so); opaque, as Mesa's Wayland WSI takes it,
+            // so that apps written for X11's INHERIT still run.
+            eprintln!(
+                "winsys layer: vkCreateSwapchainKHR: composite alpha {other:?} is not the surface's ({COMPOSITE_ALPHA:?}): opaque"
+            );
+            Alpha::Ignored
+        }
+    };
+    let Some((drm_format, encoding)) = format_of(ci.image_format, ci.image_color_space, alpha)
+    else {
         return refuse(format!(
             "format {:?} in {:?} is not among the surface's",
             ci.image_format, ci.image_color_space
@@ -318,21 +334,6 @@ unsafe fn create_inner(
     if w == 0 || h == 0 {
         return refuse(format!("an empty extent {w}x{h}"));
     }
-    // The compositor blends by the alpha of ARGB8888 buffers (premultiplied,
-    // wl_surface's rule) and ignores XRGB8888's.
-    let drm_format = match ci.composite_alpha {
-        vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED => Fourcc::ARGB8888,
-        vk::CompositeAlphaFlagsKHR::OPAQUE => Fourcc::XRGB8888,
-        other => {
-            // Not among the surface's (invalid usage: the validation
-            // layer says so); opaque, as Mesa's Wayland WSI takes it,
-            // so that apps written for X11's INHERIT still run.
-            eprintln!(
-                "winsys layer: vkCreateSwapchainKHR: composite alpha {other:?} is not the surface's ({COMPOSITE_ALPHA:?}): opaque"
-            );
-            Fourcc::XRGB8888
-        }
-    };
     let mut config = SwapchainConfig::new(w, h, drm_format);
     config.encoding = encoding;
     config.image_count = ci.min_image_count.clamp(2, MAX_IMAGES) as usize;
@@ -421,15 +422,22 @@ unsafe fn create_inner(
     vk::Result::SUCCESS
 }
 
-/// The encoding of a surface format the layer offers.
-fn encoding_of(format: vk::Format, space: vk::ColorSpaceKHR) -> Option<Encoding> {
+/// The DRM format (its `A` or `X` twin, by `alpha`) and the encoding of a
+/// surface format the layer may offer ([`FORMATS`]).
+fn format_of(
+    format: vk::Format,
+    space: vk::ColorSpaceKHR,
+    alpha: Alpha,
+) -> Option<(Fourcc, Encoding)> {
     FORMATS
         .iter()
         .find(|f| f.format == format && f.color_space == space)?;
-    Some(match format {
-        vk::Format::B8G8R8A8_SRGB => Encoding::Srgb,
-        _ => Encoding::Unorm,
-    })
+    let drm = from_vk(format, alpha)?;
+    let encoding = match to_vk(drm)?.srgb == Some(format) {
+        true => Encoding::Srgb,
+        false => Encoding::Unorm,
+    };
+    Some((drm, encoding))
 }
 
 /// `vkCreateSwapchainKHR` in the driver, for a surface the layer does not
@@ -1087,6 +1095,44 @@ pub(crate) unsafe extern "system" fn device_group_surface_present_modes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_surface_format_has_its_drm_twins_and_encoding() {
+        let srgb = vk::ColorSpaceKHR::SRGB_NONLINEAR;
+        let of = |f, a| format_of(f, srgb, a);
+        use vk::Format as F;
+        assert_eq!(
+            of(F::B8G8R8A8_SRGB, Alpha::Ignored),
+            Some((Fourcc::XRGB8888, Encoding::Srgb))
+        );
+        assert_eq!(
+            of(F::R8G8B8A8_SRGB, Alpha::Used),
+            Some((Fourcc::ABGR8888, Encoding::Srgb))
+        );
+        assert_eq!(
+            of(F::R8G8B8A8_UNORM, Alpha::Ignored),
+            Some((Fourcc::XBGR8888, Encoding::Unorm))
+        );
+        assert_eq!(
+            of(F::A2B10G10R10_UNORM_PACK32, Alpha::Used),
+            Some((Fourcc::ABGR2101010, Encoding::Unorm))
+        );
+        // No alpha to blend: one DRM format either way.
+        assert_eq!(
+            of(F::R5G6B5_UNORM_PACK16, Alpha::Used),
+            Some((Fourcc::RGB565, Encoding::Unorm))
+        );
+        // Not the layer's: another format, another colour space.
+        assert_eq!(of(F::R8_UNORM, Alpha::Ignored), None);
+        let hdr = vk::ColorSpaceKHR::HDR10_ST2084_EXT;
+        assert_eq!(format_of(F::B8G8R8A8_UNORM, hdr, Alpha::Ignored), None);
+        // Every offered format has both twins (the surface needs both).
+        for f in FORMATS {
+            for a in [Alpha::Ignored, Alpha::Used] {
+                assert!(format_of(f.format, f.color_space, a).is_some(), "{f:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_worst_result_is_an_error_then_suboptimal() {

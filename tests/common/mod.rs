@@ -131,11 +131,23 @@ pub fn cube_frame_srgb(
     height: u32,
     pixel: impl Fn(u32, u32) -> u32,
 ) -> Result<[u32; 6], String> {
-    let clear = srgb_encoded(CUBE_CLEAR);
+    cube_frame_near(width, height, pixel, srgb_encoded(CUBE_CLEAR), 1)
+}
+
+/// [`cube_frame`] with the clear colour `clear` within `steps` per
+/// channel (what a format of other depth or encoding makes of it on an
+/// 8-bit output; the faces' 0 and 255 components stay exact).
+pub fn cube_frame_near(
+    width: u32,
+    height: u32,
+    pixel: impl Fn(u32, u32) -> u32,
+    clear: u32,
+    steps: u32,
+) -> Result<[u32; 6], String> {
     cube_frame_with(width, height, pixel, |p| {
         (0..3).all(|i| {
             let (a, b) = ((p >> (8 * i)) & 0xff, (clear >> (8 * i)) & 0xff);
-            a.abs_diff(b) <= 1
+            a.abs_diff(b) <= steps
         })
     })
 }

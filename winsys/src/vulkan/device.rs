@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ash::{ext, khr, vk};
 
+use super::format::to_vk;
+use super::image::ModifierInfo;
 use super::{Error, Result};
+use crate::format::Fourcc;
 
 /// Name of the environment variable that, set to `1`, makes every
 /// [`Device`] behave as if the driver had no SYNC_FD semaphores or fences,
@@ -448,6 +451,21 @@ impl Instance {
             )));
         }
         self.describe(handle)
+    }
+
+    /// The modifiers `device`'s driver offers for dma-buf images of the
+    /// DRM format `format` (`VkDrmFormatModifierPropertiesListEXT`), with
+    /// their plane counts and features — what
+    /// [`Device::modifiers`](super::Device::modifiers) says, before a
+    /// device is opened. Empty for a format without a Vulkan twin, and on a
+    /// device without `VK_EXT_image_drm_format_modifier`.
+    pub fn modifiers(&self, device: &PhysicalDeviceInfo, format: Fourcc) -> Vec<ModifierInfo> {
+        match to_vk(format) {
+            Some(m) if device.extensions.image_drm_format_modifier => {
+                super::image::query_modifiers(&self.shared.raw, device.handle, m.format)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Every physical device and what it can share.

@@ -39,6 +39,35 @@ pub struct ModifierInfo {
     pub features: vk::FormatFeatureFlags,
 }
 
+/// The driver's modifiers for `format` on `physical`
+/// (`VkDrmFormatModifierPropertiesListEXT`).
+pub(crate) fn query_modifiers(
+    instance: &ash::Instance,
+    physical: vk::PhysicalDevice,
+    format: vk::Format,
+) -> Vec<ModifierInfo> {
+    let mut list = vk::DrmFormatModifierPropertiesListEXT::default();
+    let mut props = vk::FormatProperties2::default().push_next(&mut list);
+    // SAFETY: the first call only counts (no array given).
+    unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
+    let count = list.drm_format_modifier_count as usize;
+    let mut entries = vec![vk::DrmFormatModifierPropertiesEXT::default(); count];
+    let mut list = vk::DrmFormatModifierPropertiesListEXT::default()
+        .drm_format_modifier_properties(&mut entries);
+    let mut props = vk::FormatProperties2::default().push_next(&mut list);
+    // SAFETY: the array has room for `count` entries, as counted above.
+    unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
+    let filled = list.drm_format_modifier_count as usize;
+    entries[..filled.min(count)]
+        .iter()
+        .map(|e| ModifierInfo {
+            modifier: Modifier(e.drm_format_modifier),
+            planes: e.drm_format_modifier_plane_count,
+            features: e.drm_format_modifier_tiling_features,
+        })
+        .collect()
+}
+
 /// Who may touch the image next, as the barriers track it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -293,36 +322,13 @@ impl Device {
         {
             return list.clone();
         }
-        let list: Arc<[ModifierInfo]> = self.query_modifiers(format).into();
+        let instance = &self.shared.instance.shared.raw;
+        let list: Arc<[ModifierInfo]> =
+            query_modifiers(instance, self.shared.info.handle(), format).into();
         super::device::lock(&self.shared.answers)
             .modifiers
             .insert(format, list.clone());
         list
-    }
-
-    fn query_modifiers(&self, format: vk::Format) -> Vec<ModifierInfo> {
-        let instance = &self.shared.instance.shared.raw;
-        let physical = self.shared.info.handle();
-        let mut list = vk::DrmFormatModifierPropertiesListEXT::default();
-        let mut props = vk::FormatProperties2::default().push_next(&mut list);
-        // SAFETY: the first call only counts (no array given).
-        unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
-        let count = list.drm_format_modifier_count as usize;
-        let mut entries = vec![vk::DrmFormatModifierPropertiesEXT::default(); count];
-        let mut list = vk::DrmFormatModifierPropertiesListEXT::default()
-            .drm_format_modifier_properties(&mut entries);
-        let mut props = vk::FormatProperties2::default().push_next(&mut list);
-        // SAFETY: the array has room for `count` entries, as counted above.
-        unsafe { instance.get_physical_device_format_properties2(physical, format, &mut props) };
-        let filled = list.drm_format_modifier_count as usize;
-        entries[..filled.min(count)]
-            .iter()
-            .map(|e| ModifierInfo {
-                modifier: Modifier(e.drm_format_modifier),
-                planes: e.drm_format_modifier_plane_count,
-                features: e.drm_format_modifier_tiling_features,
-            })
-            .collect()
     }
 
     /// Ask the driver whether `ask` can be made, imported or exported as a

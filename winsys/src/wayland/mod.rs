@@ -87,6 +87,34 @@ pub mod sync;
 
 pub use probe::{connect, probe, GlobalInfo, Report};
 
+/// A connection over the app's own `wl_display` (a guest backend: winsys
+/// talks on event queues of its own and never closes the display), from
+/// the raw handle that windowing libraries and `VkWaylandSurfaceCreateInfoKHR`
+/// give (feature `raw-window-handle`). Another kind of handle:
+/// [`Error::Wayland`].
+///
+/// # Safety
+///
+/// The `wl_display` must stay valid while the connection and everything
+/// made on it live, and must come from the libwayland-client this process
+/// loads (the one winsys dlopens).
+#[cfg(feature = "raw-window-handle")]
+pub unsafe fn connection_from_raw(
+    display: raw_window_handle::RawDisplayHandle,
+) -> Result<wayland_client::Connection> {
+    let raw_window_handle::RawDisplayHandle::Wayland(d) = display else {
+        return Err(Error::Wayland(
+            "the raw display handle is not a Wayland display".into(),
+        ));
+    };
+    // SAFETY: the caller guarantees a live wl_display of this process's
+    // libwayland-client for as long as the connection lives.
+    let backend = unsafe {
+        wayland_client::backend::Backend::from_foreign_display(d.display.as_ptr().cast())
+    };
+    Ok(wayland_client::Connection::from_backend(backend))
+}
+
 /// Errors of the Wayland side.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

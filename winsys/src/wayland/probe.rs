@@ -1,19 +1,21 @@
 //! What a compositor offers: its globals, the linux-dmabuf feedback (or the
-//! v3 format list), and from that the [`Offer`] the sync choice works on.
+//! v3 format list), its wl_shm formats, and from that the [`Offer`] the
+//! sync choice works on and the formats each way of sharing buffers takes.
 //! Every wait for the compositor is bounded.
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
+use wayland_client::protocol::wl_shm;
+use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle, WEnum};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_dmabuf_feedback_v1 as feedback_v1, zwp_linux_dmabuf_v1 as dmabuf_v1,
 };
 
 use super::feedback::{Feedback, FeedbackBuilder, FeedbackError};
 use super::owner::Owner;
-use super::sync::Offer;
+use super::sync::{Offer, SyncMode};
 use super::{roundtrip, Error, Registry, Result};
 use crate::format::{Fourcc, Modifier};
 use crate::sync::Deadline;
@@ -66,6 +68,10 @@ pub struct Report {
     pub feedback: Option<std::result::Result<Feedback, FeedbackError>>,
     /// The format + modifier pairs a version 3 linux-dmabuf announced.
     pub formats_v3: Vec<(Fourcc, Modifier)>,
+    /// The formats wl_shm takes: those it announced (version 2 and up,
+    /// whose object can be released again), else the two every wl_shm
+    /// takes (`ARGB8888`, `XRGB8888`); empty without wl_shm.
+    pub shm_formats: Vec<Fourcc>,
 }
 
 impl Report {
@@ -87,6 +93,56 @@ impl Report {
             shm: self.version("wl_shm"),
         }
     }
+
+    /// The explicit modifiers the compositor takes for `format` on the way
+    /// `mode` shares buffers, in its order of preference: `LINEAR` on
+    /// wl_shm (where it takes the format), else every tranche's of the
+    /// feedback (version 3: its format list). Empty when it takes none.
+    pub fn modifiers(
+        &self,
+        mode: SyncMode,
+        format: Fourcc,
+    ) -> std::result::Result<Vec<Modifier>, FeedbackError> {
+        let offered = match &self.feedback {
+            _ if mode == SyncMode::Shm => match self.shm_formats.contains(&format) {
+                true => vec![Modifier::LINEAR],
+                false => Vec::new(),
+            },
+            Some(Ok(fb)) => fb.modifiers(format),
+            Some(Err(e)) => return Err(e.clone()),
+            None => self
+                .formats_v3
+                .iter()
+                .filter(|(f, _)| *f == format)
+                .map(|(_, m)| *m)
+                .collect(),
+        };
+        Ok(offered
+            .into_iter()
+            .filter(|m| *m != Modifier::INVALID)
+            .collect())
+    }
+
+    /// Every format the compositor takes on the way `mode` shares buffers
+    /// (with at least one explicit modifier on linux-dmabuf), each once,
+    /// in the order announced.
+    pub fn formats(&self, mode: SyncMode) -> std::result::Result<Vec<Fourcc>, FeedbackError> {
+        let pairs: Vec<(Fourcc, Modifier)> = match &self.feedback {
+            _ if mode == SyncMode::Shm => {
+                return Ok(self.shm_formats.clone());
+            }
+            Some(Ok(fb)) => fb.tranches.iter().flat_map(|t| t.formats.clone()).collect(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => self.formats_v3.clone(),
+        };
+        let mut out: Vec<Fourcc> = Vec::new();
+        for (f, m) in pairs {
+            if m != Modifier::INVALID && !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The probe's event state.
@@ -96,11 +152,13 @@ struct Probe {
     builder: FeedbackBuilder,
     feedback: Option<std::result::Result<Feedback, FeedbackError>>,
     formats_v3: Vec<(Fourcc, Modifier)>,
+    shm_formats: Vec<Fourcc>,
 }
 
 /// Ask the compositor behind `conn` what it offers: globals, then the
-/// linux-dmabuf feedback (version 4+; version 3: its format events), each
-/// answer awaited at most `timeout` ([`Error::Timeout`]).
+/// linux-dmabuf feedback (version 4+; version 3: its format events) and
+/// the wl_shm formats, each answer awaited at most `timeout`
+/// ([`Error::Timeout`]).
 pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
     let mut queue: EventQueue<Probe> = conn.new_event_queue();
     let mut state = Probe::default();
@@ -117,6 +175,7 @@ pub fn probe(conn: &Connection, timeout: Duration) -> Result<Report> {
         globals: state.reg.globals,
         feedback: state.feedback,
         formats_v3: state.formats_v3,
+        shm_formats: state.shm_formats,
     })
 }
 
@@ -131,6 +190,41 @@ fn ask(
     let qh = queue.handle();
     let registry = owner.registry(conn, &qh)?;
     roundtrip(conn, owner, queue, state, timeout)?;
+    // wl_shm's formats come with the roundtrips below. Version 1 has no
+    // destructor: not bound (it would stay on the compositor), its two
+    // required formats taken as its list.
+    let shm = match state.reg.global("wl_shm", 2) {
+        Some((name, 2)) => Some(registry.bind::<wl_shm::WlShm, _, _>(name, 2, &qh, ())),
+        Some(_) => {
+            state.shm_formats = vec![Fourcc::ARGB8888, Fourcc::XRGB8888];
+            None
+        }
+        None => None,
+    };
+    let asked = ask_dmabuf(conn, queue, state, owner, &registry, timeout);
+    let answered = match (&shm, &asked) {
+        // Nothing was asked of linux-dmabuf: wl_shm's formats still are.
+        (Some(_), Ok(false)) => roundtrip(conn, owner, queue, state, timeout),
+        _ => Ok(()),
+    };
+    if let Some(shm) = shm {
+        shm.release();
+    }
+    asked?;
+    answered
+}
+
+/// The linux-dmabuf half of [`ask`]: `Ok(true)` when the compositor
+/// offers it (and answered).
+fn ask_dmabuf(
+    conn: &Connection,
+    queue: &mut EventQueue<Probe>,
+    state: &mut Probe,
+    owner: &Owner,
+    registry: &wayland_client::protocol::wl_registry::WlRegistry,
+    timeout: Duration,
+) -> Result<bool> {
+    let qh = queue.handle();
     if let Some((name, version)) = state.reg.global("zwp_linux_dmabuf_v1", 5) {
         let proxy: dmabuf_v1::ZwpLinuxDmabufV1 = registry.bind(name, version, &qh, ());
         if version >= 4 {
@@ -159,8 +253,32 @@ fn ask(
             proxy.destroy();
             answered?;
         }
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
+}
+
+impl Dispatch<wl_shm::WlShm, ()> for Probe {
+    fn event(
+        state: &mut Self,
+        _: &wl_shm::WlShm,
+        event: wl_shm::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_shm::Event::Format { format } = event {
+            let code = match format {
+                WEnum::Value(wl_shm::Format::Argb8888) => Fourcc::ARGB8888.0,
+                WEnum::Value(wl_shm::Format::Xrgb8888) => Fourcc::XRGB8888.0,
+                WEnum::Value(f) => f as u32,
+                WEnum::Unknown(raw) => raw,
+            };
+            if !state.shm_formats.contains(&Fourcc(code)) {
+                state.shm_formats.push(Fourcc(code));
+            }
+        }
+    }
 }
 
 impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for Probe {

@@ -202,7 +202,7 @@ pub struct Surface {
     /// ([`Surface::request_frame_callbacks`]).
     frame_callbacks: bool,
     /// The format of new wl_shm buffers ([`Surface::set_shm_format`]).
-    shm_format: wl_shm::Format,
+    shm_format: ShmFormat,
     /// Whether [`Surface::retire`] gave up the per-surface objects.
     retired: bool,
     /// The owner of the objects that may hear from the compositor after
@@ -341,7 +341,7 @@ impl Surface {
             timeout,
             frames_asked: 0,
             frame_callbacks: true,
-            shm_format: wl_shm::Format::Xrgb8888,
+            shm_format: ShmFormat::XRGB8888,
             retired: false,
         };
         if made.role.is_some() {
@@ -454,19 +454,23 @@ impl Surface {
     }
 
     /// The format of the wl_shm buffers made from now on: `XRGB8888` (the
-    /// default) or `ARGB8888` (premultiplied alpha, which the compositor
+    /// default), `ARGB8888` (premultiplied alpha, which the compositor
     /// blends) — the two every compositor takes (`wl_shm`'s required
-    /// formats). Others: [`Error::Wayland`] naming the format.
+    /// formats) — or another single-plane format the compositor announced
+    /// ([`Report::shm_formats`](super::probe::Report::shm_formats); one it
+    /// did not is a protocol error). A format winsys knows no layout of,
+    /// or of several planes: [`Error::Wayland`] naming the format.
     pub fn set_shm_format(&mut self, format: Fourcc) -> Result<()> {
         self.shm_format = shm_format(format)?;
         Ok(())
     }
 
-    /// A wl_shm buffer of `width` x `height` in its own memfd pool, 4
-    /// bytes a pixel ([`Surface::set_shm_format`]: XRGB8888 unless set);
-    /// fill it with [`Surface::write_shm`].
+    /// A wl_shm buffer of `width` x `height` in its own memfd pool, rows
+    /// of the format's pixels unpadded ([`Surface::set_shm_format`]:
+    /// XRGB8888 unless set); fill it with [`Surface::write_shm`].
     pub fn add_shm(&mut self, width: u32, height: u32) -> Result<BufferId> {
-        let (stride, size) = shm_layout(width, height, u64::from(width) * 4)?;
+        let cpp = self.shm_format.cpp;
+        let (stride, size) = shm_layout(width, height, u64::from(width) * u64::from(cpp), cpp)?;
         let memfd = rustix::fs::memfd_create("winsys-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|errno| Error::Io {
                 op: "memfd_create",
@@ -497,7 +501,7 @@ impl Surface {
         (width, height): (u32, u32),
         stride: u32,
     ) -> Result<BufferId> {
-        let (stride, size) = shm_layout(width, height, u64::from(stride))?;
+        let (stride, size) = shm_layout(width, height, u64::from(stride), self.shm_format.cpp)?;
         let too_big =
             || Error::Wayland(format!("a wl_shm pool past i32 bytes ({offset} + {size})"));
         let offset = i32::try_from(offset).map_err(|_| too_big())?;
@@ -527,7 +531,7 @@ impl Surface {
         let pool = shm.create_pool(memfd, pool_size, &self.qh, ());
         let id = BufferId(self.state.buffers.len());
         let (w, h) = (width as i32, height as i32);
-        let wl = pool.create_buffer(offset, w, h, stride, self.shm_format, &self.qh, id);
+        let wl = pool.create_buffer(offset, w, h, stride, self.shm_format.code, &self.qh, id);
         pool.destroy();
         self.state.buffers.push(Buffer {
             wl,
@@ -1290,27 +1294,56 @@ impl Drop for Surface {
     }
 }
 
-/// `(stride, size)` of a wl_shm buffer of `height` rows of `stride` bytes
-/// (at least `width` pixels of 4), each within an `i32`.
-/// The wl_shm code of `format`, one of the two every compositor takes
-/// (XRGB8888, ARGB8888); others: [`Error::Wayland`] naming the format.
-pub(crate) fn shm_format(format: Fourcc) -> Result<wl_shm::Format> {
-    match format {
-        Fourcc::XRGB8888 => Ok(wl_shm::Format::Xrgb8888),
-        Fourcc::ARGB8888 => Ok(wl_shm::Format::Argb8888),
-        other => Err(Error::Wayland(format!(
-            "wl_shm buffers here are XRGB8888 or ARGB8888, not {other}"
-        ))),
-    }
+/// A wl_shm format: its code on the wire and its bytes per pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShmFormat {
+    code: wl_shm::Format,
+    cpp: u32,
 }
 
-fn shm_layout(width: u32, height: u32, stride: u64) -> Result<(i32, i32)> {
+impl ShmFormat {
+    const XRGB8888: ShmFormat = ShmFormat {
+        code: wl_shm::Format::Xrgb8888,
+        cpp: 4,
+    };
+}
+
+/// The wl_shm code of `format` (wl_shm's own for the two every compositor
+/// takes, ARGB8888 and XRGB8888; the DRM code for the rest) and its bytes
+/// per pixel: formats of one plane whose layout winsys knows; others:
+/// [`Error::Wayland`] naming the format. Whether the compositor takes it
+/// is its own list's to say ([`Report::shm_formats`](super::probe::Report::shm_formats)).
+pub(crate) fn shm_format(format: Fourcc) -> Result<ShmFormat> {
+    let refuse = |why: &str| {
+        Err(Error::Wayland(format!(
+            "no wl_shm buffers of {format}: {why}"
+        )))
+    };
+    let cpp = match format.planes() {
+        Some([plane]) => plane.cpp,
+        Some(_) => return refuse("more than one plane"),
+        None => return refuse("a layout winsys does not know"),
+    };
+    let code = match format {
+        Fourcc::XRGB8888 => wl_shm::Format::Xrgb8888,
+        Fourcc::ARGB8888 => wl_shm::Format::Argb8888,
+        other => match wl_shm::Format::try_from(other.0) {
+            Ok(code) => code,
+            Err(()) => return refuse("not a wl_shm format"),
+        },
+    };
+    Ok(ShmFormat { code, cpp })
+}
+
+/// `(stride, size)` of a wl_shm buffer of `height` rows of `stride` bytes
+/// (at least `width` pixels of `cpp` bytes), each within an `i32`.
+fn shm_layout(width: u32, height: u32, stride: u64, cpp: u32) -> Result<(i32, i32)> {
     if width == 0 || height == 0 {
         return Err(Error::Wayland("an empty wl_shm buffer".into()));
     }
-    if stride < u64::from(width) * 4 {
+    if stride < u64::from(width) * u64::from(cpp) {
         return Err(Error::Wayland(format!(
-            "a stride of {stride} bytes for {width} pixels of 4"
+            "a stride of {stride} bytes for {width} pixels of {cpp}"
         )));
     }
     let too_big = || Error::Wayland(format!("a {width}x{height} wl_shm buffer is too large"));
@@ -1550,33 +1583,52 @@ mod tests {
     use crate::wayland::Error;
 
     #[test]
-    fn shm_formats_are_the_two_every_compositor_takes() {
+    fn shm_formats_are_wl_shms_codes_with_their_pixel_sizes() {
+        let code = |f: Fourcc| shm_format(f).map(|s| (s.code, s.cpp));
+        // wl_shm's own codes for the two required formats, DRM's for the rest.
         assert_eq!(
-            shm_format(Fourcc::XRGB8888).unwrap(),
-            wl_shm::Format::Xrgb8888
+            code(Fourcc::XRGB8888).unwrap(),
+            (wl_shm::Format::Xrgb8888, 4)
         );
         assert_eq!(
-            shm_format(Fourcc::ARGB8888).unwrap(),
-            wl_shm::Format::Argb8888
+            code(Fourcc::ARGB8888).unwrap(),
+            (wl_shm::Format::Argb8888, 4)
         );
-        let e = shm_format(Fourcc::RGB565).unwrap_err().to_string();
-        assert!(e.contains("RGB565"), "{e}");
+        assert_eq!(
+            code(Fourcc::ABGR8888).unwrap(),
+            (wl_shm::Format::Abgr8888, 4)
+        );
+        assert_eq!(code(Fourcc::RGB565).unwrap(), (wl_shm::Format::Rgb565, 2));
+        assert_eq!(
+            code(Fourcc::XBGR16161616F).unwrap(),
+            (wl_shm::Format::Xbgr16161616f, 8)
+        );
+        assert_eq!(Fourcc::ABGR8888.0, wl_shm::Format::Abgr8888 as u32);
+        for (f, why) in [
+            (Fourcc::NV12, "more than one plane"),
+            (Fourcc(0x1234_5678), "layout winsys does not know"),
+        ] {
+            let e = shm_format(f).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(&f.to_string()), "{e}");
+        }
     }
 
     #[test]
     fn shm_layout_takes_padded_rows_and_refuses_what_wl_shm_cannot_hold() {
-        assert_eq!(shm_layout(256, 256, 1024).unwrap(), (1024, 256 * 1024));
+        assert_eq!(shm_layout(256, 256, 1024, 4).unwrap(), (1024, 256 * 1024));
         // A padded stride (as a driver's LINEAR layout may have).
-        assert_eq!(shm_layout(100, 10, 512).unwrap(), (512, 5120));
+        assert_eq!(shm_layout(100, 10, 512, 4).unwrap(), (512, 5120));
+        assert_eq!(shm_layout(100, 10, 800, 8).unwrap(), (800, 8000));
         let refused = |r: Result<(i32, i32), Error>, what: &str| match r {
             Err(Error::Wayland(m)) => assert!(m.contains(what), "{m}"),
             other => panic!("{other:?}"),
         };
-        refused(shm_layout(0, 10, 0), "empty");
-        refused(shm_layout(10, 0, 40), "empty");
-        refused(shm_layout(100, 10, 399), "stride of 399");
+        refused(shm_layout(0, 10, 0, 4), "empty");
+        refused(shm_layout(10, 0, 40, 4), "empty");
+        refused(shm_layout(100, 10, 399, 4), "stride of 399");
+        refused(shm_layout(100, 10, 799, 8), "pixels of 8");
         // Past i32: the stride, and the whole buffer.
-        refused(shm_layout(1, 1, 1 << 31), "too large");
-        refused(shm_layout(16384, 65536, 65536), "too large");
+        refused(shm_layout(1, 1, 1 << 31, 4), "too large");
+        refused(shm_layout(16384, 65536, 65536, 4), "too large");
     }
 }

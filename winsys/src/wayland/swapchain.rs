@@ -54,7 +54,7 @@ use crate::dmabuf::{Access, Dmabuf};
 use crate::format::{Fourcc, Modifier};
 use crate::sync::{SyncFile, Syncobj};
 use crate::vulkan::format::Encoding;
-use crate::vulkan::{Device, Image, Pending, Submission};
+use crate::vulkan::{Device, Image, Instance, Pending, PhysicalDeviceInfo, Submission};
 
 /// How presented frames are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,18 +276,16 @@ impl Swapchain {
         config: &SwapchainConfig,
     ) -> Result<Self> {
         use raw_window_handle::{RawDisplayHandle, RawWindowHandle};
-        use wayland_client::backend::{Backend, ObjectId};
+        use wayland_client::backend::ObjectId;
         use wayland_client::Proxy;
-        let (RawDisplayHandle::Wayland(d), RawWindowHandle::Wayland(w)) = (display, window) else {
+        let (RawDisplayHandle::Wayland(_), RawWindowHandle::Wayland(w)) = (display, window) else {
             return Err(Error::Wayland(
                 "the raw handles are not a Wayland display and surface".into(),
             ));
         };
         // SAFETY: the caller guarantees the wl_display lives as long as
-        // the swapchain (which holds the backend); a guest backend never
-        // closes it.
-        let backend = unsafe { Backend::from_foreign_display(d.display.as_ptr().cast()) };
-        let conn = Connection::from_backend(backend);
+        // the swapchain (which holds the connection).
+        let conn = unsafe { super::connection_from_raw(display) }?;
         // SAFETY: the caller guarantees a live wl_surface of that display;
         // from_ptr checks the proxy's interface.
         let id = unsafe { ObjectId::from_ptr(WlSurface::interface(), w.surface.as_ptr().cast()) }
@@ -295,6 +293,64 @@ impl Swapchain {
         let surface = WlSurface::from_id(&conn, id)
             .map_err(|_| Error::Wayland("the raw window handle is not a wl_surface".into()))?;
         Self::create(device, &conn, Some(&surface), config)
+    }
+
+    /// The DRM formats a swapchain of a device on `device` can present
+    /// in to the compositor `report` describes ([`probe`]), with `sync`
+    /// (`None`: the mode [`Swapchain::new`] would choose; every dma-buf
+    /// mode takes the same formats): those the compositor takes on that
+    /// mode's way of sharing buffers (wl_shm: LINEAR) with a modifier the
+    /// driver renders into (`COLOR_ATTACHMENT`), in the compositor's order.
+    /// Sizes, and usages beyond rendering, are the swapchain's to check.
+    ///
+    /// ```no_run
+    /// # fn demo(instance: &winsys::vulkan::Instance) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use winsys::wayland::{self, swapchain::Swapchain};
+    /// let conn = wayland::connect(None)?;
+    /// let report = wayland::probe(&conn, Duration::from_secs(5))?;
+    /// for device in instance.physical_devices()? {
+    ///     let formats = Swapchain::formats(instance, &device, &report, None)?;
+    ///     println!("{}: {formats:?}", device.name);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn formats(
+        instance: &Instance,
+        device: &PhysicalDeviceInfo,
+        report: &probe::Report,
+        sync: Option<SyncMode>,
+    ) -> Result<Vec<Fourcc>> {
+        let offer = report.offer();
+        let shm = match sync {
+            Some(mode) => mode == SyncMode::Shm,
+            // What every dma-buf mode needs (the best one's protocol aside).
+            None => {
+                let can = Abilities {
+                    dmabuf: device.extensions.dmabuf_images(),
+                    ..Abilities::default()
+                };
+                sync::check(SyncMode::Implicit, &offer, &can).is_err()
+            }
+        };
+        let mode = match shm {
+            true => SyncMode::Shm,
+            false => SyncMode::Implicit,
+        };
+        let mut out = Vec::new();
+        for format in report.formats(mode)? {
+            let theirs = report.modifiers(mode, format)?;
+            let renders = instance.modifiers(device, format).into_iter().any(|m| {
+                theirs.contains(&m.modifier)
+                    && m.features
+                        .contains(vk::FormatFeatureFlags::COLOR_ATTACHMENT)
+            });
+            if renders {
+                out.push(format);
+            }
+        }
+        Ok(out)
     }
 
     fn create(
@@ -324,27 +380,16 @@ impl Swapchain {
             super::surface::shm_format(config.format)?;
         }
         // The modifiers the compositor takes for the format, in its order
-        // of preference (v3: its format list); wl_shm: any linear one.
-        let offered: Vec<Modifier> = match &report.feedback {
-            _ if mode == SyncMode::Shm => vec![Modifier::LINEAR],
-            Some(Ok(fb)) => fb.modifiers(config.format),
-            Some(Err(e)) => return Err(Error::Feedback(e.clone())),
-            None => report
-                .formats_v3
-                .iter()
-                .filter(|(f, _)| *f == config.format)
-                .map(|(_, m)| *m)
-                .collect(),
-        };
-        let modifiers: Vec<Modifier> = offered
-            .into_iter()
-            .filter(|m| *m != Modifier::INVALID)
-            .collect();
+        // of preference (v3: its format list); wl_shm: LINEAR.
+        let modifiers = report.modifiers(mode, config.format)?;
         if modifiers.is_empty() {
-            return Err(Error::Wayland(format!(
-                "the compositor takes no explicit modifier for {}",
-                config.format
-            )));
+            return Err(Error::Wayland(match mode {
+                SyncMode::Shm => format!("the compositor's wl_shm takes no {}", config.format),
+                _ => format!(
+                    "the compositor takes no explicit modifier for {}",
+                    config.format
+                ),
+            }));
         }
         let usage = config.usage | vk::ImageUsageFlags::TRANSFER_DST;
         let target = match &report.feedback {
