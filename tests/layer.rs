@@ -10,6 +10,10 @@
 //! frames, and the compositor's output is read back while it shows the
 //! app's picture.
 //!
+//! The surface formats: the layer offers at least what the driver's WSI
+//! offers of the cube's list (Mesa's formats), and each shows the cube in
+//! its own colours.
+//!
 //! Also: a window system the layer does not serve (a headless surface)
 //! and every non-WSI call behave as without it; `winsys info` reports the
 //! layer; a compositor that stalls during a swapchain's creation keeps
@@ -22,8 +26,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::layer::{
-    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, spawn, spawn_vkcube,
-    text, Layer, LAYER,
+    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, mesa_cube_env, spawn,
+    spawn_vkcube, text, Layer, LAYER,
 };
 
 use common::compositor::Compositor;
@@ -192,6 +196,27 @@ fn vkcube_through_the_layer_on_sway_with_drm_syncobj() {
     vkcube_is_shown(&layer, &sway.socket, &[], || {
         common::sway::screencopy(&sway.socket).ok().and_then(shot)
     });
+    formats_beyond_b8g8r8a8(&layer, &sway.socket, "syncobj", &[]);
+}
+
+/// On the compositor at `socket`, the layer offers at least every format
+/// of the cube's list that the driver's WSI offers there, R8G8B8A8 among
+/// them, and the cube presents in `R8G8B8A8_UNORM` through it (`sync`,
+/// DRM XBGR8888; validation on).
+fn formats_beyond_b8g8r8a8(layer: &Layer, socket: &str, sync: &str, env: &[(&str, &str)]) {
+    let ours = surface_formats(Some(layer), socket, env);
+    let mesa = surface_formats(None, socket, &[]);
+    println!("the layer offers {ours:?}, the driver's WSI {mesa:?}");
+    assert_offers_what_the_driver_does(&ours, &mesa);
+    assert!(ours.iter().any(|f| f == "R8G8B8A8_UNORM"), "{ours:?}");
+    let args = ["--frames", "10", "--format", "R8G8B8A8_UNORM"];
+    let (pid, _, said) = mesa_cube_env(layer, socket, &args, env);
+    assert_reported(layer, pid, sync, 10, &said);
+    for l in layer.events(pid) {
+        if field(&l, "event") == Some("create") {
+            assert_eq!(field(&l, "drm_format"), Some("XBGR8888"), "{l}");
+        }
+    }
 }
 
 #[test]
@@ -204,6 +229,7 @@ fn vkcube_through_the_layer_on_mutter_with_wl_shm() {
     // mutter tests force it. mutter paces with wp_fifo_v1.
     let shm = [("WINSYS_LAYER_SYNC", "shm")];
     vkcube_runs(&layer, &mutter.socket, "shm", 30, &shm);
+    formats_beyond_b8g8r8a8(&layer, &mutter.socket, "shm", &shm);
     let report = std::fs::read_to_string(&layer.report).unwrap_or_default();
     let created = report
         .lines()
@@ -225,6 +251,9 @@ fn vkcube_through_the_layer_on_the_reference_compositor() {
             (w, h, pixel)
         })
     });
+    // It takes XRGB8888 and ARGB8888 alone: the layer offers B8G8R8A8.
+    let ours = surface_formats(Some(&layer), &c.socket, &[]);
+    assert_eq!(ours, ["B8G8R8A8_SRGB", "B8G8R8A8_UNORM"]);
     let s = c.stats().unwrap();
     assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
 }
@@ -356,8 +385,9 @@ fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
 }
 
 /// The surface formats of the cube's `--wsi mesa` run on `socket` (with
-/// the layer when `layer` is given, else the driver's WSI alone).
-fn surface_formats(layer: Option<&Layer>, socket: &str) -> Vec<String> {
+/// the layer and `env` when `layer` is given, else the driver's WSI
+/// alone).
+fn surface_formats(layer: Option<&Layer>, socket: &str, env: &[(&str, &str)]) -> Vec<String> {
     let args = [
         "--wsi",
         "mesa",
@@ -369,7 +399,7 @@ fn surface_formats(layer: Option<&Layer>, socket: &str) -> Vec<String> {
     ];
     let cube = common::built("examples", "cube");
     let child = match layer {
-        Some(l) => spawn(l, socket, &cube, &args, &[]),
+        Some(l) => spawn(l, socket, &cube, &args, env),
         None => {
             let mut c = Command::new(&cube);
             c.args(args).env("WAYLAND_DISPLAY", socket);
@@ -391,6 +421,32 @@ fn surface_formats(layer: Option<&Layer>, socket: &str) -> Vec<String> {
     formats.split(' ').map(str::to_string).collect()
 }
 
+/// The cube's `--format` names (Mesa's Wayland WSI's formats the layer
+/// knows).
+const CUBE_FORMATS: [&str; 9] = [
+    "B8G8R8A8_SRGB",
+    "B8G8R8A8_UNORM",
+    "R8G8B8A8_SRGB",
+    "R8G8B8A8_UNORM",
+    "A2R10G10B10_UNORM_PACK32",
+    "A2B10G10R10_UNORM_PACK32",
+    "R16G16B16A16_SFLOAT",
+    "R16G16B16A16_UNORM",
+    "R5G6B5_UNORM_PACK16",
+];
+
+/// The layer's list starts with the B8G8R8A8 pair and holds every format
+/// of [`CUBE_FORMATS`] the driver's WSI offers.
+fn assert_offers_what_the_driver_does(ours: &[String], mesa: &[String]) {
+    assert_eq!(ours[..2], ["B8G8R8A8_SRGB", "B8G8R8A8_UNORM"], "{ours:?}");
+    for f in mesa {
+        assert!(
+            !CUBE_FORMATS.contains(&f.as_str()) || ours.contains(f),
+            "the driver's WSI offers {f}, the layer not: {ours:?}"
+        );
+    }
+}
+
 /// Each format the layer offers on weston gl (dma-bufs, explicit sync)
 /// and pixman weston (wl_shm): at least every one of the cube's list that
 /// the driver's WSI offers there (Mesa's formats), the swapchain's DRM
@@ -401,7 +457,7 @@ fn every_format_the_layer_offers_shows_the_cube_in_its_colours() {
     let _one = common::one_at_a_time();
     // The cube's names, each with the DRM format weston gets and how
     // near the 8-bit output's clear colour must be.
-    let expected: [(&str, &str, u32); 9] = [
+    let expected: [(&str, &str, u32); CUBE_FORMATS.len()] = [
         ("B8G8R8A8_SRGB", "XRGB8888", 1),
         ("B8G8R8A8_UNORM", "XRGB8888", 0),
         ("R8G8B8A8_SRGB", "XBGR8888", 1),
@@ -416,17 +472,10 @@ fn every_format_the_layer_offers_shows_the_cube_in_its_colours() {
     for (renderer, sync) in [("gl", "explicit"), ("pixman", "shm")] {
         let weston = need!(Weston::start(renderer), "weston");
         let layer = Layer::install();
-        let ours = surface_formats(Some(&layer), &weston.socket);
-        let mesa = surface_formats(None, &weston.socket);
+        let ours = surface_formats(Some(&layer), &weston.socket, &[]);
+        let mesa = surface_formats(None, &weston.socket, &[]);
         println!("{renderer} weston: the layer offers {ours:?}, the driver's WSI {mesa:?}");
-        assert_eq!(ours[..2], ["B8G8R8A8_SRGB", "B8G8R8A8_UNORM"], "{ours:?}");
-        for f in &mesa {
-            let known = expected.iter().any(|(name, _, _)| name == f);
-            assert!(
-                !known || ours.contains(f),
-                "the driver's WSI offers {f}, the layer not: {ours:?}"
-            );
-        }
+        assert_offers_what_the_driver_does(&ours, &mesa);
         // Beyond B8G8R8A8 (the tests above): R8G8B8A8 at least, everywhere.
         assert!(ours.iter().any(|f| f == "R8G8B8A8_UNORM"), "{ours:?}");
         for (format, drm, steps) in expected.iter().skip(2) {

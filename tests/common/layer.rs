@@ -164,11 +164,22 @@ pub fn assert_no_validation_errors(said: &str) {
     );
 }
 
-/// The cube example's `--wsi mesa` run through the layer; its JSON line.
+/// The cube example's `--wsi mesa` run through the layer; its pid, JSON
+/// line and output.
 pub fn mesa_cube(layer: &Layer, socket: &str, args: &[&str]) -> (u32, String, String) {
+    mesa_cube_env(layer, socket, args, &[])
+}
+
+/// [`mesa_cube`] with `env` set too.
+pub fn mesa_cube_env(
+    layer: &Layer,
+    socket: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (u32, String, String) {
     let mut all = vec!["--wsi", "mesa", "--json", "--validation", "--timeout", "30"];
     all.extend_from_slice(args);
-    let child = spawn(layer, socket, &super::built("examples", "cube"), &all, &[]);
+    let child = spawn(layer, socket, &super::built("examples", "cube"), &all, env);
     let pid = child.id();
     let (out, in_time) = finish(child, Duration::from_secs(300));
     let said = text(&out);
