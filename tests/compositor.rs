@@ -922,7 +922,10 @@ wayland_client::delegate_noop!(App: ignore wayland_client::protocol::wl_surface:
 fn a_surface_that_failed_half_made_leaves_the_apps_wl_surface_free_for_a_retry() {
     use winsys::wayland::Error;
     let _one = common::one_at_a_time();
-    let (c, stall) = need!(Compositor::start_stalling(), "the reference compositor");
+    let (c, stall) = need!(
+        Compositor::start_stalling("--stall-on-syncobj-surface"),
+        "the reference compositor"
+    );
     let fds_before = common::open_fds();
     let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
     let (globals, mut queue) =

@@ -263,7 +263,10 @@ fn a_compositor_slow_to_answer_a_swapchains_creation_keeps_the_surface_on_winsys
     let _one = common::one_at_a_time();
     // The compositor stops answering once the swapchain's drm-syncobj
     // surface object reaches it, until released.
-    let (c, stall) = need!(Compositor::start_stalling(), "the reference compositor");
+    let (c, stall) = need!(
+        Compositor::start_stalling("--stall-on-syncobj-surface"),
+        "the reference compositor"
+    );
     let layer = Layer::install();
     let child = spawn_vkcube(&layer, &c.socket, 10, &[]);
     let t = Instant::now();
@@ -281,6 +284,38 @@ fn a_compositor_slow_to_answer_a_swapchains_creation_keeps_the_surface_on_winsys
     std::thread::sleep(Duration::from_secs(7));
     stall.release();
     let said = vkcube_finishes(&layer, child, "syncobj", 10);
+    assert!(!said.contains("the driver's own WSI"), "{said}");
+}
+
+#[test]
+fn a_compositor_that_does_not_answer_the_formats_query_gets_b8g8r8a8_and_the_app_goes_on() {
+    let _one = common::one_at_a_time();
+    let (c, stall) = need!(
+        Compositor::start_stalling("--stall-on-default-feedback"),
+        "the reference compositor"
+    );
+    let layer = Layer::install();
+    // The first default feedback asked for is the layer's formats query.
+    let child = spawn_vkcube(&layer, &c.socket, 10, &[]);
+    let t = Instant::now();
+    while !c.log_text().contains("compositor: stalled until") {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the compositor never stalled:\n{}",
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the query's 5 s: the formats are offered without an answer;
+    // past twice that, so that a second query at the two-call idiom's
+    // second call would give up too.
+    std::thread::sleep(Duration::from_secs(13));
+    stall.release();
+    let said = vkcube_finishes(&layer, child, "syncobj", 10);
+    // Once, not again at the two-call idiom's second call.
+    let gave_up = "the surface's formats: timed out";
+    assert_eq!(said.matches(gave_up).count(), 1, "{said}");
+    assert!(said.contains("offering B8G8R8A8 alone"), "{said}");
     assert!(!said.contains("the driver's own WSI"), "{said}");
 }
 

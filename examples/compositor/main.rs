@@ -21,7 +21,8 @@
 //! ```text
 //! compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation]
 //!            [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence]
-//!            [--stall-on-syncobj-surface PATH] [--run PROGRAM ARGS...]
+//!            [--stall-on-syncobj-surface PATH] [--stall-on-default-feedback PATH]
+//!            [--run PROGRAM ARGS...]
 //! ```
 //!
 //! `--run` starts a client on the compositor's socket once it listens and
@@ -93,11 +94,11 @@ struct Args {
     exit_after: Option<Duration>,
     feedback_change_after: Option<u64>,
     bad_release_fence: bool,
-    stall_on_syncobj_surface: Option<PathBuf>,
+    stall: Option<(StallPoint, PathBuf)>,
     run: Vec<String>,
 }
 
-const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence] [--stall-on-syncobj-surface PATH] [--run PROGRAM ARGS...]";
+const USAGE: &str = "usage: compositor [--socket NAME] [--size WxH] [--refresh HZ] [--png PATH] [--validation] [--exit-after SECS] [--feedback-change-after FRAMES] [--bad-release-fence] [--stall-on-syncobj-surface PATH] [--stall-on-default-feedback PATH] [--run PROGRAM ARGS...]";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -110,7 +111,7 @@ fn parse_args() -> Result<Args, Error> {
         exit_after: None,
         feedback_change_after: None,
         bad_release_fence: false,
-        stall_on_syncobj_surface: None,
+        stall: None,
         run: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -135,9 +136,16 @@ fn parse_args() -> Result<Args, Error> {
             // release is "fenced" with an eventfd, which is no sync_file.
             "--bad-release-fence" => args.bad_release_fence = true,
             // A compositor that stops answering at a chosen point, for
-            // clients' tests: the first drm-syncobj surface object made
-            // stalls the whole event loop until PATH exists.
-            "--stall-on-syncobj-surface" => args.stall_on_syncobj_surface = Some(value()?.into()),
+            // clients' tests: the first drm-syncobj surface object made,
+            // or the first linux-dmabuf default feedback asked for by a
+            // client with a surface, stalls the whole event loop until
+            // PATH exists.
+            "--stall-on-syncobj-surface" => {
+                args.stall = Some((StallPoint::SyncobjSurface, value()?.into()))
+            }
+            "--stall-on-default-feedback" => {
+                args.stall = Some((StallPoint::DefaultFeedback, value()?.into()))
+            }
             "--run" => {
                 args.run = it.by_ref().collect();
                 if args.run.is_empty() {
@@ -290,8 +298,36 @@ pub struct State {
     refresh: Duration,
     /// `--bad-release-fence`.
     bad_release_fence: bool,
-    /// `--stall-on-syncobj-surface` (taken by the first stall).
-    pub stall_on_syncobj_surface: Option<PathBuf>,
+    /// `--stall-on-*` (taken by the first stall).
+    pub stall: Option<(StallPoint, PathBuf)>,
+}
+
+/// Where `--stall-on-*` stops the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallPoint {
+    /// At the first `wp_linux_drm_syncobj_manager_v1.get_surface`.
+    SyncobjSurface,
+    /// At the first `zwp_linux_dmabuf_v1.get_default_feedback` of a client
+    /// that has a `wl_surface` (a WSI asking what it may present in; a
+    /// probe of the compositor's globals is let through).
+    DefaultFeedback,
+}
+
+impl State {
+    /// The event loop stops here until the `--stall-on-*` path exists (at
+    /// most two minutes), as a compositor that hangs would, where `point`
+    /// is the one asked for and no stall came yet.
+    pub fn stall_at(&mut self, point: StallPoint) {
+        let Some((_, path)) = self.stall.take_if(|(p, _)| *p == point) else {
+            return;
+        };
+        eprintln!("compositor: stalled until {} exists", path.display());
+        let t = Instant::now();
+        while !path.exists() && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("compositor: stall over after {:?}", t.elapsed());
+    }
 }
 
 impl State {
@@ -907,7 +943,7 @@ fn run() -> Result<(), Error> {
         last_shown: None,
         refresh,
         bad_release_fence: args.bad_release_fence,
-        stall_on_syncobj_surface: args.stall_on_syncobj_surface.clone(),
+        stall: args.stall.clone(),
     };
 
     let timer = rustix::time::timerfd_create(

@@ -353,11 +353,11 @@ impl GlobalDispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for State {
 impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for State {
     fn request(
         state: &mut Self,
-        _: &Client,
+        client: &Client,
         dmabuf: &dmabuf_v1::ZwpLinuxDmabufV1,
         request: dmabuf_v1::Request,
         _: &(),
-        _: &DisplayHandle,
+        dh: &DisplayHandle,
         init: &mut DataInit<'_, Self>,
     ) {
         match request {
@@ -369,6 +369,15 @@ impl Dispatch<dmabuf_v1::ZwpLinuxDmabufV1, ()> for State {
             }
             dmabuf_v1::Request::GetDefaultFeedback { id } => {
                 let fb = init.init(id, ());
+                // A WSI asking what its window may present in (a client
+                // with a surface), not a probe.
+                let windowed = state.surfaces.keys().any(|s| {
+                    dh.get_client(s.clone())
+                        .is_ok_and(|c| c.id() == client.id())
+                });
+                if windowed {
+                    state.stall_at(crate::StallPoint::DefaultFeedback);
+                }
                 send_feedback(state, &fb);
             }
             dmabuf_v1::Request::GetSurfaceFeedback { id, .. } => {
@@ -487,9 +496,7 @@ impl Dispatch<syncobj_manager::WpLinuxDrmSyncobjManagerV1, ()> for State {
         match request {
             syncobj_manager::Request::GetSurface { id, surface } => {
                 let sync = init.init(id, surface.clone());
-                if let Some(path) = state.stall_on_syncobj_surface.take() {
-                    stall_until(&path);
-                }
+                state.stall_at(crate::StallPoint::SyncobjSurface);
                 match state.surfaces.get_mut(&surface.id()) {
                     Some(surf) if surf.syncobj.is_some() => {
                         state.post_error(
@@ -771,15 +778,4 @@ pub fn checked_commit(
         }
     }
     Some(NewContent { pending })
-}
-
-/// `--stall-on-syncobj-surface`: the event loop stops until `path` exists
-/// (at most two minutes), as a compositor that hangs would.
-fn stall_until(path: &std::path::Path) {
-    eprintln!("compositor: stalled until {} exists", path.display());
-    let t = std::time::Instant::now();
-    while !path.exists() && t.elapsed() < std::time::Duration::from_secs(120) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    eprintln!("compositor: stall over after {:?}", t.elapsed());
 }

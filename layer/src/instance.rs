@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use ash::vk;
 use ash::vk::Handle;
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use raw_window_handle::{RawDisplayHandle, WaylandDisplayHandle};
 use winsys::format::Fourcc;
 use winsys::vulkan::format::{from_vk, Alpha};
 use winsys::vulkan::{Instance, PhysicalDeviceInfo};
 use winsys::wayland::swapchain::Swapchain;
+use winsys::wayland::Report;
 
 use crate::swapchain::forced_sync;
 
@@ -80,12 +82,20 @@ pub struct InstanceData {
     /// Per physical device: `Some` where the layer serves it.
     served: Mutex<HashMap<u64, Option<Served>>>,
     /// Per surface and physical device: the formats the compositor's
-    /// answer allowed ([`InstanceData::surface_formats`]).
-    formats: Mutex<HashMap<(u64, u64), SurfaceFormats>>,
+    /// answer allowed, or those offered for want of an answer and since
+    /// when ([`InstanceData::surface_formats`]).
+    formats: Mutex<HashMap<(u64, u64), KnownFormats>>,
+    /// Per surface: the compositor's answer to the last formats query and
+    /// when it came, for the swapchain made next ([`InstanceData::fresh_report`]).
+    reports: Mutex<HashMap<u64, (Instant, Report)>>,
 }
 
 /// A surface's formats on one device.
 type SurfaceFormats = Arc<[vk::SurfaceFormatKHR]>;
+
+/// A surface's formats on one device, and since when they stand for want
+/// of the compositor's answer (`None`: they are its answer).
+type KnownFormats = (SurfaceFormats, Option<Instant>);
 
 impl InstanceData {
     /// winsys's view of the instance, with `vkGetDeviceProcAddr` taken from
@@ -208,9 +218,10 @@ impl InstanceData {
     /// opaque and alpha DRM formats a winsys swapchain can both present in
     /// there (asked of the compositor once per surface and device, like
     /// Mesa's WSI offering what the compositor takes). Where the
-    /// compositor does not answer within [`QUERY_WAIT`], or takes none of
-    /// them, the two every compositor takes (`B8G8R8A8`, over `XRGB8888`
-    /// / `ARGB8888`), asked again next time.
+    /// compositor does not answer within [`QUERY_WAIT`], the two every
+    /// compositor takes (`B8G8R8A8`, over `XRGB8888` / `ARGB8888`) — asked
+    /// again once [`FRESH`] has passed, not at the two-call idiom's second
+    /// call — and the same where it takes none of them.
     pub fn surface_formats(
         &self,
         pd: vk::PhysicalDevice,
@@ -220,14 +231,19 @@ impl InstanceData {
     ) -> SurfaceFormats {
         let key = (surface.as_raw(), pd.as_raw());
         let lock = || self.formats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = lock().get(&key) {
-            return known.clone();
+        match lock().get(&key) {
+            Some((known, None)) => return known.clone(),
+            Some((known, Some(since))) if since.elapsed() < FRESH => return known.clone(),
+            _ => {}
         }
-        let drm = match self.presentable(ws, served) {
+        let started = Instant::now();
+        let drm = match self.presentable(surface, ws, served) {
             Ok(drm) => drm,
             Err(e) => {
                 eprintln!("winsys layer: the surface's formats: {e}; offering B8G8R8A8 alone");
-                return FORMATS[..2].into();
+                let pair: SurfaceFormats = FORMATS[..2].into();
+                lock().insert(key, (pair.clone(), Some(Instant::now())));
+                return pair;
             }
         };
         let both = |format: vk::Format| {
@@ -238,24 +254,31 @@ impl InstanceData {
         let offered: Vec<vk::SurfaceFormatKHR> =
             FORMATS.iter().copied().filter(|f| both(f.format)).collect();
         debug!(
-            "surface formats: {:?} (the compositor's, presentable: {})",
+            "surface formats: {:?} (presentable: {}), asked in {:.1?}",
             offered.iter().map(|f| f.format).collect::<Vec<_>>(),
             drm.iter()
                 .map(|f| f.to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            started.elapsed()
         );
         let offered: SurfaceFormats = match offered.is_empty() {
             true => FORMATS[..2].into(),
             false => offered.into(),
         };
-        lock().insert(key, offered.clone());
+        lock().insert(key, (offered.clone(), None));
         offered
     }
 
     /// The DRM formats a winsys swapchain of `served`'s device can present
-    /// in to `ws`'s compositor.
-    fn presentable(&self, ws: WaylandSurface, served: &Served) -> Result<Vec<Fourcc>, String> {
+    /// in to `ws`'s compositor (its report kept for the next swapchain of
+    /// `surface`).
+    fn presentable(
+        &self,
+        surface: vk::SurfaceKHR,
+        ws: WaylandSurface,
+        served: &Served,
+    ) -> Result<Vec<Fourcc>, String> {
         let display = NonNull::new(ws.display).ok_or("a null wl_display")?;
         let display = RawDisplayHandle::Wayland(WaylandDisplayHandle::new(display));
         // SAFETY: the app's wl_display from VkWaylandSurfaceCreateInfoKHR,
@@ -265,8 +288,27 @@ impl InstanceData {
         let conn =
             unsafe { winsys::wayland::connection_from_raw(display) }.map_err(|e| e.to_string())?;
         let report = winsys::wayland::probe(&conn, QUERY_WAIT).map_err(|e| e.to_string())?;
-        Swapchain::formats(&self.winsys(None), &served.info, &report, forced_sync())
-            .map_err(|e| e.to_string())
+        let formats = Swapchain::formats(&self.winsys(None), &served.info, &report, forced_sync())
+            .map_err(|e| e.to_string())?;
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(surface.as_raw(), (Instant::now(), report));
+        Ok(formats)
+    }
+
+    /// The compositor's answer to `surface`'s formats query, taken once
+    /// and where it came within [`FRESH`]: an app asks for the formats,
+    /// then makes its swapchain, which need not ask the compositor again.
+    pub fn fresh_report(&self, surface: vk::SurfaceKHR) -> Option<Report> {
+        let taken = self
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&surface.as_raw());
+        taken
+            .filter(|(when, _)| when.elapsed() < FRESH)
+            .map(|(_, r)| r)
     }
 
     /// The app's Wayland surface behind `surface`, if it is one.
@@ -459,6 +501,7 @@ unsafe fn create_instance_inner(
         surfaces: Mutex::new(HashMap::new()),
         served: Mutex::new(HashMap::new()),
         formats: Mutex::new(HashMap::new()),
+        reports: Mutex::new(HashMap::new()),
     });
     let r = registry();
     {
@@ -613,6 +656,10 @@ unsafe extern "system" fn destroy_surface(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(s, _), _| *s != surface.as_raw());
+        data.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&surface.as_raw());
         // SAFETY: the app's valid arguments, passed on.
         unsafe { (data.surface_fn.fp().destroy_surface_khr)(instance, surface, allocator) };
     })
@@ -911,7 +958,12 @@ pub const FORMATS: [vk::SurfaceFormatKHR; 9] = {
 };
 
 /// How long a surface query waits for the compositor's formats.
-pub const QUERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const QUERY_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the compositor's answer to a formats query stands in for the
+/// probe of the swapchain made next, and how long the formats offered for
+/// want of an answer stand before the compositor is asked again.
+pub const FRESH: Duration = Duration::from_secs(2);
 
 unsafe extern "system" fn surface_formats(
     pd: vk::PhysicalDevice,

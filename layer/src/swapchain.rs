@@ -340,6 +340,8 @@ unsafe fn create_inner(
     config.usage = ci.image_usage;
     config.timeout = SETUP_WAIT;
     config.sync = forced_sync();
+    config.probed = d.instance.fresh_report(ci.surface);
+    let reused = config.probed.is_some();
     config.present_mode = match ci.present_mode {
         vk::PresentModeKHR::MAILBOX => PresentMode::Mailbox,
         vk::PresentModeKHR::IMMEDIATE => PresentMode::Immediate,
@@ -394,14 +396,18 @@ unsafe fn create_inner(
         held: HashMap::new(),
     };
     debug!(
-        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}, made in {:.1?}",
+        "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}, made in {:.1?}{}",
         images.len(),
         ci.image_format,
         drm_format,
         ci.present_mode,
         state.chain.sync_mode(),
         state.chain.buffer_path(),
-        started.elapsed()
+        started.elapsed(),
+        match reused {
+            true => " (with the formats query's probe)",
+            false => "",
+        }
     );
     state.report("create");
     d.swapchains

@@ -125,10 +125,12 @@ impl Compositor {
         Err(format!("the compositor did not come up:\n{}", c.log_text()))
     }
 
-    /// [`Compositor::start`] with `--stall-on-syncobj-surface`: it stops
-    /// answering once the first drm-syncobj surface object reaches it,
-    /// until [`Stall::release`].
-    pub fn start_stalling() -> Result<(Compositor, Stall), String> {
+    /// [`Compositor::start`] with `at`, `--stall-on-syncobj-surface` or
+    /// `--stall-on-default-feedback`: it stops answering once the first
+    /// drm-syncobj surface object, or the first request for linux-dmabuf's
+    /// default feedback from a client with a surface, reaches it, until
+    /// [`Stall::release`].
+    pub fn start_stalling(at: &str) -> Result<(Compositor, Stall), String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "winsys-stall-{}-{}",
@@ -139,7 +141,7 @@ impl Compositor {
         let stall = Stall { dir };
         let go = stall.go();
         let go = go.to_str().ok_or("a temporary path that is no string")?;
-        let c = Self::start_with(&[], &["--stall-on-syncobj-surface", go])?;
+        let c = Self::start_with(&[], &[at, go])?;
         Ok((c, stall))
     }
 

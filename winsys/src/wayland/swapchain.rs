@@ -117,6 +117,11 @@ pub struct SwapchainConfig {
     /// `true` forces it (e.g. to test that path on one GPU). Not for
     /// [`SyncMode::Shm`], which copies on the CPU anyway.
     pub copy_frames: bool,
+    /// What [`probe`] found on this compositor a moment ago (e.g. for
+    /// [`Swapchain::formats`]), taken as it is instead of probing again
+    /// (a feedback changed since would not be noticed: pass one only from
+    /// just before); `None` (the default): probed at creation.
+    pub probed: Option<probe::Report>,
 }
 
 impl SwapchainConfig {
@@ -138,6 +143,7 @@ impl SwapchainConfig {
             fifo_patience: Duration::from_secs(1),
             title: "winsys".into(),
             copy_frames: false,
+            probed: None,
         }
     }
 }
@@ -362,7 +368,14 @@ impl Swapchain {
         if config.image_count < 2 {
             return Err(Error::Wayland("a swapchain needs at least 2 images".into()));
         }
-        let report = probe(conn, config.timeout)?;
+        let probed;
+        let report = match &config.probed {
+            Some(r) => r,
+            None => {
+                probed = probe(conn, config.timeout)?;
+                &probed
+            }
+        };
         let offer = report.offer();
         let sync_fd = device.sync_fd_support();
         // Only looked for when the compositor takes timelines.
