@@ -144,6 +144,20 @@ fn info_names_what_the_compositor_offers_and_what_a_swapchain_gets() {
     let main = w["dmabuf_feedback"]["main_device"].as_str().unwrap();
     assert!(main.contains("vgem"), "{main}");
     assert_eq!(w["winsys_swapchain"]["sync_mode"], "explicit", "{w}");
+    // The formats a swapchain could have: weston's over linux-dmabuf, the
+    // two every compositor takes first among them here.
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let list = v.as_array().unwrap_or_else(|| panic!("{v}"));
+        list.iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let formats = names(&w["winsys_swapchain"]["formats"]);
+    for f in ["XRGB8888", "ARGB8888", "XBGR8888", "XBGR16161616F"] {
+        assert!(formats.iter().any(|g| g.starts_with(f)), "{f}: {formats:?}");
+    }
+    let shm = names(&w["shm_formats"]);
+    assert!(shm.iter().any(|g| g.starts_with("XRGB8888")), "{shm:?}");
     // weston headless presents on CLOCK_MONOTONIC_RAW (measured here).
     assert_eq!(
         w["winsys_swapchain"]["presentation_clock"], "MonotonicRaw",

@@ -346,6 +346,10 @@ impl Swapchain {
         };
         let mut out = Vec::new();
         for format in report.formats(mode)? {
+            if shm && super::surface::shm_format(format).is_err() {
+                // A wl_shm format of several planes, or unknown here.
+                continue;
+            }
             let theirs = report.modifiers(mode, format)?;
             let renders = instance.modifiers(device, format).into_iter().any(|m| {
                 theirs.contains(&m.modifier)

@@ -471,9 +471,17 @@ fn wayland(timeout: Duration) -> J {
             Ok(device) => {
                 let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
                 config.timeout = timeout;
+                // The DRM formats it could have (what the layer offers
+                // Vulkan formats of).
+                let formats =
+                    match Swapchain::formats(device.instance(), device.info(), &report, None) {
+                        Ok(f) => J::from(f.iter().map(|f| f.to_string()).collect::<Vec<_>>()),
+                        Err(e) => J::from(format!("unknown: {e}")),
+                    };
                 match Swapchain::new(&device, &conn, &config) {
                     Ok(chain) => Obj::default()
                         .set("sync_mode", chain.sync_mode().to_string())
+                        .set("formats", formats)
                         .set("buffer_path", format!("{:?}", chain.buffer_path()))
                         .set("images", chain.len() as u64)
                         .set("fifo_protocol", chain.fifo_protocol())
@@ -491,6 +499,14 @@ fn wayland(timeout: Duration) -> J {
         .set("globals", globals)
         .set("dmabuf_feedback", feedback)
         .set("sync_offered", sync)
+        .set(
+            "shm_formats",
+            report
+                .shm_formats
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>(),
+        )
         .set("fifo_v1", report.version("wp_fifo_manager_v1"))
         .set(
             "commit_timing_v1",
