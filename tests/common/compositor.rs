@@ -145,6 +145,20 @@ impl Compositor {
         Ok((c, stall))
     }
 
+    /// Wait (at most two minutes) until it says it stalled
+    /// ([`Compositor::start_stalling`]).
+    pub fn wait_stalled(&self) {
+        let t = Instant::now();
+        while !self.log_text().contains("compositor: stalled until") {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "the compositor never stalled:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
