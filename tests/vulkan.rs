@@ -496,6 +496,43 @@ fn steady_state_submissions_reuse_their_vulkan_objects() {
     assert!(warm.slots_created <= 2, "{warm:?}");
 }
 
+/// A software device (lavapipe) finishes the work on the CPU to export a
+/// sync_file of it, so a submission that must signal something waits for
+/// its own fence instead: no export semaphore is made, the work is done
+/// when `submit` returns, and there is no fence to hand on. A device with
+/// GPU queues exports (a semaphore more, the first time).
+#[test]
+fn a_software_device_waits_for_its_work_instead_of_exporting_a_fence() {
+    let vgem = need!(Vgem::open(), "vgem");
+    let gpu = need!(Gpu::new(), "Vulkan with validation");
+    let device = &gpu.device;
+    let buf = vgem.create(16, 16, Fourcc::XRGB8888).unwrap();
+    let dmabuf = buf.dmabuf();
+    let before = device.pool_stats();
+    let mut job = device.submission().unwrap();
+    job.timeout(Some(LONG));
+    job.signal_dmabuf(dmabuf, Access::Write).signal_sync_file();
+    let mut pending = job.submit().unwrap();
+    let made = device.pool_stats().semaphores_created - before.semaphores_created;
+    let software = device.info().device_type == vk::PhysicalDeviceType::CPU;
+    println!(
+        "{}: {:?}, semaphores made: {made}",
+        device.info(),
+        device.info().device_type
+    );
+    if software {
+        assert_eq!(made, 0, "a software device exported its completion");
+        assert!(pending.is_done().unwrap(), "submit returned before the work");
+        assert!(
+            pending.take_sync_file().is_none(),
+            "a finished work's fence was handed on"
+        );
+    } else if device.sync_fd_support().semaphore_export {
+        assert_eq!(made, 1, "one export semaphore for the completion");
+    }
+    pending.wait(Some(LONG)).unwrap();
+}
+
 #[test]
 fn empty_usage_and_foreign_physical_devices_are_refused() {
     let (gpu, gbm) = need!(Gpu::with_gbm(), "GBM on virtio_gpu and Vulkan");

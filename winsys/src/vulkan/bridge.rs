@@ -33,6 +33,11 @@
 //! [`Submission::timeout`] says otherwise (`None` being the caller's
 //! explicit choice of no limit).
 //!
+//! On a software device (`VK_PHYSICAL_DEVICE_TYPE_CPU`: lavapipe) a
+//! signal waits on the CPU too: its sync_file export finishes the work
+//! before it returns, so the submission's fence is waited for instead (the
+//! same wait, one call into the driver's queue thread fewer).
+//!
 //! A driver's exported completion fence is trusted only if it is still
 //! pending or the submission's own fence has signaled: lavapipe 25.0 hands
 //! out an already-signaled sync_file while its queue still waits on an
@@ -678,7 +683,12 @@ impl<'a> Submission<'a> {
         let needs_signal = self.want_sync_file
             || !self.signal_dmabufs.is_empty()
             || !self.signal_points.is_empty();
-        let done = if needs_signal && shared.sync_fd.semaphore_export {
+        // A software device (lavapipe) finishes the work on the CPU to
+        // export it: the fence wait below is that same wait, without the
+        // export's round trip to the driver's queue thread (Mesa's WSI
+        // waits the same way for a software device).
+        let software = shared.info.device_type == vk::PhysicalDeviceType::CPU;
+        let done = if needs_signal && shared.sync_fd.semaphore_export && !software {
             Some(shared.take_semaphore(true)?)
         } else {
             None

@@ -123,6 +123,9 @@ pub struct PhysicalDeviceInfo {
     pub driver: vk::DriverId,
     /// The driver's `driverInfo`, e.g. `Mesa 25.0.7-2+deb13u1 (LLVM 19.1.7)`.
     pub driver_info: String,
+    /// `deviceType`: [`vk::PhysicalDeviceType::CPU`] for a software
+    /// rasterizer (lavapipe), whose work is CPU threads, not a GPU queue.
+    pub device_type: vk::PhysicalDeviceType,
     /// Vulkan version the device supports.
     pub api_version: u32,
     /// The interop extensions it has.
@@ -515,6 +518,7 @@ impl Instance {
             name,
             driver: driver_id,
             driver_info,
+            device_type: props.device_type,
             api_version: props.api_version,
             extensions,
             primary_node,
