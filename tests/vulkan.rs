@@ -522,7 +522,10 @@ fn a_software_device_waits_for_its_work_instead_of_exporting_a_fence() {
     );
     if software {
         assert_eq!(made, 0, "a software device exported its completion");
-        assert!(pending.is_done().unwrap(), "submit returned before the work");
+        assert!(
+            pending.is_done().unwrap(),
+            "submit returned before the work"
+        );
         assert!(
             pending.take_sync_file().is_none(),
             "a finished work's fence was handed on"
