@@ -197,6 +197,30 @@ fn vkcube_through_the_layer_on_sway_with_drm_syncobj() {
         common::sway::screencopy(&sway.socket).ok().and_then(shot)
     });
     formats_beyond_b8g8r8a8(&layer, &sway.socket, "syncobj", &[]);
+    // R5G5B5A1, which weston does not take (the every-format test's) and
+    // sway takes on wl_shm alone (not over linux-dmabuf here): that
+    // swapchain presents through wl_shm, and sway shows the cube in its
+    // colours, red and blue where they belong.
+    // The cube's 256x256 buffer at the tile's top-left (sway fills the
+    // rest of the tile with black).
+    let grab = || {
+        let shot = common::sway::screencopy(&sway.socket).ok()?;
+        Some((shot.width.min(256), shot.height.min(256), shot))
+    };
+    let (format, drm, steps) = CUBE_FORMATS[9];
+    let check = |w, h, p: &dyn Fn(u32, u32) -> u32| {
+        common::cube_frame_near(w, h, p, common::CUBE_CLEAR, steps)
+    };
+    let (pid, faces) = shows_the_cube(&layer, &sway.socket, &["--format", format], &check, &grab);
+    for l in layer.events(pid) {
+        if field(&l, "event") == Some("create") {
+            assert_eq!(field(&l, "format"), Some(format), "{l}");
+            assert_eq!(field(&l, "drm_format"), Some(drm), "{l}");
+            assert_eq!(field(&l, "sync"), Some("shm"), "{l}");
+            println!("{l}");
+        }
+    }
+    println!("sway shows the {format} cube ({drm}): face pixels {faces:?}");
 }
 
 /// On the compositor at `socket`, the layer offers at least every format
@@ -332,9 +356,8 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
 type FrameCheck<'a> = &'a dyn Fn(u32, u32, &dyn Fn(u32, u32) -> u32) -> Result<[u32; 6], String>;
 
 /// Run the cube (`--wsi mesa --validation` plus `extra`) through the
-/// layer until weston's output passes `check`; then it is stopped, and
-/// the validation layer must have been silent. Its pid and the face
-/// pixel counts.
+/// layer until weston's output (its top-left 256x256, the kiosk window)
+/// passes `check`: [`shows_the_cube`].
 fn weston_shows_the_cube(
     layer: &Layer,
     socket: &str,
@@ -342,6 +365,26 @@ fn weston_shows_the_cube(
     check: FrameCheck<'_>,
 ) -> (u32, [u32; 6]) {
     let conn = winsys::wayland::connect(Some(socket)).unwrap();
+    let grab = || {
+        let shot = capture(&conn).ok()?;
+        let (w, h) = (shot.width.min(256), shot.height.min(256));
+        Some((w, h, shot))
+    };
+    shows_the_cube(layer, socket, extra, check, &grab)
+}
+
+/// Run the cube (`--wsi mesa --validation` plus `extra`) through the
+/// layer until the compositor's output, read by `grab` (the size to
+/// check and the shot), passes `check`; then it is stopped, and the
+/// validation layer must have been silent. Its pid and the face pixel
+/// counts.
+fn shows_the_cube(
+    layer: &Layer,
+    socket: &str,
+    extra: &[&str],
+    check: FrameCheck<'_>,
+    grab: &dyn Fn() -> Option<(u32, u32, Shot)>,
+) -> (u32, [u32; 6]) {
     let mut all = vec![
         "--wsi",
         "mesa",
@@ -359,15 +402,17 @@ fn weston_shows_the_cube(
     let faces = loop {
         if t.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("weston never showed a cube frame ({extra:?}): {last}");
+            panic!("the output never showed a cube frame ({extra:?}): {last}");
         }
         if let Ok(Some(status)) = child.try_wait() {
             let said = text(&child.wait_with_output().unwrap());
             panic!("the cube {extra:?} exited early: {status}\n{said}");
         }
         std::thread::sleep(Duration::from_millis(500));
-        let shot = capture(&conn).unwrap();
-        let (w, h) = (shot.width.min(256), shot.height.min(256));
+        let Some((w, h, shot)) = grab() else {
+            last = "no shot of the output".into();
+            continue;
+        };
         match check(w, h, &|x, y| shot.pixel(x, y)) {
             Ok(f) => break f,
             Err(what) => last = what,
@@ -446,7 +491,7 @@ fn surface_formats(layer: Option<&Layer>, socket: &str, env: &[(&str, &str)]) ->
 /// The cube's `--format` names (Mesa's Wayland WSI's formats the layer
 /// knows), each with the DRM format the compositor gets (the opaque twin)
 /// and how near an 8-bit output's clear colour must be (per channel).
-const CUBE_FORMATS: [(&str, &str, u32); 9] = [
+const CUBE_FORMATS: [(&str, &str, u32); 10] = [
     ("B8G8R8A8_SRGB", "XRGB8888", 1),
     ("B8G8R8A8_UNORM", "XRGB8888", 0),
     ("R8G8B8A8_SRGB", "XBGR8888", 1),
@@ -457,6 +502,8 @@ const CUBE_FORMATS: [(&str, &str, u32); 9] = [
     ("R16G16B16A16_UNORM", "XBGR16161616", 1),
     // 5 and 6 bits a channel: 0x10, 0x20, 0x40 come back within 2.
     ("R5G6B5_UNORM_PACK16", "RGB565", 2),
+    // Not taken by weston here; sway takes it (shown there).
+    ("R5G5B5A1_UNORM_PACK16", "RGBX5551", 2),
 ];
 
 /// The layer's list starts with the B8G8R8A8 pair and holds every format

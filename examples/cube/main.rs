@@ -246,7 +246,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
 }
 
 /// The formats `--format` names: what Mesa's Wayland WSI may offer.
-pub const FORMATS: [vk::Format; 9] = [
+pub const FORMATS: [vk::Format; 10] = [
     vk::Format::B8G8R8A8_SRGB,
     vk::Format::B8G8R8A8_UNORM,
     vk::Format::R8G8B8A8_SRGB,
@@ -256,6 +256,7 @@ pub const FORMATS: [vk::Format; 9] = [
     vk::Format::R16G16B16A16_SFLOAT,
     vk::Format::R16G16B16A16_UNORM,
     vk::Format::R5G6B5_UNORM_PACK16,
+    vk::Format::R5G5B5A1_UNORM_PACK16,
 ];
 
 /// What a run measured.

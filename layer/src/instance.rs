@@ -930,14 +930,15 @@ unsafe fn fill_capability_chain(
 /// `ARGB8888`, what every compositor takes) first, sRGB before UNORM as in
 /// Mesa's WSI, then `R8G8B8A8` (`XBGR8888`), the 10-bit formats
 /// (`XRGB2101010`, `XBGR2101010`), 16 bits a channel (`XBGR16161616F`,
-/// `XBGR16161616`) and
-/// `R5G6B5` (`RGB565`, which has no alpha to blend: opaque either way). A
+/// `XBGR16161616`),
+/// `R5G6B5` (`RGB565`, which has no alpha to blend: opaque either way) and
+/// `R5G5B5A1` (`RGBX5551` / `RGBA5551`). A
 /// surface offers those its compositor and the device allow
 /// ([`InstanceData::surface_formats`]). With `*_SRGB` the GPU encodes the
 /// app's linear colours; the others hold the app's values as they are. A
 /// Wayland surface without a colour description holds sRGB content either
 /// way.
-pub const FORMATS: [vk::SurfaceFormatKHR; 9] = {
+pub const FORMATS: [vk::SurfaceFormatKHR; 10] = {
     const fn srgb(format: vk::Format) -> vk::SurfaceFormatKHR {
         vk::SurfaceFormatKHR {
             format,
@@ -954,6 +955,7 @@ pub const FORMATS: [vk::SurfaceFormatKHR; 9] = {
         srgb(vk::Format::R16G16B16A16_SFLOAT),
         srgb(vk::Format::R16G16B16A16_UNORM),
         srgb(vk::Format::R5G6B5_UNORM_PACK16),
+        srgb(vk::Format::R5G5B5A1_UNORM_PACK16),
     ]
 };
 

@@ -1128,6 +1128,10 @@ mod tests {
             of(F::R5G6B5_UNORM_PACK16, Alpha::Used),
             Some((Fourcc::RGB565, Encoding::Unorm))
         );
+        assert_eq!(
+            of(F::R5G5B5A1_UNORM_PACK16, Alpha::Ignored),
+            Some((Fourcc::RGBX5551, Encoding::Unorm))
+        );
         // Not the layer's: another format, another colour space.
         assert_eq!(of(F::R8_UNORM, Alpha::Ignored), None);
         let hdr = vk::ColorSpaceKHR::HDR10_ST2084_EXT;

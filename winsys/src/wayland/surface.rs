@@ -1600,6 +1600,10 @@ mod tests {
         );
         assert_eq!(code(Fourcc::RGB565).unwrap(), (wl_shm::Format::Rgb565, 2));
         assert_eq!(
+            code(Fourcc::RGBA5551).unwrap(),
+            (wl_shm::Format::Rgba5551, 2)
+        );
+        assert_eq!(
             code(Fourcc::XBGR16161616F).unwrap(),
             (wl_shm::Format::Xbgr16161616f, 8)
         );

@@ -302,12 +302,14 @@ impl Swapchain {
     }
 
     /// The DRM formats a swapchain of a device on `device` can present
-    /// in to the compositor `report` describes ([`probe`]), with `sync`
-    /// (`None`: the mode [`Swapchain::new`] would choose; every dma-buf
-    /// mode takes the same formats): those the compositor takes on that
-    /// mode's way of sharing buffers (wl_shm: LINEAR) with a modifier the
-    /// driver renders into (`COLOR_ATTACHMENT`), in the compositor's order.
-    /// Sizes, and usages beyond rendering, are the swapchain's to check.
+    /// in to the compositor `report` describes ([`probe`]), with `sync`:
+    /// those the compositor takes on that mode's way of sharing buffers
+    /// (every dma-buf mode takes the same; wl_shm: LINEAR) with a modifier
+    /// the driver renders into (`COLOR_ATTACHMENT`), in the compositor's
+    /// order. `None`: the modes [`Swapchain::new`] may choose — the
+    /// dma-buf formats, then those the compositor takes on wl_shm alone
+    /// (a swapchain in one of those presents through wl_shm). Sizes, and
+    /// usages beyond rendering, are the swapchain's to check.
     ///
     /// ```no_run
     /// # fn demo(instance: &winsys::vulkan::Instance) -> Result<(), Box<dyn std::error::Error>> {
@@ -329,35 +331,39 @@ impl Swapchain {
         sync: Option<SyncMode>,
     ) -> Result<Vec<Fourcc>> {
         let offer = report.offer();
-        let shm = match sync {
-            Some(mode) => mode == SyncMode::Shm,
-            // What every dma-buf mode needs (the best one's protocol aside).
-            None => {
-                let can = Abilities {
-                    dmabuf: device.extensions.dmabuf_images(),
-                    ..Abilities::default()
-                };
-                sync::check(SyncMode::Implicit, &offer, &can).is_err()
-            }
+        let can = Abilities {
+            dmabuf: device.extensions.dmabuf_images(),
+            ..Abilities::default()
         };
-        let mode = match shm {
-            true => SyncMode::Shm,
-            false => SyncMode::Implicit,
+        // Implicit stands for every dma-buf mode (what they all need, the
+        // best one's protocol aside).
+        let modes: Vec<SyncMode> = match sync {
+            Some(SyncMode::Shm) => vec![SyncMode::Shm],
+            Some(_) => vec![SyncMode::Implicit],
+            None => [SyncMode::Implicit, SyncMode::Shm]
+                .into_iter()
+                .filter(|&m| sync::check(m, &offer, &can).is_ok())
+                .collect(),
         };
         let mut out = Vec::new();
-        for format in report.formats(mode)? {
-            if shm && super::surface::shm_format(format).is_err() {
-                // A wl_shm format of several planes, or unknown here.
-                continue;
-            }
-            let theirs = report.modifiers(mode, format)?;
-            let renders = instance.modifiers(device, format).into_iter().any(|m| {
-                theirs.contains(&m.modifier)
-                    && m.features
-                        .contains(vk::FormatFeatureFlags::COLOR_ATTACHMENT)
-            });
-            if renders {
-                out.push(format);
+        for mode in modes {
+            for format in report.formats(mode)? {
+                if out.contains(&format)
+                    || (mode == SyncMode::Shm && super::surface::shm_format(format).is_err())
+                {
+                    // Listed already, or a wl_shm format of several planes
+                    // (or unknown here).
+                    continue;
+                }
+                let theirs = report.modifiers(mode, format)?;
+                let renders = instance.modifiers(device, format).into_iter().any(|m| {
+                    theirs.contains(&m.modifier)
+                        && m.features
+                            .contains(vk::FormatFeatureFlags::COLOR_ATTACHMENT)
+                });
+                if renders {
+                    out.push(format);
+                }
             }
         }
         Ok(out)
@@ -391,7 +397,17 @@ impl Swapchain {
             sync_file: sync_fd.semaphore_export,
             dmabuf: device.extensions().dmabuf_images(),
         };
-        let mode = sync::choose(&offer, &can, config.sync)?;
+        let mut mode = sync::choose(&offer, &can, config.sync)?;
+        // A format the compositor takes on wl_shm alone (sway's RGBX5551
+        // here) is presented through wl_shm: the best mode for that format.
+        if config.sync.is_none()
+            && mode != SyncMode::Shm
+            && report.modifiers(mode, config.format)?.is_empty()
+            && sync::check(SyncMode::Shm, &offer, &can).is_ok()
+            && !report.modifiers(SyncMode::Shm, config.format)?.is_empty()
+        {
+            mode = SyncMode::Shm;
+        }
         if mode == SyncMode::Shm {
             // Refused before anything is allocated.
             super::surface::shm_format(config.format)?;
