@@ -318,9 +318,15 @@ fn images_of_the_configured_size_are_not_suboptimal() {
 
 /// `frames` cleared frames through a swapchain on `sway` in `sync`; the
 /// sync mode, buffer path and counters.
-fn sway_frames(gpu: &Gpu, sway: &Sway, sync: Option<SyncMode>, frames: u32) -> Swapchain {
+fn sway_frames(
+    gpu: &Gpu,
+    sway: &Sway,
+    format: Fourcc,
+    sync: Option<SyncMode>,
+    frames: u32,
+) -> Swapchain {
     let conn = wayland::connect(Some(&sway.socket)).unwrap();
-    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    let mut config = SwapchainConfig::new(64, 64, format);
     config.sync = sync;
     config.timeout = Duration::from_secs(20);
     let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
@@ -527,7 +533,7 @@ fn sway_takes_frames_on_drm_syncobj_timelines_and_implicitly() {
     let on_virtio = BufferPath::CompositorDevice {
         driver: "virtio_gpu".into(),
     };
-    let mut chain = sway_frames(&gpu, &sway, None, 8);
+    let mut chain = sway_frames(&gpu, &sway, Fourcc::XRGB8888, None, 8);
     assert_eq!(chain.sync_mode(), SyncMode::DrmSyncobj);
     assert_eq!(chain.buffer_path(), &on_virtio);
     let p = chain
@@ -542,9 +548,26 @@ fn sway_takes_frames_on_drm_syncobj_timelines_and_implicitly() {
     assert!(chain.frames_shown() >= 7, "{} shown", chain.frames_shown());
     drop(chain);
 
-    let chain = sway_frames(&gpu, &sway, Some(SyncMode::Implicit), 6);
+    let chain = sway_frames(&gpu, &sway, Fourcc::XRGB8888, Some(SyncMode::Implicit), 6);
     assert_eq!(chain.sync_mode(), SyncMode::Implicit);
     assert_eq!(chain.buffer_path(), &on_virtio);
+    assert!(chain.frames_shown() >= 5, "{} shown", chain.frames_shown());
+    drop(chain);
+
+    // RGBX5551 sway takes on wl_shm alone: the automatic choice for that
+    // format is wl_shm, and Swapchain::formats says it is presentable.
+    let conn = wayland::connect(Some(&sway.socket)).unwrap();
+    let report = wayland::probe(&conn, Duration::from_secs(20)).unwrap();
+    assert!(report.shm_formats.contains(&Fourcc::RGBX5551));
+    assert!(report
+        .modifiers(SyncMode::DrmSyncobj, Fourcc::RGBX5551)
+        .unwrap()
+        .is_empty());
+    let info = gpu.device.info();
+    let formats = Swapchain::formats(gpu.device.instance(), info, &report, None).unwrap();
+    assert!(formats.contains(&Fourcc::RGBX5551), "{formats:?}");
+    let chain = sway_frames(&gpu, &sway, Fourcc::RGBX5551, None, 6);
+    assert_eq!(chain.sync_mode(), SyncMode::Shm);
     assert!(chain.frames_shown() >= 5, "{} shown", chain.frames_shown());
 }
 
