@@ -239,6 +239,14 @@ type SharedAllocator = Option<std::sync::Arc<crate::alloc::gbm::GbmAllocator>>;
 #[cfg(not(feature = "gbm"))]
 type SharedAllocator = Option<std::convert::Infallible>;
 
+/// Whether the compositor takes `format` on wl_shm and on no dma-buf (no
+/// modifier of it, in any dma-buf mode): a swapchain in it whose mode is
+/// chosen presents through wl_shm.
+fn on_wl_shm_alone(report: &probe::Report, format: Fourcc) -> Result<bool> {
+    Ok(report.modifiers(SyncMode::Implicit, format)?.is_empty()
+        && !report.modifiers(SyncMode::Shm, format)?.is_empty())
+}
+
 impl Swapchain {
     /// Probe the compositor behind `conn`, choose the sync mode, allocate
     /// the images (exported by `device`, with a modifier both sides take)
@@ -345,14 +353,21 @@ impl Swapchain {
                 .filter(|&m| sync::check(m, &offer, &can).is_ok())
                 .collect(),
         };
+        let dmabuf = modes.contains(&SyncMode::Implicit);
         let mut out = Vec::new();
-        for mode in modes {
+        for &mode in &modes {
             for format in report.formats(mode)? {
-                if out.contains(&format)
-                    || (mode == SyncMode::Shm && super::surface::shm_format(format).is_err())
-                {
-                    // Listed already, or a wl_shm format of several planes
-                    // (or unknown here).
+                let skip = match mode {
+                    SyncMode::Shm => {
+                        // A wl_shm format of several planes (or unknown
+                        // here), or one that goes over dma-bufs when the
+                        // mode is chosen (the same rule as `create`).
+                        super::surface::shm_format(format).is_err()
+                            || (sync.is_none() && dmabuf && !on_wl_shm_alone(report, format)?)
+                    }
+                    _ => false,
+                };
+                if skip || out.contains(&format) {
                     continue;
                 }
                 let theirs = report.modifiers(mode, format)?;
@@ -402,9 +417,8 @@ impl Swapchain {
         // here) is presented through wl_shm: the best mode for that format.
         if config.sync.is_none()
             && mode != SyncMode::Shm
-            && report.modifiers(mode, config.format)?.is_empty()
             && sync::check(SyncMode::Shm, &offer, &can).is_ok()
-            && !report.modifiers(SyncMode::Shm, config.format)?.is_empty()
+            && on_wl_shm_alone(report, config.format)?
         {
             mode = SyncMode::Shm;
         }
