@@ -207,7 +207,10 @@ fn vkcube_through_the_layer_on_sway_with_drm_syncobj() {
         let shot = common::sway::screencopy(&sway.socket).ok()?;
         Some((shot.width.min(256), shot.height.min(256), shot))
     };
-    let (format, drm, steps) = CUBE_FORMATS[9];
+    let &(format, drm, steps) = CUBE_FORMATS
+        .iter()
+        .find(|f| f.0 == "R5G5B5A1_UNORM_PACK16")
+        .unwrap();
     let check = |w, h, p: &dyn Fn(u32, u32) -> u32| {
         common::cube_frame_near(w, h, p, common::CUBE_CLEAR, steps)
     };

@@ -436,10 +436,11 @@ fn image_and_view_dropped_right_after_submit_live_until_the_work_is_done() {
         job.wait_for_sync_file(gate_sync, vk::PipelineStageFlags::COMPUTE_SHADER)
             .unwrap();
         pipeline.record_into(&mut job, &mut image, &view, seed);
-        // No signal target: lavapipe would answer a SYNC_FD export with an
-        // already signaled fence while its queue waits on the gate, and the
-        // bridge would then wait for the work on the CPU (see the module
-        // docs of winsys::vulkan::bridge).
+        // No signal target: with one, `submit` would wait on the CPU for
+        // the work (a software device always does; a driver that answers
+        // an export with an already signaled fence while its queue waits
+        // on the gate too), and so for the gate (see the module docs of
+        // winsys::vulkan::bridge).
         let pending = job.submit().unwrap();
         assert!(!pending.is_done().unwrap(), "the gate holds the work");
         // Image, view and Pending dropped while the GPU still waits: none
@@ -498,9 +499,11 @@ fn steady_state_submissions_reuse_their_vulkan_objects() {
 
 /// A software device (lavapipe) finishes the work on the CPU to export a
 /// sync_file of it, so a submission that must signal something waits for
-/// its own fence instead: no export semaphore is made, the work is done
-/// when `submit` returns, and there is no fence to hand on. A device with
-/// GPU queues exports (a semaphore more, the first time).
+/// its own fence instead: no export semaphore is made (what tells the two
+/// ways apart: the export made one), the work is done when `submit`
+/// returns, and there is no fence to hand on (as with the export, whose
+/// fence came back signalled). A device with GPU queues exports (a
+/// semaphore more, the first time; not on this test bed).
 #[test]
 fn a_software_device_waits_for_its_work_instead_of_exporting_a_fence() {
     let vgem = need!(Vgem::open(), "vgem");

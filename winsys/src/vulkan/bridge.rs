@@ -36,12 +36,14 @@
 //! On a software device (`VK_PHYSICAL_DEVICE_TYPE_CPU`: lavapipe) a
 //! signal waits on the CPU too: its sync_file export finishes the work
 //! before it returns, so the submission's fence is waited for instead (the
-//! same wait, one call into the driver's queue thread fewer).
+//! same wait, one call into the driver's queue thread fewer, and bounded by
+//! the submission's timeout where the export's was not).
 //!
 //! A driver's exported completion fence is trusted only if it is still
-//! pending or the submission's own fence has signaled: lavapipe 25.0 hands
-//! out an already-signaled sync_file while its queue still waits on an
-//! imported fence, and then the CPU waits for the work instead.
+//! pending or the submission's own fence has signaled: lavapipe 25.0 (whose
+//! exports are no longer asked for, above) handed out an already-signaled
+//! sync_file while its queue still waited on an imported fence; a driver
+//! that does the same gets the CPU wait for the work instead.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -751,9 +753,10 @@ impl<'a> Submission<'a> {
             None => false,
         };
         if needs_signal && !still_pending {
-            // No fence, or one that has signalled already: the work is done
-            // (lavapipe finishes it to export), or the driver says so early
-            // (lavapipe, when its queue is blocked on a wait): the CPU waits
+            // No fence (none asked of a software device, or the driver
+            // cannot export), or one that has signalled already: the work is
+            // done, or the driver says so early (lavapipe 25.0 did, when its
+            // queue was blocked on a wait): the CPU waits
             // for the work itself (at once when it is done), and there is
             // nothing left to attach or hand over: waiting for a signalled
             // fence only costs its users.
@@ -821,7 +824,8 @@ impl Pending {
 
     /// The completion as a sync_file, if [`Submission::signal_sync_file`]
     /// asked for one. `None` also when the work had already finished when
-    /// submitted, or the driver cannot export (the work is then done).
+    /// submitted, the driver cannot export, or the device is a software
+    /// one (the work is then done).
     pub fn take_sync_file(&mut self) -> Option<SyncFile> {
         self.sync_file.take()
     }

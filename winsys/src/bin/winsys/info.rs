@@ -472,7 +472,9 @@ fn wayland(timeout: Duration) -> J {
                 let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
                 config.timeout = timeout;
                 // The DRM formats it could have (what the layer offers
-                // Vulkan formats of).
+                // Vulkan formats of); one the compositor takes on wl_shm
+                // alone would be presented through wl_shm, whatever
+                // `sync_mode` (XRGB8888's) says.
                 let formats =
                     match Swapchain::formats(device.instance(), device.info(), &report, None) {
                         Ok(f) => J::from(f.iter().map(|f| f.to_string()).collect::<Vec<_>>()),
