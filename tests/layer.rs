@@ -215,14 +215,7 @@ fn vkcube_through_the_layer_on_sway_with_drm_syncobj() {
         common::cube_frame_near(w, h, p, common::CUBE_CLEAR, steps)
     };
     let (pid, faces) = shows_the_cube(&layer, &sway.socket, &["--format", format], &check, &grab);
-    for l in layer.events(pid) {
-        if field(&l, "event") == Some("create") {
-            assert_eq!(field(&l, "format"), Some(format), "{l}");
-            assert_eq!(field(&l, "drm_format"), Some(drm), "{l}");
-            assert_eq!(field(&l, "sync"), Some("shm"), "{l}");
-            println!("{l}");
-        }
-    }
+    assert_swapchains_of(&layer, pid, format, drm, "shm");
     println!("sway shows the {format} cube ({drm}): face pixels {faces:?}");
 }
 
@@ -509,6 +502,26 @@ const CUBE_FORMATS: [(&str, &str, u32); 10] = [
     ("R5G5B5A1_UNORM_PACK16", "RGBX5551", 2),
 ];
 
+/// Process `pid` made at least one swapchain of the layer's, and each one
+/// it made has Vulkan `format`, DRM format `drm` and sync mode `sync`
+/// (its report).
+fn assert_swapchains_of(layer: &Layer, pid: u32, format: &str, drm: &str, sync: &str) {
+    let created: Vec<String> = layer
+        .events(pid)
+        .into_iter()
+        .filter(|l| field(l, "event") == Some("create"))
+        .collect();
+    assert!(
+        !created.is_empty(),
+        "no swapchain of the layer's for {format}"
+    );
+    for l in &created {
+        assert_eq!(field(l, "format"), Some(format), "{l}");
+        assert_eq!(field(l, "drm_format"), Some(drm), "{l}");
+        assert_eq!(field(l, "sync"), Some(sync), "{l}");
+    }
+}
+
 /// The layer's list starts with the B8G8R8A8 pair and holds every format
 /// of [`CUBE_FORMATS`] the driver's WSI offers.
 fn assert_offers_what_the_driver_does(ours: &[String], mesa: &[String]) {
@@ -539,6 +552,8 @@ fn every_format_the_layer_offers_shows_the_cube_in_its_colours() {
         assert_offers_what_the_driver_does(&ours, &mesa);
         // Beyond B8G8R8A8 (the tests above): R8G8B8A8 at least, everywhere.
         assert!(ours.iter().any(|f| f == "R8G8B8A8_UNORM"), "{ours:?}");
+        // The lists' weston is done: each cube gets its own (below).
+        drop(weston);
         for (format, drm, steps) in CUBE_FORMATS.iter().skip(2) {
             if !ours.iter().any(|f| f == format) {
                 continue;
@@ -555,20 +570,7 @@ fn every_format_the_layer_offers_shows_the_cube_in_its_colours() {
                 |w, h, p: &dyn Fn(u32, u32) -> u32| common::cube_frame_near(w, h, p, clear, *steps);
             let (pid, faces) =
                 weston_shows_the_cube(&layer, &weston.socket, &["--format", format], &check);
-            let created: Vec<String> = layer
-                .events(pid)
-                .into_iter()
-                .filter(|l| field(l, "event") == Some("create"))
-                .collect();
-            assert!(
-                !created.is_empty(),
-                "no swapchain of the layer's for {format}"
-            );
-            for l in &created {
-                assert_eq!(field(l, "format"), Some(*format), "{l}");
-                assert_eq!(field(l, "drm_format"), Some(*drm), "{l}");
-                assert_eq!(field(l, "sync"), Some(sync), "{l}");
-            }
+            assert_swapchains_of(&layer, pid, format, drm, sync);
             println!("{renderer} weston shows the {format} cube ({drm}): face pixels {faces:?}");
         }
     }
