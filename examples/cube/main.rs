@@ -308,14 +308,15 @@ pub struct Frames {
 }
 
 /// The frame after which a run of `frames` on a swapchain of `images`
-/// images is in its steady state: a fifth of the run, at most 30, and not
-/// before every image has been presented once. Until then a WSI that
-/// lets the app run ahead of the compositor (several presents queued
-/// before one waits) hands frames over faster than they are shown; a
-/// window that starts in that fill measures the queue, not the rate.
-/// Measured (weston, 1920x1080 FIFO, 4 images, `--wsi mesa`, 2 rounds):
-/// from frame 1 of 6 the driver's WSI read 0.87-0.89 fps and the layer
-/// 0.71-0.76; from frame 4 of 20, 0.75-0.77 and 0.74-0.75.
+/// images (the count asked for, `--images`) is in its steady state: a
+/// fifth of the run, at most 30, and not before every image has been
+/// presented once. Until then a WSI that lets the app run ahead of the
+/// compositor (several presents queued before one waits) hands frames
+/// over faster than they are shown; a window that starts in that fill
+/// measures the queue, not the rate. Measured (weston, 1920x1080 FIFO, 4
+/// images, `--wsi mesa`, 2 rounds): from frame 1 of 6 the driver's WSI
+/// read 0.873 / 0.888 fps and the layer 0.756 / 0.707; from frame 4 of
+/// 20, 0.769 / 0.745 and 0.752 / 0.738.
 pub fn steady_from(frames: u64, images: u32) -> u64 {
     (frames / 5).clamp(1, 30).max(u64::from(images))
 }
