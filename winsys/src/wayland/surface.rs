@@ -23,7 +23,10 @@
 //! - [`SyncMode::DrmSyncobj`]: the client's timelines are handed over
 //!   once ([`Surface::add_timeline`]); every commit names an acquire point
 //!   (signalled by the rendering) and a release point
-//!   ([`Surface::present_with_points`]); the buffer is free again when the
+//!   ([`Surface::present_with_points`]), or, for content complete already
+//!   (a software device's rendering, waited for), the signalled point of
+//!   a timeline kept for that ([`Surface::present_complete`]: no signal
+//!   each frame); the buffer is free again when the
 //!   release point signals (an eventfd on it, polled with the socket; a
 //!   blocking bounded wait before Linux 6.6) — `wl_buffer.release` is
 //!   undefined in this mode and not waited for.
@@ -186,6 +189,9 @@ pub struct Surface {
         syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
         u64,
     )>,
+    /// [`Surface::add_done_timeline`]: a timeline whose point 1 signalled
+    /// when it was added, the acquire point of content already complete.
+    done: Option<TimelineId>,
     /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
     fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
     /// The `async` presentation hint, once [`Surface::allow_tearing`] set it.
@@ -332,6 +338,7 @@ impl Surface {
             surface_sync,
             syncobj,
             timelines: Vec::new(),
+            done: None,
             fifo: None,
             tearing: None,
             presentation: None,
@@ -716,6 +723,25 @@ impl Surface {
         Ok(TimelineId(self.timelines.len() - 1))
     }
 
+    /// Hand the compositor a timeline (a new syncobj of the timelines'
+    /// device) whose point 1 is signalled here first: the acquire point of
+    /// [`Surface::present_complete`], so that content already complete
+    /// needs no signal of its own each frame. Once per surface; later calls
+    /// return the same timeline.
+    pub fn add_done_timeline(&mut self, timeline: Syncobj) -> Result<TimelineId> {
+        if let Some(done) = self.done {
+            return Ok(done);
+        }
+        timeline
+            .signal(1)
+            .map_err(|e| Error::Wayland(e.to_string()))?;
+        let id = self.add_timeline(timeline)?;
+        // Point 1 is taken for good: no caller may use it again.
+        self.timelines[id.0].2 = 1;
+        self.done = Some(id);
+        Ok(id)
+    }
+
     /// Pace commits with `wp_fifo_v1` when the compositor offers it: each
     /// commit waits in the compositor for the previous one to be shown
     /// (`wait_barrier`) and sets a barrier of its own (`set_barrier`), so
@@ -791,6 +817,11 @@ impl Surface {
         let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
             "timeline points are for drm-syncobj surfaces".into(),
         ))?;
+        if Some(timeline) == self.done {
+            return Err(Error::Wayland(
+                "the done timeline is for present_complete".into(),
+            ));
+        }
         let (_, proxy, last) = self
             .timelines
             .get(timeline.0)
@@ -802,13 +833,7 @@ impl Surface {
                 "points {acquire} (acquire) < {release} (release) must be new: the timeline is at {last}"
             )));
         }
-        let b = self.buffer_ref(id)?;
-        if !matches!(b.state, BufferState::Free) {
-            return Err(Error::BufferBusy(id.0));
-        }
-        if !b.dmabuf {
-            return Err(Error::Wayland("drm-syncobj needs a dma-buf buffer".into()));
-        }
+        self.check_syncobj_buffer(id)?;
         let split = |p: u64| ((p >> 32) as u32, p as u32);
         let (hi, lo) = split(acquire);
         sync.set_acquire_point(proxy, hi, lo);
@@ -816,6 +841,60 @@ impl Surface {
         sync.set_release_point(proxy, hi, lo);
         self.timelines[timeline.0].2 = release;
         self.commit_buffer(id, Some((timeline, release)))
+    }
+
+    /// drm-syncobj for a buffer whose content is complete already (its
+    /// rendering waited for): [`Surface::present_with_points`] with point 1
+    /// of the [done timeline](Surface::add_done_timeline) as the acquire
+    /// point, signalled long ago, so the frame costs no signal. The
+    /// compositor signals `release` on `timeline` when done with the
+    /// buffer (a point not used before on it).
+    pub fn present_complete(
+        &mut self,
+        id: BufferId,
+        timeline: TimelineId,
+        release: u64,
+    ) -> Result<()> {
+        self.check_not_retired()?;
+        self.dispatch_pending()?;
+        let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
+            "timeline points are for drm-syncobj surfaces".into(),
+        ))?;
+        let done = self.done.ok_or(Error::Wayland(
+            "no done timeline: add_done_timeline first".into(),
+        ))?;
+        if timeline == done {
+            return Err(Error::Wayland(
+                "the done timeline takes no release points".into(),
+            ));
+        }
+        let (_, proxy, last) = self
+            .timelines
+            .get(timeline.0)
+            .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))?;
+        if release <= *last {
+            return Err(Error::Wayland(format!(
+                "release point {release} must be new: the timeline is at {last}"
+            )));
+        }
+        self.check_syncobj_buffer(id)?;
+        sync.set_acquire_point(&self.timelines[done.0].1, 0, 1);
+        sync.set_release_point(proxy, (release >> 32) as u32, release as u32);
+        self.timelines[timeline.0].2 = release;
+        self.commit_buffer(id, Some((timeline, release)))
+    }
+
+    /// A buffer that may be committed with timeline points: free, and a
+    /// dma-buf.
+    fn check_syncobj_buffer(&self, id: BufferId) -> Result<()> {
+        let b = self.buffer_ref(id)?;
+        if !matches!(b.state, BufferState::Free) {
+            return Err(Error::BufferBusy(id.0));
+        }
+        if !b.dmabuf {
+            return Err(Error::Wayland("drm-syncobj needs a dma-buf buffer".into()));
+        }
+        Ok(())
     }
 
     fn commit_buffer(

@@ -492,6 +492,12 @@ impl Swapchain {
         if mode == SyncMode::Shm {
             surface.set_shm_format(config.format)?;
         }
+        if let (Some(dev), SyncMode::DrmSyncobj) = (&timelines, mode) {
+            // drm-syncobj: a timeline whose signalled point is the acquire
+            // point of frames complete when presented (no signal each).
+            let done = Syncobj::new(dev).map_err(|e| Error::Wayland(e.to_string()))?;
+            surface.add_done_timeline(done)?;
+        }
         match config.present_mode {
             PresentMode::Fifo => {
                 surface.use_fifo()?;
@@ -893,8 +899,9 @@ impl Swapchain {
         let mut points = None;
         let acquire = match mode {
             SyncMode::DrmSyncobj => {
-                // The acquire point carries the rendering's completion;
-                // the compositor signals the release point after it.
+                // The acquire point carries the rendering's completion
+                // (or, complete already, is the done timeline's); the
+                // compositor signals the release point after it.
                 job.signal_sync_file();
                 let mut pending = job.submit().map_err(vk_err)?;
                 let fence = pending.take_sync_file();
@@ -902,19 +909,24 @@ impl Swapchain {
                 let t = img
                     .timeline
                     .expect("a timeline per image in drm-syncobj mode");
-                let (a, r) = (img.point + 1, img.point + 2);
-                img.point = r;
-                let timeline = self
-                    .surface
-                    .timeline(t)
-                    .expect("the surface's own timeline");
-                match fence {
-                    Some(f) => timeline.import_sync_file(a, &f),
-                    // Already complete.
-                    None => timeline.signal(a),
-                }
-                .map_err(|e| Error::Wayland(e.to_string()))?;
-                points = Some((t, a, r));
+                points = Some(match fence {
+                    Some(f) => {
+                        let (a, r) = (img.point + 1, img.point + 2);
+                        img.point = r;
+                        self.surface
+                            .timeline(t)
+                            .expect("the surface's own timeline")
+                            .import_sync_file(a, &f)
+                            .map_err(|e| Error::Wayland(e.to_string()))?;
+                        (t, Some(a), r)
+                    }
+                    // Already complete (a software device waited for it):
+                    // the done timeline's point, no signal of its own.
+                    None => {
+                        img.point += 1;
+                        (t, None, img.point)
+                    }
+                });
                 None
             }
             SyncMode::Shm => {
@@ -965,7 +977,8 @@ impl Swapchain {
         }
         let img = &mut self.images[index];
         match points {
-            Some((t, a, r)) => self.surface.present_with_points(img.buffer, t, a, r)?,
+            Some((t, Some(a), r)) => self.surface.present_with_points(img.buffer, t, a, r)?,
+            Some((t, None, r)) => self.surface.present_complete(img.buffer, t, r)?,
             None => self.surface.present(img.buffer, acquire)?,
         }
         img.state = ImageState::Queued;
