@@ -308,9 +308,9 @@ pub struct Frames {
 }
 
 /// The frame after which a run of `frames` on a swapchain of `images`
-/// images (the count asked for, `--images`) is in its steady state: a
-/// fifth of the run, at most 30, and not before every image has been
-/// presented once. Until then a WSI that lets the app run ahead of the
+/// images (the first swapchain's: at least `--images`, more where the WSI
+/// asks for more) is in its steady state: a fifth of the run, at most 30,
+/// and not before every image has been presented once. Until then a WSI that lets the app run ahead of the
 /// compositor (several presents queued before one waits) hands frames
 /// over faster than they are shown; a window that starts in that fill
 /// measures the queue, not the rate. Measured (weston, 1920x1080 FIFO, 4
@@ -388,7 +388,8 @@ fn cpu_time() -> Duration {
 }
 
 impl Frames {
-    pub fn start(args: &Args) -> Frames {
+    /// Frames of a run whose first swapchain has `images` images.
+    pub fn start(args: &Args, images: usize) -> Frames {
         Frames {
             start: Instant::now(),
             cpu_start: cpu_time(),
@@ -411,7 +412,7 @@ impl Frames {
             present_waits: 0,
             present_fences: 0,
             released: 0,
-            steady_from: steady_from(args.frames, args.images),
+            steady_from: steady_from(args.frames, images as u32),
             steady_start: None,
             steady: None,
         }
@@ -597,7 +598,7 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
     let mut current = unsafe { WinsysChain::new(&instance, &device, window, &config) }?;
     // The presentation answers about the swapchains replaced so far.
     let mut replaced: Option<PresentationStats> = None;
-    let mut frames = Frames::start(args);
+    let mut frames = Frames::start(args, current.chain.len());
     while frames.presented < args.frames {
         if !window.pump()? {
             break;

@@ -465,7 +465,10 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         &window.surface,
         args.timeout,
     )?;
-    let mut frames = Frames::start(args);
+    let images = chain
+        .as_ref()
+        .map_or(args.images as usize, |c| c.views.len());
+    let mut frames = Frames::start(args, images);
     let result = (|| -> Result<()> {
         let timeout = args.timeout.as_nanos() as u64;
         // Frames submitted: the slot of the next one.

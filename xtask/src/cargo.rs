@@ -117,6 +117,11 @@ impl Want {
         a.executable.as_ref()?;
         let kind0 = a.kinds.first().map(String::as_str).unwrap_or("?");
         match self {
+            // An example's unit tests (`test = true`) are not the example:
+            // a name of their own (logs, results, the did-not-run check).
+            Want::Tests if a.test && kind0 == "example" => {
+                Some((format!("example {} (unit tests)", a.name), Kind::Test))
+            }
             Want::Tests if a.test => Some((format!("{kind0} {}", a.name), Kind::Test)),
             Want::Examples if !a.test && a.kinds.iter().any(|k| k == "example") => {
                 Some((format!("example {}", a.name), Kind::Example))
@@ -291,6 +296,16 @@ mod tests {
             Some(("example handoff".to_string(), Kind::Example))
         );
         assert_eq!(Want::Tests.select(&ex), None);
+        // The same example built with the test harness (`test = true`).
+        let ex_tests = parse_artifact(
+            &EXAMPLE_ARTIFACT.replace(r#""profile":{"test":false}"#, r#""profile":{"test":true}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            Want::Tests.select(&ex_tests),
+            Some(("example handoff (unit tests)".to_string(), Kind::Test))
+        );
+        assert_eq!(Want::Examples.select(&ex_tests), None);
 
         let b = parse_artifact(BENCH_ARTIFACT).unwrap();
         assert_eq!(

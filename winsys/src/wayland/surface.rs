@@ -656,7 +656,8 @@ impl Surface {
     /// compositor then treats this commit as implicitly synchronized), and
     /// a release is asked for either way. Implicit sync and wl_shm: must be
     /// `None` (the fence is in the dma-buf, or the CPU wrote an shm
-    /// buffer). drm-syncobj: use [`Surface::present_with_points`].
+    /// buffer). drm-syncobj: use [`Surface::present_with_points`] (or
+    /// [`Surface::present_complete`]).
     ///
     /// [`Error::BufferBusy`] if the compositor still holds the buffer (or
     /// its release fence has not been waited for): a buffer is never
@@ -673,7 +674,7 @@ impl Surface {
         match (mode, acquire, b.dmabuf) {
             (SyncMode::DrmSyncobj, _, _) => {
                 return Err(Error::Wayland(
-                    "drm-syncobj commits carry timeline points: present_with_points".into(),
+                    "drm-syncobj commits carry timeline points: present_with_points or present_complete".into(),
                 ))
             }
             (SyncMode::ExplicitSync, _, false) => {

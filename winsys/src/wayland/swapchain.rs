@@ -920,8 +920,10 @@ impl Swapchain {
                             .map_err(|e| Error::Wayland(e.to_string()))?;
                         (t, Some(a), r)
                     }
-                    // Already complete (a software device waited for it):
-                    // the done timeline's point, no signal of its own.
+                    // Already complete (the submission waited for it: a
+                    // software device, a driver that cannot export, or a
+                    // fence signalled at once): the done timeline's point,
+                    // no signal of its own.
                     None => {
                         img.point += 1;
                         (t, None, img.point)
