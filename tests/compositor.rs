@@ -15,6 +15,7 @@ use winsys::alloc::vgem::Vgem;
 use winsys::device::{DrmDevice, NodeKind};
 use winsys::dmabuf::Access;
 use winsys::format::Fourcc;
+use winsys::sync::Syncobj;
 use winsys::wayland::surface::Surface;
 use winsys::wayland::sync::SyncMode;
 
@@ -149,6 +150,85 @@ fn foreign_clients_present_through_shm_and_dmabuf() {
     let s = c.stats().unwrap();
     assert!(s.releases >= releases + 19, "dma-buf releases: {s:?}");
     assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+}
+
+/// drm-syncobj the way a GPU presents: a commit whose acquire point
+/// carries rendering not yet done (a vgem fence imported into the point,
+/// `Surface::present_with_points`) is held until the point signals; a
+/// commit whose content is complete names the done timeline's signalled
+/// point (`Surface::present_complete`) and is applied without one; the
+/// release points signal, so every buffer comes back.
+#[test]
+fn syncobj_commits_wait_for_a_pending_acquire_point_and_complete_ones_do_not() {
+    let _one = common::one_at_a_time();
+    let c = need!(Compositor::start(&[]), "the reference compositor");
+    let vgem = need!(Vgem::open(), "vgem");
+    let dev = std::sync::Arc::new(need!(
+        DrmDevice::find("virtio_gpu", NodeKind::Render),
+        "virtio_gpu's render node (timeline syncobjs)"
+    ));
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let mut surface = Surface::new(&conn, "syncobj", SyncMode::DrmSyncobj, LONG).unwrap();
+    let bufs: Vec<_> = (0..2)
+        .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
+        .collect();
+    let ids: Vec<_> = bufs
+        .iter()
+        .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
+        .collect();
+    let timelines: Vec<_> = (0..2)
+        .map(|_| surface.add_timeline(Syncobj::new(&dev).unwrap()).unwrap())
+        .collect();
+    let done = surface
+        .add_done_timeline(Syncobj::new(&dev).unwrap())
+        .unwrap();
+    let mut point = [0u64; 2];
+    for frame in 0..6usize {
+        let k = frame % 2;
+        if frame >= 2 {
+            surface.wait_release(ids[k]).unwrap();
+        }
+        let before = c.stats().unwrap_or_default();
+        if frame % 2 == 0 {
+            let (_gate, gpu, fence) = controllable_fence(&vgem);
+            let (a, r) = (point[k] + 1, point[k] + 2);
+            point[k] = r;
+            surface
+                .timeline(timelines[k])
+                .unwrap()
+                .import_sync_file(a, &fence)
+                .unwrap();
+            surface
+                .present_with_points(ids[k], timelines[k], a, r)
+                .unwrap();
+            // Held while the point is pending (the compositor counts it).
+            let held = c
+                .wait_stats(LONG * 2, |s| s.held == 1)
+                .unwrap_or_else(|e| panic!("frame {frame} not held: {e}\n{}", c.log_text()));
+            gpu.signal().unwrap();
+            c.wait_stats(LONG * 2, |s| s.applied > held.applied && s.held == 0)
+                .unwrap_or_else(|e| panic!("frame {frame} not applied: {e}\n{}", c.log_text()));
+        } else {
+            point[k] += 1;
+            surface
+                .present_complete(ids[k], timelines[k], point[k])
+                .unwrap();
+            c.wait_stats(LONG * 2, |s| s.applied > before.applied && s.held == 0)
+                .unwrap_or_else(|e| panic!("frame {frame} not applied: {e}\n{}", c.log_text()));
+        }
+    }
+    // Misuse is a typed error, not a protocol error.
+    assert!(matches!(
+        surface.present_complete(ids[0], done, 9),
+        Err(winsys::wayland::Error::Wayland(_))
+    ));
+    assert!(matches!(
+        surface.present_with_points(ids[0], done, 5, 6),
+        Err(winsys::wayland::Error::Wayland(_))
+    ));
+    let s = c.stats().unwrap();
+    assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+    println!("syncobj commits: {s:?}");
 }
 
 /// Run the cube for `frames` frames; the `presented` figure it printed.

@@ -813,35 +813,20 @@ impl Surface {
         acquire: u64,
         release: u64,
     ) -> Result<()> {
-        self.check_not_retired()?;
-        self.dispatch_pending()?;
-        let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
-            "timeline points are for drm-syncobj surfaces".into(),
-        ))?;
         if Some(timeline) == self.done {
             return Err(Error::Wayland(
                 "the done timeline is for present_complete".into(),
             ));
         }
-        let (_, proxy, last) = self
-            .timelines
-            .get(timeline.0)
-            .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))?;
-        // Points only go up: a reused or lower release point could count as
-        // signalled before the compositor is done.
-        if acquire >= release || acquire <= *last {
+        // The acquire point must be new too: it comes before the release
+        // point on the same timeline.
+        if acquire >= release || acquire <= self.last_point(timeline)? {
             return Err(Error::Wayland(format!(
-                "points {acquire} (acquire) < {release} (release) must be new: the timeline is at {last}"
+                "points {acquire} (acquire) < {release} (release) must be new on timeline {}",
+                timeline.0
             )));
         }
-        self.check_syncobj_buffer(id)?;
-        let split = |p: u64| ((p >> 32) as u32, p as u32);
-        let (hi, lo) = split(acquire);
-        sync.set_acquire_point(proxy, hi, lo);
-        let (hi, lo) = split(release);
-        sync.set_release_point(proxy, hi, lo);
-        self.timelines[timeline.0].2 = release;
-        self.commit_buffer(id, Some((timeline, release)))
+        self.commit_points(id, (timeline, acquire), (timeline, release))
     }
 
     /// drm-syncobj for a buffer whose content is complete already (its
@@ -856,11 +841,6 @@ impl Surface {
         timeline: TimelineId,
         release: u64,
     ) -> Result<()> {
-        self.check_not_retired()?;
-        self.dispatch_pending()?;
-        let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
-            "timeline points are for drm-syncobj surfaces".into(),
-        ))?;
         let done = self.done.ok_or(Error::Wayland(
             "no done timeline: add_done_timeline first".into(),
         ))?;
@@ -869,20 +849,49 @@ impl Surface {
                 "the done timeline takes no release points".into(),
             ));
         }
-        let (_, proxy, last) = self
-            .timelines
+        self.commit_points(id, (done, 1), (timeline, release))
+    }
+
+    /// The highest point used on `timeline` so far.
+    fn last_point(&self, timeline: TimelineId) -> Result<u64> {
+        self.timelines
             .get(timeline.0)
-            .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))?;
-        if release <= *last {
+            .map(|(_, _, last)| *last)
+            .ok_or(Error::Wayland(format!("no timeline {}", timeline.0)))
+    }
+
+    /// Commit buffer `id` with its acquire and release points (each a
+    /// timeline and a point): what [`Surface::present_with_points`] and
+    /// [`Surface::present_complete`] share. The release point must be new
+    /// on its timeline: a reused or lower one could count as signalled
+    /// before the compositor is done.
+    fn commit_points(
+        &mut self,
+        id: BufferId,
+        acquire: (TimelineId, u64),
+        release: (TimelineId, u64),
+    ) -> Result<()> {
+        self.check_not_retired()?;
+        self.dispatch_pending()?;
+        let (_, sync) = self.syncobj.as_ref().ok_or(Error::Wayland(
+            "timeline points are for drm-syncobj surfaces".into(),
+        ))?;
+        let last = self.last_point(release.0)?;
+        if release.1 <= last {
             return Err(Error::Wayland(format!(
-                "release point {release} must be new: the timeline is at {last}"
+                "release point {} must be new: timeline {} is at {last}",
+                release.1, release.0 .0
             )));
         }
+        self.last_point(acquire.0)?;
         self.check_syncobj_buffer(id)?;
-        sync.set_acquire_point(&self.timelines[done.0].1, 0, 1);
-        sync.set_release_point(proxy, (release >> 32) as u32, release as u32);
-        self.timelines[timeline.0].2 = release;
-        self.commit_buffer(id, Some((timeline, release)))
+        let split = |p: u64| ((p >> 32) as u32, p as u32);
+        let (hi, lo) = split(acquire.1);
+        sync.set_acquire_point(&self.timelines[acquire.0 .0].1, hi, lo);
+        let (hi, lo) = split(release.1);
+        sync.set_release_point(&self.timelines[release.0 .0].1, hi, lo);
+        self.timelines[release.0 .0].2 = release.1;
+        self.commit_buffer(id, Some(release))
     }
 
     /// A buffer that may be committed with timeline points: free, and a
