@@ -624,6 +624,12 @@ fn present_ids_are_waited_for_through_the_layer() {
             "{mode}: {said}"
         );
         assert_reported(&layer, pid, "explicit", 30, &said);
+        // The cube asks four; MAILBOX over explicit sync gets six.
+        let images = if mode == "fifo" { 4 } else { 6 };
+        assert!(
+            said.contains(&format!(", {images} images")),
+            "{mode}: {said}"
+        );
     }
 }
 

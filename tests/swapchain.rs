@@ -17,7 +17,9 @@ use common::{need, LONG};
 use winsys::format::Fourcc;
 use winsys::vulkan::image::color_range;
 use winsys::vulkan::Submission;
-use winsys::wayland::swapchain::{BufferPath, ImageState, PresentMode, Swapchain, SwapchainConfig};
+use winsys::wayland::swapchain::{
+    self, BufferPath, ImageState, PresentMode, Swapchain, SwapchainConfig,
+};
 use winsys::wayland::{self, sync::SyncMode};
 
 /// `frames` frames, each cleared to a grey of its own, through a
@@ -197,6 +199,9 @@ fn immediate_asks_weston_for_tearing_updates_and_presents() {
     // weston 14 offers wp_tearing_control_manager_v1.
     assert!(chain.tearing());
     assert!(!chain.fifo_protocol());
+    // Explicit sync without FIFO: two images more than the four asked.
+    assert_eq!(chain.sync_mode(), SyncMode::ExplicitSync);
+    assert_eq!(chain.len(), swapchain::MAILBOX_EXPLICIT_IMAGES);
     present_frames(&gpu, &mut chain, 8);
     chain.wait_shown().unwrap();
     assert_eq!(chain.frames_presented(), 8);
