@@ -232,10 +232,8 @@ fn formats_beyond_b8g8r8a8(layer: &Layer, socket: &str, sync: &str, env: &[(&str
     let args = ["--frames", "10", "--format", "R8G8B8A8_UNORM"];
     let (pid, _, said) = mesa_cube_env(layer, socket, &args, env);
     assert_reported(layer, pid, sync, 10, &said);
-    for l in layer.events(pid) {
-        if field(&l, "event") == Some("create") {
-            assert_eq!(field(&l, "drm_format"), Some("XBGR8888"), "{l}");
-        }
+    for l in &layer.events_of(pid, "create") {
+        assert_eq!(field(l, "drm_format"), Some("XBGR8888"), "{l}");
     }
 }
 
@@ -335,10 +333,8 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     assert_eq!(field(&json, "wsi"), Some("mesa"), "{json}");
     assert_eq!(field(&json, "frames"), Some("30"), "{json}");
     assert_reported(&layer, pid, "explicit", 30, &said);
-    for l in layer.events(pid) {
-        if field(&l, "event") == Some("create") {
-            assert_eq!(field(&l, "drm_format"), Some("XRGB8888"), "{l}");
-        }
+    for l in &layer.events_of(pid, "create") {
+        assert_eq!(field(l, "drm_format"), Some("XRGB8888"), "{l}");
     }
     // What weston shows: the example's own pixel check (only the clear
     // colour and exact face colours, several faces).
@@ -431,10 +427,8 @@ fn an_srgb_swapchain_through_the_layer_shows_encoded_colours() {
         "{json}"
     );
     assert_reported(&layer, pid, "explicit", 20, &said);
-    for l in layer.events(pid) {
-        if field(&l, "event") == Some("create") {
-            assert_eq!(field(&l, "format"), Some("B8G8R8A8_SRGB"), "{l}");
-        }
+    for l in &layer.events_of(pid, "create") {
+        assert_eq!(field(l, "format"), Some("B8G8R8A8_SRGB"), "{l}");
     }
     // The clear colour on screen is CUBE_CLEAR encoded (0x102040 ->
     // about 0x476389): the GPU wrote sRGB into the compositor's buffer.
@@ -506,11 +500,7 @@ const CUBE_FORMATS: [(&str, &str, u32); 10] = [
 /// it made has Vulkan `format`, DRM format `drm` and sync mode `sync`
 /// (its report).
 fn assert_swapchains_of(layer: &Layer, pid: u32, format: &str, drm: &str, sync: &str) {
-    let created: Vec<String> = layer
-        .events(pid)
-        .into_iter()
-        .filter(|l| field(l, "event") == Some("create"))
-        .collect();
+    let created = layer.events_of(pid, "create");
     assert!(
         !created.is_empty(),
         "no swapchain of the layer's for {format}"
@@ -593,10 +583,8 @@ fn a_premultiplied_swapchain_through_the_layer_presents_argb8888_buffers() {
         assert_reported(&layer, pid, sync, 20, &said);
         // The compositor got buffers with alpha (it blends by it), not
         // XRGB8888 (whose alpha it ignores).
-        for l in layer.events(pid) {
-            if field(&l, "event") == Some("create") {
-                assert_eq!(field(&l, "drm_format"), Some("ARGB8888"), "{l}");
-            }
+        for l in &layer.events_of(pid, "create") {
+            assert_eq!(field(l, "drm_format"), Some("ARGB8888"), "{l}");
         }
         // The cube's pixels are opaque: the picture is the opaque one.
         let faces =

@@ -33,11 +33,7 @@ fn a_recreated_swapchain_takes_the_surface_over() {
     let created = |n: usize| {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(120) {
-            let c = layer
-                .events(pid)
-                .iter()
-                .filter(|l| field(l, "event") == Some("create"))
-                .count();
+            let c = layer.events_of(pid, "create").len();
             if c >= n {
                 return true;
             }
@@ -63,28 +59,24 @@ fn a_recreated_swapchain_takes_the_surface_over() {
     let out = first.wait_with_output().unwrap();
     let said = text(&out);
     println!("vkcube:\n{said}");
-    let events = layer.events(pid);
-    println!("layer report:\n{}", events.join("\n"));
+    println!("layer report:\n{}", layer.events(pid).join("\n"));
     assert!(recreated, "vkcube never recreated its swapchain");
     assert!(alive, "vkcube died after the recreation");
     assert_no_validation_errors(&said);
-    let destroyed: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("destroy"))
-        .collect();
+    let destroyed = layer.events_of(pid, "destroy");
     assert!(
         !destroyed.is_empty(),
         "the old swapchain was never destroyed"
     );
     assert_eq!(
-        field(destroyed[0], "retired"),
+        field(&destroyed[0], "retired"),
         Some("true"),
         "{}",
         destroyed[0]
     );
-    let widths: Vec<_> = events
+    let widths: Vec<_> = layer
+        .events_of(pid, "create")
         .iter()
-        .filter(|l| field(l, "event") == Some("create"))
         .map(|l| field(l, "width").unwrap().to_string())
         .collect();
     // vkcube may first recreate at the old size (a suboptimal present
@@ -115,11 +107,7 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
     let child = spawn_vkcube(&layer, &weston.socket, 1_000_000, &[]);
     let pid = child.id();
     let t = Instant::now();
-    while !layer
-        .events(pid)
-        .iter()
-        .any(|l| field(l, "event") == Some("create"))
-    {
+    while layer.events_of(pid, "create").is_empty() {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "vkcube made no swapchain"
@@ -132,19 +120,19 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
     weston.kill();
     let (out, in_time) = finish(child, Duration::from_secs(60));
     println!("vkcube:\n{}", text(&out));
-    let events = layer.events(pid);
-    println!("layer report:\n{}", events.join("\n"));
+    println!("layer report:\n{}", layer.events(pid).join("\n"));
     assert!(in_time, "vkcube hung after its compositor died");
-    let lost = events
-        .iter()
-        .find(|l| field(l, "event") == Some("lost"))
+    let lost = layer
+        .events_of(pid, "lost")
+        .into_iter()
+        .next()
         .expect("the layer reported no lost surface");
-    let num = |k: &str| -> u64 { field(lost, k).unwrap().parse().unwrap() };
+    let num = |k: &str| -> u64 { field(&lost, k).unwrap().parse().unwrap() };
     let after = Duration::from_nanos(num("monotonic_ns").saturating_sub(killed));
     let frame = Duration::from_nanos(num("age_ns") / num("frames").max(1));
     println!(
         "surface lost {after:?} after the kill ({}); a frame took {frame:?}",
-        field(lost, "call").unwrap()
+        field(&lost, "call").unwrap()
     );
     let bound = Duration::from_secs(1).max(frame * 2);
     assert!(
@@ -217,9 +205,9 @@ fn swapchains_made_anew_every_few_frames_through_the_layer_leave_nothing_behind(
     assert_reported(&layer, pid, "explicit", 300, &said);
     assert_eq!(number(&json, "recreated"), 99, "swapchains made anew");
     let retired = layer
-        .events(pid)
+        .events_of(pid, "destroy")
         .iter()
-        .filter(|l| field(l, "event") == Some("destroy") && field(l, "retired") == Some("true"))
+        .filter(|l| field(l, "retired") == Some("true"))
         .count();
     assert_eq!(retired, 99, "every replaced swapchain was retired first");
     let (fds, heap) = (grown(&json, "fds"), grown(&json, "heap_kib"));

@@ -61,6 +61,14 @@ impl Layer {
             .map(String::from)
             .collect()
     }
+
+    /// The report's `kind` events (`create`, `destroy`, ...) of process
+    /// `pid`.
+    pub fn events_of(&self, pid: u32, kind: &str) -> Vec<String> {
+        let mut events = self.events(pid);
+        events.retain(|l| field(l, "event") == Some(kind));
+        events
+    }
 }
 
 impl Drop for Layer {
@@ -132,16 +140,9 @@ pub fn spawn_vkcube(layer: &Layer, socket: &str, frames: u32, env: &[(&str, &str
 /// The report's checks of one app run: one swapchain (at least) created
 /// and destroyed in `sync` mode, `frames` presented in all.
 pub fn assert_reported(layer: &Layer, pid: u32, sync: &str, frames: u64, said: &str) {
-    let events = layer.events(pid);
-    println!("layer report of {pid}:\n{}", events.join("\n"));
-    let created: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("create"))
-        .collect();
-    let destroyed: Vec<_> = events
-        .iter()
-        .filter(|l| field(l, "event") == Some("destroy"))
-        .collect();
+    println!("layer report of {pid}:\n{}", layer.events(pid).join("\n"));
+    let created = layer.events_of(pid, "create");
+    let destroyed = layer.events_of(pid, "destroy");
     assert!(
         !created.is_empty(),
         "no swapchain through the layer:\n{said}"
