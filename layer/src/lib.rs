@@ -22,7 +22,10 @@
 //!   compositor's release imported into the app's semaphore and fence),
 //!   `vkQueuePresentKHR` (the app's semaphores waited for on the GPU, in
 //!   a submission on the present queue, then the commit); sRGB and UNORM
-//!   images; `VK_KHR_present_id` / `VK_KHR_present_wait` and
+//!   images; at least `minImageCount` images (a MAILBOX or IMMEDIATE
+//!   swapchain over explicit sync gets six:
+//!   [`winsys::wayland::swapchain::MAILBOX_EXPLICIT_IMAGES`]);
+//!   `VK_KHR_present_id` / `VK_KHR_present_wait` and
 //!   `VK_EXT_swapchain_maintenance1` (present fences, images released
 //!   unpresented), provided by the layer where the driver lacks them.
 //!
