@@ -185,6 +185,14 @@ fn cube_on_weston_gl_through_winsys_and_mesa() {
     assert_eq!(f.get("present_mode"), "Mailbox");
     // MAILBOX over explicit sync: six images, though the cube asks four.
     assert_eq!(f.get("images"), "6");
+    // The same where frames are copied (six render images, six shared).
+    let f = run(
+        &weston.socket,
+        30,
+        &["--present-mode", "mailbox", "--copy-frames"],
+    );
+    assert!(f.get("path").contains("copied"), "{}", f.get("path"));
+    assert_eq!(f.get("images"), "6");
     let f = run(&weston.socket, 30, &["--wsi", "mesa"]);
     assert_eq!(f.get("wsi"), "mesa");
     // Rendered into lavapipe's own images, copied into the vgem buffers.

@@ -618,6 +618,9 @@ fn present_ids_are_waited_for_through_the_layer() {
             said.contains(&format!(", {images} images")),
             "{mode}: {said}"
         );
+        for l in &layer.events_of(pid, "create") {
+            assert_eq!(field(l, "images"), Some(images.to_string().as_str()), "{l}");
+        }
     }
 }
 

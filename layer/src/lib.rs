@@ -23,7 +23,7 @@
 //!   `vkQueuePresentKHR` (the app's semaphores waited for on the GPU, in
 //!   a submission on the present queue, then the commit); sRGB and UNORM
 //!   images; at least `minImageCount` images (a MAILBOX or IMMEDIATE
-//!   swapchain over explicit sync gets six:
+//!   swapchain over explicit sync gets at least six:
 //!   [`winsys::wayland::swapchain::MAILBOX_EXPLICIT_IMAGES`]);
 //!   `VK_KHR_present_id` / `VK_KHR_present_wait` and
 //!   `VK_EXT_swapchain_maintenance1` (present fences, images released

@@ -92,9 +92,11 @@ pub enum PresentMode {
 /// and a MAILBOX app waits on the compositor. Measured on the test bed
 /// (weston, 1920x1080 MAILBOX, steady frames a second): 1.32 with 4
 /// images, 1.96 with 6, 2.17 with 8; Mesa's WSI (wl_shm, released at
-/// once) 1.71 with 4. drm-syncobj on sway gained 4% from 6 (4.01 -> 4.17),
-/// so other modes keep what the app asks. The cost is two images of
-/// memory.
+/// once) 1.71 with 4 and 1.99-2.12 with 6, so six images are at parity
+/// with it at equal counts, and ahead of its four. drm-syncobj on sway
+/// gained 4% from 6 (4.01 -> 4.17), so other modes keep what the app
+/// asks. The cost is two images of memory (twice that with
+/// [`SwapchainConfig::copy_frames`]).
 pub const MAILBOX_EXPLICIT_IMAGES: usize = 6;
 
 /// How many images a swapchain of `asked` images presenting with
