@@ -96,7 +96,9 @@ pub enum PresentMode {
 /// with it at equal counts, and ahead of its four. drm-syncobj on sway
 /// gained 4% from 6 (4.01 -> 4.17), so other modes keep what the app
 /// asks. The cost is two images of memory (twice that with
-/// [`SwapchainConfig::copy_frames`]).
+/// [`SwapchainConfig::copy_frames`]), paid on every compositor that takes
+/// explicit sync: a client cannot tell whether it composes on a CPU (a
+/// GPU weston composes asynchronously and would do with four).
 pub const MAILBOX_EXPLICIT_IMAGES: usize = 6;
 
 /// How many images a swapchain of `asked` images presenting with
