@@ -231,6 +231,105 @@ fn syncobj_commits_wait_for_a_pending_acquire_point_and_complete_ones_do_not() {
     println!("syncobj commits: {s:?}");
 }
 
+/// The CPU time this thread used so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+#[test]
+fn release_points_are_waited_for_on_one_eventfd_that_a_stale_wake_does_not_fool() {
+    let _one = common::one_at_a_time();
+    let c = need!(Compositor::start(&[]), "the reference compositor");
+    let vgem = need!(Vgem::open(), "vgem");
+    let dev = std::sync::Arc::new(need!(
+        DrmDevice::find("virtio_gpu", NodeKind::Render),
+        "virtio_gpu's render node (timeline syncobjs)"
+    ));
+    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+    let mut surface = Surface::new(&conn, "one eventfd", SyncMode::DrmSyncobj, LONG).unwrap();
+    let bufs: Vec<_> = (0..3)
+        .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
+        .collect();
+    let ids: Vec<_> = bufs
+        .iter()
+        .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
+        .collect();
+    let timelines: Vec<_> = (0..3)
+        .map(|_| surface.add_timeline(Syncobj::new(&dev).unwrap()).unwrap())
+        .collect();
+    surface
+        .add_done_timeline(Syncobj::new(&dev).unwrap())
+        .unwrap();
+    let mut point = [0u64; 3];
+    let mut present = |surface: &mut Surface, k: usize| {
+        point[k] += 1;
+        let before = c.stats().unwrap_or_default();
+        surface
+            .present_complete(ids[k], timelines[k], point[k])
+            .unwrap();
+        c.wait_stats(LONG * 2, |s| s.applied > before.applied)
+            .unwrap_or_else(|e| panic!("buffer {k} not applied: {e}\n{}", c.log_text()));
+        point[k]
+    };
+    let timeout = |r: Result<_, winsys::wayland::Error>| {
+        matches!(r, Err(winsys::wayland::Error::Timeout { .. }))
+    };
+
+    // A on screen: its release point is told to the eventfd, and the
+    // wait runs out.
+    let a = present(&mut surface, 0);
+    assert!(timeout(
+        surface.take_any_release_within(&ids[..1], Duration::from_millis(50))
+    ));
+    // B replaces it: A's point is reached, and the eventfd fires while
+    // nothing waits.
+    present(&mut surface, 1);
+    let reached = Instant::now();
+    while surface.timeline(timelines[0]).unwrap().query().unwrap() < a {
+        assert!(reached.elapsed() < LONG, "A's release point never reached");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    // A wait for B (on screen, so never released) wakes at once on the
+    // stale count, asks the timelines again, drains the eventfd and
+    // waits out its time without spinning and without answering A.
+    let (wall, cpu) = (Instant::now(), thread_cpu());
+    let wait = Duration::from_millis(600);
+    assert!(timeout(surface.take_any_release_within(&ids[1..2], wait)));
+    let (wall, cpu) = (wall.elapsed(), thread_cpu() - cpu);
+    assert!(wall >= wait, "the wait ended early: {wall:?}");
+    assert!(
+        cpu * 3 < wall,
+        "the wait spun: {cpu:?} of CPU in {wall:?} (the eventfd not drained)"
+    );
+    // Both asked for: A, whose point was reached.
+    let (got, fence) = surface.take_any_release_within(&ids[..2], LONG).unwrap();
+    assert_eq!((got, fence.is_none()), (ids[0], true));
+
+    // Frames through three buffers, each taken back as the compositor
+    // lets go of it: all come back, and the one eventfd is all there is.
+    let fds = common::open_fds();
+    let mut queued = vec![ids[1]];
+    let mut free = vec![ids[0], ids[2]];
+    for _ in 0..24 {
+        let id = free.remove(0);
+        let k = ids.iter().position(|&i| i == id).unwrap();
+        present(&mut surface, k);
+        queued.push(id);
+        // The newest is on screen; the others come back.
+        if queued.len() == 3 {
+            let (got, fence) = surface.take_any_release_within(&queued[..2], LONG).unwrap();
+            assert!(fence.is_none());
+            queued.retain(|&q| q != got);
+            free.push(got);
+        }
+    }
+    assert_eq!(common::open_fds(), fds, "fds leaked by the release waits");
+    let s = c.stats().unwrap();
+    assert_eq!(s.protocol_errors, 0, "{}", c.log_text());
+}
+
 /// Run the cube for `frames` frames; the `presented` figure it printed.
 fn cube(c: &Compositor, frames: u32, args: &[&str], env: &[(&str, &str)]) -> String {
     let n = frames.to_string();

@@ -146,6 +146,56 @@ fn eventfd_fires_when_the_point_signals() {
 }
 
 #[test]
+fn one_eventfd_is_told_of_several_points_and_serves_again_after_a_drain() {
+    let dev = need!(virtio(), "virtio_gpu render node");
+    let (a, b) = (Syncobj::new(&dev).unwrap(), Syncobj::new(&dev).unwrap());
+    let efd = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .unwrap();
+    let drain = || {
+        let mut count = [0u8; 8];
+        rustix::io::read(&efd, &mut count).unwrap();
+        u64::from_ne_bytes(count)
+    };
+    a.notify(2, WaitFor::Signaled, efd.as_fd()).unwrap();
+    b.notify(5, WaitFor::Signaled, efd.as_fd()).unwrap();
+    assert!(!readable(&efd, SHORT), "fired before any point was reached");
+    b.signal(5).unwrap();
+    assert!(readable(&efd, LONG), "b's point 5 reached");
+    assert_eq!(drain(), 1);
+    assert!(!readable(&efd, SHORT), "still readable after the drain");
+    // Reached meanwhile (1 < 2): not yet a's point.
+    a.signal(1).unwrap();
+    assert!(
+        !readable(&efd, SHORT),
+        "fired for a point below the one told"
+    );
+    a.signal(2).unwrap();
+    assert!(readable(&efd, LONG), "a's point 2 reached");
+    assert_eq!(drain(), 1);
+    // Told again after the drain, and of a point already reached: at once.
+    a.notify(3, WaitFor::Signaled, efd.as_fd()).unwrap();
+    a.notify(1, WaitFor::Signaled, efd.as_fd()).unwrap();
+    assert!(readable(&efd, LONG), "a point already reached");
+    assert_eq!(drain(), 1);
+    a.signal(3).unwrap();
+    assert!(readable(&efd, LONG), "a's point 3 reached");
+    assert_eq!(drain(), 1);
+    // Not an eventfd, and a wait an eventfd cannot express: typed errors.
+    let not_eventfd = a.notify(4, WaitFor::Signaled, dev.as_fd());
+    assert!(
+        matches!(not_eventfd, Err(Error::Os { errno, .. }) if errno == rustix::io::Errno::INVAL),
+        "{not_eventfd:?}"
+    );
+    assert!(matches!(
+        a.notify(4, WaitFor::SubmittedThenSignaled, efd.as_fd()),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn syncobj_fd_shares_the_timeline_with_another_device_fd() {
     let dev = need!(virtio(), "virtio_gpu render node");
     let other = Arc::new(DrmDevice::open(dev.path()).unwrap());

@@ -172,6 +172,11 @@ pub const NEEDS: &[(&str, &str, &[Feature])] = &[
     ),
     (
         "test syncobj",
+        "one_eventfd_is_told_of_several_points_and_serves_again_after_a_drain",
+        &[VirtioGpuSyncobj, SyncobjEventfd],
+    ),
+    (
+        "test syncobj",
         "signal_query_and_wait_on_a_timeline",
         &[VirtioGpuSyncobj],
     ),

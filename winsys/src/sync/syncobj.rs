@@ -1,7 +1,7 @@
 //! [`Syncobj`]: DRM sync objects, binary and timeline.
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -322,6 +322,38 @@ impl Syncobj {
     /// ([`WaitFor::Signaled`] or [`WaitFor::Available`]), for event loops
     /// (`DRM_IOCTL_SYNCOBJ_EVENTFD`, Linux 6.6+).
     pub fn eventfd(&self, point: u64, what: WaitFor) -> Result<OwnedFd> {
+        Self::check_eventfd_wait(what)?;
+        let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(Error::os("eventfd"))?;
+        self.notify(point, what, efd.as_fd())?;
+        Ok(efd)
+    }
+
+    /// Add 1 to `eventfd`'s counter when `point` reaches `what`
+    /// ([`WaitFor::Signaled`] or [`WaitFor::Available`];
+    /// `DRM_IOCTL_SYNCOBJ_EVENTFD`, Linux 6.6+): one eventfd, drained by
+    /// its owner after it fired, can serve every wait of an event loop
+    /// instead of one made per wait ([`Syncobj::eventfd`]). The kernel
+    /// keeps its own reference to the eventfd until the point is reached
+    /// or this syncobj is destroyed, so a registration outlives a wait
+    /// that ended otherwise; an fd that is no eventfd is
+    /// [`Error::Os`] `EINVAL`.
+    pub fn notify(&self, point: u64, what: WaitFor, eventfd: BorrowedFd<'_>) -> Result<()> {
+        Self::check_eventfd_wait(what)?;
+        let mut arg = sys::drm_syncobj_eventfd {
+            handle: self.handle,
+            flags: what.flags(),
+            point,
+            fd: eventfd.as_raw_fd(),
+            pad: 0,
+        };
+        sys::DRM_IOCTL_SYNCOBJ_EVENTFD
+            .call(self.dev.as_fd(), &mut arg)
+            .map_err(|errno| unsupported_or("DRM_IOCTL_SYNCOBJ_EVENTFD", errno))?;
+        Ok(())
+    }
+
+    fn check_eventfd_wait(what: WaitFor) -> Result<()> {
         if what == WaitFor::SubmittedThenSignaled {
             return Err(Error::InvalidArgument(
                 "eventfd waits for Signaled or Available",
@@ -333,19 +365,7 @@ impl Syncobj {
                 errno: rustix::io::Errno::NOTTY,
             });
         }
-        let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(Error::os("eventfd"))?;
-        let mut arg = sys::drm_syncobj_eventfd {
-            handle: self.handle,
-            flags: what.flags(),
-            point,
-            fd: efd.as_raw_fd(),
-            pad: 0,
-        };
-        sys::DRM_IOCTL_SYNCOBJ_EVENTFD
-            .call(self.dev.as_fd(), &mut arg)
-            .map_err(|errno| unsupported_or("DRM_IOCTL_SYNCOBJ_EVENTFD", errno))?;
-        Ok(efd)
+        Ok(())
     }
 }
 

@@ -27,9 +27,11 @@
 //!   (a software device's rendering, waited for), the signalled point of
 //!   a timeline kept for that ([`Surface::present_complete`]: no signal
 //!   each frame); the buffer is free again when the
-//!   release point signals (an eventfd on it, polled with the socket; a
-//!   blocking bounded wait before Linux 6.6) — `wl_buffer.release` is
-//!   undefined in this mode and not waited for.
+//!   release point signals: checked with one `DRM_IOCTL_SYNCOBJ_QUERY`,
+//!   and waited for on the surface's one eventfd, told of each point once
+//!   and polled with the socket (a blocking bounded wait before Linux
+//!   6.6) — `wl_buffer.release` is undefined in this mode and not waited
+//!   for.
 //!
 //! A dropped `Surface` destroys its buffers without waiting for their
 //! releases: the compositor's import keeps their storage alive while it
@@ -192,6 +194,8 @@ pub struct Surface {
     /// [`Surface::add_done_timeline`]: a timeline whose point 1 signalled
     /// when it was added, the acquire point of content already complete.
     done: Option<TimelineId>,
+    /// The eventfd every wait for a release point polls, once one did.
+    waker: Option<Waker>,
     /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
     fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
     /// The `async` presentation hint, once [`Surface::allow_tearing`] set it.
@@ -214,6 +218,18 @@ pub struct Surface {
     /// The owner of the objects that may hear from the compositor after
     /// this surface is gone (releases, frame callbacks, the registry).
     owner: Owner,
+}
+
+/// The one eventfd every wait for a release point on a surface polls
+/// (drm-syncobj, Linux 6.6+), instead of one made and closed per wait:
+/// each point is told to it once, and it is drained after it fired.
+#[derive(Debug)]
+struct Waker {
+    fd: OwnedFd,
+    /// The points told to it and not seen reached yet, one per timeline.
+    armed: Vec<(TimelineId, u64)>,
+    /// Whether it may have fired since it was last drained.
+    fired: bool,
 }
 
 impl Surface {
@@ -339,6 +355,7 @@ impl Surface {
             syncobj,
             timelines: Vec::new(),
             done: None,
+            waker: None,
             fifo: None,
             tearing: None,
             presentation: None,
@@ -1089,6 +1106,7 @@ impl Surface {
         }
         let deadline = Deadline::after(Some(timeout));
         let mut turn = 0;
+        let mut waited = false;
         loop {
             // What was read already (the waits below read the socket).
             self.dispatch_pending()?;
@@ -1100,15 +1118,28 @@ impl Surface {
                 }
             }
             if let Some(id) = ready {
+                let b = self.buffer(id)?;
+                if let Some((t, point)) = b.release_point {
+                    // `release_ready` just saw its point signalled: free,
+                    // with nothing left to wait for.
+                    b.state = BufferState::Free;
+                    self.reached(t, point);
+                    return Ok((id, None));
+                }
                 let left = deadline.remaining().unwrap_or(timeout);
                 return Ok((id, self.take_release_within(id, left)?));
             }
+            // A wait that woke for something else past the deadline.
+            if waited && deadline.passed() {
+                return Err(Error::Timeout { what, timeout });
+            }
+            waited = true;
             // Each wait reads the socket at least once, also when no time
             // is left, and ends in Error::Timeout once the deadline passed.
             let left = deadline.remaining().unwrap_or(timeout);
-            // drm-syncobj: an eventfd per release point, polled with the
-            // socket; without them (before Linux 6.6) the first one's
-            // bounded blocking wait.
+            // drm-syncobj: the surface's eventfd, told of every release
+            // point and polled with the socket; without it (before Linux
+            // 6.6) bounded blocking waits on each point in turn.
             let points: Vec<(TimelineId, u64)> = ids
                 .iter()
                 .filter_map(|id| self.state.buffers.get(id.0)?.release_point)
@@ -1126,11 +1157,7 @@ impl Surface {
                 r?;
                 continue;
             }
-            let efds: Vec<OwnedFd> = points
-                .iter()
-                .filter_map(|(t, p)| self.timelines[t.0].0.eventfd(*p, WaitFor::Signaled).ok())
-                .collect();
-            if efds.len() < points.len() {
+            if !self.arm(&points) {
                 // Turns of at most 5 ms on each point in order, so that a
                 // later image released first is not missed.
                 let (t, p) = points[turn % points.len()];
@@ -1143,16 +1170,7 @@ impl Surface {
                 }
                 continue;
             }
-            let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
-            super::dispatch_until_or(
-                &mut self.queue,
-                &mut self.state,
-                what,
-                left,
-                |s| s.broken(),
-                &borrowed,
-            )?;
-            self.check_failed()?;
+            self.wait_waker(what, left)?;
         }
     }
 
@@ -1177,37 +1195,120 @@ impl Surface {
     }
 
     /// Wait (at most `timeout`) until `point` of timeline `t` signals,
-    /// reading the compositor's messages meanwhile: an eventfd on the
-    /// point polled with the socket, or (before Linux 6.6) a bounded
-    /// blocking wait for the point.
+    /// reading the compositor's messages meanwhile: the surface's eventfd
+    /// polled with the socket, or (before Linux 6.6) a bounded blocking
+    /// wait for the point.
     fn wait_point(&mut self, t: TimelineId, point: u64, timeout: Duration) -> Result<()> {
         let what = "the buffer's release point";
-        let timeline = &self.timelines[t.0].0;
-        match timeline.eventfd(point, WaitFor::Signaled) {
-            Ok(efd) => {
-                super::dispatch_until_or(
-                    &mut self.queue,
-                    &mut self.state,
-                    what,
-                    timeout,
-                    |s| s.broken(),
-                    &[efd.as_fd()],
-                )?;
-                self.check_failed()?;
-                // Readable means signalled; a timeout already returned.
-                Ok(())
+        let query = |s: &Self| {
+            s.timelines[t.0]
+                .0
+                .query()
+                .map_err(|e| Error::Wayland(e.to_string()))
+        };
+        if self.arm(&[(t, point)]) {
+            let deadline = Deadline::after(Some(timeout));
+            // The eventfd may have woken for another point: asked again.
+            while query(self)? < point {
+                let left = deadline.remaining().unwrap_or(timeout);
+                match self.wait_waker(what, left) {
+                    Err(Error::Timeout { .. }) => return Err(Error::Timeout { what, timeout }),
+                    r => r?,
+                }
+                if deadline.passed() && query(self)? < point {
+                    return Err(Error::Timeout { what, timeout });
+                }
             }
-            Err(_) => {
-                self.dispatch_pending()?;
-                self.timelines[t.0]
-                    .0
-                    .wait(point, WaitFor::SubmittedThenSignaled, Some(timeout))
-                    .map_err(|e| match e {
-                        crate::sync::Error::Timeout { .. } => Error::Timeout { what, timeout },
-                        e => Error::Wayland(e.to_string()),
+            self.reached(t, point);
+            return Ok(());
+        }
+        self.dispatch_pending()?;
+        self.timelines[t.0]
+            .0
+            .wait(point, WaitFor::SubmittedThenSignaled, Some(timeout))
+            .map_err(|e| match e {
+                crate::sync::Error::Timeout { .. } => Error::Timeout { what, timeout },
+                e => Error::Wayland(e.to_string()),
+            })
+    }
+
+    /// Tell the surface's eventfd (made on first use) of each of `points`
+    /// not told yet (`DRM_IOCTL_SYNCOBJ_EVENTFD`). `false`: this kernel
+    /// cannot (before Linux 6.6), or no eventfd could be made.
+    fn arm(&mut self, points: &[(TimelineId, u64)]) -> bool {
+        if self.waker.is_none() {
+            let flags =
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
+            match rustix::event::eventfd(0, flags) {
+                Ok(fd) => {
+                    self.waker = Some(Waker {
+                        fd,
+                        armed: Vec::new(),
+                        fired: false,
                     })
+                }
+                Err(_) => return false,
             }
         }
+        let Some(waker) = &mut self.waker else {
+            return false;
+        };
+        for &(t, point) in points {
+            if waker.armed.contains(&(t, point)) {
+                continue;
+            }
+            if self.timelines[t.0]
+                .0
+                .notify(point, WaitFor::Signaled, waker.fd.as_fd())
+                .is_err()
+            {
+                return false;
+            }
+            // A timeline's points are reached in order: the older one
+            // told of is reached first (and then fires unwatched).
+            waker.armed.retain(|(u, _)| *u != t);
+            waker.armed.push((t, point));
+        }
+        true
+    }
+
+    /// `point` of timeline `t` was seen reached: if the eventfd was told
+    /// of it, it fired (or is about to), and is drained before its next
+    /// poll.
+    fn reached(&mut self, t: TimelineId, point: u64) {
+        if let Some(waker) = &mut self.waker {
+            let before = waker.armed.len();
+            waker.armed.retain(|&(u, p)| u != t || p > point);
+            waker.fired |= waker.armed.len() < before;
+        }
+    }
+
+    /// Poll the surface's eventfd ([`Surface::arm`]) with the socket, at
+    /// most `timeout`, reading the compositor's messages meanwhile; drained
+    /// first if it fired since.
+    fn wait_waker(&mut self, what: &'static str, timeout: Duration) -> Result<()> {
+        let Some(waker) = &mut self.waker else {
+            return Err(Error::Wayland(
+                "no release point was told to the eventfd".into(),
+            ));
+        };
+        if waker.fired {
+            // Its counter back to 0; nothing else can fail on an eventfd
+            // of ours (EAGAIN: it had not fired after all).
+            let _ = rustix::io::read(&waker.fd, &mut [0u8; 8]);
+            waker.fired = false;
+        }
+        super::dispatch_until_or(
+            &mut self.queue,
+            &mut self.state,
+            what,
+            timeout,
+            |s| s.broken(),
+            &[waker.fd.as_fd()],
+        )?;
+        // Done without a timeout: it is readable (or the surface broke).
+        waker.fired = true;
+        self.check_failed()
     }
 
     /// Give up this surface's objects of the per-`wl_surface` protocols —
