@@ -739,21 +739,18 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         }
         Ok(job)
     };
-    // A batch on the queue (waiting for the app's semaphores or not) whose
-    // completion is a sync_file (`None`: already complete).
-    let batch_done = |with_waits: bool| {
-        on_queue(with_waits).and_then(|mut job| {
-            job.signal_sync_file();
-            Ok(job.submit()?.take_sync_file())
-        })
-    };
     // With one of the layer's swapchains alone, its submission waits for
     // the app's semaphores; with several (or the driver's too), a first
-    // submission does, and the others wait for its sync_file.
+    // submission does, and the others wait for its completion, a sync_file
+    // (`None`: already complete).
     let first: Option<Option<SyncFile>> = if mine == 1 && theirs == 0 {
         None
     } else {
-        match batch_done(true) {
+        let batch = on_queue(true).and_then(|mut job| {
+            job.signal_sync_file();
+            Ok(job.submit()?.take_sync_file())
+        });
+        match batch {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("winsys layer: vkQueuePresentKHR: {e}");
@@ -862,23 +859,18 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
     }
     // SAFETY: a valid pNext chain.
     let fences = unsafe { present_fences(pi) };
-    if fences.iter().any(|&f| f != vk::Fence::null()) {
+    for &fence in fences.iter().filter(|&&f| f != vk::Fence::null()) {
         // VK_EXT_swapchain_maintenance1: each fence signals once the
-        // present's work is done (its wait semaphores reusable): a batch
-        // after it on the same queue.
-        let signalled = batch_done(false).and_then(|f| {
-            for &fence in fences.iter().filter(|&&f| f != vk::Fence::null()) {
-                let dup = f.as_ref().map(SyncFile::try_clone).transpose();
-                let dup = dup.map_err(winsys::vulkan::Error::Sync)?;
-                // SAFETY: the app's unsignalled fence of this device, given
-                // to this present (its valid usage).
-                unsafe { ws.import_into_fence(fence, dup) }?;
-            }
-            Ok(())
-        });
-        if let Err(e) = signalled {
+        // present's work is done (its wait semaphores reusable): an empty
+        // batch after it on the same queue, whose fence signals when all
+        // the queue's earlier work has completed — no command buffer, no
+        // sync_file, no wait here.
+        // SAFETY: the app's present queue, held by the app for this call;
+        // the app's unsignalled fence of this device, given to this
+        // present (its valid usage).
+        if let Err(e) = unsafe { d.raw.queue_submit(queue, &[], fence) } {
             eprintln!("winsys layer: vkQueuePresentKHR (present fences): {e}");
-            return vk::Result::ERROR_DEVICE_LOST;
+            return e;
         }
     }
     if !pi.p_results.is_null() {
