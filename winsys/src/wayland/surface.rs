@@ -196,6 +196,9 @@ pub struct Surface {
     done: Option<TimelineId>,
     /// The eventfd every wait for a release point polls, once one did.
     waker: Option<Waker>,
+    /// Whether the kernel cannot tell an eventfd of a point (before
+    /// Linux 6.6): the waits block on each point in turn.
+    no_waker: bool,
     /// `wp_fifo_v1` pacing, once [`Surface::use_fifo`] found it.
     fifo: Option<(wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1)>,
     /// The `async` presentation hint, once [`Surface::allow_tearing`] set it.
@@ -356,6 +359,7 @@ impl Surface {
             timelines: Vec::new(),
             done: None,
             waker: None,
+            no_waker: false,
             fifo: None,
             tearing: None,
             presentation: None,
@@ -1206,21 +1210,27 @@ impl Surface {
                 .query()
                 .map_err(|e| Error::Wayland(e.to_string()))
         };
+        if query(self)? >= point {
+            self.reached(t, point);
+            return Ok(());
+        }
         if self.arm(&[(t, point)]) {
             let deadline = Deadline::after(Some(timeout));
-            // The eventfd may have woken for another point: asked again.
-            while query(self)? < point {
+            loop {
                 let left = deadline.remaining().unwrap_or(timeout);
                 match self.wait_waker(what, left) {
                     Err(Error::Timeout { .. }) => return Err(Error::Timeout { what, timeout }),
                     r => r?,
                 }
-                if deadline.passed() && query(self)? < point {
+                // The eventfd may have woken for another point: asked again.
+                if query(self)? >= point {
+                    self.reached(t, point);
+                    return Ok(());
+                }
+                if deadline.passed() {
                     return Err(Error::Timeout { what, timeout });
                 }
             }
-            self.reached(t, point);
-            return Ok(());
         }
         self.dispatch_pending()?;
         self.timelines[t.0]
@@ -1236,6 +1246,9 @@ impl Surface {
     /// not told yet (`DRM_IOCTL_SYNCOBJ_EVENTFD`). `false`: this kernel
     /// cannot (before Linux 6.6), or no eventfd could be made.
     fn arm(&mut self, points: &[(TimelineId, u64)]) -> bool {
+        if self.no_waker {
+            return false;
+        }
         if self.waker.is_none() {
             let flags =
                 rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
@@ -1257,12 +1270,18 @@ impl Surface {
             if waker.armed.contains(&(t, point)) {
                 continue;
             }
-            if self.timelines[t.0]
+            match self.timelines[t.0]
                 .0
                 .notify(point, WaitFor::Signaled, waker.fd.as_fd())
-                .is_err()
             {
-                return false;
+                Ok(()) => {}
+                Err(crate::sync::Error::Unsupported { .. }) => {
+                    // Asked once, not again each wait.
+                    self.no_waker = true;
+                    self.waker = None;
+                    return false;
+                }
+                Err(_) => return false,
             }
             // A timeline's points are reached in order: the older one
             // told of is reached first (and then fires unwatched).
