@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::compositor::{Compositor, Png};
 use common::{controllable_fence, need, LONG};
-use winsys::alloc::vgem::Vgem;
+use winsys::alloc::vgem::{Vgem, VgemBuffer};
 use winsys::device::{DrmDevice, NodeKind};
 use winsys::dmabuf::Access;
 use winsys::format::Fourcc;
 use winsys::sync::Syncobj;
-use winsys::wayland::surface::Surface;
+use winsys::wayland::surface::{BufferId, Surface, TimelineId};
 use winsys::wayland::sync::SyncMode;
 
 /// The compositor's background (examples/compositor/gpu.rs).
@@ -158,30 +158,62 @@ fn foreign_clients_present_through_shm_and_dmabuf() {
 /// commit whose content is complete names the done timeline's signalled
 /// point (`Surface::present_complete`) and is applied without one; the
 /// release points signal, so every buffer comes back.
+/// A drm-syncobj surface on `c` with `n` vgem buffers, a timeline for
+/// each and the done timeline; `None` (the test skips) without vgem or
+/// virtio_gpu's timelines.
+struct SyncobjSurface {
+    surface: Surface,
+    ids: Vec<BufferId>,
+    timelines: Vec<TimelineId>,
+    done: TimelineId,
+    _bufs: Vec<VgemBuffer>,
+    vgem: Vgem,
+    _conn: wayland_client::Connection,
+}
+
+impl SyncobjSurface {
+    fn new(c: &Compositor, title: &str, n: usize) -> Option<Self> {
+        let vgem = common::required("vgem", Vgem::open())?;
+        let dev = std::sync::Arc::new(common::required(
+            "virtio_gpu's render node (timeline syncobjs)",
+            DrmDevice::find("virtio_gpu", NodeKind::Render),
+        )?);
+        let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
+        let mut surface = Surface::new(&conn, title, SyncMode::DrmSyncobj, LONG).unwrap();
+        let bufs: Vec<_> = (0..n)
+            .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
+            .collect();
+        let ids = bufs
+            .iter()
+            .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
+            .collect();
+        let timelines = (0..n)
+            .map(|_| surface.add_timeline(Syncobj::new(&dev).unwrap()).unwrap())
+            .collect();
+        let done = surface
+            .add_done_timeline(Syncobj::new(&dev).unwrap())
+            .unwrap();
+        Some(SyncobjSurface {
+            surface,
+            ids,
+            timelines,
+            done,
+            _bufs: bufs,
+            vgem,
+            _conn: conn,
+        })
+    }
+}
+
 #[test]
 fn syncobj_commits_wait_for_a_pending_acquire_point_and_complete_ones_do_not() {
     let _one = common::one_at_a_time();
     let c = need!(Compositor::start(&[]), "the reference compositor");
-    let vgem = need!(Vgem::open(), "vgem");
-    let dev = std::sync::Arc::new(need!(
-        DrmDevice::find("virtio_gpu", NodeKind::Render),
-        "virtio_gpu's render node (timeline syncobjs)"
-    ));
-    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
-    let mut surface = Surface::new(&conn, "syncobj", SyncMode::DrmSyncobj, LONG).unwrap();
-    let bufs: Vec<_> = (0..2)
-        .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
-        .collect();
-    let ids: Vec<_> = bufs
-        .iter()
-        .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
-        .collect();
-    let timelines: Vec<_> = (0..2)
-        .map(|_| surface.add_timeline(Syncobj::new(&dev).unwrap()).unwrap())
-        .collect();
-    let done = surface
-        .add_done_timeline(Syncobj::new(&dev).unwrap())
-        .unwrap();
+    let Some(s) = SyncobjSurface::new(&c, "syncobj", 2) else {
+        return;
+    };
+    let (mut surface, ids, timelines, done) = (s.surface, s.ids, s.timelines, s.done);
+    let vgem = &s.vgem;
     let mut point = [0u64; 2];
     for frame in 0..6usize {
         let k = frame % 2;
@@ -190,7 +222,7 @@ fn syncobj_commits_wait_for_a_pending_acquire_point_and_complete_ones_do_not() {
         }
         let before = c.stats().unwrap_or_default();
         if frame % 2 == 0 {
-            let (_gate, gpu, fence) = controllable_fence(&vgem);
+            let (_gate, gpu, fence) = controllable_fence(vgem);
             let (a, r) = (point[k] + 1, point[k] + 2);
             point[k] = r;
             surface
@@ -241,26 +273,10 @@ fn thread_cpu() -> Duration {
 fn release_points_are_waited_for_on_one_eventfd_that_a_stale_wake_does_not_fool() {
     let _one = common::one_at_a_time();
     let c = need!(Compositor::start(&[]), "the reference compositor");
-    let vgem = need!(Vgem::open(), "vgem");
-    let dev = std::sync::Arc::new(need!(
-        DrmDevice::find("virtio_gpu", NodeKind::Render),
-        "virtio_gpu's render node (timeline syncobjs)"
-    ));
-    let conn = winsys::wayland::connect(Some(&c.socket)).unwrap();
-    let mut surface = Surface::new(&conn, "one eventfd", SyncMode::DrmSyncobj, LONG).unwrap();
-    let bufs: Vec<_> = (0..3)
-        .map(|_| vgem.create(64, 64, Fourcc::XRGB8888).unwrap())
-        .collect();
-    let ids: Vec<_> = bufs
-        .iter()
-        .map(|b| surface.add_dmabuf(b.dmabuf()).unwrap())
-        .collect();
-    let timelines: Vec<_> = (0..3)
-        .map(|_| surface.add_timeline(Syncobj::new(&dev).unwrap()).unwrap())
-        .collect();
-    surface
-        .add_done_timeline(Syncobj::new(&dev).unwrap())
-        .unwrap();
+    let Some(s) = SyncobjSurface::new(&c, "one eventfd", 3) else {
+        return;
+    };
+    let (mut surface, ids, timelines) = (s.surface, s.ids, s.timelines);
     let mut point = [0u64; 3];
     let mut present = |surface: &mut Surface, k: usize| {
         point[k] += 1;

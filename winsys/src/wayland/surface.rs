@@ -28,10 +28,10 @@
 //!   a timeline kept for that ([`Surface::present_complete`]: no signal
 //!   each frame); the buffer is free again when the
 //!   release point signals: checked with one `DRM_IOCTL_SYNCOBJ_QUERY`,
-//!   and waited for on the surface's one eventfd, told of each point once
-//!   and polled with the socket (a blocking bounded wait before Linux
-//!   6.6) — `wl_buffer.release` is undefined in this mode and not waited
-//!   for.
+//!   and waited for on the surface's one eventfd, told of the points it
+//!   waits for and polled with the socket (a blocking bounded wait before
+//!   Linux 6.6) — `wl_buffer.release` is undefined in this mode and not
+//!   waited for.
 //!
 //! A dropped `Surface` destroys its buffers without waiting for their
 //! releases: the compositor's import keeps their storage alive while it
@@ -1112,6 +1112,9 @@ impl Surface {
         let mut turn = 0;
         let mut waited = false;
         loop {
+            // Emptied before the points are asked: one reached after this
+            // wakes the poll below.
+            self.drain_waker();
             // What was read already (the waits below read the socket).
             self.dispatch_pending()?;
             let mut ready = None;
@@ -1210,6 +1213,7 @@ impl Surface {
                 .query()
                 .map_err(|e| Error::Wayland(e.to_string()))
         };
+        self.drain_waker();
         if query(self)? >= point {
             self.reached(t, point);
             return Ok(());
@@ -1222,7 +1226,9 @@ impl Surface {
                     Err(Error::Timeout { .. }) => return Err(Error::Timeout { what, timeout }),
                     r => r?,
                 }
-                // The eventfd may have woken for another point: asked again.
+                // The eventfd may have woken for another point: emptied,
+                // then asked again.
+                self.drain_waker();
                 if query(self)? >= point {
                     self.reached(t, point);
                     return Ok(());
@@ -1275,13 +1281,14 @@ impl Surface {
                 .notify(point, WaitFor::Signaled, waker.fd.as_fd())
             {
                 Ok(()) => {}
-                Err(crate::sync::Error::Unsupported { .. }) => {
-                    // Asked once, not again each wait.
+                Err(_) => {
+                    // On an eventfd of ours, the kernel's answer that it
+                    // cannot (ENOTTY, or EINVAL for an unknown DRM ioctl
+                    // before Linux 6.6): found once, not at every wait.
                     self.no_waker = true;
                     self.waker = None;
                     return false;
                 }
-                Err(_) => return false,
             }
             // A timeline's points are reached in order: the older one
             // told of is reached first (and then fires unwatched).
@@ -1302,21 +1309,27 @@ impl Surface {
         }
     }
 
+    /// Empty the surface's eventfd if it fired since it was last emptied.
+    /// Only ever right before release points are asked, never between
+    /// asking and polling: a point reached in between would be emptied
+    /// away unseen, and the poll would sleep through it.
+    fn drain_waker(&mut self) {
+        if let Some(waker) = self.waker.as_mut().filter(|w| w.fired) {
+            // Its counter back to 0; nothing else can fail on an eventfd
+            // of ours (EAGAIN: it had not fired after all).
+            let _ = rustix::io::read(&waker.fd, &mut [0u8; 8]);
+            waker.fired = false;
+        }
+    }
+
     /// Poll the surface's eventfd ([`Surface::arm`]) with the socket, at
-    /// most `timeout`, reading the compositor's messages meanwhile; drained
-    /// first if it fired since.
+    /// most `timeout`, reading the compositor's messages meanwhile.
     fn wait_waker(&mut self, what: &'static str, timeout: Duration) -> Result<()> {
         let Some(waker) = &mut self.waker else {
             return Err(Error::Wayland(
                 "no release point was told to the eventfd".into(),
             ));
         };
-        if waker.fired {
-            // Its counter back to 0; nothing else can fail on an eventfd
-            // of ours (EAGAIN: it had not fired after all).
-            let _ = rustix::io::read(&waker.fd, &mut [0u8; 8]);
-            waker.fired = false;
-        }
         super::dispatch_until_or(
             &mut self.queue,
             &mut self.state,
