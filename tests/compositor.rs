@@ -15,7 +15,7 @@ use winsys::alloc::vgem::{Vgem, VgemBuffer};
 use winsys::device::{DrmDevice, NodeKind};
 use winsys::dmabuf::Access;
 use winsys::format::Fourcc;
-use winsys::sync::Syncobj;
+use winsys::sync::{Syncobj, WaitFor};
 use winsys::wayland::surface::{BufferId, Surface, TimelineId};
 use winsys::wayland::sync::SyncMode;
 
@@ -301,11 +301,13 @@ fn release_points_are_waited_for_on_one_eventfd_that_a_stale_wake_does_not_fool(
     // B replaces it: A's point is reached, and the eventfd fires while
     // nothing waits.
     present(&mut surface, 1);
-    let reached = Instant::now();
-    while surface.timeline(timelines[0]).unwrap().query().unwrap() < a {
-        assert!(reached.elapsed() < LONG, "A's release point never reached");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Bounded only so that a compositor that never releases A fails the
+    // test instead of hanging it.
+    surface
+        .timeline(timelines[0])
+        .unwrap()
+        .wait(a, WaitFor::SubmittedThenSignaled, Some(LONG * 4))
+        .unwrap_or_else(|e| panic!("A's release point never reached: {e}"));
     std::thread::sleep(Duration::from_millis(20));
     // A wait for B (on screen, so never released) wakes at once on the
     // stale count, asks the timelines again, drains the eventfd and

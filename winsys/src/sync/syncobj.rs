@@ -325,7 +325,7 @@ impl Syncobj {
         Self::check_eventfd_wait(what)?;
         let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(Error::os("eventfd"))?;
-        self.notify(point, what, efd.as_fd())?;
+        self.register_eventfd(point, what, efd.as_fd())?;
         Ok(efd)
     }
 
@@ -340,6 +340,11 @@ impl Syncobj {
     /// [`Error::Os`] `EINVAL`.
     pub fn notify(&self, point: u64, what: WaitFor, eventfd: BorrowedFd<'_>) -> Result<()> {
         Self::check_eventfd_wait(what)?;
+        self.register_eventfd(point, what, eventfd)
+    }
+
+    /// `DRM_IOCTL_SYNCOBJ_EVENTFD` itself, `what` checked by the caller.
+    fn register_eventfd(&self, point: u64, what: WaitFor, eventfd: BorrowedFd<'_>) -> Result<()> {
         let mut arg = sys::drm_syncobj_eventfd {
             handle: self.handle,
             flags: what.flags(),
