@@ -176,7 +176,12 @@ fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common:
 fn cube_on_weston_gl_through_winsys_and_mesa() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    // weston composes on the CPU (its main device is vgem): FIFO takes
+    // zero-copy wl_shm by itself, explicit sync when asked.
     let f = run(&weston.socket, 30, &[]);
+    assert_eq!(f.get("sync"), "shm");
+    assert!(f.get("path").contains("ShmZeroCopy"), "{}", f.get("path"));
+    let f = run(&weston.socket, 30, &["--sync", "explicit"]);
     assert_eq!(f.get("sync"), "explicit");
     assert!(f.get("path").contains("vgem"), "{}", f.get("path"));
     let f = run(&weston.socket, 30, &["--sync", "implicit"]);

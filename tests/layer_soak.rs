@@ -156,7 +156,7 @@ fn a_killed_compositor_is_a_lost_surface_within_a_second() {
 fn two_thousand_frames_through_the_layer_leak_nothing() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::install();
+    let layer = Layer::forcing("explicit");
     let args = [
         "--frames",
         "2000",
@@ -192,7 +192,7 @@ fn two_thousand_frames_through_the_layer_leak_nothing() {
 fn swapchains_made_anew_every_few_frames_through_the_layer_leave_nothing_behind() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::install();
+    let layer = Layer::forcing("explicit");
     let args = [
         "--frames",
         "300",

@@ -135,7 +135,15 @@ fn gpu_cleared_frames_reach_weston_with_the_best_sync_and_zero_copy() {
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let (mode, _) = clear_frames(&gpu, &weston, None, 10);
     println!("swapchain presented with {mode}");
-    // lavapipe exports SYNC_FD: explicit sync with weston.
+    // weston's main device is vgem, which renders nothing: weston composes
+    // on the CPU, and a FIFO swapchain there takes zero-copy wl_shm before
+    // explicit sync (whose release fence would make each composition
+    // synchronous); `run_frames` checked the zero-copy path.
+    assert_eq!(mode, SyncMode::Shm);
+    // MAILBOX keeps the best fence weston takes: lavapipe exports SYNC_FD.
+    let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
+    config.present_mode = PresentMode::Mailbox;
+    let ((mode, _), _) = run_frames(&gpu, &weston, &config, 4, true);
     let expect = if gpu.device.sync_fd_support().semaphore_export {
         SyncMode::ExplicitSync
     } else {
@@ -616,6 +624,9 @@ fn a_killed_compositor_fails_the_swapchain_within_a_second_in_explicit_and_synco
             let conn = wayland::connect(Some(&socket)).unwrap();
             let mut config = SwapchainConfig::new(64, 64, Fourcc::XRGB8888);
             config.timeout = Duration::from_secs(20);
+            // Forced: FIFO on weston (which composes on the CPU) would
+            // take wl_shm by itself.
+            config.sync = Some(want);
             let mut chain = Swapchain::new(&gpu.device, &conn, &config).unwrap();
             assert_eq!(chain.sync_mode(), want);
             present_frames(&gpu, &mut chain, 4);

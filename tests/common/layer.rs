@@ -14,9 +14,22 @@ pub const LAYER: &str = "VK_LAYER_WINSYS_wsi";
 pub struct Layer {
     pub dir: PathBuf,
     pub report: PathBuf,
+    /// The sync mode its apps are made to present with
+    /// (`WINSYS_LAYER_SYNC`), if any.
+    pub sync: Option<&'static str>,
 }
 
 impl Layer {
+    /// [`Layer::install`], its apps made to present with `sync`
+    /// (`WINSYS_LAYER_SYNC`): on weston gl, which composes on the CPU, a
+    /// FIFO swapchain takes wl_shm by itself; `explicit` keeps the tests
+    /// of explicit sync on it.
+    pub fn forcing(sync: &'static str) -> Layer {
+        let mut layer = Layer::install();
+        layer.sync = Some(sync);
+        layer
+    }
+
     pub fn install() -> Layer {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -37,7 +50,11 @@ impl Layer {
         assert!(text.contains(LAYER), "{text}");
         println!("{said}");
         let report = dir.join("report.jsonl");
-        Layer { dir, report }
+        Layer {
+            dir,
+            report,
+            sync: None,
+        }
     }
 
     /// The environment that puts an app on the layer, validation above it.
@@ -50,6 +67,9 @@ impl Layer {
             ),
             ("WINSYS_LAYER_REPORT", self.report.display().to_string()),
         ]
+        .into_iter()
+        .chain(self.sync.map(|s| ("WINSYS_LAYER_SYNC", s.to_string())))
+        .collect()
     }
 
     /// The report's lines of process `pid`.

@@ -97,8 +97,9 @@ pub enum PresentMode {
 /// gained 4% from 6 (4.01 -> 4.17), so other modes keep what the app
 /// asks. The cost is two images of memory (twice that with
 /// [`SwapchainConfig::copy_frames`]), paid on every compositor that takes
-/// explicit sync: a client cannot tell whether it composes on a CPU (a
-/// GPU weston composes asynchronously and would do with four).
+/// explicit sync: also on a GPU weston, which composes asynchronously and
+/// would do with four. (A FIFO swapchain on a compositor that composes on
+/// the CPU takes wl_shm instead: the [`sync`] module's docs.)
 pub const MAILBOX_EXPLICIT_IMAGES: usize = 6;
 
 /// How many images a swapchain of `asked` images presenting with
@@ -281,6 +282,22 @@ fn on_wl_shm_alone(report: &probe::Report, format: Fourcc) -> Result<bool> {
         && !report.modifiers(SyncMode::Shm, format)?.is_empty())
 }
 
+/// Whether the compositor takes `format` on wl_shm, and a wl_shm buffer
+/// can hold it (one plane).
+fn takes_on_wl_shm(report: &probe::Report, format: Fourcc) -> Result<bool> {
+    Ok(super::surface::shm_format(format).is_ok()
+        && !report.modifiers(SyncMode::Shm, format)?.is_empty())
+}
+
+/// Whether the compositor composes on the CPU: the main device of its
+/// dma-buf feedback renders nothing ([`DrmDevice::renders`]). Unknown
+/// (no feedback, a device that cannot be opened here) is no.
+fn cpu_composition(feedback: Option<&super::feedback::Feedback>) -> bool {
+    feedback
+        .and_then(|f| DrmDevice::open_dev_t(f.main_device).ok())
+        .is_some_and(|d| !d.renders())
+}
+
 impl Swapchain {
     /// Probe the compositor behind `conn`, choose the sync mode, allocate
     /// the images (exported by `device`, with a modifier both sides take)
@@ -441,11 +458,20 @@ impl Swapchain {
         let timelines = offer
             .drm_syncobj
             .and_then(|_| timeline_device(report.feedback.as_ref().and_then(|f| f.as_ref().ok())));
-        let can = Abilities {
+        let mut can = Abilities {
             timeline_syncobj: timelines.is_some(),
             sync_file: sync_fd.semaphore_export,
             dmabuf: device.extensions().dmabuf_images(),
+            shm_first: false,
         };
+        // FIFO on a compositor that composes on the CPU: wl_shm, for the
+        // formats it takes there (the sync module's docs say why), unless
+        // frames are to be copied into dma-bufs.
+        can.shm_first = config.sync.is_none()
+            && config.present_mode == PresentMode::Fifo
+            && !config.copy_frames
+            && cpu_composition(report.feedback.as_ref().and_then(|f| f.as_ref().ok()))
+            && takes_on_wl_shm(report, config.format)?;
         let mut mode = sync::choose(&offer, &can, config.sync)?;
         // A format the compositor takes on wl_shm alone (sway's RGBX5551
         // here) is presented through wl_shm: the best mode for that format.

@@ -2,14 +2,22 @@
 //! from what the compositor offers and what the machine can do, best
 //! first (as Mesa's WSI orders them), or forced by the app.
 //!
-//! Best first is best on GPUs. A compositor that composes on the CPU may
-//! pay for fences instead: weston's gl renderer on llvmpipe finishes all
-//! its rendering to wait for an acquire fence or to make a release fence,
-//! so it composes synchronously for an explicit-sync surface (measured on
-//! the test bed at 1920x1080 FIFO: 3.5 fps explicit, 13.5 fps implicit,
-//! Mesa's WSI 2.8).
-//! An app that knows it runs on such a stack forces
-//! [`SyncMode::Implicit`].
+//! Best first is best on GPUs. A compositor that composes on the CPU (its
+//! main device renders nothing) pays for fences instead: weston's gl
+//! renderer on llvmpipe finishes its rendering to make a release fence, so
+//! it composes synchronously for an explicit-sync surface and sends the
+//! frame callbacks of that composition only after it — the callbacks a
+//! FIFO swapchain waits for; and implicit sync has no fence there that
+//! proves its reads are over (llvmpipe puts none in the dma-buf). So a
+//! FIFO swapchain there takes wl_shm right after drm-syncobj (whose release
+//! points cost wlroots no such wait): [`Abilities::shm_first`]. Measured
+//! on the test bed (weston gl, FIFO, the cube, steady frames a second, two
+//! rounds; `docs/benchmarks.md`): at 256x256 explicit sync 18.9 / 19.6,
+//! zero-copy wl_shm 30.8 / 33.2, Mesa's WSI 30.4 / 28.7; at 1920x1080
+//! 2.27 / 2.39, 2.27 / 2.29 and 2.11 / 2.10. MAILBOX does not wait for
+//! callbacks, and there explicit sync with six images
+//! ([`super::swapchain::MAILBOX_EXPLICIT_IMAGES`]) was ahead of wl_shm at
+//! 256x256 (89.3 / 109.1 against 76.4 / 68.0).
 
 use std::fmt;
 
@@ -88,6 +96,10 @@ pub struct Abilities {
     pub sync_file: bool,
     /// The client can render into dma-bufs the compositor imports.
     pub dmabuf: bool,
+    /// wl_shm comes before explicit and implicit sync: a FIFO swapchain on
+    /// a compositor that composes on the CPU (see the module docs; set by
+    /// [`super::swapchain::Swapchain`]).
+    pub shm_first: bool,
 }
 
 /// Why a mode cannot be used.
@@ -129,7 +141,21 @@ pub fn check(mode: SyncMode, offer: &Offer, can: &Abilities) -> Result<(), Unava
     }
 }
 
-/// The best mode available, or `forced` if it is available.
+/// The modes in the order they are tried: [`SyncMode::ALL`], or with
+/// [`Abilities::shm_first`] wl_shm right after drm-syncobj.
+pub fn order(can: &Abilities) -> [SyncMode; 4] {
+    match can.shm_first {
+        false => SyncMode::ALL,
+        true => [
+            SyncMode::DrmSyncobj,
+            SyncMode::Shm,
+            SyncMode::ExplicitSync,
+            SyncMode::Implicit,
+        ],
+    }
+}
+
+/// The best mode available ([`order`]), or `forced` if it is available.
 pub fn choose(
     offer: &Offer,
     can: &Abilities,
@@ -139,7 +165,7 @@ pub fn choose(
         return check(mode, offer, can).map(|()| mode);
     }
     let mut last = None;
-    for mode in SyncMode::ALL {
+    for mode in order(can) {
         match check(mode, offer, can) {
             Ok(()) => return Ok(mode),
             Err(e) => last = Some(e),
@@ -156,6 +182,7 @@ mod tests {
         timeline_syncobj: true,
         sync_file: true,
         dmabuf: true,
+        shm_first: false,
     };
 
     fn offer(dmabuf: bool, syncobj: bool, explicit: bool, shm: bool) -> Offer {
@@ -210,6 +237,32 @@ mod tests {
             ..ALL_CAN
         };
         assert_eq!(choose(&weston, &no_dmabuf, None), Ok(SyncMode::Shm));
+    }
+
+    #[test]
+    fn fifo_on_a_compositor_that_composes_on_the_cpu_gets_wl_shm_before_fences() {
+        let cpu = Abilities {
+            shm_first: true,
+            ..ALL_CAN
+        };
+        // weston gl on llvmpipe (its main device vgem): wl_shm, not explicit.
+        let weston = offer(true, false, true, true);
+        assert_eq!(choose(&weston, &cpu, None), Ok(SyncMode::Shm));
+        // An implicit-only one: wl_shm too (no fence proves its reads over).
+        let mutter = offer(true, false, false, true);
+        assert_eq!(choose(&mutter, &cpu, None), Ok(SyncMode::Shm));
+        // sway on virtio-gpu without 3D: drm-syncobj stays first.
+        let sway = offer(true, true, false, true);
+        assert_eq!(choose(&sway, &cpu, None), Ok(SyncMode::DrmSyncobj));
+        // Without wl_shm the fences serve, best first.
+        let no_shm = offer(true, false, true, false);
+        assert_eq!(choose(&no_shm, &cpu, None), Ok(SyncMode::ExplicitSync));
+        // Forcing still picks any available mode.
+        assert_eq!(
+            choose(&weston, &cpu, Some(SyncMode::ExplicitSync)),
+            Ok(SyncMode::ExplicitSync)
+        );
+        assert_eq!(order(&ALL_CAN), SyncMode::ALL);
     }
 
     #[test]
