@@ -58,17 +58,17 @@ say "the cube on weston, 300 frames through winsys (its automatic choice) -> $OU
 cube "$OUT/cube-winsys.txt" --frames 300
 say "the same through Mesa's own WSI (VK_KHR_wayland_surface) -> $OUT/cube-mesa.txt"
 cube "$OUT/cube-mesa.txt" --frames 300 --wsi mesa
-say "the same through winsys with implicit sync (a choice, never automatic) -> $OUT/cube-implicit.txt"
-cube "$OUT/cube-implicit.txt" --frames 300 --sync implicit
-W=$(fps "$OUT/cube-winsys.txt"); M=$(fps "$OUT/cube-mesa.txt"); I=$(fps "$OUT/cube-implicit.txt")
-say "what the weston figures mean: winsys ($(field sync "$OUT/cube-winsys.txt") sync, the cube's own"
-say "  buffers, no copy) $(ratio "$W" "$M")x Mesa's WSI (lavapipe copies every frame into wl_shm)."
-say "  weston here composes on the CPU (llvmpipe) and, for a surface with explicit sync,"
-say "  finishes each frame before taking the next: measured in this run, the same"
-say "  zero-copy path with implicit sync runs at $(ratio "$I" "$W")x the explicit-sync rate."
-say "  Implicit sync is not chosen automatically: llvmpipe leaves no fence in the dma-buf that"
-say "  proves the compositor finished reading. On a compositor that composes asynchronously the"
-say "  explicit path is ahead (sway below)."
+say "the same through winsys with explicit sync (a choice here) -> $OUT/cube-explicit.txt"
+cube "$OUT/cube-explicit.txt" --frames 300 --sync explicit
+W=$(fps "$OUT/cube-winsys.txt"); M=$(fps "$OUT/cube-mesa.txt"); E=$(fps "$OUT/cube-explicit.txt")
+say "what the weston figures mean: winsys ($(field sync "$OUT/cube-winsys.txt") sync, $(field path "$OUT/cube-winsys.txt"))"
+say "  $(ratio "$W" "$M")x Mesa's WSI (lavapipe copies every frame into wl_shm). weston here"
+say "  composes on the CPU (llvmpipe; its main device, vgem, renders nothing), and for a surface"
+say "  with explicit sync it finishes each composition before it sends the frame callbacks that"
+say "  FIFO waits for: measured in this run, explicit sync runs at $(ratio "$E" "$W")x the automatic"
+say "  choice. So winsys's FIFO takes its zero-copy wl_shm there (the images' own memory, no copy);"
+say "  MAILBOX keeps explicit sync. On a compositor that composes asynchronously the dma-buf path is"
+say "  ahead (sway below)."
 if [ -n "$WESTON" ]; then kill "$WESTON"; wait "$WESTON" 2>/dev/null || true; fi
 
 # sway 1.12 on virtio-gpu: drm-syncobj, acquire and release as timeline

@@ -710,7 +710,7 @@ pub fn cmd_bench(opts: &Opts, name: Option<&str>) -> Result<ExitCode> {
 
 /// `cargo xtask demo`: the main job. Builds the tool and the examples
 /// (release), then runs `xtask/src/demo.sh` — `winsys info`, `winsys
-/// interop`, the cube through winsys (automatic and implicit sync) and
+/// interop`, the cube through winsys (automatic and explicit sync) and
 /// through Mesa's WSI on a headless weston and on sway, each figure
 /// explained, the reference compositor with the cube as its client — inside
 /// the VM test bed (installed on first use), or natively where this
@@ -784,7 +784,7 @@ pub fn cmd_demo(opts: &Opts) -> Result<ExitCode> {
         "interop.html",
         "cube-winsys.txt",
         "cube-mesa.txt",
-        "cube-implicit.txt",
+        "cube-explicit.txt",
         "compositor.txt",
         "vkcube-layer.png",
         "vkcube-layer.txt",
