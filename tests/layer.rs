@@ -1,8 +1,9 @@
 //! The Vulkan layer `VK_LAYER_WINSYS_wsi` (crate `winsys-layer`) under
 //! unmodified apps, with the Khronos validation layer stacked above it
 //! (its errors fail a test): vkcube (vulkan-tools) and the cube example's
-//! `--wsi mesa` path (plain `VK_KHR_swapchain` through ash) on weston
-//! (explicit sync), sway 1.12 (drm-syncobj), mutter (wl_shm, forced:
+//! `--wsi mesa` path (plain `VK_KHR_swapchain` through ash) on weston gl
+//! (zero-copy wl_shm in FIFO, as it composes on the CPU; explicit sync in
+//! MAILBOX, and forced), sway 1.12 (drm-syncobj), mutter (wl_shm, forced:
 //! its llvmpipe crashes on imported dma-bufs here), pixman weston
 //! (wl_shm) and the reference compositor (drm-syncobj). Each run proves
 //! the frames came through winsys: the layer's report
@@ -337,6 +338,7 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     assert_reported(&layer, pid, "shm", 30, &said);
     for l in &layer.events_of(pid, "create") {
         assert_eq!(field(l, "drm_format"), Some("XRGB8888"), "{l}");
+        assert_eq!(field(l, "path"), Some("ShmZeroCopy"), "{l}");
     }
     // What weston shows: the example's own pixel check (only the clear
     // colour and exact face colours, several faces).
@@ -608,7 +610,7 @@ fn a_premultiplied_swapchain_through_the_layer_presents_argb8888_buffers() {
 fn present_ids_are_waited_for_through_the_layer() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::forcing("explicit");
+    let layer = Layer::install();
     // FIFO: frame callbacks say when a frame is shown; MAILBOX: the
     // wp_presentation feedback (presented or discarded).
     for mode in ["fifo", "mailbox"] {
@@ -619,9 +621,14 @@ fn present_ids_are_waited_for_through_the_layer() {
             said.contains("cube: present waits: 28 succeeded"),
             "{mode}: {said}"
         );
-        assert_reported(&layer, pid, "explicit", 30, &said);
-        // The cube asks four; MAILBOX over explicit sync gets six.
-        let images = if mode == "fifo" { 4 } else { 6 };
+        // weston composes on the CPU: FIFO takes wl_shm by itself, MAILBOX
+        // explicit sync, with six images though the cube asks four.
+        let (sync, images) = if mode == "fifo" {
+            ("shm", 4)
+        } else {
+            ("explicit", 6)
+        };
+        assert_reported(&layer, pid, sync, 30, &said);
         assert!(
             said.contains(&format!(", {images} images")),
             "{mode}: {said}"
@@ -636,7 +643,7 @@ fn present_ids_are_waited_for_through_the_layer() {
 fn present_fences_and_unpresented_releases_through_the_layer() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::forcing("explicit");
+    let layer = Layer::install();
     let args = ["--frames", "40", "--maintenance1"];
     let (pid, _, said) = mesa_cube(&layer, &weston.socket, &args);
     // A fence per present, waited for before its slot's next frame (the
@@ -646,7 +653,8 @@ fn present_fences_and_unpresented_releases_through_the_layer() {
         said.contains("cube: present fences: 38 signalled; images released unpresented: 4"),
         "{said}"
     );
-    assert_reported(&layer, pid, "explicit", 40, &said);
+    // FIFO on weston gl: the automatic wl_shm.
+    assert_reported(&layer, pid, "shm", 40, &said);
 }
 
 #[test]

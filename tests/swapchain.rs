@@ -1,6 +1,6 @@
 //! The Vulkan swapchain on Wayland against weston 14 (headless, gl
 //! renderer): lavapipe-exported images the compositor imports (zero
-//! copy), cleared on the GPU, presented with the best sync weston offers
+//! copy), cleared on the GPU, presented with the sync winsys chooses there
 //! and with the lower one forced; the Khronos validation layer is on and
 //! weston's output is read back.
 

@@ -2,7 +2,8 @@
 //! unmodified program with and without `VK_LAYER_WINSYS_wsi`, on the same
 //! compositor, size, present mode and frame budget, in one run.
 //!
-//! Rows, per compositor (weston 14 gl: explicit sync; sway 1.12:
+//! Rows, per compositor (weston 14 gl: zero-copy wl_shm in FIFO, as it
+//! composes on the CPU, explicit sync in MAILBOX; sway 1.12:
 //! drm-syncobj; mutter 48: wl_shm, as its other rows — its llvmpipe crashes
 //! on imported dma-bufs here), size (256x256, 1920x1080) and present mode
 //! (FIFO, MAILBOX):

@@ -7,7 +7,9 @@
 //! - [`feedback`]: the feedback parsed and validated (format table, main
 //!   device, tranches), and the pick of format + modifier for a client;
 //! - [`sync`]: the sync mode, best first — drm-syncobj timelines, explicit
-//!   sync_files, implicit fences in the dma-buf, wl_shm — or forced.
+//!   sync_files, implicit fences in the dma-buf, wl_shm (for FIFO on a
+//!   compositor that composes on the CPU, wl_shm right after drm-syncobj)
+//!   — or forced.
 //!
 //! - [`surface`]: a toplevel window presenting dma-buf or wl_shm buffers
 //!   in one sync mode, each buffer's state explicit, never reused before
@@ -21,7 +23,7 @@
 //!
 //! let conn = wayland::connect(None)?;
 //! let report = wayland::probe(&conn, Duration::from_secs(5))?;
-//! let can = Abilities { timeline_syncobj: false, sync_file: true, dmabuf: true };
+//! let can = Abilities { timeline_syncobj: false, sync_file: true, dmabuf: true, shm_first: false };
 //! let mode = sync::choose(&report.offer(), &can, None)?;
 //! println!("would present with {mode}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

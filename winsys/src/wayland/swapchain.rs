@@ -27,8 +27,9 @@
 //! GPU, the app renders into images of its own device and each frame is
 //! copied on that GPU into a LINEAR buffer the compositor imports (on its
 //! device, else exported by the app's)
-//! ([`SwapchainConfig::copy_frames`]); without linux-dmabuf, wl_shm pools
-//! made of the images' own memory (udmabuf), or one copy per frame.
+//! ([`SwapchainConfig::copy_frames`]); without linux-dmabuf (and for FIFO
+//! on a compositor that composes on the CPU: [`sync`]), wl_shm pools made
+//! of the images' own memory (udmabuf), or one copy per frame.
 //!
 //! Each image is [`ImageState::Free`], [`ImageState::Acquired`] by the app
 //! or [`ImageState::Queued`] at the compositor; the transitions are checked
@@ -289,13 +290,20 @@ fn takes_on_wl_shm(report: &probe::Report, format: Fourcc) -> Result<bool> {
         && !report.modifiers(SyncMode::Shm, format)?.is_empty())
 }
 
-/// Whether the compositor composes on the CPU: the main device of its
-/// dma-buf feedback renders nothing ([`DrmDevice::renders`]). Unknown
-/// (no feedback, a device that cannot be opened here) is no.
-fn cpu_composition(feedback: Option<&super::feedback::Feedback>) -> bool {
-    feedback
-        .and_then(|f| DrmDevice::open_dev_t(f.main_device).ok())
-        .is_some_and(|d| !d.renders())
+/// Whether the compositor whose dma-buf feedback names `main` as its main
+/// device composes on the CPU: that device renders nothing
+/// ([`DrmDevice::renders`]). A render node is opened to ask (virtio-gpu's
+/// 3D); a primary node is not opened (the client would become its DRM
+/// master), and only vgem's is known to render nothing. Unknown is no.
+fn cpu_composition(main: u64) -> bool {
+    let nodes = DrmDevice::list();
+    let Some(node) = nodes.iter().find(|n| n.dev == main) else {
+        return false;
+    };
+    match node.kind {
+        NodeKind::Render => DrmDevice::open(&node.path).is_ok_and(|d| !d.renders()),
+        NodeKind::Primary => node.driver == "vgem",
+    }
 }
 
 impl Swapchain {
@@ -464,15 +472,26 @@ impl Swapchain {
             dmabuf: device.extensions().dmabuf_images(),
             shm_first: false,
         };
-        // FIFO on a compositor that composes on the CPU: wl_shm, for the
-        // formats it takes there (the sync module's docs say why), unless
-        // frames are to be copied into dma-bufs.
-        can.shm_first = config.sync.is_none()
+        let mut mode = sync::choose(&offer, &can, config.sync)?;
+        // FIFO on a compositor that composes on the CPU: zero-copy wl_shm
+        // before its fences (the sync module's docs say why), for a format
+        // it takes there, rendered by its own device, unless frames are to
+        // be copied into dma-bufs.
+        let main = match &report.feedback {
+            Some(Ok(fb)) => Some(fb.main_device),
+            _ => None,
+        };
+        if config.sync.is_none()
+            && matches!(mode, SyncMode::ExplicitSync | SyncMode::Implicit)
             && config.present_mode == PresentMode::Fifo
             && !config.copy_frames
-            && cpu_composition(report.feedback.as_ref().and_then(|f| f.as_ref().ok()))
-            && takes_on_wl_shm(report, config.format)?;
-        let mut mode = sync::choose(&offer, &can, config.sync)?;
+            && takes_on_wl_shm(report, config.format)?
+            && main.is_some_and(|m| !another_gpu(device, m) && cpu_composition(m))
+            && crate::alloc::udmabuf::Udmabuf::open().is_ok()
+        {
+            can.shm_first = true;
+            mode = sync::choose(&offer, &can, None)?;
+        }
         // A format the compositor takes on wl_shm alone (sway's RGBX5551
         // here) is presented through wl_shm: the best mode for that format.
         if config.sync.is_none()

@@ -34,8 +34,9 @@ pub enum SyncMode {
     /// linux-dmabuf with the fences inside the dma-buf (the render-done
     /// fence imported as a write fence before commit).
     Implicit,
-    /// `wl_shm`, for compositors without linux-dmabuf or when they refuse
-    /// the buffers: the images' own memory as the pools (udmabuf), else one
+    /// `wl_shm`, for compositors without linux-dmabuf, when they refuse
+    /// the buffers, and for FIFO on one that composes on the CPU
+    /// ([`Abilities::shm_first`]): the images' own memory as the pools (udmabuf), else one
     /// CPU copy per frame; each frame's rendering is waited for on the CPU.
     Shm,
 }
@@ -199,7 +200,7 @@ mod tests {
         // sway 1.12: drm-syncobj.
         let sway = offer(true, true, false, true);
         assert_eq!(choose(&sway, &ALL_CAN, None), Ok(SyncMode::DrmSyncobj));
-        // weston 14: explicit sync.
+        // weston 14 on a GPU (or in MAILBOX): explicit sync.
         let weston = offer(true, false, true, true);
         assert_eq!(choose(&weston, &ALL_CAN, None), Ok(SyncMode::ExplicitSync));
         // mutter 48: implicit only.

@@ -266,7 +266,7 @@ pub fn info(swapchain: Option<&J>) -> J {
             .iter()
             .find(|(k, _)| k == "sync_mode")
             .map(|(_, v)| match v {
-                J::Str(s) => J::from(format!("{s} (what winsys's swapchain gets here)")),
+                J::Str(s) => J::from(format!("{s} (what a FIFO swapchain of winsys's gets here)")),
                 other => other.clone(),
             })
             .unwrap_or(J::Null),
