@@ -16,7 +16,9 @@
 //! its own colours.
 //!
 //! Also: a window system the layer does not serve (a headless surface)
-//! and every non-WSI call behave as without it; `winsys info` reports the
+//! and every non-WSI call behave as without it; one surface switched
+//! between FIFO and MAILBOX (`oldSwapchain`) changes its sync mode
+//! (wl_shm, explicit) and goes on; `winsys info` reports the
 //! layer; a compositor that stalls during a swapchain's creation keeps
 //! the surface on winsys. tests/layer_soak.rs: recreation, a killed compositor, 2,000
 //! frames.
@@ -655,6 +657,70 @@ fn present_fences_and_unpresented_releases_through_the_layer() {
     );
     // FIFO on weston gl: the automatic wl_shm.
     assert_reported(&layer, pid, "shm", 40, &said);
+}
+
+/// One surface switched between FIFO and MAILBOX through `oldSwapchain`
+/// (the cube's `--present-mode fifo,mailbox --recreate-every 10`) on
+/// weston gl, which composes on the CPU: each FIFO swapchain takes
+/// zero-copy wl_shm (4 images), each MAILBOX one explicit sync (6 images).
+/// The surface goes from wl_shm buffers to dma-bufs with an explicit-sync
+/// object and back: no protocol error (it would end the cube), each old
+/// swapchain retired before it is destroyed, every frame presented, and
+/// weston shows the cube after the switches.
+#[test]
+fn one_surface_switched_between_fifo_and_mailbox_changes_its_sync_mode() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    let switching = ["--recreate-every", "10", "--present-mode", "fifo,mailbox"];
+    let mut args = vec!["--frames", "60"];
+    args.extend_from_slice(&switching);
+    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
+    assert_eq!(field(&json, "recreated"), Some("5"), "{json}");
+    println!("layer report of {pid}:\n{}", layer.events(pid).join("\n"));
+    let created = layer.events_of(pid, "create");
+    let destroyed = layer.events_of(pid, "destroy");
+    assert_eq!(created.len(), 6, "{said}");
+    assert_eq!(destroyed.len(), 6, "{said}");
+    for (i, (c, d)) in created.iter().zip(&destroyed).enumerate() {
+        let (mode, sync, images) = match i % 2 {
+            0 => ("FIFO", "shm", "4"),
+            _ => ("MAILBOX", "explicit", "6"),
+        };
+        assert_eq!(field(c, "present_mode"), Some(mode), "{c}");
+        assert_eq!(field(c, "sync"), Some(sync), "{c}");
+        assert_eq!(field(c, "images"), Some(images), "{c}");
+        assert_eq!(field(d, "swapchain"), field(c, "swapchain"), "{d}");
+        assert_eq!(field(d, "frames"), Some("10"), "{d}");
+        // The last one is destroyed at the end, never replaced.
+        let retired = if i < 5 { "true" } else { "false" };
+        assert_eq!(field(d, "retired"), Some(retired), "{d}");
+    }
+    // weston's output once the third swapchain (FIFO again, after a
+    // MAILBOX one with its ten frames) is made: a cube frame.
+    let creates = || {
+        let text = std::fs::read_to_string(&layer.report).unwrap_or_default();
+        text.lines()
+            .filter(|l| field(l, "event") == Some("create"))
+            .count()
+    };
+    let before = creates();
+    let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
+    let grab = || {
+        if creates() < before + 3 {
+            return None;
+        }
+        let shot = capture(&conn).ok()?;
+        Some((shot.width.min(256), shot.height.min(256), shot))
+    };
+    let (_, faces) = shows_the_cube(
+        &layer,
+        &weston.socket,
+        &switching,
+        &|w, h, p| common::cube_frame(w, h, p),
+        &grab,
+    );
+    println!("weston shows the cube after the switches: face pixels {faces:?}");
 }
 
 #[test]

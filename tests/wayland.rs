@@ -67,9 +67,6 @@ fn weston_gl_offers_feedback_on_a_device_of_this_machine_and_explicit_sync() {
             .is_ok_and(|d| d.has_syncobj_timeline()),
         sync_file,
         dmabuf: true,
-        // Its MAILBOX choice (FIFO on weston, which composes on the CPU,
-        // would take wl_shm first).
-        shm_first: false,
     };
     let mode = sync::choose(&offer, &can, None).unwrap();
     println!("sync mode with weston here: {mode}");
@@ -96,7 +93,6 @@ fn weston_pixman_has_no_linux_dmabuf_so_shm_is_chosen() {
         timeline_syncobj: true,
         sync_file: true,
         dmabuf: true,
-        shm_first: false,
     };
     assert_eq!(sync::choose(&offer, &can, None), Ok(SyncMode::Shm));
     assert!(sync::choose(&offer, &can, Some(SyncMode::Implicit)).is_err());
@@ -312,7 +308,6 @@ fn mutter_offers_v3_formats_implicit_sync_and_fifo_and_shows_shm_frames() {
         timeline_syncobj: true,
         sync_file: true,
         dmabuf: true,
-        shm_first: false,
     };
     assert_eq!(sync::choose(&offer, &can, None), Ok(SyncMode::Implicit));
     let mut surface = Surface::new(&conn, "winsys on mutter", SyncMode::Shm, PROBE).unwrap();

@@ -111,7 +111,9 @@ pub struct Args {
     pub images: u32,
     pub width: u32,
     pub height: u32,
-    pub present_mode: Mode,
+    /// `--present-mode`: the first swapchain's, then each one made anew
+    /// takes the next in turn (a list switches one surface between modes).
+    pub present_modes: Vec<Mode>,
     pub sync: Option<SyncMode>,
     pub mesa: bool,
     pub validation: bool,
@@ -131,8 +133,15 @@ pub struct Args {
     pub timeout: Duration,
 }
 
+impl Args {
+    /// The first swapchain's present mode.
+    pub fn present_mode(&self) -> Mode {
+        self.present_modes[0]
+    }
+}
+
 const USAGE: &str =
-    "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate] \
+    "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate[,...]] \
 [--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--format VKFORMAT] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -141,7 +150,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         images: 4,
         width: 256,
         height: 256,
-        present_mode: Mode::Fifo,
+        present_modes: vec![Mode::Fifo],
         sync: None,
         mesa: false,
         validation: false,
@@ -180,12 +189,14 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
                 }
             }
             "--present-mode" => {
-                args.present_mode = match value()?.as_str() {
-                    "fifo" => Mode::Fifo,
-                    "mailbox" => Mode::Mailbox,
-                    "immediate" => Mode::Immediate,
-                    other => return Err(format!("unknown present mode {other}\n{USAGE}").into()),
-                }
+                args.present_modes = (value()?.split(','))
+                    .map(|m| match m {
+                        "fifo" => Ok(Mode::Fifo),
+                        "mailbox" => Ok(Mode::Mailbox),
+                        "immediate" => Ok(Mode::Immediate),
+                        other => Err(format!("unknown present mode {other}\n{USAGE}")),
+                    })
+                    .collect::<std::result::Result<_, _>>()?;
             }
             "--sync" => {
                 let v = value()?;
@@ -234,6 +245,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     {
         return Err(
             "--second-swapchain, --present-wait, --premultiplied and --format are for --wsi mesa (VK_KHR_swapchain)"
+                .into(),
+        );
+    }
+    if args.present_modes.len() > 1 && !(args.mesa && args.recreate_every > 0) {
+        return Err(
+            "several present modes are for --wsi mesa with --recreate-every (each swapchain made anew takes the next)"
                 .into(),
         );
     }
@@ -587,7 +604,7 @@ fn run_winsys(args: &Args, window: &mut window::Window) -> Result<Frames> {
         config.encoding = winsys::vulkan::format::Encoding::Srgb;
     }
     config.timeout = args.timeout;
-    config.present_mode = match args.present_mode {
+    config.present_mode = match args.present_mode() {
         Mode::Fifo => PresentMode::Fifo,
         Mode::Mailbox => PresentMode::Mailbox,
         Mode::Immediate => PresentMode::Immediate,
@@ -755,7 +772,12 @@ fn report(args: &Args, f: &Frames) {
     };
     println!(
         "cube: wsi {wsi}, sync {}, path {}, {:?} {}x{}{asked}, {} images",
-        f.sync, f.path, args.present_mode, f.width, f.height, f.images
+        f.sync,
+        f.path,
+        args.present_mode(),
+        f.width,
+        f.height,
+        f.images
     );
     if args.present_wait {
         println!("cube: present waits: {} succeeded", f.present_waits);
@@ -804,7 +826,7 @@ fn report(args: &Args, f: &Frames) {
 \"surface_formats\":\"{}\"}}",
             f.sync,
             f.path.replace('"', "'"),
-            args.present_mode,
+            args.present_mode(),
             f.images,
             f.width,
             f.height,

@@ -47,7 +47,10 @@ struct Wsi<'a> {
     swapchain_fn: &'a khr::swapchain::Device,
     surface: vk::SurfaceKHR,
     format: vk::SurfaceFormatKHR,
-    present_mode: vk::PresentModeKHR,
+    /// `--present-mode`: the first swapchain's, then the next in turn.
+    present_modes: Vec<vk::PresentModeKHR>,
+    /// Swapchains made anew so far: which of `present_modes` is next.
+    turn: std::cell::Cell<usize>,
     /// `OPAQUE`, or `PRE_MULTIPLIED` (`--premultiplied`).
     alpha: vk::CompositeAlphaFlagsKHR,
     /// Images asked for (`--images`).
@@ -128,7 +131,7 @@ impl Wsi<'_> {
                     .image_sharing_mode(vk::SharingMode::EXCLUSIVE)
                     .pre_transform(vk::SurfaceTransformFlagsKHR::IDENTITY)
                     .composite_alpha(self.alpha)
-                    .present_mode(self.present_mode)
+                    .present_mode(self.present_modes[self.turn.get() % self.present_modes.len()])
                     .clipped(true)
                     .old_swapchain(old),
                 None,
@@ -237,6 +240,7 @@ impl Wsi<'_> {
         let old = chain.take().ok_or("no swapchain to replace")?;
         // SAFETY (all three): the device is idle.
         let old = unsafe { self.dismantle(old) };
+        self.turn.set(self.turn.get() + 1);
         let new = unsafe { self.create(size, old) };
         unsafe { self.swapchain_fn.destroy_swapchain(old, None) };
         *chain = Some(new?);
@@ -368,13 +372,15 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         .ok_or(format!("the surface offers no {want:?} ({formats:?})"))?;
     let surface_formats: Vec<String> = formats.iter().map(|f| format!("{:?}", f.format)).collect();
     let modes = unsafe { surface_fn.get_physical_device_surface_present_modes(physical, surface) }?;
-    let present_mode = match args.present_mode {
-        Mode::Fifo => vk::PresentModeKHR::FIFO,
-        Mode::Mailbox => vk::PresentModeKHR::MAILBOX,
-        Mode::Immediate => vk::PresentModeKHR::IMMEDIATE,
-    };
-    if !modes.contains(&present_mode) {
-        return Err(format!("Mesa's WSI offers no {present_mode:?} here ({modes:?})").into());
+    let present_modes: Vec<_> = (args.present_modes.iter())
+        .map(|m| match m {
+            Mode::Fifo => vk::PresentModeKHR::FIFO,
+            Mode::Mailbox => vk::PresentModeKHR::MAILBOX,
+            Mode::Immediate => vk::PresentModeKHR::IMMEDIATE,
+        })
+        .collect();
+    if let Some(missing) = present_modes.iter().find(|m| !modes.contains(m)) {
+        return Err(format!("Mesa's WSI offers no {missing:?} here ({modes:?})").into());
     }
     let alpha = match args.premultiplied {
         true => vk::CompositeAlphaFlagsKHR::PRE_MULTIPLIED,
@@ -397,7 +403,8 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         swapchain_fn: &swapchain_fn,
         surface,
         format,
-        present_mode,
+        present_modes,
+        turn: Default::default(),
         alpha,
         images: args.images,
     };

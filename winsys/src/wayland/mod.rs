@@ -23,7 +23,7 @@
 //!
 //! let conn = wayland::connect(None)?;
 //! let report = wayland::probe(&conn, Duration::from_secs(5))?;
-//! let can = Abilities { timeline_syncobj: false, sync_file: true, dmabuf: true, shm_first: false };
+//! let can = Abilities { timeline_syncobj: false, sync_file: true, dmabuf: true };
 //! let mode = sync::choose(&report.offer(), &can, None)?;
 //! println!("would present with {mode}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -466,17 +466,16 @@ impl Swapchain {
         let timelines = offer
             .drm_syncobj
             .and_then(|_| timeline_device(report.feedback.as_ref().and_then(|f| f.as_ref().ok())));
-        let mut can = Abilities {
+        let can = Abilities {
             timeline_syncobj: timelines.is_some(),
             sync_file: sync_fd.semaphore_export,
             dmabuf: device.extensions().dmabuf_images(),
-            shm_first: false,
         };
         let mut mode = sync::choose(&offer, &can, config.sync)?;
         // FIFO on a compositor that composes on the CPU: zero-copy wl_shm
-        // before its fences (the sync module's docs say why), for a format
-        // it takes there, rendered by its own device, unless frames are to
-        // be copied into dma-bufs.
+        // in place of its fences (the sync module's docs say why), for a
+        // format it takes there, rendered by its own device, unless frames
+        // are to be copied into dma-bufs. drm-syncobj stays.
         let main = match &report.feedback {
             Some(Ok(fb)) => Some(fb.main_device),
             _ => None,
@@ -485,12 +484,12 @@ impl Swapchain {
             && matches!(mode, SyncMode::ExplicitSync | SyncMode::Implicit)
             && config.present_mode == PresentMode::Fifo
             && !config.copy_frames
+            && sync::check(SyncMode::Shm, &offer, &can).is_ok()
             && takes_on_wl_shm(report, config.format)?
             && main.is_some_and(|m| !another_gpu(device, m) && cpu_composition(m))
             && crate::alloc::udmabuf::Udmabuf::open().is_ok()
         {
-            can.shm_first = true;
-            mode = sync::choose(&offer, &can, None)?;
+            mode = SyncMode::Shm;
         }
         // A format the compositor takes on wl_shm alone (sway's RGBX5551
         // here) is presented through wl_shm: the best mode for that format.

@@ -9,8 +9,10 @@
 //! frame callbacks of that composition only after it — the callbacks a
 //! FIFO swapchain waits for; and implicit sync has no fence there that
 //! proves its reads are over (llvmpipe puts none in the dma-buf). So a
-//! FIFO swapchain there takes wl_shm right after drm-syncobj (whose release
-//! points cost wlroots no such wait): [`Abilities::shm_first`]. Measured
+//! FIFO swapchain there takes wl_shm in place of explicit or implicit sync
+//! (drm-syncobj, whose release points cost wlroots no such wait, stays);
+//! [`super::swapchain::Swapchain`] decides it, as only it knows the
+//! present mode, the format and the device. Measured
 //! on the test bed (weston gl, FIFO, the cube, steady frames a second, two
 //! rounds; `docs/benchmarks.md`): at 256x256 explicit sync 18.9 / 19.6,
 //! zero-copy wl_shm 30.8 / 33.2, Mesa's WSI 30.4 / 28.7; at 1920x1080
@@ -35,9 +37,10 @@ pub enum SyncMode {
     /// fence imported as a write fence before commit).
     Implicit,
     /// `wl_shm`, for compositors without linux-dmabuf, when they refuse
-    /// the buffers, and for FIFO on one that composes on the CPU
-    /// ([`Abilities::shm_first`]): the images' own memory as the pools (udmabuf), else one
-    /// CPU copy per frame; each frame's rendering is waited for on the CPU.
+    /// the buffers, and for FIFO on one that composes on the CPU (see the
+    /// module docs): the images' own memory as the pools (udmabuf), else
+    /// one CPU copy per frame; each frame's rendering is waited for on the
+    /// CPU.
     Shm,
 }
 
@@ -97,10 +100,6 @@ pub struct Abilities {
     pub sync_file: bool,
     /// The client can render into dma-bufs the compositor imports.
     pub dmabuf: bool,
-    /// wl_shm comes before explicit and implicit sync: a FIFO swapchain on
-    /// a compositor that composes on the CPU (see the module docs; set by
-    /// [`super::swapchain::Swapchain`]).
-    pub shm_first: bool,
 }
 
 /// Why a mode cannot be used.
@@ -142,21 +141,8 @@ pub fn check(mode: SyncMode, offer: &Offer, can: &Abilities) -> Result<(), Unava
     }
 }
 
-/// The modes in the order they are tried: [`SyncMode::ALL`], or with
-/// [`Abilities::shm_first`] wl_shm right after drm-syncobj.
-pub fn order(can: &Abilities) -> [SyncMode; 4] {
-    match can.shm_first {
-        false => SyncMode::ALL,
-        true => [
-            SyncMode::DrmSyncobj,
-            SyncMode::Shm,
-            SyncMode::ExplicitSync,
-            SyncMode::Implicit,
-        ],
-    }
-}
-
-/// The best mode available ([`order`]), or `forced` if it is available.
+/// The best mode available ([`SyncMode::ALL`] is best first), or
+/// `forced` if it is available.
 pub fn choose(
     offer: &Offer,
     can: &Abilities,
@@ -166,7 +152,7 @@ pub fn choose(
         return check(mode, offer, can).map(|()| mode);
     }
     let mut last = None;
-    for mode in order(can) {
+    for mode in SyncMode::ALL {
         match check(mode, offer, can) {
             Ok(()) => return Ok(mode),
             Err(e) => last = Some(e),
@@ -183,7 +169,6 @@ mod tests {
         timeline_syncobj: true,
         sync_file: true,
         dmabuf: true,
-        shm_first: false,
     };
 
     fn offer(dmabuf: bool, syncobj: bool, explicit: bool, shm: bool) -> Offer {
@@ -238,32 +223,6 @@ mod tests {
             ..ALL_CAN
         };
         assert_eq!(choose(&weston, &no_dmabuf, None), Ok(SyncMode::Shm));
-    }
-
-    #[test]
-    fn fifo_on_a_compositor_that_composes_on_the_cpu_gets_wl_shm_before_fences() {
-        let cpu = Abilities {
-            shm_first: true,
-            ..ALL_CAN
-        };
-        // weston gl on llvmpipe (its main device vgem): wl_shm, not explicit.
-        let weston = offer(true, false, true, true);
-        assert_eq!(choose(&weston, &cpu, None), Ok(SyncMode::Shm));
-        // An implicit-only one: wl_shm too (no fence proves its reads over).
-        let mutter = offer(true, false, false, true);
-        assert_eq!(choose(&mutter, &cpu, None), Ok(SyncMode::Shm));
-        // sway on virtio-gpu without 3D: drm-syncobj stays first.
-        let sway = offer(true, true, false, true);
-        assert_eq!(choose(&sway, &cpu, None), Ok(SyncMode::DrmSyncobj));
-        // Without wl_shm the fences serve, best first.
-        let no_shm = offer(true, false, true, false);
-        assert_eq!(choose(&no_shm, &cpu, None), Ok(SyncMode::ExplicitSync));
-        // Forcing still picks any available mode.
-        assert_eq!(
-            choose(&weston, &cpu, Some(SyncMode::ExplicitSync)),
-            Ok(SyncMode::ExplicitSync)
-        );
-        assert_eq!(order(&ALL_CAN), SyncMode::ALL);
     }
 
     #[test]
