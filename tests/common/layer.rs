@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::weston::Shot;
+
 pub const LAYER: &str = "VK_LAYER_WINSYS_wsi";
 
 /// The layer installed as an explicit layer in a directory of its own
@@ -214,4 +216,65 @@ pub fn mesa_cube_env(
         .unwrap_or_default()
         .to_string();
     (pid, json, said)
+}
+
+/// A picture read back: width, height, and the pixel at (x, y).
+pub type Picture = (u32, u32, Box<dyn Fn(u32, u32) -> u32>);
+
+/// Distinct colours of a picture.
+pub fn colours(width: u32, height: u32, pixel: impl Fn(u32, u32) -> u32) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for y in 0..height {
+        for x in 0..width {
+            seen.insert(pixel(x, y) & 0xff_ffff);
+        }
+    }
+    seen.len()
+}
+
+/// vkcube's picture: its textured cube has many colours (a clear-colour
+/// frame, or nothing, has one or two).
+pub const VKCUBE_COLOURS: usize = 40;
+
+/// vkcube runs (through the layer) until `grab` reads the compositor's
+/// output back showing its picture; then it is stopped.
+pub fn vkcube_is_shown(
+    layer: &Layer,
+    socket: &str,
+    env: &[(&str, &str)],
+    grab: impl Fn() -> Option<Picture>,
+) {
+    let mut child = spawn_vkcube(layer, socket, 1_000_000, env);
+    let t = Instant::now();
+    let mut last = 0;
+    let shown = loop {
+        if t.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("vkcube exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some((w, h, pixel)) = grab() {
+            last = colours(w, h, pixel);
+            if last >= VKCUBE_COLOURS {
+                break true;
+            }
+        }
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    println!("vkcube until shown:\n{said}");
+    assert_no_validation_errors(&said);
+    assert!(
+        shown,
+        "the output never showed vkcube's picture (last: {last} colours)"
+    );
+    println!("the compositor shows vkcube's picture ({last} colours)");
+}
+
+pub fn shot(s: Shot) -> Option<Picture> {
+    let (w, h) = (s.width, s.height);
+    Some((w, h, Box::new(move |x, y| s.pixel(x, y))))
 }

@@ -1,0 +1,75 @@
+//! The Vulkan layer on a driver that lacks what winsys needs. lavapipe
+//! offers DRM format modifiers and sync_file semaphores and fences only
+//! on a kernel with udmabuf and the dma-buf sync_file ioctls (6.0): on
+//! the test bed's 5.10 it has neither, so the layer serves no device and
+//! gets out of the way — the driver's own WSI presents, through the
+//! Wayland surface the layer made in the driver too, the validation
+//! layer silent, and the layer says what the driver lacks. On a kernel
+//! with them the same run is winsys's. The test bed declares which kernel
+//! lacks what (xtask/src/kernels.rs, passed as `WINSYS_KERNEL_LACKS`);
+//! tests/kernel.rs checks the declaration.
+//!
+//! This is the one layer test that runs on both guest kernels (the others
+//! need lavapipe's dma-bufs).
+
+mod common;
+
+use std::time::Duration;
+
+use common::layer::{
+    assert_no_validation_errors, assert_reported, finish, shot, spawn_vkcube, text,
+    vkcube_is_shown, Layer,
+};
+use common::need;
+use common::weston::{capture, Weston};
+
+/// Whether the running kernel is declared to lack `feature`.
+fn lacks(feature: &str) -> bool {
+    std::env::var("WINSYS_KERNEL_LACKS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|f| f == feature)
+}
+
+#[test]
+fn vkcube_through_the_layer_gets_the_drivers_wsi_where_the_driver_lacks_what_winsys_needs() {
+    let _one = common::one_at_a_time();
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    let without = lacks("lavapipe_dmabuf");
+    let debug = [("WINSYS_LAYER_DEBUG", "1")];
+    let child = spawn_vkcube(&layer, &weston.socket, 30, &debug);
+    let pid = child.id();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("vkcube --c 30 (lavapipe without dma-buf images: {without}):\n{said}");
+    assert!(in_time, "vkcube did not finish within 300 s");
+    assert!(out.status.success(), "vkcube failed: {}", out.status);
+    assert_no_validation_errors(&said);
+    if without {
+        // Not a swapchain of the layer's: the driver's, for every frame.
+        let events = layer.events(pid);
+        assert!(events.is_empty(), "the layer made swapchains: {events:?}");
+        let why = said
+            .lines()
+            .find(|l| l.contains("winsys layer: not serving"))
+            .unwrap_or_else(|| panic!("the layer did not say why it stepped aside:\n{said}"));
+        // 5.10's lavapipe: no modifiers, no sync_file semaphores or fences.
+        for lacking in [
+            "VK_EXT_image_drm_format_modifier",
+            "VK_KHR_external_semaphore_fd",
+            "VK_KHR_external_fence_fd",
+        ] {
+            assert!(why.contains(lacking), "{why}");
+        }
+        println!("the layer stepped aside: {why}");
+    } else {
+        // weston gl composes on the CPU: FIFO takes zero-copy wl_shm.
+        assert_reported(&layer, pid, "shm", 30, &said);
+        assert!(!said.contains("winsys layer: not serving"), "{said}");
+    }
+    let conn = winsys::wayland::connect(Some(&weston.socket)).unwrap();
+    vkcube_is_shown(&layer, &weston.socket, &debug, || {
+        capture(&conn).ok().and_then(shot)
+    });
+}
