@@ -13,7 +13,7 @@ use winsys::device::{DrmDevice, NodeKind};
 use winsys::format::Fourcc;
 use winsys::sync::probe;
 
-const LACKS_ENV: &str = "WINSYS_KERNEL_LACKS";
+use common::LACKS_ENV;
 
 #[test]
 fn declared_kernel_features_match_this_kernel() {

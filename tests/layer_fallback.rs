@@ -1,11 +1,11 @@
-//! The Vulkan layer on a driver that lacks what winsys needs. lavapipe
-//! offers DRM format modifiers and sync_file semaphores and fences only
-//! on a kernel with udmabuf and the dma-buf sync_file ioctls (6.0): on
-//! the test bed's 5.10 it has neither, so the layer serves no device and
-//! gets out of the way — the driver's own WSI presents, through the
-//! Wayland surface the layer made in the driver too, the validation
-//! layer silent, and the layer says what the driver lacks. On a kernel
-//! with them the same run is winsys's. The test bed declares which kernel
+//! The Vulkan layer on a driver that lacks what winsys needs. On the test
+//! bed's 5.10 (no udmabuf, no dma-buf sync_file ioctls) lavapipe offers
+//! no DRM format modifiers, no sync_file semaphores or fences and no
+//! `VK_EXT_physical_device_drm` (xtask/src/kernels.rs declares it as
+//! `lavapipe_dmabuf`), so the layer serves no device and gets out of the
+//! way — the driver's own WSI presents, through the Wayland surface the
+//! layer made in the driver too, the validation layer silent, and the
+//! layer says what the driver lacks. On 6.12 the same run is winsys's. The test bed declares which kernel
 //! lacks what (xtask/src/kernels.rs, passed as `WINSYS_KERNEL_LACKS`);
 //! tests/kernel.rs checks the declaration.
 //!
@@ -23,20 +23,12 @@ use common::layer::{
 use common::need;
 use common::weston::{capture, Weston};
 
-/// Whether the running kernel is declared to lack `feature`.
-fn lacks(feature: &str) -> bool {
-    std::env::var("WINSYS_KERNEL_LACKS")
-        .unwrap_or_default()
-        .split(',')
-        .any(|f| f == feature)
-}
-
 #[test]
 fn vkcube_through_the_layer_gets_the_drivers_wsi_where_the_driver_lacks_what_winsys_needs() {
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let layer = Layer::install();
-    let without = lacks("lavapipe_dmabuf");
+    let without = common::kernel_lacks("lavapipe_dmabuf");
     let debug = [("WINSYS_LAYER_DEBUG", "1")];
     let child = spawn_vkcube(&layer, &weston.socket, 30, &debug);
     let pid = child.id();

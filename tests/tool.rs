@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use common::kernel_lacks as lacks;
 use common::need;
 use common::weston::Weston;
 use serde_json::Value;
@@ -25,14 +26,6 @@ fn info_json(display: Option<&str>) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("valid JSON")
-}
-
-/// Whether the running kernel is declared to lack `feature`.
-fn lacks(feature: &str) -> bool {
-    std::env::var("WINSYS_KERNEL_LACKS")
-        .unwrap_or_default()
-        .split(',')
-        .any(|f| f == feature)
 }
 
 #[test]

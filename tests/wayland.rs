@@ -68,6 +68,8 @@ fn weston_gl_offers_feedback_on_a_device_of_this_machine_and_explicit_sync() {
         sync_file,
         dmabuf: true,
     };
+    // The best fence mode (a FIFO swapchain on weston, which composes on
+    // the CPU, takes wl_shm in its place: wayland::swapchain).
     let mode = sync::choose(&offer, &can, None).unwrap();
     println!("sync mode with weston here: {mode}");
     let expect = if sync_file {

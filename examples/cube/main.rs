@@ -32,7 +32,11 @@
 //! - `--images N`: swapchain images (default 4, what Mesa's Wayland WSI
 //!   asks at least; it may raise a lower count to that);
 //! - `--present-mode fifo|mailbox|immediate` (default fifo; immediate asks
-//!   the compositor for tearing updates where it offers tearing control);
+//!   the compositor for tearing updates where it offers tearing control),
+//!   or a comma list (`fifo,mailbox`, with `--wsi mesa` and
+//!   `--recreate-every`): the first swapchain takes the first mode, each
+//!   one made anew the next in turn (one surface switched between modes);
+//!   the summary line and the JSON name the first;
 //! - `--sync auto|syncobj|explicit|implicit|shm` (winsys only; default auto);
 //! - `--copy-frames` (winsys only): render into images of the app's device
 //!   and copy each frame into the compositor's LINEAR buffer, as winsys does
@@ -189,7 +193,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
                 }
             }
             "--present-mode" => {
-                args.present_modes = (value()?.split(','))
+                args.present_modes = value()?
+                    .split(',')
                     .map(|m| match m {
                         "fifo" => Ok(Mode::Fifo),
                         "mailbox" => Ok(Mode::Mailbox),

@@ -49,7 +49,8 @@ struct Wsi<'a> {
     format: vk::SurfaceFormatKHR,
     /// `--present-mode`: the first swapchain's, then the next in turn.
     present_modes: Vec<vk::PresentModeKHR>,
-    /// Swapchains made anew so far: which of `present_modes` is next.
+    /// Swapchains made anew so far: the current one's mode is
+    /// `present_modes[turn % len]`.
     turn: std::cell::Cell<usize>,
     /// `OPAQUE`, or `PRE_MULTIPLIED` (`--premultiplied`).
     alpha: vk::CompositeAlphaFlagsKHR,
@@ -238,9 +239,9 @@ impl Wsi<'_> {
         // is in use (its last present's semaphore wait included).
         unsafe { self.device.device_wait_idle() }?;
         let old = chain.take().ok_or("no swapchain to replace")?;
+        self.turn.set(self.turn.get() + 1);
         // SAFETY (all three): the device is idle.
         let old = unsafe { self.dismantle(old) };
-        self.turn.set(self.turn.get() + 1);
         let new = unsafe { self.create(size, old) };
         unsafe { self.swapchain_fn.destroy_swapchain(old, None) };
         *chain = Some(new?);
@@ -372,7 +373,9 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
         .ok_or(format!("the surface offers no {want:?} ({formats:?})"))?;
     let surface_formats: Vec<String> = formats.iter().map(|f| format!("{:?}", f.format)).collect();
     let modes = unsafe { surface_fn.get_physical_device_surface_present_modes(physical, surface) }?;
-    let present_modes: Vec<_> = (args.present_modes.iter())
+    let present_modes: Vec<_> = args
+        .present_modes
+        .iter()
         .map(|m| match m {
             Mode::Fifo => vk::PresentModeKHR::FIFO,
             Mode::Mailbox => vk::PresentModeKHR::MAILBOX,

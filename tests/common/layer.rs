@@ -274,6 +274,7 @@ pub fn vkcube_is_shown(
     println!("the compositor shows vkcube's picture ({last} colours)");
 }
 
+/// A weston shot as a [`Picture`].
 pub fn shot(s: Shot) -> Option<Picture> {
     let (w, h) = (s.width, s.height);
     Some((w, h, Box::new(move |x, y| s.pixel(x, y))))

@@ -14,6 +14,20 @@ use winsys::dmabuf::Access;
 use winsys::format::Fourcc;
 use winsys::sync::SyncFile;
 
+/// What the test bed declares the running kernel to lack (xtask's
+/// `kernels::LACKS_ENV`): comma-separated feature names, empty on a kernel
+/// that lacks nothing, unset outside the test bed.
+pub const LACKS_ENV: &str = "WINSYS_KERNEL_LACKS";
+
+/// Whether the running kernel is declared to lack `feature`
+/// (`udmabuf`, `lavapipe_dmabuf`, ...; [`LACKS_ENV`]).
+pub fn kernel_lacks(feature: &str) -> bool {
+    std::env::var(LACKS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .any(|f| f == feature)
+}
+
 /// Whether missing devices fail tests instead of skipping them.
 pub fn devices_required() -> bool {
     std::env::var_os("WINSYS_REQUIRE_DEVICES").is_some_and(|v| v == "1")

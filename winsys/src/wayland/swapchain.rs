@@ -481,10 +481,9 @@ impl Swapchain {
             _ => None,
         };
         if config.sync.is_none()
-            && matches!(mode, SyncMode::ExplicitSync | SyncMode::Implicit)
+            && sync::shm_in_place_of(mode, &offer, &can)
             && config.present_mode == PresentMode::Fifo
             && !config.copy_frames
-            && sync::check(SyncMode::Shm, &offer, &can).is_ok()
             && takes_on_wl_shm(report, config.format)?
             && main.is_some_and(|m| !another_gpu(device, m) && cpu_composition(m))
             && crate::alloc::udmabuf::Udmabuf::open().is_ok()

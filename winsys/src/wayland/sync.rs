@@ -10,10 +10,10 @@
 //! FIFO swapchain waits for; and implicit sync has no fence there that
 //! proves its reads are over (llvmpipe puts none in the dma-buf). So a
 //! FIFO swapchain there takes wl_shm in place of explicit or implicit sync
-//! (drm-syncobj, whose release points cost wlroots no such wait, stays);
-//! [`super::swapchain::Swapchain`] decides it, as only it knows the
-//! present mode, the format and the device. Measured
-//! on the test bed (weston gl, FIFO, the cube, steady frames a second, two
+//! (drm-syncobj, whose release points cost wlroots no such wait, stays:
+//! [`shm_in_place_of`]); [`super::swapchain::Swapchain`] asks it, as only
+//! it knows the present mode, the format and the device. Measured on the
+//! test bed (weston gl, FIFO, the cube, steady frames a second, two
 //! rounds; `docs/benchmarks.md`): at 256x256 explicit sync 18.9 / 19.6,
 //! zero-copy wl_shm 30.8 / 33.2, Mesa's WSI 30.4 / 28.7; at 1920x1080
 //! 2.27 / 2.39, 2.27 / 2.29 and 2.11 / 2.10. MAILBOX does not wait for
@@ -141,6 +141,15 @@ pub fn check(mode: SyncMode, offer: &Offer, can: &Abilities) -> Result<(), Unava
     }
 }
 
+/// Whether `chosen` gives way to wl_shm for a FIFO swapchain on a
+/// compositor that composes on the CPU (the module docs say why): a fence
+/// mode (explicit or implicit) does, where wl_shm is available;
+/// drm-syncobj stays. The swapchain asks this of an unforced choice.
+pub fn shm_in_place_of(chosen: SyncMode, offer: &Offer, can: &Abilities) -> bool {
+    matches!(chosen, SyncMode::ExplicitSync | SyncMode::Implicit)
+        && check(SyncMode::Shm, offer, can).is_ok()
+}
+
 /// The best mode available ([`SyncMode::ALL`] is best first), or
 /// `forced` if it is available.
 pub fn choose(
@@ -223,6 +232,24 @@ mod tests {
             ..ALL_CAN
         };
         assert_eq!(choose(&weston, &no_dmabuf, None), Ok(SyncMode::Shm));
+    }
+
+    #[test]
+    fn on_a_cpu_compositor_fences_give_way_to_wl_shm_and_drm_syncobj_stays() {
+        // weston gl on llvmpipe: explicit sync gives way.
+        let weston = offer(true, false, true, true);
+        assert!(shm_in_place_of(SyncMode::ExplicitSync, &weston, &ALL_CAN));
+        // An implicit-only one: implicit gives way too.
+        let mutter = offer(true, false, false, true);
+        assert!(shm_in_place_of(SyncMode::Implicit, &mutter, &ALL_CAN));
+        // sway on virtio-gpu without 3D: drm-syncobj stays.
+        let sway = offer(true, true, false, true);
+        assert!(!shm_in_place_of(SyncMode::DrmSyncobj, &sway, &ALL_CAN));
+        // Without wl_shm the fences serve.
+        let no_shm = offer(true, false, true, false);
+        assert!(!shm_in_place_of(SyncMode::ExplicitSync, &no_shm, &ALL_CAN));
+        // wl_shm already: nothing to give way.
+        assert!(!shm_in_place_of(SyncMode::Shm, &weston, &ALL_CAN));
     }
 
     #[test]
