@@ -30,8 +30,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::layer::{
-    assert_no_validation_errors, assert_reported, field, finish, mesa_cube, mesa_cube_env, shot,
-    spawn, spawn_vkcube, text, vkcube_is_shown, Layer, LAYER,
+    assert_no_validation_errors, assert_reported, field, finish, finishes_cleanly, mesa_cube,
+    mesa_cube_env, shot, spawn, spawn_vkcube, text, vkcube_is_shown, Layer, LAYER,
 };
 
 use common::compositor::{Compositor, Stall};
@@ -54,13 +54,7 @@ fn vkcube_runs(layer: &Layer, socket: &str, sync: &str, frames: u32, env: &[(&st
 /// [`vkcube_runs`]'s checks of a vkcube started with `frames` frames;
 /// what it said.
 fn vkcube_finishes(layer: &Layer, child: std::process::Child, sync: &str, frames: u32) -> String {
-    let pid = child.id();
-    let (out, in_time) = finish(child, Duration::from_secs(300));
-    let said = text(&out);
-    println!("vkcube --c {frames}:\n{said}");
-    assert!(in_time, "vkcube did not finish within 300 s");
-    assert!(out.status.success(), "vkcube failed: {}", out.status);
-    assert_no_validation_errors(&said);
+    let (pid, _, said) = finishes_cleanly(child, &format!("vkcube --c {frames}"));
     assert_reported(layer, pid, sync, u64::from(frames), &said);
     said
 }

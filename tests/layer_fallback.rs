@@ -14,11 +14,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::layer::{
-    assert_no_validation_errors, assert_reported, finish, shot, spawn_vkcube, text,
-    vkcube_is_shown, Layer,
+    assert_reported, finishes_cleanly, shot, spawn_vkcube, vkcube_is_shown, Layer,
 };
 use common::need;
 use common::weston::{capture, Weston};
@@ -31,13 +28,8 @@ fn vkcube_through_the_layer_gets_the_drivers_wsi_where_the_driver_lacks_what_win
     let without = common::kernel_lacks("lavapipe_dmabuf");
     let debug = [("WINSYS_LAYER_DEBUG", "1")];
     let child = spawn_vkcube(&layer, &weston.socket, 30, &debug);
-    let pid = child.id();
-    let (out, in_time) = finish(child, Duration::from_secs(300));
-    let said = text(&out);
-    println!("vkcube --c 30 (lavapipe without dma-buf images: {without}):\n{said}");
-    assert!(in_time, "vkcube did not finish within 300 s");
-    assert!(out.status.success(), "vkcube failed: {}", out.status);
-    assert_no_validation_errors(&said);
+    let what = format!("vkcube --c 30 (lavapipe without dma-buf images: {without})");
+    let (pid, _, said) = finishes_cleanly(child, &what);
     if without {
         // Not a swapchain of the layer's: the driver's, for every frame.
         let events = layer.events(pid);

@@ -193,6 +193,20 @@ pub fn mesa_cube(layer: &Layer, socket: &str, args: &[&str]) -> (u32, String, St
     mesa_cube_env(layer, socket, args, &[])
 }
 
+/// Wait for `child` (`what`, in messages) at most 300 s: it must exit 0
+/// and the validation layer must have been silent. Its pid, its output
+/// and what it said (stdout, then stderr).
+pub fn finishes_cleanly(child: Child, what: &str) -> (u32, Output, String) {
+    let pid = child.id();
+    let (out, in_time) = finish(child, Duration::from_secs(300));
+    let said = text(&out);
+    println!("{what}:\n{said}");
+    assert!(in_time, "{what} did not finish within 300 s");
+    assert!(out.status.success(), "{what} failed: {}", out.status);
+    assert_no_validation_errors(&said);
+    (pid, out, said)
+}
+
 /// [`mesa_cube`] with `env` set too.
 pub fn mesa_cube_env(
     layer: &Layer,
@@ -203,13 +217,7 @@ pub fn mesa_cube_env(
     let mut all = vec!["--wsi", "mesa", "--json", "--validation", "--timeout", "30"];
     all.extend_from_slice(args);
     let child = spawn(layer, socket, &super::built("examples", "cube"), &all, env);
-    let pid = child.id();
-    let (out, in_time) = finish(child, Duration::from_secs(300));
-    let said = text(&out);
-    println!("cube {all:?}:\n{said}");
-    assert!(in_time, "the cube did not finish within 300 s");
-    assert!(out.status.success(), "the cube failed: {}", out.status);
-    assert_no_validation_errors(&said);
+    let (pid, out, said) = finishes_cleanly(child, &format!("the cube {all:?}"));
     let json = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
