@@ -59,6 +59,9 @@
 //!   waited for before its slot is used again, and every tenth frame
 //!   acquires one more image and gives it back unpresented
 //!   (`vkReleaseSwapchainImagesEXT`);
+//! - `--fence-before-present` (mesa only): the rendering signals no
+//!   semaphore; the app waits for its fence, then presents with no wait
+//!   semaphores (queue order and the CPU wait are all the present has);
 //! - `--second-swapchain` (mesa only): after the first swapchain, ask for
 //!   another on the same surface without `oldSwapchain`, which must be
 //!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
@@ -131,6 +134,7 @@ pub struct Args {
     pub second_swapchain: bool,
     pub present_wait: bool,
     pub maintenance1: bool,
+    pub fence_before_present: bool,
     /// Make the swapchain anew after every this many frames (0: only
     /// when the compositor asks).
     pub recreate_every: u64,
@@ -146,7 +150,7 @@ impl Args {
 
 const USAGE: &str =
     "usage: cube [--frames N] [--images N] [--size WxH] [--present-mode fifo|mailbox|immediate[,...]] \
-[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--format VKFORMAT] [--premultiplied] [--present-wait] [--maintenance1] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
+[--sync auto|syncobj|explicit|implicit|shm] [--copy-frames] [--wsi winsys|mesa] [--srgb] [--format VKFORMAT] [--premultiplied] [--present-wait] [--maintenance1] [--fence-before-present] [--second-swapchain] [--recreate-every N] [--validation] [--json] [--weston] [--timeout SECS]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -167,6 +171,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         second_swapchain: false,
         present_wait: false,
         maintenance1: false,
+        fence_before_present: false,
         recreate_every: 0,
         timeout: Duration::from_secs(5),
     };
@@ -237,6 +242,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--second-swapchain" => args.second_swapchain = true,
             "--present-wait" => args.present_wait = true,
             "--maintenance1" => args.maintenance1 = true,
+            "--fence-before-present" => args.fence_before_present = true,
             "--recreate-every" => args.recreate_every = value()?.parse()?,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
@@ -245,11 +251,15 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     if args.mesa && args.copy_frames {
         return Err("--copy-frames is winsys's; Mesa's WSI decides that itself".into());
     }
-    if (args.second_swapchain || args.present_wait || args.premultiplied || args.format.is_some())
+    if (args.second_swapchain
+        || args.present_wait
+        || args.premultiplied
+        || args.format.is_some()
+        || args.fence_before_present)
         && !args.mesa
     {
         return Err(
-            "--second-swapchain, --present-wait, --premultiplied and --format are for --wsi mesa (VK_KHR_swapchain)"
+            "--second-swapchain, --present-wait, --premultiplied, --format and --fence-before-present are for --wsi mesa (VK_KHR_swapchain)"
                 .into(),
         );
     }

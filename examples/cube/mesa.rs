@@ -601,15 +601,24 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             }
             let wait = [acquired[slot]];
             let stages = [vk::PipelineStageFlags::COLOR_ATTACHMENT_OUTPUT];
-            let signal = [c.rendered[index as usize]];
+            let rendered = [c.rendered[index as usize]];
+            // --fence-before-present: no semaphore between the rendering
+            // and the present; the fence, waited for below, orders them.
+            let signal: &[vk::Semaphore] = match args.fence_before_present {
+                true => &[],
+                false => &rendered,
+            };
             let cmd_list = [cmd];
             let submit = vk::SubmitInfo::default()
                 .wait_semaphores(&wait)
                 .wait_dst_stage_mask(&stages)
                 .command_buffers(&cmd_list)
-                .signal_semaphores(&signal);
+                .signal_semaphores(signal);
             unsafe { device.queue_submit(queue, &[submit], fences[slot]) }?;
             submitted += 1;
+            if args.fence_before_present {
+                unsafe { device.wait_for_fences(&[fences[slot]], true, timeout) }?;
+            }
             if let Some(t) = &mut timer {
                 t.request()?;
             }
@@ -620,7 +629,7 @@ pub fn run(args: &Args, window: &mut crate::window::Window) -> Result<Frames> {
             let present_fence = [present_fences[slot]];
             let mut fence_info = vk::SwapchainPresentFenceInfoEXT::default().fences(&present_fence);
             let mut present_info = vk::PresentInfoKHR::default()
-                .wait_semaphores(&signal)
+                .wait_semaphores(signal)
                 .swapchains(&swapchains)
                 .image_indices(&indices);
             if args.present_wait {
