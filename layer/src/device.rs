@@ -1,7 +1,7 @@
 //! The device chain: which devices the layer serves, the extensions it
 //! enables on them, and the queues it may present on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -116,12 +116,6 @@ pub struct DeviceData {
     pub driver_present_ids: Mutex<HashMap<u64, u64>>,
     /// The layer's swapchains on it, by handle.
     pub swapchains: Mutex<HashMap<u64, Arc<LayerSwapchain>>>,
-    /// The app's binary semaphores that can give a sync_file (made
-    /// exportable by the layer's `vkCreateSemaphore`, or by the app), by
-    /// handle: a present that waits only for such semaphores exports them
-    /// instead of submitting a wait of its own. Empty where the driver
-    /// cannot export.
-    pub exportable: Mutex<HashSet<u64>>,
 }
 
 impl DeviceData {
@@ -134,13 +128,6 @@ impl DeviceData {
     pub fn swapchain(&self, handle: vk::SwapchainKHR) -> Option<Arc<LayerSwapchain>> {
         let map = self.swapchains.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&handle.as_raw()).cloned()
-    }
-
-    /// Whether every semaphore of `waits` can give a sync_file
-    /// ([`DeviceData::exportable`]).
-    pub fn all_exportable(&self, waits: &[vk::Semaphore]) -> bool {
-        let set = self.exportable.lock().unwrap_or_else(|p| p.into_inner());
-        waits.iter().all(|s| set.contains(&s.as_raw()))
     }
 
     /// The layer's swapchains on `surface`.
@@ -211,8 +198,6 @@ pub fn intercept(name: &CStr) -> Option<vk::PFN_vkVoidFunction> {
         b"vkDebugMarkerSetObjectNameEXT" => entry!(marker_object_name),
         b"vkDebugMarkerSetObjectTagEXT" => entry!(marker_object_tag),
         b"vkCreateImage" => entry!(create_image),
-        b"vkCreateSemaphore" => entry!(create_semaphore),
-        b"vkDestroySemaphore" => entry!(destroy_semaphore),
         b"vkBindImageMemory2" => entry!(bind_image_memory2),
         b"vkBindImageMemory2KHR" => entry!(bind_image_memory2_khr),
         _ => return None,
@@ -381,102 +366,6 @@ unsafe extern "system" fn create_image(
         }
         // SAFETY: the app's valid arguments, passed on.
         unsafe { (d.raw.fp_v1_0().create_image)(device, info, allocator, out) }
-    })
-}
-
-/// `vkCreateSemaphore` on a served device: a binary semaphore is made
-/// exportable as a sync_file (SYNC_FD) where the driver can export and the
-/// app asked for no export of its own, so that a present waiting for it
-/// can hand its signal to the compositor without a submission
-/// ([`DeviceData::exportable`]). Timeline semaphores, and the app's own
-/// exportable ones without SYNC_FD, go down as they are.
-unsafe extern "system" fn create_semaphore(
-    device: vk::Device,
-    info: *const vk::SemaphoreCreateInfo<'_>,
-    allocator: *const vk::AllocationCallbacks<'_>,
-    out: *mut vk::Semaphore,
-) -> vk::Result {
-    guard(vk::Result::ERROR_OUT_OF_HOST_MEMORY, || {
-        let Some(d) = data(device) else {
-            return vk::Result::ERROR_DEVICE_LOST;
-        };
-        let can_export = d
-            .winsys
-            .as_ref()
-            .is_some_and(|w| w.sync_fd_support().semaphore_export);
-        // SAFETY: a valid create info and pNext chain.
-        let (timeline, theirs) = unsafe {
-            let next = (*info).p_next;
-            (
-                loader::chained::<vk::SemaphoreTypeCreateInfo<'_>>(
-                    next,
-                    vk::StructureType::SEMAPHORE_TYPE_CREATE_INFO,
-                )
-                .is_some_and(|t| t.semaphore_type == vk::SemaphoreType::TIMELINE),
-                loader::chained::<vk::ExportSemaphoreCreateInfo<'_>>(
-                    next,
-                    vk::StructureType::EXPORT_SEMAPHORE_CREATE_INFO,
-                )
-                .map(|e| e.handle_types),
-            )
-        };
-        let create = d.raw.fp_v1_0().create_semaphore;
-        let pass = || {
-            // SAFETY: the app's valid arguments, passed on.
-            unsafe { create(device, info, allocator, out) }
-        };
-        let remember = || {
-            let mut set = d.exportable.lock().unwrap_or_else(|p| p.into_inner());
-            // SAFETY: the semaphore just made.
-            set.insert(unsafe { *out }.as_raw());
-        };
-        if !can_export || timeline {
-            return pass();
-        }
-        if let Some(types) = theirs {
-            let r = pass();
-            if r == vk::Result::SUCCESS
-                && types.contains(vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD)
-            {
-                remember();
-            }
-            return r;
-        }
-        // SAFETY: a valid create info.
-        let mut ours = unsafe { *info };
-        let export = vk::ExportSemaphoreCreateInfo {
-            p_next: ours.p_next,
-            handle_types: vk::ExternalSemaphoreHandleTypeFlags::SYNC_FD,
-            ..Default::default()
-        };
-        ours.p_next = std::ptr::addr_of!(export).cast();
-        // SAFETY: the app's create info with one more struct in its chain,
-        // which lives through the call; the driver can export SYNC_FD.
-        match unsafe { create(device, &ours, allocator, out) } {
-            vk::Result::SUCCESS => {
-                remember();
-                vk::Result::SUCCESS
-            }
-            // Not exportable after all: as the app asked.
-            _ => pass(),
-        }
-    })
-}
-
-/// `vkDestroySemaphore` on a served device: forgotten, then destroyed.
-unsafe extern "system" fn destroy_semaphore(
-    device: vk::Device,
-    semaphore: vk::Semaphore,
-    allocator: *const vk::AllocationCallbacks<'_>,
-) {
-    guard((), || {
-        let Some(d) = data(device) else { return };
-        if semaphore != vk::Semaphore::null() {
-            let mut set = d.exportable.lock().unwrap_or_else(|p| p.into_inner());
-            set.remove(&semaphore.as_raw());
-        }
-        // SAFETY: the app's valid arguments, passed on.
-        unsafe { (d.raw.fp_v1_0().destroy_semaphore)(device, semaphore, allocator) };
     })
 }
 
@@ -754,7 +643,6 @@ unsafe fn create_device_inner(
         winsys,
         driver_present_ids: Mutex::new(HashMap::new()),
         swapchains: Mutex::new(HashMap::new()),
-        exportable: Mutex::new(HashSet::new()),
     });
     registry()
         .devices

@@ -10,13 +10,9 @@
 //!   next writer must wait for (the compositor's release fence, or its
 //!   reads in the dma-buf) is imported into the app's semaphore and fence,
 //!   so the app's GPU work — not its thread — waits.
-//! - `vkQueuePresentKHR`: the app's semaphores give their signals as
-//!   sync_files (the layer's `vkCreateSemaphore` made them exportable),
-//!   which become what the sync mode hands the compositor, with no
-//!   submission of the layer's; where they cannot (or with several
-//!   swapchains, or frames to copy), a submission on the app's present
-//!   queue waits for them and signals it. Then the commit.
-//!   `VK_SUBOPTIMAL_KHR` when the
+//! - `vkQueuePresentKHR`: a submission on the app's present queue waits
+//!   for the app's semaphores and signals what the sync mode hands the
+//!   compositor; then the commit. `VK_SUBOPTIMAL_KHR` when the
 //!   compositor's dma-buf feedback changed; `VK_ERROR_OUT_OF_DATE_KHR` for
 //!   a retired swapchain.
 //!
@@ -97,9 +93,6 @@ struct State {
     /// app's semaphore and fence), kept until the image is presented, or
     /// given back with it by `vkReleaseSwapchainImagesEXT`.
     held: HashMap<usize, SyncFile>,
-    /// Presents that needed a submission of the layer's (the others
-    /// exported the app's semaphores).
-    submitted: u64,
 }
 
 /// The frame mark of the first present in `ids` ((id, mark), ids
@@ -164,7 +157,6 @@ impl State {
             ("fifo_protocol", Value::Bool(self.chain.fifo_protocol())),
             ("frames", Value::Num(self.chain.frames_presented())),
             ("acquires", Value::Num(self.acquires)),
-            ("submitted_presents", Value::Num(self.submitted)),
             ("retired", Value::Bool(self.chain.retired())),
         ];
         let extent = self.chain.image(0).extent();
@@ -402,7 +394,6 @@ unsafe fn create_inner(
         created: std::time::Instant::now(),
         present_ids: VecDeque::new(),
         held: HashMap::new(),
-        submitted: 0,
     };
     debug!(
         "swapchain {handle:#x}: {w}x{h}, {} images, {:?} ({}) {:?}, sync {}, {:?}, made in {:.1?}{}",
@@ -729,32 +720,33 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
     let mine = ours.iter().flatten().count();
     let theirs = ours.len() - mine;
     let mut results = vec![vk::Result::SUCCESS; ours.len()];
-    // A submission on the app's present queue that waits for `these` of
-    // the app's semaphores: each present consumes the waits it was given,
-    // even one that fails (the spec's rule).
-    let on_queue =
-        |these: &[vk::Semaphore]| -> winsys::vulkan::Result<winsys::vulkan::Submission<'_>> {
-            let mut job = ws.submission()?;
-            // SAFETY: the app's present queue, of the family winsys uses (the
-            // only one its surfaces support), held by the app for this call;
-            // the app's semaphores have pending signals and live until the
-            // present's work is done.
-            unsafe {
-                job.on_queue(queue);
-                for &s in these {
+    // A submission on the app's present queue that waits for the app's
+    // semaphores (then `more`): each present consumes the waits it was
+    // given, even one that fails (the spec's rule).
+    let on_queue = |with_waits: bool| -> winsys::vulkan::Result<winsys::vulkan::Submission<'_>> {
+        let mut job = ws.submission()?;
+        // SAFETY: the app's present queue, of the family winsys uses (the
+        // only one its surfaces support), held by the app for this call;
+        // the app's semaphores have pending signals and live until the
+        // present's work is done.
+        unsafe {
+            job.on_queue(queue);
+            if with_waits {
+                for &s in waits {
                     job.wait_semaphore(s, vk::PipelineStageFlags::ALL_COMMANDS);
                 }
             }
-            Ok(job)
-        };
-    // With one of the layer's swapchains alone, the app's semaphores are
-    // exported or its submission waits for them; with several (or the
-    // driver's too), a first submission does, and the others wait for its
-    // completion, a sync_file (`None`: already complete).
+        }
+        Ok(job)
+    };
+    // With one of the layer's swapchains alone, its submission waits for
+    // the app's semaphores; with several (or the driver's too), a first
+    // submission does, and the others wait for its completion, a sync_file
+    // (`None`: already complete).
     let first: Option<Option<SyncFile>> = if mine == 1 && theirs == 0 {
         None
     } else {
-        let batch = on_queue(waits).and_then(|mut job| {
+        let batch = on_queue(true).and_then(|mut job| {
             job.signal_sync_file();
             Ok(job.submit()?.take_sync_file())
         });
@@ -772,36 +764,10 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         let mut st = sc.lock();
         let r = (|| -> Result<(), winsys::wayland::Error> {
             let vk_err = |e| winsys::wayland::Error::Vulkan(Box::new(e));
+            let mut job = on_queue(first.is_none()).map_err(vk_err)?;
             let acquired = index < st.chain.len()
                 && st.chain.state(index) == ImageState::Acquired
                 && st.unclaimed.as_ref().map(|u| u.0) != Some(index);
-            // Alone in the present, with nothing to copy: the app's
-            // semaphores, where they can, give their signals as sync_files
-            // (a wait, as the present's own), which the compositor gets
-            // with no submission of the layer's. What could not be
-            // exported is waited for by a submission, as are all of them
-            // elsewhere.
-            let (exported, rest) = match first.is_none() {
-                // SAFETY: the app's semaphores of this device, with their
-                // signals submitted (vkQueuePresentKHR's valid usage),
-                // used by no other thread during the call.
-                true if acquired && !st.chain.copies_frames() => unsafe {
-                    export_waits(&d, ws, waits)
-                },
-                true => (Vec::new(), waits),
-                false => (Vec::new(), &[][..]),
-            };
-            if !exported.is_empty() && rest.is_empty() {
-                let ready = merged(exported).map_err(vk_err)?;
-                st.held.remove(&index);
-                return st.chain.present_after(index, ready);
-            }
-            st.submitted += 1;
-            let mut job = on_queue(rest).map_err(vk_err)?;
-            for f in exported.into_iter().flatten() {
-                job.wait_for_sync_file(f, vk::PipelineStageFlags::ALL_COMMANDS)
-                    .map_err(vk_err)?;
-            }
             if !acquired {
                 // Not the app's to present: its waits still happen.
                 job.submit().map_err(vk_err)?;
@@ -912,54 +878,6 @@ unsafe fn present_inner(queue: vk::Queue, info: *const vk::PresentInfoKHR<'_>) -
         unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), pi.p_results, results.len()) };
     }
     worst(&results)
-}
-
-/// Export `waits`, in order, as sync_files while each can give one
-/// ([`DeviceData::exportable`]; none if some cannot, or if there are none:
-/// a present without semaphores relies on queue order, which only a
-/// submission keeps): the sync_files of those exported (`None`s of
-/// signalled ones dropped) and the semaphores left, from the first export
-/// that failed (its error said on stderr).
-///
-/// # Safety
-///
-/// `waits` are binary semaphores of `d`'s device with their signals
-/// submitted, used by no other thread during the call.
-unsafe fn export_waits<'w>(
-    d: &DeviceData,
-    ws: &winsys::vulkan::Device,
-    waits: &'w [vk::Semaphore],
-) -> (Vec<Option<SyncFile>>, &'w [vk::Semaphore]) {
-    if waits.is_empty() || !d.all_exportable(waits) {
-        return (Vec::new(), waits);
-    }
-    let mut out = Vec::with_capacity(waits.len());
-    for (i, &s) in waits.iter().enumerate() {
-        // SAFETY: exportable as SYNC_FD (in the set), the rest the
-        // caller's contract.
-        match unsafe { ws.export_from_semaphore(s) } {
-            Ok(f) => out.push(f),
-            Err(e) => {
-                eprintln!("winsys layer: vkQueuePresentKHR: {e}; waiting with a submission");
-                return (out, &waits[i..]);
-            }
-        }
-    }
-    (out, &[])
-}
-
-/// One sync_file for all of `fences` (`None`: all signalled).
-fn merged(fences: Vec<Option<SyncFile>>) -> winsys::vulkan::Result<Option<SyncFile>> {
-    let mut all = fences.into_iter().flatten();
-    let Some(mut one) = all.next() else {
-        return Ok(None);
-    };
-    for f in all {
-        one = one
-            .merge(&f, "winsys layer present")
-            .map_err(winsys::vulkan::Error::Sync)?;
-    }
-    Ok(Some(one))
 }
 
 /// The present ids of `VkPresentIdKHR` in the present's chain (empty:

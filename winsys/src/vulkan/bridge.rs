@@ -447,30 +447,6 @@ impl Device {
     pub unsafe fn import_into_fence(&self, fence: vk::Fence, sync: Option<SyncFile>) -> Result<()> {
         import_fence(&self.shared, fence, sync)
     }
-
-    /// The completion of the signal pending on `semaphore` — a binary
-    /// semaphore of this device that winsys did not create (an app's,
-    /// waited for by `vkQueuePresentKHR`) — as a sync_file
-    /// (`vkGetSemaphoreFdKHR`, SYNC_FD; `None`: signalled already). The
-    /// export consumes the signal as a wait would (SYNC_FD's copy
-    /// transference): the semaphore is unsignalled after it. A software
-    /// device may finish the work on the CPU to answer.
-    /// [`Error::NoSyncFd`] where the driver cannot export.
-    ///
-    /// # Safety
-    ///
-    /// `semaphore` must be a live binary semaphore of this device, created
-    /// exportable as SYNC_FD (`VkExportSemaphoreCreateInfo`), whose signal
-    /// operation has been submitted, with no other wait pending on it, not
-    /// used by another thread during the call (`vkGetSemaphoreFdKHR`'s
-    /// rules).
-    pub unsafe fn export_from_semaphore(
-        &self,
-        semaphore: vk::Semaphore,
-    ) -> Result<Option<SyncFile>> {
-        // SAFETY: the caller's contract.
-        unsafe { export_semaphore(&self.shared, semaphore) }
-    }
 }
 
 /// One command buffer to submit, with the fences it waits for and the

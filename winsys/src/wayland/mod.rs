@@ -155,13 +155,6 @@ pub enum Error {
     /// `wl_surface` took over the per-surface protocol objects.
     #[error("retired: a newer swapchain took over the surface")]
     Retired,
-    /// [`Swapchain::present_after`](swapchain::Swapchain::present_after)
-    /// on a swapchain that copies its frames into the compositor's
-    /// buffers: the copy needs a submission
-    /// ([`Swapchain::present`](swapchain::Swapchain::present)).
-    #[cfg(feature = "vulkan")]
-    #[error("this swapchain copies its frames: presenting needs a submission for the copy")]
-    CopiesFrames,
     /// A buffer the compositor still holds (or whose release fence has not
     /// been waited for) was to be written or presented again.
     #[error("buffer {0} is still with the compositor")]

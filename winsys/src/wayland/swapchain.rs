@@ -985,84 +985,20 @@ impl Swapchain {
                 vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::COLOR_ATTACHMENT_WRITE,
             )
             .map_err(vk_err)?;
-        let ready = if mode == SyncMode::Shm {
-            // Wait (bounded) for the work here: wl_shm carries no fence,
-            // and the fence wait costs less than an export.
-            let pending = job.submit().map_err(vk_err)?;
-            pending.wait(Some(self.timeout)).map_err(vk_err)?;
-            img.pending = Some(pending);
-            None
-        } else {
-            // Its completion, for `deliver` to hand over (`None`: done).
-            job.signal_sync_file();
-            let mut pending = job.submit().map_err(vk_err)?;
-            let fence = pending.take_sync_file();
-            img.pending = Some(pending);
-            fence
-        };
-        self.deliver(index, ready)
-    }
-
-    /// Hand image `index` back to the compositor once `ready` signals
-    /// (`None`: its writes are done): for a caller whose writes were
-    /// submitted elsewhere — a Vulkan layer's `vkQueuePresentKHR`, which
-    /// exports the app's wait semaphores
-    /// ([`Device::export_from_semaphore`](crate::vulkan::Device::export_from_semaphore))
-    /// instead of submitting a wait of its own. No submission: the image
-    /// is handed over in the layout the writes left it in, without a
-    /// queue-family release (as [`Swapchain::acquire_with_fence`] hands it
-    /// out without an acquire), and `ready` becomes what the sync mode
-    /// gives the compositor (the acquire point, the acquire fence, a write
-    /// fence in the dma-buf; wl_shm: waited for here, within the
-    /// swapchain's timeout). [`Error::CopiesFrames`] where frames are
-    /// copied ([`Swapchain::copies_frames`]): the copy needs
-    /// [`Swapchain::present`].
-    ///
-    /// The writes must have waited for the image's release (the fence
-    /// [`Swapchain::acquire_with_fence`] gave).
-    pub fn present_after(&mut self, index: usize, ready: Option<SyncFile>) -> Result<()> {
-        self.expect(index, ImageState::Acquired, "present")?;
-        if self.copies {
-            return Err(Error::CopiesFrames);
-        }
-        let img = &mut self.images[index];
-        let ready = match (img.release.take(), ready) {
-            // Acquired without handing the release out (`acquire`): the
-            // compositor gets the image once both are done.
-            (Some(release), Some(ready)) => Some(
-                release
-                    .merge(&ready, "winsys present")
-                    .map_err(|e| vk_err(crate::vulkan::Error::Sync(e)))?,
-            ),
-            (release, ready) => release.or(ready),
-        };
-        img.pending = None;
-        self.deliver(index, ready)
-    }
-
-    /// Give image `index`'s writes, done once `ready` signals (`None`:
-    /// done), to the compositor the sync mode's way, then (FIFO, where the
-    /// compositor does not pace) wait for the previous frame and commit.
-    fn deliver(&mut self, index: usize, ready: Option<SyncFile>) -> Result<()> {
-        let sync_err = |e| match e {
-            crate::sync::Error::Timeout { timeout, .. } => Error::Timeout {
-                what: "the frame's writes",
-                timeout,
-            },
-            e => vk_err(crate::vulkan::Error::Sync(e)),
-        };
-        let mode = self.mode;
-        let img = &mut self.images[index];
         let mut points = None;
         let acquire = match mode {
             SyncMode::DrmSyncobj => {
-                // The acquire point carries the writes' completion (or,
-                // complete already, is the done timeline's); the
+                // The acquire point carries the rendering's completion
+                // (or, complete already, is the done timeline's); the
                 // compositor signals the release point after it.
+                job.signal_sync_file();
+                let mut pending = job.submit().map_err(vk_err)?;
+                let fence = pending.take_sync_file();
+                img.pending = Some(pending);
                 let t = img
                     .timeline
                     .expect("a timeline per image in drm-syncobj mode");
-                points = Some(match ready {
+                points = Some(match fence {
                     Some(f) => {
                         let (a, r) = (img.point + 1, img.point + 2);
                         img.point = r;
@@ -1073,9 +1009,10 @@ impl Swapchain {
                             .map_err(|e| Error::Wayland(e.to_string()))?;
                         (t, Some(a), r)
                     }
-                    // Already complete (a software device, a driver that
-                    // cannot export, or a fence signalled at once): the
-                    // done timeline's point, no signal of its own.
+                    // Already complete (the submission waited for it: a
+                    // software device, a driver that cannot export, or a
+                    // fence signalled at once): the done timeline's point,
+                    // no signal of its own.
                     None => {
                         img.point += 1;
                         (t, None, img.point)
@@ -1084,10 +1021,10 @@ impl Swapchain {
                 None
             }
             SyncMode::Shm => {
-                // wl_shm carries no fence: the writes are waited for here.
-                if let Some(f) = ready {
-                    f.wait(Some(self.timeout)).map_err(sync_err)?;
-                }
+                // Wait (bounded) for the rendering: wl_shm carries no fence.
+                let pending = job.submit().map_err(vk_err)?;
+                pending.wait(Some(self.timeout)).map_err(vk_err)?;
+                img.pending = Some(pending);
                 match &img.shm_map {
                     // The wl_shm pool is the image's memory: its writes made
                     // visible to the compositor's reads of the memfd.
@@ -1098,7 +1035,7 @@ impl Swapchain {
                         let guard = map.read(Some(self.timeout))?;
                         let stride = img.dmabuf.planes()[0].stride() as usize;
                         // SAFETY: the image is the app's (acquired), its
-                        // writes are done, and its dma-buf went to no one
+                        // rendering is done, and its dma-buf went to no one
                         // else (the compositor has the wl_shm copy): nothing
                         // writes these bytes while the slice lives.
                         let src = unsafe { guard.plane_slice(0) }?;
@@ -1107,15 +1044,18 @@ impl Swapchain {
                 }
                 None
             }
-            SyncMode::ExplicitSync => ready,
+            SyncMode::ExplicitSync => {
+                job.signal_sync_file();
+                let mut pending = job.submit().map_err(vk_err)?;
+                let fence = pending.take_sync_file();
+                img.pending = Some(pending);
+                fence
+            }
             _ => {
-                // Implicit: the writes' completion becomes a write fence in
-                // the dma-buf, which the compositor's reads wait for
-                // (waited for here where the kernel cannot take it).
-                if let Some(f) = ready {
-                    img.dmabuf
-                        .attach_fence(&f, Access::Write, Some(self.timeout))?;
-                }
+                // Implicit: the work's completion becomes a write fence in
+                // the dma-buf, which the compositor's reads wait for.
+                job.signal_dmabuf(&img.dmabuf, Access::Write);
+                img.pending = Some(job.submit().map_err(vk_err)?);
                 None
             }
         };
