@@ -264,24 +264,16 @@ fn a_compositor_that_does_not_answer_the_formats_query_gets_b8g8r8a8_and_the_app
 #[test]
 fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
     let _one = common::one_at_a_time();
-    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::install();
-    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &["--frames", "30"]);
-    assert_eq!(field(&json, "wsi"), Some("mesa"), "{json}");
-    assert_eq!(field(&json, "frames"), Some("30"), "{json}");
     // weston composes on the CPU (its main device is vgem): the layer's
     // FIFO swapchain takes zero-copy wl_shm by itself, as winsys's own.
-    assert_reported(&layer, pid, "shm", 30, &said);
+    let weston = need!(Weston::start("gl"), "weston (gl renderer)");
+    let layer = Layer::install();
+    let (pid, json) = cube_on_weston(&weston, &layer, "shm", &[]);
+    assert_eq!(field(&json, "wsi"), Some("mesa"), "{json}");
     for l in &layer.events_of(pid, "create") {
         assert_eq!(field(l, "drm_format"), Some("XRGB8888"), "{l}");
         assert_eq!(field(l, "path"), Some("ShmZeroCopy"), "{l}");
     }
-    // What weston shows: the example's own pixel check (only the clear
-    // colour and exact face colours, several faces).
-    let (_, faces) = weston_shows_the_cube(&layer, &weston.socket, &[], &|w, h, p| {
-        common::cube_frame(w, h, p)
-    });
-    println!("weston shows a cube frame through the layer: face pixels {faces:?}");
 }
 
 #[test]
@@ -291,18 +283,8 @@ fn a_present_without_wait_semaphores_through_the_layer_shows_the_cube() {
     // app's work in queue order, carries the frame.
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::install();
-    let args = ["--frames", "20", "--fence-before-present"];
-    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &args);
-    assert_eq!(field(&json, "frames"), Some("20"), "{json}");
-    assert_reported(&layer, pid, "shm", 20, &said);
-    let (_, faces) = weston_shows_the_cube(
-        &layer,
-        &weston.socket,
-        &["--fence-before-present"],
-        &|w, h, p| common::cube_frame(w, h, p),
-    );
-    println!("weston shows the cube presented without semaphores: face pixels {faces:?}");
+    let extra = ["--fence-before-present"];
+    cube_on_weston(&weston, &Layer::install(), "shm", &extra);
 }
 
 #[test]
@@ -312,14 +294,24 @@ fn the_cube_through_the_layer_with_implicit_sync_on_weston() {
     // software device).
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
-    let layer = Layer::forcing("implicit");
-    let (pid, json, said) = mesa_cube(&layer, &weston.socket, &["--frames", "20"]);
+    cube_on_weston(&weston, &Layer::forcing("implicit"), "implicit", &[]);
+}
+
+/// The cube (`--wsi mesa`, plus `extra`) through `layer` on `weston`: 20
+/// frames presented in `sync` mode (the layer's report), then weston shows
+/// a cube frame (the example's own pixel check: only the clear colour and
+/// exact face colours, several faces). The first run's pid and JSON line.
+fn cube_on_weston(weston: &Weston, layer: &Layer, sync: &str, extra: &[&str]) -> (u32, String) {
+    let mut args = vec!["--frames", "20"];
+    args.extend_from_slice(extra);
+    let (pid, json, said) = mesa_cube(layer, &weston.socket, &args);
     assert_eq!(field(&json, "frames"), Some("20"), "{json}");
-    assert_reported(&layer, pid, "implicit", 20, &said);
-    let (_, faces) = weston_shows_the_cube(&layer, &weston.socket, &[], &|w, h, p| {
+    assert_reported(layer, pid, sync, 20, &said);
+    let (_, faces) = weston_shows_the_cube(layer, &weston.socket, extra, &|w, h, p| {
         common::cube_frame(w, h, p)
     });
-    println!("weston shows the cube through the layer with implicit sync: face pixels {faces:?}");
+    println!("weston shows the cube through the layer ({sync}, {extra:?}): face pixels {faces:?}");
+    (pid, json)
 }
 
 /// A cube frame check of tests/common (`cube_frame`, `cube_frame_srgb`).
