@@ -278,9 +278,9 @@ fn the_cube_through_vk_khr_swapchain_presents_through_the_layer() {
 
 #[test]
 fn a_present_without_wait_semaphores_through_the_layer_shows_the_cube() {
-    // The app waits for its rendering's fence and presents with no wait
-    // semaphore: the layer's submission on the present queue, after the
-    // app's work in queue order, carries the frame.
+    // A present with no wait semaphores (the app waited for its
+    // rendering's fence first) goes through the layer, and weston shows
+    // the cube.
     let _one = common::one_at_a_time();
     let weston = need!(Weston::start("gl"), "weston (gl renderer)");
     let extra = ["--fence-before-present"];

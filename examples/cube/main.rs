@@ -61,7 +61,8 @@
 //!   (`vkReleaseSwapchainImagesEXT`);
 //! - `--fence-before-present` (mesa only): the rendering signals no
 //!   semaphore; the app waits for its fence, then presents with no wait
-//!   semaphores (queue order and the CPU wait are all the present has);
+//!   semaphores (the fence's CPU wait is all that orders the present
+//!   after the rendering);
 //! - `--second-swapchain` (mesa only): after the first swapchain, ask for
 //!   another on the same surface without `oldSwapchain`, which must be
 //!   refused with `VK_ERROR_NATIVE_WINDOW_IN_USE_KHR` (said on stdout);
