@@ -8,7 +8,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mutter::Mutter;
 use common::need;
@@ -138,28 +138,15 @@ fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common:
     let mut all = vec!["--frames", "100000", "--timeout", "30"];
     all.extend_from_slice(args);
     let mut child = spawn(socket, &all);
-    let start = Instant::now();
-    let mut last = String::new();
-    let seen = loop {
-        if start.elapsed() > Duration::from_secs(60) {
-            break None;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the cube exited early: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let seen = common::until_shown(&mut child, Duration::from_secs(60), || {
         let shot = grab();
         let (w, h) = (shot.width.min(256), shot.height.min(256));
         let pixel = |x, y| shot.pixel(x, y);
-        let frame = match srgb {
+        match srgb {
             true => common::cube_frame_srgb(w, h, pixel),
             false => common::cube_frame(w, h, pixel),
-        };
-        match frame {
-            Ok(faces) => break Some(faces),
-            Err(what) => last = what,
         }
-    };
+    });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     println!(
@@ -167,8 +154,8 @@ fn assert_shows_the_cube(socket: &str, args: &[&str], grab: impl Fn() -> common:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let faces =
-        seen.unwrap_or_else(|| panic!("the compositor never showed a cube frame; last: {last}"));
+    let faces = seen
+        .unwrap_or_else(|last| panic!("the compositor never showed a cube frame; last: {last}"));
     println!("captured a cube frame: face pixels {faces:?}");
 }
 

@@ -27,7 +27,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::layer::{
     assert_no_validation_errors, assert_reported, field, finish, finishes_cleanly, mesa_cube,
@@ -359,27 +359,14 @@ fn shows_the_cube(
     all.extend_from_slice(extra);
     let mut child = spawn(layer, socket, &common::built("examples", "cube"), &all, &[]);
     let pid = child.id();
-    let t = Instant::now();
-    let mut last = String::new();
-    let faces = loop {
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the output never showed a cube frame ({extra:?}): {last}");
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let said = text(&child.wait_with_output().unwrap());
-            panic!("the cube {extra:?} exited early: {status}\n{said}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let Some((w, h, shot)) = grab() else {
-            last = "no shot of the output".into();
-            continue;
-        };
-        match check(w, h, &|x, y| shot.pixel(x, y)) {
-            Ok(f) => break f,
-            Err(what) => last = what,
-        }
-    };
+    let shown = common::until_shown(&mut child, Duration::from_secs(120), || {
+        let (w, h, shot) = grab().ok_or("no shot of the output")?;
+        check(w, h, &|x, y| shot.pixel(x, y))
+    });
+    let faces = shown.unwrap_or_else(|last| {
+        let _ = child.kill();
+        panic!("the output never showed a cube frame ({extra:?}): {last}")
+    });
     let _ = child.kill();
     assert_no_validation_errors(&text(&child.wait_with_output().unwrap()));
     (pid, faces)

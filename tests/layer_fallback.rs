@@ -5,9 +5,10 @@
 //! `lavapipe_dmabuf`), so the layer serves no device and gets out of the
 //! way — the driver's own WSI presents, through the Wayland surface the
 //! layer made in the driver too, the validation layer silent, and the
-//! layer says what the driver lacks. On 6.12 the same run is winsys's. The test bed declares which kernel
-//! lacks what (xtask/src/kernels.rs, passed as `WINSYS_KERNEL_LACKS`);
-//! tests/kernel.rs checks the declaration.
+//! layer says what the driver lacks. On 6.12 the same run is winsys's.
+//! The test bed declares which kernel lacks what (xtask/src/kernels.rs,
+//! passed as `WINSYS_KERNEL_LACKS`); tests/kernel.rs checks the
+//! declaration.
 //!
 //! This is the one layer test that runs on both guest kernels (the others
 //! need lavapipe's dma-bufs).

@@ -253,33 +253,22 @@ pub fn vkcube_is_shown(
     grab: impl Fn() -> Option<Picture>,
 ) {
     let mut child = spawn_vkcube(layer, socket, 1_000_000, env);
-    let t = Instant::now();
-    let mut last = 0;
-    let shown = loop {
-        if t.elapsed() > Duration::from_secs(120) {
-            break false;
+    let shown = super::until_shown(&mut child, Duration::from_secs(120), || {
+        let (w, h, pixel) = grab().ok_or("no picture of the output")?;
+        match colours(w, h, pixel) {
+            n if n >= VKCUBE_COLOURS => Ok(n),
+            n => Err(format!("{n} colours")),
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("vkcube exited early: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        if let Some((w, h, pixel)) = grab() {
-            last = colours(w, h, pixel);
-            if last >= VKCUBE_COLOURS {
-                break true;
-            }
-        }
-    };
+    });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let said = text(&out);
     println!("vkcube until shown:\n{said}");
     assert_no_validation_errors(&said);
-    assert!(
-        shown,
-        "the output never showed vkcube's picture (last: {last} colours)"
-    );
-    println!("the compositor shows vkcube's picture ({last} colours)");
+    match shown {
+        Ok(n) => println!("the compositor shows vkcube's picture ({n} colours)"),
+        Err(last) => panic!("the output never showed vkcube's picture (last: {last})"),
+    }
 }
 
 /// A weston shot as a [`Picture`].

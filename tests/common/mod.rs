@@ -28,6 +28,37 @@ pub fn kernel_lacks(feature: &str) -> bool {
         .any(|f| f == feature)
 }
 
+/// Ask `look` every half second, while `child` runs, until it answers
+/// `Ok` (returned), or `within` has passed: `Err` with its last complaint.
+/// A child that exits first fails the test, with what it said (its piped
+/// stdout and stderr).
+pub fn until_shown<T>(
+    child: &mut std::process::Child,
+    within: Duration,
+    mut look: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = std::time::Instant::now();
+    let mut last = String::from("nothing looked at yet");
+    while start.elapsed() <= within {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut said = String::new();
+            if let Some(mut out) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut out, &mut said);
+            }
+            if let Some(mut err) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut said);
+            }
+            panic!("it exited early: {status}\n{said}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        match look() {
+            Ok(v) => return Ok(v),
+            Err(what) => last = what,
+        }
+    }
+    Err(last)
+}
+
 /// Whether missing devices fail tests instead of skipping them.
 pub fn devices_required() -> bool {
     std::env::var_os("WINSYS_REQUIRE_DEVICES").is_some_and(|v| v == "1")
